@@ -1,0 +1,88 @@
+//! Eviction policies for the inactive pool (registered, unreferenced, evictable blocks).
+//!
+//! A manager keeps the *index* (sequence hash -> slot) and the slot states itself; a policy only
+//! decides the *order* in which inactive blocks are given up. The contract is small so that users
+//! can plug in their own policy through [`EvictionPolicy`] and [`PolicyFactory`]:
+//!
+//! ```text
+//!   block released (last strong ref dropped)  ->  insert(id, hash)
+//!   inactive block matched / resurrected      ->  remove(id)        (returns true if present)
+//!   allocation needs a slot                   ->  evict() -> id     (the policy forgets it)
+//!   lookups and registrations                 ->  on_access(hash, kind)   (optional signal)
+//! ```
+//!
+//! Every call is made with the owning shard's lock held, from one thread at a time, so a policy
+//! is plain single-threaded code (`&mut self`). A manager may be split into shards; each shard
+//! builds its own policy instance from the factory, unless the factory says it needs a global
+//! view ([`PolicyFactory::requires_single_shard`]).
+//!
+//! # Invariants a policy must keep
+//! - `evict` returns only ids that were inserted and not yet removed or evicted, each once.
+//! - `len` equals inserted minus removed minus evicted.
+//! - `remove` of an id that is not present returns `false` and changes nothing.
+//! - No method panics on any sequence of calls that respects the first invariant.
+
+use crate::{BlockId, SequenceHash};
+
+/// What kind of access a policy is told about through [`EvictionPolicy::on_access`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccessKind {
+    /// A lookup found the block registered (active or inactive).
+    Hit,
+    /// A block with this hash was newly registered (the hash was missing: a miss being filled).
+    Register,
+}
+
+/// The ordering half of the inactive pool. See the module docs for the contract.
+pub trait EvictionPolicy: Send + 'static {
+    /// A registered block became inactive (its last strong reference dropped).
+    fn insert(&mut self, block: BlockId, hash: SequenceHash);
+
+    /// The block left the inactive pool without being evicted (matched, upgraded, purged).
+    /// Returns whether it was present.
+    fn remove(&mut self, block: BlockId) -> bool;
+
+    /// Chooses a victim, forgets it and returns it; `None` when the pool is empty.
+    fn evict(&mut self) -> Option<BlockId>;
+
+    /// Number of blocks currently held.
+    fn len(&self) -> usize;
+
+    /// Whether no block is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Optional signal: a lookup hit or a fresh registration of `hash`. Default: ignored.
+    fn on_access(&mut self, hash: SequenceHash, kind: AccessKind) {
+        let _ = (hash, kind);
+    }
+}
+
+/// What a policy instance is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyContext {
+    /// Slots in the whole manager; every [`BlockId`] passed to the policy is below this.
+    pub total_blocks: usize,
+    /// Index of the shard this instance serves.
+    pub shard: usize,
+    /// Number of shards (each has its own instance).
+    pub shards: usize,
+}
+
+/// Builds one [`EvictionPolicy`] per shard of a manager.
+pub trait PolicyFactory: Send + Sync + 'static {
+    /// Short lower-case name (`lru`, `fifo`, ...), used in metrics and reports.
+    fn name(&self) -> &str;
+
+    /// Builds the policy for one shard.
+    fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy>;
+
+    /// Whether the policy's guarantees need one instance to see every block (for example a
+    /// lineage policy that must see children before evicting a parent). The manager then uses a
+    /// single shard. Default: `false`.
+    fn requires_single_shard(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,234 @@
+//! [`SequenceHash`]: the identity of a block *and its whole prefix*.
+//!
+//! A sequence hash packs three fields into one `u128`:
+//!
+//! ```text
+//!  127          96 95            64 63                             0
+//! +--------------+----------------+--------------------------------+
+//! | position u32 | parent frag u32|  chained hash u64               |
+//! +--------------+----------------+--------------------------------+
+//! ```
+//!
+//! - `position`: index of the block in its sequence (0 = root). Recoverable from the value so
+//!   lookups and eviction can be partitioned by depth.
+//! - `parent fragment`: the low 32 bits of the parent's chained hash (0 for a root). Lets
+//!   lineage-aware code link a block to its parent without another lookup. It is a hint: two
+//!   parents may share a fragment, so code that uses it must tolerate collisions.
+//! - `chained hash`: the 64-bit hash of this block chained onto its parent's chained hash. This is
+//!   the value other engines exchange (see [`crate::HashScheme::Xxh3Compat`]).
+//!
+//! Equality and hashing use all 128 bits: the same chained hash at another position or under
+//! another parent is a different block.
+
+use std::fmt;
+
+/// Identity of a block together with its prefix (position, parent fragment, chained hash).
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_core::SequenceHash;
+///
+/// let root = SequenceHash::root(0xABCD);
+/// let child = SequenceHash::child_of(root, 0x1234);
+/// assert_eq!(child.position(), 1);
+/// assert_eq!(child.parent_fragment(), 0xABCD);
+/// assert_eq!(child.chained(), 0x1234);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SequenceHash(u128);
+
+impl SequenceHash {
+    /// Builds a sequence hash from its three fields.
+    pub const fn new(chained: u64, parent_fragment: u32, position: u32) -> Self {
+        Self(((position as u128) << 96) | ((parent_fragment as u128) << 64) | chained as u128)
+    }
+
+    /// A root (position 0, no parent) with the given chained hash.
+    pub const fn root(chained: u64) -> Self {
+        Self::new(chained, 0, 0)
+    }
+
+    /// The block after `parent` whose chained hash is `chained` (position = parent's + 1).
+    ///
+    /// The position saturates at `u32::MAX` rather than wrapping or panicking.
+    pub const fn child_of(parent: SequenceHash, chained: u64) -> Self {
+        Self::new(
+            chained,
+            parent.chained() as u32,
+            parent.position().saturating_add(1),
+        )
+    }
+
+    /// Index of the block in its sequence (0 for the root).
+    pub const fn position(self) -> u32 {
+        (self.0 >> 96) as u32
+    }
+
+    /// Low 32 bits of the parent's chained hash (0 for a root).
+    pub const fn parent_fragment(self) -> u32 {
+        (self.0 >> 64) as u32
+    }
+
+    /// The 64-bit chained hash (the interoperable value).
+    pub const fn chained(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// The raw 128-bit value.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Rebuilds a sequence hash from [`SequenceHash::as_u128`].
+    pub const fn from_u128(raw: u128) -> Self {
+        Self(raw)
+    }
+
+    /// Whether `self` can be the parent of `child` (positions adjacent, fragment matches).
+    ///
+    /// A fragment is 32 bits, so `true` is a strong hint, not a proof.
+    pub const fn may_be_parent_of(self, child: SequenceHash) -> bool {
+        child.position() == self.position().wrapping_add(1)
+            && child.position() != 0
+            && child.parent_fragment() == self.chained() as u32
+    }
+
+    /// A well-mixed 64-bit digest of all 128 bits, for hash tables and sketches.
+    #[inline]
+    pub const fn mix64(self) -> u64 {
+        let lo = self.0 as u64;
+        let hi = (self.0 >> 64) as u64;
+        let x = (lo ^ hi.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^ (x >> 32) ^ hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    }
+}
+
+impl PartialOrd for SequenceHash {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SequenceHash {
+    /// Orders by position first, then by the raw value.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.position(), self.0).cmp(&(other.position(), other.0))
+    }
+}
+
+impl fmt::Debug for SequenceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SequenceHash({}:{:016x}<{:08x})",
+            self.position(),
+            self.chained(),
+            self.parent_fragment()
+        )
+    }
+}
+
+impl fmt::Display for SequenceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{:016x}", self.position(), self.chained())
+    }
+}
+
+/// A [`std::hash::BuildHasher`] for maps keyed by [`SequenceHash`] (or anything hashed as a few
+/// integers): one multiply-fold per word, robust to unmixed inputs such as small trace ids.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SeqHashBuilder;
+
+impl std::hash::BuildHasher for SeqHashBuilder {
+    type Hasher = SeqHasher;
+    fn build_hasher(&self) -> SeqHasher {
+        SeqHasher(0)
+    }
+}
+
+/// The hasher made by [`SeqHashBuilder`].
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SeqHasher(u64);
+
+impl SeqHasher {
+    #[inline]
+    fn mix(&mut self, v: u64) {
+        let m = ((self.0 ^ v) as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_u128 | 1);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for SeqHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        // One more fold so low bits (used by hashbrown for buckets) depend on all input bits.
+        let x = self.0.wrapping_mul(0xA24B_AED4_963E_E407);
+        x ^ (x >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(buf));
+        }
+    }
+    #[inline]
+    fn write_u128(&mut self, v: u128) {
+        self.mix(v as u64);
+        self.mix((v >> 64) as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.mix(v as u64);
+    }
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+}
+
+/// A `hashbrown` map keyed with [`SeqHashBuilder`].
+pub type SeqHashMap<K, V> = hashbrown::HashMap<K, V, SeqHashBuilder>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        let h = SequenceHash::new(0xDEAD_BEEF_0000_0001, 0x55AA, 7);
+        assert_eq!(h.position(), 7);
+        assert_eq!(h.parent_fragment(), 0x55AA);
+        assert_eq!(h.chained(), 0xDEAD_BEEF_0000_0001);
+        assert_eq!(SequenceHash::from_u128(h.as_u128()), h);
+    }
+
+    #[test]
+    fn same_chained_other_position_differs() {
+        let a = SequenceHash::new(42, 0, 0);
+        let b = SequenceHash::new(42, 0, 1);
+        assert_ne!(a, b);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn parent_link_hint() {
+        let root = SequenceHash::root(0x1_0000_0002);
+        let child = SequenceHash::child_of(root, 9);
+        assert!(root.may_be_parent_of(child));
+        assert!(!child.may_be_parent_of(root));
+        let other = SequenceHash::child_of(SequenceHash::root(3), 9);
+        assert!(!root.may_be_parent_of(other));
+    }
+
+    #[test]
+    fn position_saturates() {
+        let deep = SequenceHash::new(1, 0, u32::MAX);
+        assert_eq!(SequenceHash::child_of(deep, 2).position(), u32::MAX);
+    }
+}
