@@ -3,9 +3,27 @@
 //! (Crate map and the main-flow example are filled in as the manager lands.)
 
 mod block_id;
+mod blocks;
 mod eviction;
 mod hash;
+mod manager;
+mod metrics;
+mod sync;
+mod tier;
 
 pub use block_id::BlockId;
-pub use eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
-pub use hash::{SeqHashBuilder, SeqHashMap, SeqHasher, SequenceHash};
+pub use blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock, PinnedBlock, WeakBlock};
+pub use eviction::{
+    AccessKind, EvictionPolicy, FifoFactory, LruFactory, PolicyContext, PolicyFactory,
+    default_policy,
+};
+pub use manager::builder::{BlockManagerBuilder, BuildError, MAX_BLOCK_SIZE, MAX_SHARDS};
+pub use manager::hooks::BlockObserver;
+pub use manager::store::DuplicationPolicy;
+pub use manager::{AllocError, BlockManager, ResetError};
+pub use metrics::MetricsSnapshot;
+pub use tier::{G1, G2, G3, G4, Medium, Tier};
+pub use hash::{
+    BlockHasher, ExtraKeys, HashError, HashScheme, MmKey, SeqHashBuilder, SeqHashMap, SeqHasher,
+    SequenceHash, TokenBlock, TokenSequence,
+};

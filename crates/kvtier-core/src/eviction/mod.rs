@@ -22,6 +22,13 @@
 //! - `remove` of an id that is not present returns `false` and changes nothing.
 //! - No method panics on any sequence of calls that respects the first invariant.
 
+mod fifo;
+mod list;
+mod lru;
+
+pub use fifo::FifoFactory;
+pub use lru::LruFactory;
+
 use crate::{BlockId, SequenceHash};
 
 /// What kind of access a policy is told about through [`EvictionPolicy::on_access`].
@@ -85,4 +92,9 @@ pub trait PolicyFactory: Send + Sync + 'static {
     fn requires_single_shard(&self) -> bool {
         false
     }
+}
+
+/// The policy a manager uses when the builder names none.
+pub fn default_policy() -> std::sync::Arc<dyn PolicyFactory> {
+    std::sync::Arc::new(LruFactory::new().with_hit_promotion(false))
 }
