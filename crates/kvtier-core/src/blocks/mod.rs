@@ -16,7 +16,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::manager::store::{Slot, SlotRef, SlotState};
+use crate::manager::slot::{Slot, SlotRef, SlotState};
 use crate::sync::{Arc, Ordering};
 use crate::{BlockId, SequenceHash, Tier};
 
@@ -244,6 +244,10 @@ impl<T: Tier> ImmutableBlock<T> {
             r,
             _tier: PhantomData,
         }
+    }
+
+    pub(crate) fn into_ref(self) -> SlotRef {
+        self.r
     }
 
     /// The slot this block occupies (a duplicate has its own slot).

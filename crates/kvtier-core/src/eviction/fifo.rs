@@ -16,7 +16,7 @@ use super::list::IndexLists;
 use super::{EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::{BlockId, SequenceHash};
 
-/// Builds [`fifo`](self) policies: evict in the order blocks entered the inactive pool.
+/// Builds `fifo` policies: evict in the order blocks entered the inactive pool.
 ///
 /// Name: `"fifo"`. Shardable (each shard orders its own blocks).
 ///

@@ -23,7 +23,7 @@ use super::list::IndexLists;
 use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::{BlockId, SeqHashMap, SequenceHash};
 
-/// Builds [`lru`](self) policies: evict the block least recently inserted or hit.
+/// Builds `lru` policies: evict the block least recently inserted or hit.
 ///
 /// Name: `"lru"`. Shardable (each shard orders its own blocks).
 ///

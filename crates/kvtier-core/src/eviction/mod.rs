@@ -23,11 +23,15 @@
 //! - No method panics on any sequence of calls that respects the first invariant.
 
 mod fifo;
+mod lineage;
 mod list;
 mod lru;
+mod multi_lru;
 
 pub use fifo::FifoFactory;
+pub use lineage::LineageFactory;
 pub use lru::LruFactory;
+pub use multi_lru::{EvictionConfigError, MultiLruFactory};
 
 use crate::{BlockId, SequenceHash};
 

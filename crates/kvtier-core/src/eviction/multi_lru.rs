@@ -19,7 +19,7 @@
 //! Four intrusive lists share one preallocated link array: every operation is O(1) and
 //! allocation-free apart from the tracker's own (lock-free) work.
 
-use std::sync::Arc;
+use crate::sync::Arc;
 
 use super::list::IndexLists;
 use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
@@ -53,7 +53,7 @@ pub enum EvictionConfigError {
     },
 }
 
-/// Builds [`multi_lru`](self) policies: four LRU levels picked by access frequency.
+/// Builds `multi_lru` policies: four LRU levels picked by access frequency.
 ///
 /// Name: `"multi_lru"`. Shardable: every shard's instance shares the one tracker.
 ///

@@ -27,7 +27,7 @@
 //!   stripes so the sample counter is not one contended line; aging then starts when one stripe
 //!   reaches its share of `sample_size`, which is within a few per cent of `sample_size` total.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// Largest capacity (distinct keys tracked) a sketch accepts: 2^27 keys, 1 GiB of counters.
 pub const MAX_SKETCH_CAPACITY: usize = 1 << 27;

@@ -309,7 +309,9 @@ mod tests {
 
     #[test]
     fn streaming_path_equals_buffered_path() {
-        let tokens: Vec<u32> = (0..1000u32).map(|t| t.wrapping_mul(2_654_435_761)).collect();
+        let tokens: Vec<u32> = (0..1000u32)
+            .map(|t| t.wrapping_mul(2_654_435_761))
+            .collect();
         for h in hashers() {
             let batch = h.block_hashes(&tokens);
             for (i, block) in tokens.chunks_exact(h.block_size()).enumerate() {
@@ -329,9 +331,16 @@ mod tests {
 
     #[test]
     fn overlapping_mm_selects_by_range() {
-        let keys = ExtraKeys::new().with_mm(1, 0..2).with_mm(2, 3..9).with_mm(3, 8..9);
+        let keys = ExtraKeys::new()
+            .with_mm(1, 0..2)
+            .with_mm(2, 3..9)
+            .with_mm(3, 8..9);
         let h = BlockHasher::new(4, HashScheme::default(), keys).unwrap();
-        let hashes = |s, e| h.overlapping_mm(s, e).map(|k| k.content_hash).collect::<Vec<_>>();
+        let hashes = |s, e| {
+            h.overlapping_mm(s, e)
+                .map(|k| k.content_hash)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(hashes(0, 4), [1, 2]);
         assert_eq!(hashes(4, 8), [2]);
         assert_eq!(hashes(8, 12), [2, 3]);

@@ -8,21 +8,10 @@
 //! - **Multimodal keys** ([`MmKey`]: a content hash plus the token range `[start, end)` its
 //!   placeholder tokens occupy) apply only to the blocks whose token range overlaps them.
 //!
-//! Every key is written with a distinct kind tag byte, and variable-length keys with a
-//! little-endian `u64` length prefix, so keys of different kinds never collide (LoRA `"x"` is
-//! not salt `"x"`) and boundaries cannot shift (model `"ab"` + LoRA `"c"` is not model `"a"` +
-//! LoRA `"bc"`):
-//!
-//! ```text
-//! namespace encoding = [0x01 len:u64 model bytes]?  [0x02 len:u64 lora bytes]?  [0x03 len:u64 salt]?
-//! namespace digest   = XXH3-64(namespace encoding, seed = LE u64 of b"kvtierNS")
-//! mm key (per block) = 0x10  content_hash:u64  (start - block_start):i64  (end - block_start):i64
-//! ```
-//!
-//! All integers are little-endian. Absent keys are omitted; a present but empty key is still
-//! written (tag and zero length), so "no LoRA" differs from LoRA `""`. Multimodal keys are kept
-//! sorted by `(start, end, content_hash)` with duplicates removed, so the order in which they were
-//! added does not matter.
+//! Every key carries a kind tag and variable-length keys a length prefix, so keys of different
+//! kinds never collide (LoRA `"x"` is not salt `"x"`) and boundaries cannot shift (model
+//! `"ab"` + LoRA `"c"` is not model `"a"` + LoRA `"bc"`). The exact byte encoding is documented
+//! on [`ExtraKeys`]; `tests/hashing.rs` pins it with independently computed vectors.
 
 use std::ops::Range;
 
@@ -130,7 +119,21 @@ impl MmKey {
 /// multimodal content.
 ///
 /// Setters replace an earlier value of the same kind (multimodal keys accumulate). Every key is
-/// absent by default. See the [module docs](self) for the exact encoding.
+/// absent by default.
+///
+/// Namespace keys (model, LoRA, salt) apply to every block through one digest; multimodal keys
+/// apply to the blocks they overlap. Each key carries a kind tag, variable-length keys a length
+/// prefix, so keys of different kinds or with shifted boundaries never collide:
+///
+/// ```text
+/// namespace encoding = [0x01 len:u64 model]?  [0x02 len:u64 lora]?  [0x03 len:u64 salt]?
+/// namespace digest   = XXH3-64(namespace encoding, seed = LE u64 of b"kvtierNS")
+/// mm key (per block) = 0x10  content_hash:u64  (start - block_start):i64  (end - block_start):i64
+/// ```
+///
+/// Integers are little-endian. Absent keys are omitted; a present but empty key is still
+/// written, so "no LoRA" differs from LoRA `""`. Multimodal keys are kept sorted by
+/// `(start, end, content_hash)` without duplicates, so insertion order does not matter.
 ///
 /// # Examples
 ///
@@ -262,7 +265,10 @@ mod tests {
 
     #[test]
     fn mm_insertion_order_is_irrelevant() {
-        let a = ExtraKeys::new().with_mm(1, 0..4).with_mm(2, 8..9).with_mm(1, 0..4);
+        let a = ExtraKeys::new()
+            .with_mm(1, 0..4)
+            .with_mm(2, 8..9)
+            .with_mm(1, 0..4);
         let b = ExtraKeys::new().with_mm(2, 8..9).with_mm(1, 0..4);
         assert_eq!(a, b);
         assert_eq!(a.mm().len(), 2);
@@ -278,7 +284,12 @@ mod tests {
     #[test]
     fn validation() {
         assert!(MmKey::new(1, 3..3).validate().is_err());
-        assert!(MmKey::new(1, 4..3).validate().is_err());
+        let reversed = MmKey {
+            start: 4,
+            end: 3,
+            content_hash: 1,
+        };
+        assert!(reversed.validate().is_err());
         assert!(MmKey::new(1, 0..MmKey::MAX_END).validate().is_ok());
         assert!(matches!(
             MmKey::new(1, 0..MmKey::MAX_END + 1).validate(),

@@ -1,16 +1,23 @@
 //! [`SequenceHash`]: the identity of a block *and its whole prefix*.
 //!
-//! A sequence hash packs three fields into one `u128`:
+//! A sequence hash packs four fields into one `u128`:
 //!
 //! ```text
-//!  127          96 95            64 63                             0
-//! +--------------+----------------+--------------------------------+
-//! | position u32 | parent frag u32|  chained hash u64               |
-//! +--------------+----------------+--------------------------------+
+//!  127        104 103    96 95            64 63                             0
+//! +--------------+---------+----------------+--------------------------------+
+//! | position u24 | run u8  | parent frag u32|  chained hash u64               |
+//! +--------------+---------+----------------+--------------------------------+
 //! ```
 //!
-//! - `position`: index of the block in its sequence (0 = root). Recoverable from the value so
-//!   lookups and eviction can be partitioned by depth.
+//! - `position`: index of the block in its sequence (0 = root), saturating at
+//!   [`SequenceHash::MAX_POSITION`]. Recoverable from the value so lookups and eviction can be
+//!   partitioned by depth.
+//! - `run`: a *content-defined run tag*. A block starts a new run when it is a root or when its
+//!   chained hash has its two low bits clear (one block in four on average, decided by content
+//!   alone); otherwise it inherits its parent's tag. The manager shards by this tag, so the
+//!   blocks of one chain sit in a few shards (one lock per run, not per block) while different
+//!   chains, and long shared prefixes, still spread over all shards. It is derived from the
+//!   chain, so it never separates two equal blocks.
 //! - `parent fragment`: the low 32 bits of the parent's chained hash (0 for a root). Lets
 //!   lineage-aware code link a block to its parent without another lookup. It is a hint: two
 //!   parents may share a fragment, so code that uses it must tolerate collisions.
@@ -39,9 +46,37 @@ use std::fmt;
 pub struct SequenceHash(u128);
 
 impl SequenceHash {
-    /// Builds a sequence hash from its three fields.
+    /// Largest position a sequence hash records; deeper blocks saturate here.
+    pub const MAX_POSITION: u32 = (1 << 24) - 1;
+
+    /// Builds a sequence hash from its fields, starting a new run (see the module docs).
+    /// Prefer [`SequenceHash::root`] and [`SequenceHash::child_of`], which keep runs across a
+    /// chain.
     pub const fn new(chained: u64, parent_fragment: u32, position: u32) -> Self {
-        Self(((position as u128) << 96) | ((parent_fragment as u128) << 64) | chained as u128)
+        Self::with_run(chained, parent_fragment, position, Self::own_run(chained))
+    }
+
+    const fn own_run(chained: u64) -> u8 {
+        // High bits: independent of the two low bits that decide run starts.
+        (chained >> 56) as u8
+    }
+
+    const fn starts_run(chained: u64) -> bool {
+        chained & 3 == 0
+    }
+
+    const fn with_run(chained: u64, parent_fragment: u32, position: u32, run: u8) -> Self {
+        let pos = if position > Self::MAX_POSITION {
+            Self::MAX_POSITION
+        } else {
+            position
+        };
+        Self(
+            ((pos as u128) << 104)
+                | ((run as u128) << 96)
+                | ((parent_fragment as u128) << 64)
+                | chained as u128,
+        )
     }
 
     /// A root (position 0, no parent) with the given chained hash.
@@ -51,18 +86,29 @@ impl SequenceHash {
 
     /// The block after `parent` whose chained hash is `chained` (position = parent's + 1).
     ///
-    /// The position saturates at `u32::MAX` rather than wrapping or panicking.
+    /// The position saturates at [`Self::MAX_POSITION`] rather than wrapping or panicking.
     pub const fn child_of(parent: SequenceHash, chained: u64) -> Self {
-        Self::new(
+        let run = if Self::starts_run(chained) {
+            Self::own_run(chained)
+        } else {
+            parent.run_tag()
+        };
+        Self::with_run(
             chained,
             parent.chained() as u32,
             parent.position().saturating_add(1),
+            run,
         )
     }
 
-    /// Index of the block in its sequence (0 for the root).
+    /// Index of the block in its sequence (0 for the root), at most [`Self::MAX_POSITION`].
     pub const fn position(self) -> u32 {
-        (self.0 >> 96) as u32
+        (self.0 >> 104) as u32
+    }
+
+    /// The content-defined run tag (see the module docs); managers shard by it.
+    pub const fn run_tag(self) -> u8 {
+        (self.0 >> 96) as u8
     }
 
     /// Low 32 bits of the parent's chained hash (0 for a root).
@@ -229,6 +275,26 @@ mod tests {
     #[test]
     fn position_saturates() {
         let deep = SequenceHash::new(1, 0, u32::MAX);
-        assert_eq!(SequenceHash::child_of(deep, 2).position(), u32::MAX);
+        assert_eq!(deep.position(), SequenceHash::MAX_POSITION);
+        assert_eq!(
+            SequenceHash::child_of(deep, 2).position(),
+            SequenceHash::MAX_POSITION
+        );
+    }
+
+    #[test]
+    fn runs_are_inherited_until_a_content_boundary() {
+        let root = SequenceHash::root(0xAB00_0000_0000_0001);
+        assert_eq!(root.run_tag(), 0xAB);
+        // Low bits not clear: inherits.
+        let a = SequenceHash::child_of(root, 0xCD00_0000_0000_0003);
+        assert_eq!(a.run_tag(), 0xAB);
+        // Low bits clear: starts its own run.
+        let b = SequenceHash::child_of(a, 0xEF00_0000_0000_0004);
+        assert_eq!(b.run_tag(), 0xEF);
+        let c = SequenceHash::child_of(b, 0x1200_0000_0000_0001);
+        assert_eq!(c.run_tag(), 0xEF);
+        // Equal chains give equal tags.
+        assert_eq!(SequenceHash::child_of(a, 0xEF00_0000_0000_0004), b);
     }
 }

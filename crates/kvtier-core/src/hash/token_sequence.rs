@@ -63,7 +63,9 @@ impl TokenSequence {
     /// Appends one token; returns the new sequence hash if this token completed a block.
     pub fn append(&mut self, token: u32) -> Option<SequenceHash> {
         self.tokens.push(token);
-        if self.tokens.len() % self.hasher.block_size() == 0 {
+        // The next block fills exactly when the length reaches its end (no division per token).
+        let next_end = (self.sequence_hashes.len() + 1) * self.hasher.block_size();
+        if self.tokens.len() == next_end {
             self.hash_full_blocks();
             self.sequence_hashes.last().copied()
         } else {

@@ -9,11 +9,11 @@ use crate::manager::{BlockManager, Inner};
 use crate::sync::Arc;
 use crate::Tier;
 
-/// Largest block size (tokens per block) a manager accepts.
-pub const MAX_BLOCK_SIZE: usize = 1 << 16;
+/// Largest block size (tokens per block) a manager accepts (the hashing layer's limit).
+pub const MAX_BLOCK_SIZE: usize = crate::BlockHasher::MAX_BLOCK_SIZE;
 
-/// Largest shard count a manager accepts.
-pub const MAX_SHARDS: usize = 1024;
+/// Largest shard count a manager accepts (shards are chosen by the 8-bit run tag).
+pub const MAX_SHARDS: usize = 256;
 
 /// Why a manager could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -55,6 +55,11 @@ impl Hooks {
     }
 
     #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        !self.observers.is_empty()
+    }
+
+    #[inline]
     pub(crate) fn registered(&self, hash: SequenceHash) {
         for o in &self.observers {
             o.registered(hash);

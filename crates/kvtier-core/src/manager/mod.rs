@@ -7,13 +7,15 @@
 
 pub(crate) mod builder;
 pub(crate) mod hooks;
+pub(crate) mod slot;
 pub(crate) mod store;
 
 use std::marker::PhantomData;
 
 use crate::blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock};
 use crate::manager::builder::BlockManagerBuilder;
-use crate::manager::store::{DuplicationPolicy, Registered, Shared, Slot};
+use crate::manager::slot::Slot;
+use crate::manager::store::{DuplicationPolicy, Shared};
 use crate::metrics::{ManagerCollector, MetricsSnapshot};
 use crate::sync::Arc;
 use crate::{SequenceHash, Tier};
@@ -230,10 +232,13 @@ impl<T: Tier> BlockManager<T> {
     }
 
     fn register_owned(&self, block: CompleteBlock<T>) -> ImmutableBlock<T> {
-        let slot = block.take_slot();
-        match self.inner.shared.register(&self.inner.slots, &slot) {
-            Registered::Kept(r) | Registered::Deduplicated(r) => ImmutableBlock::from_ref(r),
-        }
+        let mut out = Vec::with_capacity(1);
+        self.inner.shared.register_batch(
+            &self.inner.slots,
+            std::iter::once(block.take_slot()),
+            &mut out,
+        );
+        ImmutableBlock::from_ref(out.pop().expect("one registration per staged block"))
     }
 
     /// Registers a batch; the output is aligned with the input.
@@ -249,7 +254,13 @@ impl<T: Tier> BlockManager<T> {
         if !blocks.iter().all(|b| self.owns(b)) {
             return Err(BlockError::ForeignBlock { block: blocks });
         }
-        Ok(blocks.into_iter().map(|b| self.register_owned(b)).collect())
+        let mut out = Vec::with_capacity(blocks.len());
+        self.inner.shared.register_batch(
+            &self.inner.slots,
+            blocks.into_iter().map(CompleteBlock::take_slot),
+            &mut out,
+        );
+        Ok(out.into_iter().map(ImmutableBlock::from_ref).collect())
     }
 
     /// The longest registered prefix of `hashes` (active or inactive), stopping at the first
@@ -257,15 +268,15 @@ impl<T: Tier> BlockManager<T> {
     /// policy.
     pub fn match_blocks(&self, hashes: &[SequenceHash]) -> Vec<ImmutableBlock<T>> {
         let inner = &*self.inner;
-        let mut out = Vec::with_capacity(hashes.len());
-        for &h in hashes {
-            match inner.shared.lookup(&inner.slots, h, true) {
-                Some(r) => out.push(ImmutableBlock::from_ref(r)),
-                None => break,
-            }
-        }
-        inner.shared.count_match(hashes.len(), out.len(), false);
-        out
+        let mut refs = Vec::with_capacity(hashes.len());
+        let found = inner
+            .shared
+            .lookup_batch(&inner.slots, hashes, true, true, &mut refs);
+        inner.shared.count_match(hashes.len(), found, false);
+        refs.into_iter()
+            .flatten()
+            .map(ImmutableBlock::from_ref)
+            .collect()
     }
 
     /// Every hash of `hashes` that is registered, without stopping at gaps; aligned with the
@@ -276,18 +287,14 @@ impl<T: Tier> BlockManager<T> {
         touch: bool,
     ) -> Vec<Option<ImmutableBlock<T>>> {
         let inner = &*self.inner;
-        let out: Vec<_> = hashes
-            .iter()
-            .map(|&h| {
-                inner
-                    .shared
-                    .lookup(&inner.slots, h, touch)
-                    .map(ImmutableBlock::from_ref)
-            })
-            .collect();
-        let found = out.iter().filter(|b| b.is_some()).count();
+        let mut refs = Vec::with_capacity(hashes.len());
+        let found = inner
+            .shared
+            .lookup_batch(&inner.slots, hashes, touch, false, &mut refs);
         inner.shared.count_match(hashes.len(), found, true);
-        out
+        refs.into_iter()
+            .map(|r| r.map(ImmutableBlock::from_ref))
+            .collect()
     }
 
     /// Whether `hash` is registered. Does not touch recency, frequency or metrics.
@@ -298,7 +305,16 @@ impl<T: Tier> BlockManager<T> {
     /// Length of the registered prefix of `hashes`, without taking references or touching
     /// recency, frequency or metrics (a routing/admission probe).
     pub fn prefix_len(&self, hashes: &[SequenceHash]) -> usize {
-        hashes.iter().take_while(|&&h| self.contains(h)).count()
+        self.inner.shared.prefix_len(hashes)
+    }
+
+    /// Releases many blocks in the given order (pass a request's blocks tail-first so its tail
+    /// becomes evictable first). Equivalent to dropping them one by one in that order, but
+    /// consecutive blocks of one shard share one lock acquisition.
+    pub fn release_blocks(&self, blocks: impl IntoIterator<Item = ImmutableBlock<T>>) {
+        self.inner
+            .shared
+            .release_batch(blocks.into_iter().map(ImmutableBlock::into_ref));
     }
 
     /// Evicts every inactive block to the reset pool; returns the evicted hashes.

@@ -1,8 +1,10 @@
-//! The shared state of one manager: slots, shards, and every pool transition.
+//! The shared state of one manager: shards, free lists, the index, and every pool transition.
 //!
-//! The store is split into `shards` independent parts, each behind its own mutex, so several
-//! threads can allocate, register, match and release at once. A registered hash lives in the
-//! shard chosen by its bits; a slot is *owned* by whatever holds it:
+//! The store is split into shards, each behind its own mutex, so several threads can allocate,
+//! register, match and release at once. A registered hash lives in the shard named by its
+//! content-defined run tag ([`SequenceHash::run_tag`]), so the blocks of one chain sit in a few
+//! shards and batch operations take one lock per run of same-shard blocks, not one per block.
+//! A slot is *owned* by whatever holds it:
 //!
 //! ```text
 //!            allocate (free list or evict)          stage / complete
@@ -20,54 +22,29 @@
 //! - *Primary* / *Inactive* / *Duplicate* slots are owned by the shard of their hash. A primary
 //!   is in that shard's `index`; an inactive primary is also in that shard's eviction policy.
 //!
-//! Strong references are counted per slot (`Slot::handles`), so cloning or dropping a block
-//! handle touches only that slot's cache line. The count is changed from zero to one only under
-//! the owning shard's lock (match, upgrade, registration); a drop to zero takes that lock and
-//! re-checks, so a racing match and release always agree on whether the block is inactive.
-//!
 //! # Lock ordering
-//! 1. At most one shard lock is held at a time.
+//! 1. At most one shard lock is held at a time (batch operations release one before taking the
+//!    next).
 //! 2. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
-//! 3. No lock is held while user code runs (policy code is ours to call under the lock; registry
-//!    and touch callbacks run after unlocking).
+//! 3. No strong reference is dropped while a shard lock is held (a drop may need a shard lock),
+//!    and no observer or other user code runs under a lock.
 //!
-//! Counters live in the shards (plain integers under the lock), so they never contend between
-//! threads and a snapshot that locks every shard in turn is exact when the manager is quiescent.
+//! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
+//! never contend between threads; a snapshot that locks every shard in turn is exact when the
+//! manager is quiescent.
 
 use std::cell::Cell;
+
+use parking_lot::MutexGuard;
 
 use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::hash::{SeqHashMap, SequenceHash};
 use crate::manager::hooks::Hooks;
+use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
-use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 use crate::BlockId;
-
-/// Slot states (stored in `Slot::state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum SlotState {
-    Reset = 0,
-    Mutable = 1,
-    Staged = 2,
-    Primary = 3,
-    Inactive = 4,
-    Duplicate = 5,
-}
-
-impl SlotState {
-    fn from_u8(v: u8) -> SlotState {
-        match v {
-            0 => SlotState::Reset,
-            1 => SlotState::Mutable,
-            2 => SlotState::Staged,
-            3 => SlotState::Primary,
-            4 => SlotState::Inactive,
-            _ => SlotState::Duplicate,
-        }
-    }
-}
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,132 +58,14 @@ pub enum DuplicationPolicy {
     Reject,
 }
 
-/// One block slot. Shared by every guard of the slot through an `Arc`.
-pub(crate) struct Slot {
-    pub(crate) id: BlockId,
-    pub(crate) shared: Arc<Shared>,
-    /// Strong references (live `ImmutableBlock`s, pins, duplicates pointing here).
-    pub(crate) handles: AtomicU32,
-    state: AtomicU8,
-    /// Changes every time the slot leaves the registered states: a `WeakBlock` or a delayed
-    /// release compares it to know the slot still holds the registration it saw.
-    generation: AtomicU64,
-    hash_lo: AtomicU64,
-    hash_hi: AtomicU64,
-    evict_on_release: AtomicBool,
-    /// For a duplicate: the strong reference it holds on its primary.
-    dup_of: Mutex<Option<SlotRef>>,
+thread_local! {
+    /// The calling thread's preferred shard (free list, counter stripe), assigned round-robin.
+    static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-impl Slot {
-    pub(crate) fn state(&self) -> SlotState {
-        SlotState::from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    fn set_state(&self, s: SlotState) {
-        self.state.store(s as u8, Ordering::Release);
-    }
-
-    pub(crate) fn hash(&self) -> SequenceHash {
-        let lo = self.hash_lo.load(Ordering::Acquire) as u128;
-        let hi = self.hash_hi.load(Ordering::Acquire) as u128;
-        SequenceHash::from_u128((hi << 64) | lo)
-    }
-
-    fn set_hash(&self, h: SequenceHash) {
-        self.hash_lo.store(h.as_u128() as u64, Ordering::Release);
-        self.hash_hi.store((h.as_u128() >> 64) as u64, Ordering::Release);
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn bump_generation(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn evict_on_release(&self) -> bool {
-        self.evict_on_release.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_evict_on_release(&self, v: bool) {
-        self.evict_on_release.store(v, Ordering::Relaxed);
-    }
-}
-
-/// A counted strong reference to a registered slot (the untyped core of `ImmutableBlock`).
-pub(crate) struct SlotRef {
-    slot: Arc<Slot>,
-}
-
-impl SlotRef {
-    /// Wraps a slot whose `handles` count was already incremented for this reference.
-    fn adopt(slot: Arc<Slot>) -> SlotRef {
-        SlotRef { slot }
-    }
-
-    pub(crate) fn slot(&self) -> &Arc<Slot> {
-        &self.slot
-    }
-
-    /// Another strong reference to a slot that is known to be held (count > 0).
-    pub(crate) fn clone_ref(&self) -> SlotRef {
-        self.slot.handles.fetch_add(1, Ordering::Relaxed);
-        SlotRef {
-            slot: self.slot.clone(),
-        }
-    }
-
-    /// Tries to add a strong reference without any lock: succeeds only while the slot is held
-    /// by someone else and still carries registration `generation`.
-    pub(crate) fn try_upgrade_fast(slot: &Arc<Slot>, generation: u64) -> Option<SlotRef> {
-        let mut cur = slot.handles.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                return None;
-            }
-            match slot.handles.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
-        let r = SlotRef::adopt(slot.clone());
-        // While we hold a reference the registration cannot change, so this check is stable.
-        if slot.generation() == generation {
-            Some(r)
-        } else {
-            drop(r);
-            None
-        }
-    }
-}
-
-impl Drop for SlotRef {
-    fn drop(&mut self) {
-        let slot = &self.slot;
-        // Read the registration while our reference still pins it.
-        let hash = slot.hash();
-        let generation = slot.generation();
-        if slot.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        slot.shared.release_last(slot, hash, generation);
-    }
-}
-
-/// A thread's preferred shard (free list and first eviction shard), assigned round-robin.
 fn home_hint() -> usize {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
     HOME.with(|h| {
         let mut v = h.get();
         if v == usize::MAX {
@@ -217,32 +76,30 @@ fn home_hint() -> usize {
     })
 }
 
-/// One shard: the primaries whose hash falls here, a free list, an eviction policy, counters.
+/// One shard: the primaries whose run tag falls here, a free list, an eviction policy, counters.
 pub(crate) struct Shard {
     index: SeqHashMap<SequenceHash, BlockId>,
     free: Vec<BlockId>,
     policy: Box<dyn EvictionPolicy>,
     pub(crate) counters: ShardCounters,
-    /// Round-robin cursor for spreading evictions over shards.
-    evict_cursor: usize,
 }
 
 /// A shard padded to its own cache lines.
 #[repr(align(128))]
 pub(crate) struct PaddedShard {
-    pub(crate) lock: Mutex<Shard>,
+    lock: Mutex<Shard>,
     /// `free.len() + policy.len()`, mirrored for lock-free availability reads.
     available: std::sync::atomic::AtomicUsize,
 }
 
 /// Everything release paths need, shared by the manager and every slot.
 pub(crate) struct Shared {
-    pub(crate) shards: Box<[PaddedShard]>,
+    shards: Box<[PaddedShard]>,
     shard_mask: usize,
     pub(crate) total_blocks: usize,
     pub(crate) duplication: DuplicationPolicy,
     pub(crate) default_evict_on_release: bool,
-    pub(crate) hooks: Hooks,
+    hooks: Hooks,
     pub(crate) policy_name: String,
     /// Counters bumped outside any shard lock, striped by thread to avoid contention.
     pub(crate) stripes: Box<[Stripe]>,
@@ -261,12 +118,44 @@ pub(crate) struct Stripe {
     pub(crate) scan_returned: AtomicU64,
 }
 
-/// Outcome of registering one staged slot.
-pub(crate) enum Registered {
-    /// The slot became (or resurrected into) the primary, or a duplicate of it.
-    Kept(SlotRef),
-    /// Reject policy: the staged slot was freed; here is the existing primary.
-    Deduplicated(SlotRef),
+/// Holds at most one shard lock while a batch walks through hashes; switching shards releases
+/// the previous lock first (lock order rule 1).
+struct Walker<'a> {
+    shared: &'a Shared,
+    current: Option<(usize, MutexGuard<'a, Shard>)>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            current: None,
+        }
+    }
+
+    #[inline]
+    fn shard(&mut self, s: usize) -> &mut Shard {
+        if self.current.as_ref().map(|(c, _)| *c) != Some(s) {
+            self.finish();
+            self.current = Some((s, self.shared.shards[s].lock.lock()));
+        }
+        match &mut self.current {
+            Some((_, g)) => g,
+            None => unreachable!("a shard was just locked"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((s, g)) = self.current.take() {
+            self.shared.sync_available(s, &g);
+        }
+    }
+}
+
+impl Drop for Walker<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 impl Shared {
@@ -287,14 +176,13 @@ impl Shared {
                         total_blocks / shard_count + 16,
                         Default::default(),
                     ),
-                    free: Vec::with_capacity(total_blocks),
+                    free: Vec::with_capacity(total_blocks / shard_count + 16),
                     policy: factory.build(PolicyContext {
                         total_blocks,
                         shard: s,
                         shards: shard_count,
                     }),
                     counters: ShardCounters::default(),
-                    evict_cursor: s,
                 }),
                 available: std::sync::atomic::AtomicUsize::new(0),
             })
@@ -310,19 +198,7 @@ impl Shared {
             stripes: (0..shard_count).map(|_| Stripe::default()).collect(),
         });
         let slots: Box<[Arc<Slot>]> = (0..total_blocks)
-            .map(|i| {
-                Arc::new(Slot {
-                    id: BlockId::new(i as u32),
-                    shared: shared.clone(),
-                    handles: AtomicU32::new(0),
-                    state: AtomicU8::new(SlotState::Reset as u8),
-                    generation: AtomicU64::new(0),
-                    hash_lo: AtomicU64::new(0),
-                    hash_hi: AtomicU64::new(0),
-                    evict_on_release: AtomicBool::new(default_evict_on_release),
-                    dup_of: Mutex::new(None),
-                })
-            })
+            .map(|i| Slot::new(BlockId::new(i as u32), shared.clone(), default_evict_on_release))
             .collect();
         // Deal the free slots out to the shards; each free list pops from its end, so the
         // lowest ids come out first.
@@ -330,7 +206,7 @@ impl Shared {
             let s = i & shared.shard_mask;
             let mut g = shared.shards[s].lock.lock();
             g.free.push(BlockId::new(i as u32));
-            shared.shards[s].available.fetch_add(1, Ordering::Relaxed);
+            shared.sync_available(s, &g);
         }
         (shared, slots)
     }
@@ -341,7 +217,7 @@ impl Shared {
 
     #[inline]
     pub(crate) fn shard_of(&self, hash: SequenceHash) -> usize {
-        (hash.mix64() >> 40) as usize & self.shard_mask
+        hash.run_tag() as usize & self.shard_mask
     }
 
     #[inline]
@@ -349,6 +225,7 @@ impl Shared {
         home_hint() & self.shard_mask
     }
 
+    #[inline]
     fn sync_available(&self, s: usize, g: &Shard) {
         self.shards[s]
             .available
@@ -369,13 +246,51 @@ impl Shared {
         &self.stripes[self.home()]
     }
 
+    /// Takes free slots from shard `s` into `out` (at most `want`).
+    fn take_free(&self, g: &mut Shard, slots: &[Arc<Slot>], want: usize, out: &mut Vec<BlockId>) {
+        let take = want.min(g.free.len());
+        if take == 0 {
+            return;
+        }
+        let from = g.free.len() - take;
+        for id in g.free.drain(from..) {
+            slots[id.index()].set_state(SlotState::Mutable);
+            out.push(id);
+        }
+        g.counters.mutable_delta += take as i64;
+    }
+
+    /// Evicts up to `want` policy victims of one shard into `out`.
+    fn take_victims(
+        &self,
+        g: &mut Shard,
+        slots: &[Arc<Slot>],
+        want: usize,
+        out: &mut Vec<BlockId>,
+        evicted: &mut Vec<SequenceHash>,
+    ) {
+        for _ in 0..want {
+            let Some(id) = g.policy.evict() else { break };
+            let slot = &slots[id.index()];
+            let h = slot.hash();
+            g.index.remove(&h);
+            slot.bump_generation();
+            slot.set_evict_on_release(self.default_evict_on_release);
+            slot.set_state(SlotState::Mutable);
+            g.counters.evictions += 1;
+            g.counters.mutable_delta += 1;
+            evicted.push(h);
+            out.push(id);
+        }
+    }
+
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
-    /// policy victims spread over the shards. Evicted hashes are appended to `evicted`.
+    /// policy victims from the fullest shards. Evicted hashes are appended to `evicted_out`.
     pub(crate) fn allocate(
         &self,
         slots: &[Arc<Slot>],
         n: usize,
-        evicted: Option<&mut Vec<SequenceHash>>,
+        evicted_out: Option<&mut Vec<SequenceHash>>,
     ) -> Option<Vec<BlockId>> {
         if n == 0 {
             return Some(Vec::new());
@@ -386,102 +301,55 @@ impl Shared {
         let shards = self.shard_count();
         let home = self.home();
         let mut out = Vec::with_capacity(n);
-        let mut from_reset = 0;
         for k in 0..shards {
             let s = (home + k) & self.shard_mask;
-            if self.shards[s].available.load(Ordering::Relaxed) == 0 && k > 0 {
+            if k > 0 && self.shards[s].available.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let mut g = self.shards[s].lock.lock();
-            let take = (n - out.len()).min(g.free.len());
-            if take > 0 {
-                let from = g.free.len() - take;
-                for id in g.free.drain(from..) {
-                    slots[id.index()].set_state(SlotState::Mutable);
-                    out.push(id);
-                }
-                from_reset += take;
-                g.counters.mutable_delta += take as i64;
-                self.sync_available(s, &g);
-            }
+            self.take_free(&mut g, slots, n - out.len(), &mut out);
+            self.sync_available(s, &g);
             drop(g);
             if out.len() == n {
-                self.count_allocation(n, from_reset);
+                self.count_allocation(n, n);
                 return Some(out);
             }
         }
-        // Not enough free slots: make sure eviction can cover the rest before destroying any
-        // cached block.
-        let need = n - out.len();
-        if self.available() < need {
+        // Not enough free slots. Evict from the fullest shard first (so every shard's policy
+        // ages its blocks at a similar pace), and never destroy a cached block for an
+        // allocation that cannot succeed.
+        let mut avail: Vec<usize> = self
+            .shards
+            .iter()
+            .map(|s| s.available.load(Ordering::Relaxed))
+            .collect();
+        if avail.iter().sum::<usize>() < n - out.len() {
             self.give_back(slots, &out);
             return None;
         }
-        let mut evicted_hashes = Vec::new();
-        let mut cursor = {
-            let g = self.shards[home].lock.lock();
-            g.evict_cursor
-        };
-        // Spread victims over shards (each shard's policy orders only its own blocks).
-        let mut idle_rounds = 0;
-        while out.len() < n && idle_rounds < 2 {
-            let mut progressed = false;
-            for _ in 0..shards {
-                if out.len() == n {
-                    break;
-                }
-                let s = cursor & self.shard_mask;
-                cursor = cursor.wrapping_add(1);
-                if self.shards[s].available.load(Ordering::Relaxed) == 0 {
-                    continue;
-                }
-                let quota = (n - out.len()).div_ceil(shards).max(1);
-                let mut g = self.shards[s].lock.lock();
-                let mut taken = 0;
-                while taken < quota {
-                    // A free slot may have appeared since the first pass.
-                    if let Some(id) = g.free.pop() {
-                        slots[id.index()].set_state(SlotState::Mutable);
-                        from_reset += 1;
-                        g.counters.mutable_delta += 1;
-                        out.push(id);
-                    } else if let Some(id) = g.policy.evict() {
-                        let slot = &slots[id.index()];
-                        let h = slot.hash();
-                        g.index.remove(&h);
-                        slot.bump_generation();
-                        slot.set_evict_on_release(self.default_evict_on_release);
-                        slot.set_state(SlotState::Mutable);
-                        g.counters.evictions += 1;
-                        g.counters.mutable_delta += 1;
-                        evicted_hashes.push(h);
-                        out.push(id);
-                    } else {
-                        break;
-                    }
-                    taken += 1;
-                }
-                if taken > 0 {
-                    progressed = true;
-                    self.sync_available(s, &g);
-                }
+        let mut evicted = Vec::new();
+        while out.len() < n {
+            let (s, &most) = avail
+                .iter()
+                .enumerate()
+                .max_by_key(|&(i, &a)| (a, usize::MAX - i))
+                .expect("at least one shard");
+            if most == 0 {
+                break;
             }
-            if progressed {
-                idle_rounds = 0;
-            } else {
-                idle_rounds += 1;
-            }
+            let mut g = self.shards[s].lock.lock();
+            self.take_free(&mut g, slots, n - out.len(), &mut out);
+            let need = n - out.len();
+            self.take_victims(&mut g, slots, need, &mut out, &mut evicted);
+            self.sync_available(s, &g);
+            avail[s] = 0;
         }
-        {
-            let mut g = self.shards[home].lock.lock();
-            g.evict_cursor = cursor;
-        }
-        self.hooks.evicted(&evicted_hashes);
-        if let Some(e) = evicted {
-            e.extend_from_slice(&evicted_hashes);
+        self.hooks.evicted(&evicted);
+        if let Some(e) = evicted_out {
+            e.extend_from_slice(&evicted);
         }
         if out.len() == n {
-            self.count_allocation(n, from_reset);
+            self.count_allocation(n, n - evicted.len());
             Some(out)
         } else {
             // Lost a race with other allocators: undo (the evicted blocks stay free).
@@ -535,7 +403,8 @@ impl Shared {
     }
 
     /// Adds a strong reference to a registered slot under its shard lock, resurrecting it from
-    /// the inactive pool if needed. Returns `None` when the slot no longer holds `hash`.
+    /// the inactive pool if it was there.
+    #[inline]
     fn acquire_locked(g: &mut Shard, slot: &Arc<Slot>) -> SlotRef {
         let prev = slot.handles.fetch_add(1, Ordering::AcqRel);
         if prev == 0 && slot.state() == SlotState::Inactive {
@@ -546,73 +415,108 @@ impl Shared {
         SlotRef::adopt(slot.clone())
     }
 
-    /// Registers a staged slot (state Staged, hash set, no references).
-    pub(crate) fn register(&self, slots: &[Arc<Slot>], slot: &Arc<Slot>) -> Registered {
-        let hash = slot.hash();
-        let s = self.shard_of(hash);
-        let mut g = self.shards[s].lock.lock();
-        g.counters.mutable_delta -= 1;
-        g.counters.registrations += 1;
-        let existing = g.index.get(&hash).copied();
-        let out = match existing {
-            None => {
-                g.index.insert(hash, slot.id);
-                slot.handles.store(1, Ordering::Release);
-                slot.set_state(SlotState::Primary);
-                g.policy.on_access(hash, AccessKind::Register);
-                g.counters.primaries_created += 1;
-                Registered::Kept(SlotRef::adopt(slot.clone()))
-            }
-            Some(pid) => {
-                let primary = Self::acquire_locked(&mut g, &slots[pid.index()]);
-                g.policy.on_access(hash, AccessKind::Hit);
-                match self.duplication {
-                    DuplicationPolicy::Reject => {
-                        slot.set_state(SlotState::Reset);
-                        g.free.push(slot.id);
-                        g.counters.dedups += 1;
-                        Registered::Deduplicated(primary)
+    /// Registers staged slots (state Staged, hash set, no references), in order; consecutive
+    /// slots of one shard share one lock acquisition.
+    pub(crate) fn register_batch(
+        &self,
+        slots: &[Arc<Slot>],
+        staged: impl Iterator<Item = Arc<Slot>>,
+        out: &mut Vec<SlotRef>,
+    ) {
+        let mut created: Vec<SequenceHash> = Vec::new();
+        let mut w = Walker::new(self);
+        for slot in staged {
+            let hash = slot.hash();
+            // A fresh registration starts with the manager default, whatever the slot's previous
+            // owner asked for.
+            slot.set_evict_on_release(self.default_evict_on_release);
+            let g = w.shard(self.shard_of(hash));
+            g.counters.mutable_delta -= 1;
+            g.counters.registrations += 1;
+            match g.index.get(&hash).copied() {
+                None => {
+                    g.index.insert(hash, slot.id);
+                    slot.handles.store(1, Ordering::Release);
+                    slot.set_state(SlotState::Primary);
+                    g.policy.on_access(hash, AccessKind::Register);
+                    g.counters.primaries_created += 1;
+                    if self.hooks.is_active() {
+                        created.push(hash);
                     }
-                    DuplicationPolicy::Allow => {
-                        slot.handles.store(1, Ordering::Release);
-                        slot.set_state(SlotState::Duplicate);
-                        *slot.dup_of.lock() = Some(primary);
-                        g.counters.duplicates += 1;
-                        Registered::Kept(SlotRef::adopt(slot.clone()))
+                    out.push(SlotRef::adopt(slot));
+                }
+                Some(pid) => {
+                    let primary = Self::acquire_locked(g, &slots[pid.index()]);
+                    g.policy.on_access(hash, AccessKind::Hit);
+                    match self.duplication {
+                        DuplicationPolicy::Reject => {
+                            slot.set_state(SlotState::Reset);
+                            g.free.push(slot.id);
+                            g.counters.dedups += 1;
+                            out.push(primary);
+                        }
+                        DuplicationPolicy::Allow => {
+                            slot.handles.store(1, Ordering::Release);
+                            slot.set_state(SlotState::Duplicate);
+                            *slot.dup_of.lock() = Some(primary);
+                            g.counters.duplicates += 1;
+                            out.push(SlotRef::adopt(slot));
+                        }
                     }
                 }
             }
-        };
-        self.sync_available(s, &g);
-        drop(g);
-        if existing.is_none() {
-            self.hooks.registered(hash);
         }
-        out
+        w.finish();
+        drop(w);
+        for h in created {
+            self.hooks.registered(h);
+        }
     }
 
-    /// Looks `hash` up and takes a strong reference (resurrecting an inactive block).
-    pub(crate) fn lookup(
+    /// Looks hashes up in order and takes a strong reference to each hit (resurrecting
+    /// inactive blocks). With `stop_at_miss`, stops at the first miss; otherwise pushes `None`
+    /// for misses. Consecutive hashes of one shard share one lock acquisition.
+    pub(crate) fn lookup_batch(
         &self,
         slots: &[Arc<Slot>],
-        hash: SequenceHash,
+        hashes: &[SequenceHash],
         touch: bool,
-    ) -> Option<SlotRef> {
-        let s = self.shard_of(hash);
-        let mut g = self.shards[s].lock.lock();
-        let id = *g.index.get(&hash)?;
-        let r = Self::acquire_locked(&mut g, &slots[id.index()]);
-        if touch {
-            g.policy.on_access(hash, AccessKind::Hit);
+        stop_at_miss: bool,
+        out: &mut Vec<Option<SlotRef>>,
+    ) -> usize {
+        let mut found = 0;
+        let mut w = Walker::new(self);
+        for &h in hashes {
+            let g = w.shard(self.shard_of(h));
+            match g.index.get(&h).copied() {
+                Some(id) => {
+                    let r = Self::acquire_locked(g, &slots[id.index()]);
+                    if touch {
+                        g.policy.on_access(h, AccessKind::Hit);
+                    }
+                    found += 1;
+                    out.push(Some(r));
+                }
+                None if stop_at_miss => break,
+                None => out.push(None),
+            }
         }
-        self.sync_available(s, &g);
-        Some(r)
+        found
     }
 
     /// Whether `hash` is registered, without touching recency or frequency.
     pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
         let s = self.shard_of(hash);
         self.shards[s].lock.lock().index.contains_key(&hash)
+    }
+
+    /// Length of the registered prefix of `hashes`, without taking references.
+    pub(crate) fn prefix_len(&self, hashes: &[SequenceHash]) -> usize {
+        let mut w = Walker::new(self);
+        hashes
+            .iter()
+            .take_while(|&&h| w.shard(self.shard_of(h)).index.contains_key(&h))
+            .count()
     }
 
     /// Slow path of `WeakBlock::upgrade`: the slot had no strong reference.
@@ -640,50 +544,84 @@ impl Shared {
         Some(r)
     }
 
-    /// The last strong reference of a registered slot went away (called without locks).
-    fn release_last(&self, slot: &Arc<Slot>, hash: SequenceHash, generation: u64) {
-        let s = self.shard_of(hash);
-        let mut g = self.shards[s].lock.lock();
+    /// Applies one last release under the shard lock. Returns a duplicate's reference on its
+    /// primary (to drop after unlocking) and whether the hash left the manager.
+    fn release_locked(&self, g: &mut Shard, last: &LastRef) -> (Option<SlotRef>, bool) {
+        let slot = &last.slot;
         // A match may have revived it, or the slot may already have moved on.
-        if slot.handles.load(Ordering::Acquire) != 0 || slot.generation() != generation {
-            return;
+        if slot.handles.load(Ordering::Acquire) != 0 || slot.generation() != last.generation {
+            return (None, false);
         }
-        let mut primary_ref = None;
-        let mut removed = false;
         match slot.state() {
+            SlotState::Primary if slot.evict_on_release() => {
+                g.index.remove(&last.hash);
+                slot.bump_generation();
+                slot.set_evict_on_release(self.default_evict_on_release);
+                slot.set_state(SlotState::Reset);
+                g.free.push(slot.id);
+                g.counters.released_to_reset += 1;
+                (None, true)
+            }
             SlotState::Primary => {
-                if slot.evict_on_release() {
-                    g.index.remove(&hash);
-                    slot.bump_generation();
-                    slot.set_evict_on_release(self.default_evict_on_release);
-                    slot.set_state(SlotState::Reset);
-                    g.free.push(slot.id);
-                    g.counters.released_to_reset += 1;
-                    removed = true;
-                } else {
-                    slot.set_state(SlotState::Inactive);
-                    g.policy.insert(slot.id, hash);
-                }
+                slot.set_state(SlotState::Inactive);
+                g.policy.insert(slot.id, last.hash);
+                (None, false)
             }
             SlotState::Duplicate => {
                 slot.bump_generation();
                 slot.set_state(SlotState::Reset);
                 g.free.push(slot.id);
-                primary_ref = slot.dup_of.lock().take();
                 g.counters.released_to_reset += 1;
+                (slot.dup_of.lock().take(), false)
             }
-            // Inactive or already recycled: a late duplicate release; nothing to do.
-            _ => return,
-        }
-        self.sync_available(s, &g);
-        drop(g);
-        drop(primary_ref);
-        if removed {
-            self.hooks.evicted(&[hash]);
+            // Inactive or already recycled: a late release; nothing to do.
+            _ => (None, false),
         }
     }
 
-    /// Moves every inactive block of every shard to the free lists. Returns how many moved.
+    /// The last strong reference of a registered slot went away (called without locks).
+    pub(crate) fn release_one(last: LastRef) {
+        let shared = &*last.slot.shared;
+        let s = shared.shard_of(last.hash);
+        let mut g = shared.shards[s].lock.lock();
+        let (primary, removed) = shared.release_locked(&mut g, &last);
+        shared.sync_available(s, &g);
+        drop(g);
+        drop(primary);
+        if removed {
+            shared.hooks.evicted(&[last.hash]);
+        }
+    }
+
+    /// Releases many references in order; consecutive last releases in one shard share one
+    /// lock acquisition.
+    pub(crate) fn release_batch(&self, refs: impl Iterator<Item = SlotRef>) {
+        let mut primaries = Vec::new();
+        let mut removed = Vec::new();
+        let mut w = Walker::new(self);
+        for r in refs {
+            let Some(last) = r.into_last() else { continue };
+            if !std::ptr::eq(&*last.slot.shared, self) {
+                // Not ours (a caller mixed managers): release it through its own store.
+                Shared::release_one(last);
+                continue;
+            }
+            let g = w.shard(self.shard_of(last.hash));
+            let (primary, gone) = self.release_locked(g, &last);
+            if let Some(p) = primary {
+                primaries.push(p);
+            }
+            if gone {
+                removed.push(last.hash);
+            }
+        }
+        w.finish();
+        drop(w);
+        drop(primaries);
+        self.hooks.evicted(&removed);
+    }
+
+    /// Moves every inactive block of every shard to the free lists; returns the hashes.
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
         let mut removed = Vec::new();
         for s in 0..self.shard_count() {

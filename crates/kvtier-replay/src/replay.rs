@@ -1,0 +1,227 @@
+//! [`ManagerReplay`]: replays chains through a real [`BlockManager`], one request at a time.
+//!
+//! Per request, the way an inference engine drives its prefix cache:
+//!
+//! ```text
+//! hits  = match_blocks(chain)                 leading run found (resurrected to active)
+//! if chain.len() > capacity:                  "oversized": count hits, allocate nothing
+//!     release(hits)
+//! else:
+//!     new = allocate_blocks(len - hits)       reset pool first, then policy evictions
+//!           .stage(key).register()            DuplicationPolicy::Reject: a key still registered
+//!                                             after the gap reuses the existing block
+//!     release(hits + new) in ReleaseOrder     last strong reference dropped -> inactive pool
+//! ```
+//!
+//! The manager is built with one shard so the eviction order is the policy's exact global
+//! order and a replay is deterministic. All handles are released before the next request, so
+//! after a replay every slot is free or inactive (`available_blocks() == total_blocks()`).
+
+use std::time::Instant;
+
+use kvtier_core::{BlockManager, DuplicationPolicy, G1, SequenceHash};
+
+use crate::row::{Counts, Ticker};
+use crate::{Chains, NamedPolicy, ReplayRow};
+
+/// Tokens per block of the replay manager (Mooncake traces use 512-token blocks). Block size
+/// does not change hit rates; it is recorded so staged blocks match the manager.
+pub const REPLAY_BLOCK_SIZE: usize = 512;
+
+/// In which order a request's blocks are released (become evictable) after it is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReleaseOrder {
+    /// Deepest block first, root last (the default). This is what vLLM does: a request's last
+    /// block is rarely reused, so it should be the first to become evictable, and shared
+    /// roots stay the most recently released.
+    #[default]
+    TailFirst,
+    /// Root first, deepest last: the naive order, which makes order-by-release policies evict
+    /// shared prefixes before their private tails.
+    RootFirst,
+}
+
+impl ReleaseOrder {
+    /// `tail-first` or `root-first`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TailFirst => "tail-first",
+            Self::RootFirst => "root-first",
+        }
+    }
+}
+
+impl std::str::FromStr for ReleaseOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tail-first" => Ok(Self::TailFirst),
+            "root-first" => Ok(Self::RootFirst),
+            other => Err(format!(
+                "unknown release order {other:?} (expected tail-first or root-first)"
+            )),
+        }
+    }
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The manager could not be built (for example a zero capacity).
+    #[error("cannot build a {capacity}-block manager: {source}")]
+    Build {
+        /// Requested capacity.
+        capacity: usize,
+        /// The builder's error.
+        #[source]
+        source: kvtier_core::BuildError,
+    },
+}
+
+/// What serving one request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Served {
+    /// Leading run of the chain found cached.
+    pub hits: usize,
+    /// Whether the request exceeded the capacity (nothing was allocated).
+    pub oversized: bool,
+}
+
+/// A replay session over one freshly built manager.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_replay::{Chains, ManagerReplay, ParseMode, ReleaseOrder, Trace, policy};
+///
+/// let text = "{\"hash_ids\": [0, 1, 2]}\n{\"hash_ids\": [0, 1, 3]}\n";
+/// let chains = Chains::from_trace(&Trace::parse_str(text, ParseMode::Strict).unwrap().trace);
+/// let mut replay = ManagerReplay::new(&policy("lru").unwrap(), 8, ReleaseOrder::TailFirst).unwrap();
+/// let row = replay.run(&chains);
+/// assert_eq!((row.hit_blocks, row.total_blocks), (2, 6));
+/// assert_eq!(replay.manager().available_blocks(), 8); // nothing leaked
+/// ```
+#[derive(Debug)]
+pub struct ManagerReplay {
+    manager: BlockManager<G1>,
+    policy: String,
+    capacity: usize,
+    release: ReleaseOrder,
+}
+
+impl ManagerReplay {
+    /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError::Build`] when the manager rejects the configuration (zero capacity).
+    pub fn new(
+        policy: &NamedPolicy,
+        capacity: usize,
+        release: ReleaseOrder,
+    ) -> Result<Self, ReplayError> {
+        let manager = BlockManager::<G1>::builder()
+            .with_block_count(capacity)
+            .with_block_size(REPLAY_BLOCK_SIZE)
+            .with_policy(policy.factory.clone())
+            .with_duplication_policy(DuplicationPolicy::Reject)
+            .with_shards(1)
+            .build()
+            .map_err(|source| ReplayError::Build { capacity, source })?;
+        Ok(Self {
+            manager,
+            policy: policy.name.clone(),
+            capacity,
+            release,
+        })
+    }
+
+    /// The manager being driven (for inspection: metrics, available blocks).
+    pub fn manager(&self) -> &BlockManager<G1> {
+        &self.manager
+    }
+
+    /// Serves one request whose chain is `chain` and releases it. See the module docs.
+    pub fn serve(&mut self, chain: &[SequenceHash]) -> Served {
+        let m = &self.manager;
+        let mut hit = m.match_blocks(chain);
+        let hits = hit.len();
+        if chain.len() > self.capacity {
+            self.release_all(&mut hit, &mut Vec::new());
+            return Served {
+                hits,
+                oversized: true,
+            };
+        }
+        let tail = &chain[hits..];
+        let mut fresh = Vec::new();
+        if !tail.is_empty() {
+            // Cannot fail: one request at a time, everything else released, len <= capacity.
+            if let Ok(blocks) = m.allocate_blocks(tail.len()) {
+                let block_size = m.block_size();
+                let staged = blocks
+                    .into_iter()
+                    .zip(tail)
+                    .filter_map(|(b, &h)| b.stage(h, block_size).ok())
+                    .collect();
+                // Our own blocks: registration cannot be refused.
+                fresh = m.register_blocks(staged).unwrap_or_default();
+            }
+        }
+        self.release_all(&mut hit, &mut fresh);
+        Served {
+            hits,
+            oversized: false,
+        }
+    }
+
+    /// Drops the handles of one request: `prefix` (matched) then `tail` (new) is the chain order.
+    fn release_all<B>(&self, prefix: &mut Vec<B>, tail: &mut Vec<B>) {
+        match self.release {
+            ReleaseOrder::TailFirst => {
+                while let Some(b) = tail.pop() {
+                    drop(b);
+                }
+                while let Some(b) = prefix.pop() {
+                    drop(b);
+                }
+            }
+            ReleaseOrder::RootFirst => {
+                // A Vec drops its elements front to back.
+                drop(std::mem::take(prefix));
+                drop(std::mem::take(tail));
+            }
+        }
+    }
+
+    /// Replays every chain in order.
+    pub fn run(&mut self, chains: &Chains) -> ReplayRow {
+        self.run_with_progress(chains, &mut |_| {})
+    }
+
+    /// As [`run`](Self::run), calling `progress(n)` after every `n` requests served
+    /// (every [`PROGRESS_EVERY`](crate::PROGRESS_EVERY)). Only this loop is timed.
+    pub fn run_with_progress(
+        &mut self,
+        chains: &Chains,
+        progress: &mut dyn FnMut(u64),
+    ) -> ReplayRow {
+        let mut counts = Counts::default();
+        let mut ticker = Ticker::new(progress);
+        let start = Instant::now();
+        for chain in chains.iter() {
+            let s = self.serve(chain);
+            counts.requests += 1;
+            counts.total_blocks += chain.len() as u64;
+            counts.hit_blocks += s.hits as u64;
+            counts.oversized += u64::from(s.oversized);
+            ticker.tick();
+        }
+        let wall = start.elapsed();
+        ticker.finish();
+        counts.into_row(&self.policy, Some(self.capacity), wall)
+    }
+}
