@@ -475,23 +475,23 @@ type Held = (Vec<ImmutableBlock<G1>>, Vec<ImmutableBlock<G2>>);
 #[test]
 fn concurrent_presence_updates_end_consistent_with_the_managers() {
     const THREADS: u64 = 4;
-    const OPS: usize = 4_000;
+    const OPS: usize = 20_000;
     let registry = Registry::builder().with_shards(4).build().unwrap();
     let g1 = BlockManager::<G1>::builder()
-        .with_block_count(48)
+        .with_block_count(24)
         .with_shards(4)
         .with_observer(registry.observer::<G1>().unwrap())
         .build()
         .unwrap();
     let g2 = BlockManager::<G2>::builder()
-        .with_block_count(64)
+        .with_block_count(32)
         .with_shards(4)
         .with_duplication_policy(DuplicationPolicy::Reject)
         .with_evict_on_release(true)
         .with_observer(registry.observer::<G2>().unwrap())
         .build()
         .unwrap();
-    let space: Vec<SequenceHash> = (0..160).map(|i| SequenceHash::root(1000 + i)).collect();
+    let space: Vec<SequenceHash> = (0..96).map(|i| SequenceHash::root(1000 + i)).collect();
 
     let held: Vec<Held> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)

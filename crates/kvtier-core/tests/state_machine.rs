@@ -126,7 +126,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => idx.clone().prop_map(Op::Upgrade),
         1 => idx.clone().prop_map(Op::DropWeak),
         2 => idx.clone().prop_map(Op::DropMutable),
-        2 => (idx, prop::bool::weighted(0.7)).prop_map(|(i, v)| Op::SetEvictOnRelease(i, v)),
+        4 => (idx, prop::bool::weighted(0.7)).prop_map(|(i, v)| Op::SetEvictOnRelease(i, v)),
         1 => Just(Op::ResetInactive),
     ]
 }
@@ -632,8 +632,14 @@ impl Harness {
         }
     }
 
+    /// Odd `i` count from the newest handle (often a just-registered duplicate), even from
+    /// the oldest.
     fn pick_held(&self, i: usize) -> Option<&Held> {
-        (!self.held.is_empty()).then(|| &self.held[i % self.held.len()])
+        let len = self.held.len();
+        (len > 0).then(|| {
+            let k = (i / 2) % len;
+            &self.held[if i % 2 == 1 { len - 1 - k } else { k }]
+        })
     }
 
     fn allocate(&mut self, n: usize) {
@@ -804,10 +810,18 @@ fn run(shards: usize, policy: Policy, dup: DuplicationPolicy, default_evict: boo
     check(&mut h);
 }
 
+/// 256 cases per configuration unless `PROPTEST_CASES` asks for another number.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 macro_rules! config {
     ($name:ident, $shards:expr, $policy:expr, $dup:expr) => {
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
             #[test]
             fn $name(
                 default_evict in prop::bool::weighted(0.2),

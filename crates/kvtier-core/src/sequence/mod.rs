@@ -30,6 +30,7 @@
 //! Not owned here: scheduling across requests, the bytes of the KV (a block is an id), and
 //! transfers between tiers.
 
+mod accessors;
 mod error;
 mod request;
 
