@@ -515,15 +515,15 @@ fn evict_on_release_default_can_be_overridden_per_block() {
         .with_evict_on_release(true)
         .build()
         .unwrap();
-    let mut bs = register(&m, &[h(1), h(2)]);
+    let bs = register(&m, &[h(1), h(2)]);
     bs[1].set_evict_on_release(false);
     drop(bs);
     assert!(!m.contains(h(1)) && m.contains(h(2)));
     assert_eq!(assert_idle(&m).inactive_pool_size, 1);
 }
 
-/// Regression: a duplicate's `evict_on_release` flag survives the duplicate and makes the next
-/// primary registered in that slot skip the cache.
+/// A duplicate's `evict_on_release` flag must not carry over to the next registration in its
+/// slot (the next primary there is cached as usual).
 #[test]
 fn duplicate_evict_on_release_flag_does_not_leak_to_the_next_owner() {
     let m = fifo(3, ALLOW);

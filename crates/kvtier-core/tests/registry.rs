@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kvtier_core::{
-    AttachMode, AttachmentError, BlockManager, DuplicationPolicy, FrequencySketch, G1, G2, G3,
-    ImmutableBlock, MAX_REGISTRY_SHARDS, Medium, Registry, RegistryBuildError, SequenceHash, Tier,
-    TierId, TierSet,
+    AttachMode, AttachmentError, BlockManager, BlockObserver, DuplicationPolicy, FrequencySketch,
+    G1, G2, G3, ImmutableBlock, MAX_REGISTRY_SHARDS, Medium, Registry, RegistryBuildError,
+    SequenceHash, Tier, TierId, TierSet,
 };
 
 fn manager<T: Tier>(registry: &Registry, blocks: usize) -> BlockManager<T> {
@@ -469,29 +469,52 @@ fn assert_mirrors<T: Tier>(registry: &Registry, m: &BlockManager<T>, space: &[Se
     }
 }
 
+/// An observer placed before the registry's that sometimes yields, widening the window between
+/// a manager's unlock and the registry's update so that notifications about one hash from
+/// different threads arrive out of order (the case presence counting exists for).
+#[derive(Default)]
+struct Jitter(AtomicUsize);
+impl Jitter {
+    fn maybe_yield(&self) {
+        if self.0.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+impl BlockObserver for Jitter {
+    fn registered(&self, _: SequenceHash) {
+        self.maybe_yield();
+    }
+    fn removed(&self, _: &[SequenceHash]) {
+        self.maybe_yield();
+    }
+}
+
 /// Blocks a worker thread still holds when it finishes.
 type Held = (Vec<ImmutableBlock<G1>>, Vec<ImmutableBlock<G2>>);
 
 #[test]
 fn concurrent_presence_updates_end_consistent_with_the_managers() {
     const THREADS: u64 = 4;
-    const OPS: usize = 20_000;
+    const OPS: usize = 60_000;
     let registry = Registry::builder().with_shards(4).build().unwrap();
     let g1 = BlockManager::<G1>::builder()
-        .with_block_count(24)
+        .with_block_count(16)
         .with_shards(4)
+        .with_observer(Arc::new(Jitter::default()))
         .with_observer(registry.observer::<G1>().unwrap())
         .build()
         .unwrap();
     let g2 = BlockManager::<G2>::builder()
         .with_block_count(32)
         .with_shards(4)
+        .with_observer(Arc::new(Jitter::default()))
         .with_duplication_policy(DuplicationPolicy::Reject)
         .with_evict_on_release(true)
         .with_observer(registry.observer::<G2>().unwrap())
         .build()
         .unwrap();
-    let space: Vec<SequenceHash> = (0..96).map(|i| SequenceHash::root(1000 + i)).collect();
+    let space: Vec<SequenceHash> = (0..40).map(|i| SequenceHash::root(1000 + i)).collect();
 
     let held: Vec<Held> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)

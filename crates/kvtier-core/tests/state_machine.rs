@@ -882,9 +882,10 @@ config!(
     DuplicationPolicy::Reject
 );
 
-/// The shortest sequence reaching the duplicate evict-on-release leak (see `manager.rs`,
-/// `duplicate_evict_on_release_flag_does_not_leak_to_the_next_owner`), pinned so the model
-/// covers it on every run regardless of what proptest draws.
+/// A short sequence in which a duplicate flagged evict-on-release frees its slot and the slot is
+/// reused for a new primary (see `manager.rs`,
+/// `duplicate_evict_on_release_flag_does_not_leak_to_the_next_owner`); pinned because random
+/// sequences rarely reach it.
 #[test]
 fn duplicate_evict_flag_sequence() {
     use Op::*;

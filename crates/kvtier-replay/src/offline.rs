@@ -13,7 +13,15 @@
 //!
 //! Because an id implies its prefix, a block's next use is never earlier than its parent's, and
 //! the deepest-first tie break keeps the cache prefix-closed: a cached block's parent is cached.
-//! So "blocks present" equals "leading run of hits" and the bound is exact for our metric.
+//! So "blocks present" equals "leading run of hits".
+//!
+//! # When it is the optimum
+//! When no request is longer than the capacity, furthest-next-use is optimal for this metric
+//! (the tests check it against an exhaustive search). An oversized request reads without
+//! caching, which breaks the exchange argument: keeping a block for an oversized reader can
+//! be worth a miss elsewhere (`tests/optimality.rs` has a five-request example). With
+//! oversized requests the result is a strong heuristic that can sit slightly below the true
+//! optimum; replay reports count them (`oversized`) so such rows can be told apart.
 //!
 //! The victim order is a `BTreeSet` of `(next use, position, key)`; each served block is
 //! removed while pinned and re-inserted with its new next use, so a request costs
@@ -35,11 +43,11 @@ const NEVER: u32 = u32::MAX;
 /// ```
 /// use kvtier_replay::{Belady, Chains, ParseMode, Trace};
 ///
-/// let text = "{\"hash_ids\": [0, 1]}\n{\"hash_ids\": [2, 3]}\n{\"hash_ids\": [0, 1]}\n";
+/// let text = "{\"hash_ids\": [0, 1]}\n{\"hash_ids\": [2]}\n{\"hash_ids\": [3]}\n{\"hash_ids\": [0, 1]}\n";
 /// let chains = Chains::from_trace(&Trace::parse_str(text, ParseMode::Strict).unwrap().trace);
 /// let belady = Belady::new(&chains);
-/// // With room for two blocks, keeping [0, 1] (used again) beats caching [2, 3].
-/// let row = belady.run(2);
+/// // With room for three blocks, [3] evicts [2] (never used again), not the older [0, 1].
+/// let row = belady.run(3);
 /// assert_eq!(row.hit_blocks, 2);
 /// assert_eq!(row.policy, "belady");
 /// ```

@@ -26,7 +26,9 @@
 //!
 //! Options: `--reps N` (default 5), `--requests N` churn requests (default 200000), `--quick`
 //! (tiny sizes: a smoke run), `--json` (print a JSON document instead of markdown), `--out FILE`
-//! (also write the markdown there). Progress goes to stderr.
+//! (also write the markdown there), `--systems LABEL,...` (only these systems, e.g.
+//! `kvtier/lru,kvbm/lru`), `--workloads abcde` (only these workloads; d and e run together).
+//! Progress goes to stderr.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,6 +45,8 @@ struct Opts {
     quick: bool,
     json: bool,
     out: Option<String>,
+    systems: Option<Vec<String>>,
+    workloads: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -52,6 +56,8 @@ fn parse_args() -> Result<Opts, String> {
         quick: false,
         json: false,
         out: None,
+        systems: None,
+        workloads: "abcde".into(),
     };
     let mut requests_set = false;
     let mut args = std::env::args().skip(1);
@@ -72,10 +78,14 @@ fn parse_args() -> Result<Opts, String> {
             "--quick" => o.quick = true,
             "--json" => o.json = true,
             "--out" => o.out = Some(value("--out")?),
+            "--systems" => {
+                o.systems = Some(value("--systems")?.split(',').map(str::to_string).collect());
+            }
+            "--workloads" => o.workloads = value("--workloads")?,
             "-h" | "--help" => {
                 return Err(
                     "usage: vs-kvbm [--reps N] [--requests N] [--quick] [--json] \
-                            [--out FILE]"
+                            [--out FILE] [--systems kvtier/lru,kvbm/lru] [--workloads abcde]"
                         .into(),
                 );
             }
@@ -476,18 +486,32 @@ fn main() {
         }
     };
     let sizes = if o.quick { Sizes::QUICK } else { Sizes::FULL };
-    let systems = System::all();
+    let mut systems = System::all();
+    if let Some(keep) = &o.systems {
+        systems.retain(|s| keep.contains(&s.label()));
+    }
+    if systems.iter().all(System::is_kvbm) || !systems.iter().any(System::is_kvbm) {
+        eprintln!("--systems must keep at least one kvtier and one kvbm system");
+        std::process::exit(2);
+    }
     let load_start = loadavg();
     let mut rows = Vec::new();
-    for id in ['a', 'b', 'c'] {
+    for id in ['a', 'b', 'c']
+        .into_iter()
+        .filter(|c| o.workloads.contains(*c))
+    {
         for n in [8, 32, 128] {
             rows.push(micro_row(&systems, id, n, sizes, o.reps));
         }
     }
-    let w = ChurnWorkload::standard(o.requests);
-    let (d, e, churn) = churn_rows(&systems, &w, o.reps);
-    rows.push(d);
-    rows.push(e);
+    let mut churn = Vec::new();
+    if o.workloads.contains('d') || o.workloads.contains('e') {
+        let w = ChurnWorkload::standard(o.requests);
+        let (d, e, summary) = churn_rows(&systems, &w, o.reps);
+        rows.push(d);
+        rows.push(e);
+        churn = summary;
+    }
     let report = Report {
         date_utc: utc_now(),
         machine: machine_info(),

@@ -25,24 +25,33 @@
 //! a single shard.
 //!
 //! # Structure and collisions
-//! Two hash maps index the pool, both keyed by `(position, 32-bit fragment)`: `nodes` finds the
-//! blocks whose own key (position, low 32 bits of chained hash) is the key, and `groups` finds
-//! the blocks whose *parent* key (position - 1, parent fragment) is the key, i.e. a block's
-//! children are `groups[key(block)]`. Each map value heads an intrusive list through per-block
-//! links, so several blocks may share a key: a fragment collision (or a duplicate hash) never
-//! panics and never leaks a block; at worst an unrelated block counts as a child and the
-//! "parent" waits a little longer. A block is a leaf exactly when `groups` has no entry for its
-//! key; a block with the highest position in the pool is always a leaf, so `evict` finds a
-//! victim whenever the pool is non-empty. Leaves sit in an indexed binary min-heap by insertion
-//! tick: insert, remove and evict are O(log n) plus a few hash-map operations on maps reserved
-//! for every block up front (no allocation per operation).
+//! One hash map indexes the pool by a `(position, 32-bit fragment)` key. The entry for key `k`
+//! heads two intrusive lists through per-block links: the blocks whose *own* key is `k`
+//! (position, low 32 bits of chained hash) and the blocks whose *parent* key is `k`
+//! (position - 1, parent fragment) — i.e. the children of the blocks keyed `k`. Because these
+//! are lists, several blocks may share a key: a fragment collision (or a duplicate hash) never
+//! panics and never leaks a block; at worst an unrelated block counts as a child and its
+//! "parent" waits a little longer. A block is a leaf exactly when its key has no children
+//! list; a block with the highest position in the pool is always a leaf, so `evict` finds a
+//! victim whenever the pool is non-empty.
+//!
+//! Leaves are ordered by insertion tick in two parts: a block that is a leaf when it enters
+//! carries the newest tick, so it is appended to an intrusive FIFO list (O(1)); a block that
+//! becomes a leaf *again* (older tick) goes to a small indexed binary min-heap. The victim is
+//! the older of the two fronts. Insert and evict cost two hash-map operations (one for a root)
+//! plus O(1) list work, or O(log k) for the k re-exposed parents waiting in the heap. The map,
+//! list and heap are reserved for every block up front: no allocation per operation.
 //!
 //! # Invariants
-//! - `heap` holds exactly the present blocks whose key has no `groups` entry.
-//! - Every present block is in the `nodes` list of its key and, unless it is a root (position
-//!   0), in the `groups` list of its parent key; absent blocks are in no list.
+//! - The leaf list and heap together hold exactly the present blocks whose key has no children;
+//!   the list is sorted by tick.
+//! - Every present block is in the own-key list of its key and, unless it is a root (position
+//!   0), in the children list of its parent key; absent blocks are in no list. A map entry
+//!   exists exactly while one of its two lists is non-empty.
 
-use super::list::NIL;
+use hashbrown::hash_map::Entry;
+
+use super::list::{IndexLists, NIL};
 use super::{EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::{BlockId, SeqHashMap, SequenceHash};
 
@@ -95,9 +104,9 @@ struct Node {
     /// Insertion order; unique among present blocks.
     tick: u64,
     present: bool,
-    /// Links in the `groups` list of this block's parent key.
+    /// Links in the children list of this block's parent key.
     sib: Links,
-    /// Links in the `nodes` list of this block's own key.
+    /// Links in the own-key list of this block's key.
     same: Links,
 }
 
@@ -120,12 +129,26 @@ const ABSENT: Node = Node {
     same: UNLINKED,
 };
 
+/// The two list heads of one key.
+#[derive(Clone, Copy, Debug)]
+struct KeyEntry {
+    /// First present block whose own key is this key.
+    same: u32,
+    /// First present block whose parent key is this key.
+    children: u32,
+}
+
+const EMPTY_ENTRY: KeyEntry = KeyEntry {
+    same: NIL,
+    children: NIL,
+};
+
 /// Which per-block links a keyed list uses.
 #[derive(Clone, Copy)]
 enum Chain {
-    /// `groups`: blocks sharing a parent key.
+    /// Children lists (through `Node::sib`).
     Siblings,
-    /// `nodes`: blocks sharing their own key.
+    /// Own-key lists (through `Node::same`).
     SameKey,
 }
 
@@ -136,6 +159,30 @@ impl Chain {
             Chain::Siblings => &mut node.sib,
             Chain::SameKey => &mut node.same,
         }
+    }
+}
+
+/// Pushes `id` at the front of the list starting at `head`.
+#[inline]
+fn list_push(nodes: &mut [Node], chain: Chain, head: &mut u32, id: u32) {
+    let next = std::mem::replace(head, id);
+    *chain.links(&mut nodes[id as usize]) = Links { prev: NIL, next };
+    if next != NIL {
+        chain.links(&mut nodes[next as usize]).prev = id;
+    }
+}
+
+/// Unlinks `id` from the list starting at `head`.
+#[inline]
+fn list_unlink(nodes: &mut [Node], chain: Chain, head: &mut u32, id: u32) {
+    let Links { prev, next } = std::mem::replace(chain.links(&mut nodes[id as usize]), UNLINKED);
+    if next != NIL {
+        chain.links(&mut nodes[next as usize]).prev = prev;
+    }
+    if prev != NIL {
+        chain.links(&mut nodes[prev as usize]).next = next;
+    } else {
+        *head = next;
     }
 }
 
@@ -152,59 +199,15 @@ fn parent_key(h: SequenceHash) -> Option<u64> {
     Some((u64::from(pos) << 32) | u64::from(h.parent_fragment()))
 }
 
-/// Pushes `id` at the front of the list `map[key]`; returns whether the list was empty.
-fn list_push(
-    nodes: &mut [Node],
-    map: &mut SeqHashMap<u64, u32>,
-    chain: Chain,
-    key: u64,
-    id: u32,
-) -> bool {
-    let old = map.insert(key, id);
-    let next = old.unwrap_or(NIL);
-    *chain.links(&mut nodes[id as usize]) = Links { prev: NIL, next };
-    if next != NIL {
-        chain.links(&mut nodes[next as usize]).prev = id;
-    }
-    old.is_none()
-}
-
-/// Unlinks `id` from the list `map[key]` (dropping the entry when it empties); returns whether
-/// the list is now empty.
-fn list_unlink(
-    nodes: &mut [Node],
-    map: &mut SeqHashMap<u64, u32>,
-    chain: Chain,
-    key: u64,
-    id: u32,
-) -> bool {
-    let Links { prev, next } = std::mem::replace(chain.links(&mut nodes[id as usize]), UNLINKED);
-    if next != NIL {
-        chain.links(&mut nodes[next as usize]).prev = prev;
-    }
-    if prev != NIL {
-        chain.links(&mut nodes[prev as usize]).next = next;
-        return false;
-    }
-    // `id` was the head.
-    if next != NIL {
-        map.insert(key, next);
-        false
-    } else {
-        map.remove(&key);
-        true
-    }
-}
-
-/// An indexed binary min-heap of block ids ordered by their nodes' ticks.
+/// An indexed binary min-heap of `(tick, block)`.
 #[derive(Debug)]
-struct LeafHeap {
-    items: Vec<u32>,
+struct TickHeap {
+    items: Vec<(u64, u32)>,
     /// Position of each block in `items`, or `NIL`.
     slot: Box<[u32]>,
 }
 
-impl LeafHeap {
+impl TickHeap {
     fn new(capacity: usize) -> Self {
         Self {
             // Reserved for every block: pushes never reallocate.
@@ -214,34 +217,27 @@ impl LeafHeap {
     }
 
     #[inline]
-    fn tick(nodes: &[Node], id: u32) -> u64 {
-        nodes[id as usize].tick
+    fn place(&mut self, i: usize, item: (u64, u32)) {
+        self.items[i] = item;
+        self.slot[item.1 as usize] = i as u32;
     }
 
-    #[inline]
-    fn place(&mut self, i: usize, id: u32) {
-        self.items[i] = id;
-        self.slot[id as usize] = i as u32;
-    }
-
-    fn sift_up(&mut self, mut i: usize, nodes: &[Node]) {
-        let id = self.items[i];
-        let t = Self::tick(nodes, id);
+    fn sift_up(&mut self, mut i: usize) {
+        let item = self.items[i];
         while i > 0 {
             let parent = (i - 1) / 2;
             let p = self.items[parent];
-            if Self::tick(nodes, p) <= t {
+            if p.0 <= item.0 {
                 break;
             }
             self.place(i, p);
             i = parent;
         }
-        self.place(i, id);
+        self.place(i, item);
     }
 
-    fn sift_down(&mut self, mut i: usize, nodes: &[Node]) {
-        let id = self.items[i];
-        let t = Self::tick(nodes, id);
+    fn sift_down(&mut self, mut i: usize) {
+        let item = self.items[i];
         let n = self.items.len();
         loop {
             let left = 2 * i + 1;
@@ -249,55 +245,103 @@ impl LeafHeap {
                 break;
             }
             let right = left + 1;
-            let child = if right < n
-                && Self::tick(nodes, self.items[right]) < Self::tick(nodes, self.items[left])
-            {
+            let child = if right < n && self.items[right].0 < self.items[left].0 {
                 right
             } else {
                 left
             };
             let c = self.items[child];
-            if t <= Self::tick(nodes, c) {
+            if item.0 <= c.0 {
                 break;
             }
             self.place(i, c);
             i = child;
         }
-        self.place(i, id);
+        self.place(i, item);
     }
 
-    /// Adds `id` unless it is already in the heap.
-    fn push(&mut self, id: u32, nodes: &[Node]) {
+    /// Adds `id` with `tick` unless it is already in the heap.
+    fn push(&mut self, id: u32, tick: u64) {
         if self.slot[id as usize] != NIL {
             return;
         }
         let i = self.items.len();
-        self.items.push(id);
+        self.items.push((tick, id));
         self.slot[id as usize] = i as u32;
-        self.sift_up(i, nodes);
+        self.sift_up(i);
     }
 
     /// Removes `id` if it is in the heap.
-    fn remove(&mut self, id: u32, nodes: &[Node]) {
-        let i = self.slot[id as usize];
+    fn remove(&mut self, id: u32) {
+        let i = std::mem::replace(&mut self.slot[id as usize], NIL);
         if i == NIL {
             return;
         }
-        self.slot[id as usize] = NIL;
         let Some(last) = self.items.pop() else {
             return;
         };
         let i = i as usize;
         if i < self.items.len() {
             self.place(i, last);
-            self.sift_down(i, nodes);
-            self.sift_up(i, nodes);
+            self.sift_down(i);
+            self.sift_up(i);
         }
     }
 
-    /// The id with the smallest tick, without removing it.
-    fn peek(&self) -> Option<u32> {
+    /// The smallest `(tick, block)`, without removing it.
+    #[inline]
+    fn peek(&self) -> Option<(u64, u32)> {
         self.items.first().copied()
+    }
+}
+
+/// The evictable blocks, oldest first (see the module docs).
+#[derive(Debug)]
+struct Leaves {
+    /// Blocks that were leaves when they entered: sorted by tick, because each had the newest.
+    fresh: IndexLists<1>,
+    /// Blocks that became leaves again, with their original (older) ticks.
+    again: TickHeap,
+}
+
+impl Leaves {
+    fn new(capacity: usize) -> Self {
+        Self {
+            fresh: IndexLists::new(capacity),
+            again: TickHeap::new(capacity),
+        }
+    }
+
+    /// A block with the newest tick becomes a leaf.
+    #[inline]
+    fn push_newest(&mut self, id: u32) {
+        self.fresh.push_back(0, id);
+    }
+
+    /// A block with an older tick becomes a leaf again.
+    #[inline]
+    fn push_again(&mut self, id: u32, tick: u64) {
+        if !self.fresh.contains(id) {
+            self.again.push(id, tick);
+        }
+    }
+
+    /// `id` stops being a leaf (or leaves the pool); no-op if it was not a leaf.
+    #[inline]
+    fn remove(&mut self, id: u32) {
+        if self.fresh.unlink(id).is_none() {
+            self.again.remove(id);
+        }
+    }
+
+    /// The leaf with the smallest tick.
+    #[inline]
+    fn oldest(&self, nodes: &[Node]) -> Option<u32> {
+        match (self.fresh.front(0), self.again.peek()) {
+            (Some(f), Some((tick, a))) => Some(if tick < nodes[f as usize].tick { a } else { f }),
+            (Some(f), None) => Some(f),
+            (None, again) => again.map(|(_, a)| a),
+        }
     }
 }
 
@@ -305,11 +349,8 @@ impl LeafHeap {
 #[derive(Debug)]
 pub(crate) struct LineagePolicy {
     nodes: Box<[Node]>,
-    /// Own key -> head of the list (through `Node::same`) of present blocks with that key.
-    by_key: SeqHashMap<u64, u32>,
-    /// Parent key -> head of the list (through `Node::sib`) of present blocks with that parent key.
-    children: SeqHashMap<u64, u32>,
-    leaves: LeafHeap,
+    index: SeqHashMap<u64, KeyEntry>,
+    leaves: Leaves,
     next_tick: u64,
     len: usize,
 }
@@ -320,9 +361,9 @@ impl LineagePolicy {
         let n = total_blocks.min(NIL as usize);
         Self {
             nodes: vec![ABSENT; n].into_boxed_slice(),
-            by_key: SeqHashMap::with_capacity_and_hasher(n, Default::default()),
-            children: SeqHashMap::with_capacity_and_hasher(n, Default::default()),
-            leaves: LeafHeap::new(n),
+            // At most two keys per block (its own and its parent's).
+            index: SeqHashMap::with_capacity_and_hasher(n.saturating_mul(2), Default::default()),
+            leaves: Leaves::new(n),
             next_tick: 0,
             len: 0,
         }
@@ -330,24 +371,39 @@ impl LineagePolicy {
 
     /// Takes a present block out of every structure.
     fn detach(&mut self, id: u32) {
-        let hash = self.nodes[id as usize].hash;
-        self.nodes[id as usize].present = false;
-        self.len -= 1;
-        self.leaves.remove(id, &self.nodes);
-        list_unlink(
-            &mut self.nodes,
-            &mut self.by_key,
-            Chain::SameKey,
-            own_key(hash),
-            id,
-        );
-        if let Some(pk) = parent_key(hash) {
-            if list_unlink(&mut self.nodes, &mut self.children, Chain::Siblings, pk, id) {
+        let Self {
+            nodes,
+            index,
+            leaves,
+            len,
+            ..
+        } = self;
+        let hash = nodes[id as usize].hash;
+        nodes[id as usize].present = false;
+        *len -= 1;
+        leaves.remove(id);
+        if let Entry::Occupied(mut e) = index.entry(own_key(hash)) {
+            list_unlink(nodes, Chain::SameKey, &mut e.get_mut().same, id);
+            if e.get().same == NIL && e.get().children == NIL {
+                e.remove();
+            }
+        }
+        let Some(pk) = parent_key(hash) else {
+            return;
+        };
+        if let Entry::Occupied(mut e) = index.entry(pk) {
+            let entry = e.get_mut();
+            list_unlink(nodes, Chain::Siblings, &mut entry.children, id);
+            if entry.children == NIL {
                 // The last child under `pk` left: every block keyed `pk` is a leaf again.
-                let mut p = self.by_key.get(&pk).copied().unwrap_or(NIL);
+                let mut p = entry.same;
                 while p != NIL {
-                    self.leaves.push(p, &self.nodes);
-                    p = self.nodes[p as usize].same.next;
+                    let node = &nodes[p as usize];
+                    leaves.push_again(p, node.tick);
+                    p = node.same.next;
+                }
+                if entry.same == NIL {
+                    e.remove();
                 }
             }
         }
@@ -365,28 +421,38 @@ impl EvictionPolicy for LineagePolicy {
         if node.present {
             self.detach(id);
         }
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        self.nodes[id as usize] = Node {
+        let Self {
+            nodes,
+            index,
+            leaves,
+            next_tick,
+            len,
+        } = self;
+        nodes[id as usize] = Node {
             hash,
-            tick,
+            tick: *next_tick,
             present: true,
             ..ABSENT
         };
-        self.len += 1;
-        let key = own_key(hash);
-        list_push(&mut self.nodes, &mut self.by_key, Chain::SameKey, key, id);
-        if !self.children.contains_key(&key) {
-            self.leaves.push(id, &self.nodes);
+        *next_tick += 1;
+        *len += 1;
+        let entry = index.entry(own_key(hash)).or_insert(EMPTY_ENTRY);
+        list_push(nodes, Chain::SameKey, &mut entry.same, id);
+        if entry.children == NIL {
+            leaves.push_newest(id);
         }
-        if let Some(pk) = parent_key(hash) {
-            if list_push(&mut self.nodes, &mut self.children, Chain::Siblings, pk, id) {
-                // First child under `pk`: blocks keyed `pk` stop being leaves.
-                let mut p = self.by_key.get(&pk).copied().unwrap_or(NIL);
-                while p != NIL {
-                    self.leaves.remove(p, &self.nodes);
-                    p = self.nodes[p as usize].same.next;
-                }
+        let Some(pk) = parent_key(hash) else {
+            return;
+        };
+        let entry = index.entry(pk).or_insert(EMPTY_ENTRY);
+        let first_child = entry.children == NIL;
+        list_push(nodes, Chain::Siblings, &mut entry.children, id);
+        if first_child {
+            // Blocks keyed `pk` stop being leaves.
+            let mut p = entry.same;
+            while p != NIL {
+                leaves.remove(p);
+                p = nodes[p as usize].same.next;
             }
         }
     }
@@ -403,7 +469,7 @@ impl EvictionPolicy for LineagePolicy {
     }
 
     fn evict(&mut self) -> Option<BlockId> {
-        let id = self.leaves.peek()?;
+        let id = self.leaves.oldest(&self.nodes)?;
         self.detach(id);
         Some(BlockId::new(id))
     }
@@ -419,20 +485,16 @@ mod tests {
 
     #[test]
     fn heap_orders_by_tick_and_removes_anywhere() {
-        let mut nodes = vec![ABSENT; 6];
-        for (i, t) in [50, 10, 40, 20, 30, 0].into_iter().enumerate() {
-            nodes[i].tick = t;
+        let mut h = TickHeap::new(6);
+        for (id, t) in [50, 10, 40, 20, 30, 0].into_iter().enumerate() {
+            h.push(id as u32, t);
         }
-        let mut h = LeafHeap::new(6);
-        for id in 0..6 {
-            h.push(id, &nodes);
-        }
-        h.push(3, &nodes); // idempotent
-        h.remove(2, &nodes);
-        h.remove(2, &nodes);
+        h.push(3, 20); // idempotent
+        h.remove(2);
+        h.remove(2);
         let mut out = Vec::new();
-        while let Some(id) = h.peek() {
-            h.remove(id, &nodes);
+        while let Some((_, id)) = h.peek() {
+            h.remove(id);
             out.push(id);
         }
         assert_eq!(out, vec![5, 1, 3, 4, 0]);

@@ -147,6 +147,13 @@ impl<const N: usize> IndexLists<N> {
         Some(list)
     }
 
+    /// The front (oldest) member of list `list`, without detaching it.
+    #[inline]
+    pub(crate) fn front(&self, list: usize) -> Option<u32> {
+        let head = self.ends.get(list)?.head;
+        (head != NIL).then_some(head)
+    }
+
     /// Detaches and returns the front (oldest) member of list `list`.
     #[inline]
     pub(crate) fn pop_front(&mut self, list: usize) -> Option<u32> {
@@ -179,6 +186,7 @@ mod tests {
         l.push_back(0, 3); // moves to the back
         assert_eq!(l.list_of(7), Some(1));
         assert_eq!(l.len(0), 3);
+        assert_eq!(l.front(0), Some(1));
         assert_eq!(drain(&mut l, 0), vec![1, 5, 3]);
         assert_eq!(drain(&mut l, 1), vec![7]);
         assert!(!l.contains(3));

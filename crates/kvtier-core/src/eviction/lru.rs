@@ -19,6 +19,8 @@
 //!
 //! [`FifoFactory`]: crate::FifoFactory
 
+use hashbrown::hash_map::Entry;
+
 use super::list::IndexLists;
 use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::{BlockId, SeqHashMap, SequenceHash};
@@ -78,9 +80,12 @@ impl PolicyFactory for LruFactory {
 }
 
 /// Hash index used for hit promotion: which block holds a hash, and each block's hash.
+///
+/// Keyed by [`SequenceHash::mix64`]; a hit is confirmed against the block's full hash, so a
+/// 64-bit digest collision can at worst hide a block from promotion, never promote a wrong one.
 #[derive(Debug)]
 struct HitIndex {
-    by_hash: SeqHashMap<SequenceHash, u32>,
+    by_hash: SeqHashMap<u64, u32>,
     hash_of: Box<[SequenceHash]>,
 }
 
@@ -97,7 +102,12 @@ impl LruPolicy {
     pub(crate) fn new(total_blocks: usize, hit_promotion: bool) -> Self {
         let order = IndexLists::new(total_blocks);
         let hits = hit_promotion.then(|| HitIndex {
-            by_hash: SeqHashMap::with_capacity_and_hasher(total_blocks, Default::default()),
+            // Twice the live entries, so tombstones from churn are cleared by in-place rehashing
+            // rather than by growing the table.
+            by_hash: SeqHashMap::with_capacity_and_hasher(
+                total_blocks.saturating_mul(2),
+                Default::default(),
+            ),
             hash_of: vec![SequenceHash::default(); total_blocks].into_boxed_slice(),
         });
         Self { order, hits }
@@ -108,9 +118,11 @@ impl LruPolicy {
     #[inline]
     fn forget_hash(&mut self, block: u32) {
         if let Some(h) = &mut self.hits {
-            let hash = h.hash_of[block as usize];
-            if h.by_hash.get(&hash) == Some(&block) {
-                h.by_hash.remove(&hash);
+            let key = h.hash_of[block as usize].mix64();
+            if let Entry::Occupied(e) = h.by_hash.entry(key) {
+                if *e.get() == block {
+                    e.remove();
+                }
             }
         }
     }
@@ -131,7 +143,7 @@ impl EvictionPolicy for LruPolicy {
         self.order.push_back(0, id);
         if let Some(h) = &mut self.hits {
             h.hash_of[id as usize] = hash;
-            h.by_hash.insert(hash, id);
+            h.by_hash.insert(hash.mix64(), id);
         }
     }
 
@@ -164,8 +176,9 @@ impl EvictionPolicy for LruPolicy {
             return;
         }
         if let Some(h) = &self.hits {
-            if let Some(&id) = h.by_hash.get(&hash) {
-                self.order.push_back(0, id);
+            match h.by_hash.get(&hash.mix64()) {
+                Some(&id) if h.hash_of[id as usize] == hash => self.order.push_back(0, id),
+                _ => {}
             }
         }
     }

@@ -598,12 +598,14 @@ impl Shared {
     pub(crate) fn release_batch(&self, refs: impl Iterator<Item = SlotRef>) {
         let mut primaries = Vec::new();
         let mut removed = Vec::new();
+        let mut foreign = Vec::new();
         let mut w = Walker::new(self);
         for r in refs {
             let Some(last) = r.into_last() else { continue };
             if !std::ptr::eq(&*last.slot.shared, self) {
-                // Not ours (a caller mixed managers): release it through its own store.
-                Shared::release_one(last);
+                // Not ours (a caller mixed managers): released through its own store once our
+                // lock is gone (lock order rule 1 holds across managers too).
+                foreign.push(last);
                 continue;
             }
             let g = w.shard(self.shard_of(last.hash));
@@ -618,6 +620,7 @@ impl Shared {
         w.finish();
         drop(w);
         drop(primaries);
+        foreign.into_iter().for_each(Shared::release_one);
         self.hooks.evicted(&removed);
     }
 
