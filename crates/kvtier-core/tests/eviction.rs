@@ -618,9 +618,12 @@ fn sketch_counts_concurrent_increments_approximately() {
             let s = Arc::clone(&s);
             std::thread::spawn(move || {
                 for _ in 0..10 {
-                    for key in 0..500u64 {
+                    for i in 0..500u64 {
+                        // Opposite orders, so the threads rarely race on one shared key (a
+                        // race on the same key may drop one of the two increments).
+                        let key = if t == 0 { i } else { 499 - i };
                         s.increment(key); // shared keys, both threads
-                        s.increment(1_000_000 + t * 1000 + key); // private keys
+                        s.increment(1_000_000 + t * 1000 + i); // private keys
                     }
                 }
             })

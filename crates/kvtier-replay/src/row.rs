@@ -45,7 +45,12 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    pub(crate) fn into_row(self, policy: &str, capacity: Option<usize>, wall: Duration) -> ReplayRow {
+    pub(crate) fn into_row(
+        self,
+        policy: &str,
+        capacity: Option<usize>,
+        wall: Duration,
+    ) -> ReplayRow {
         let secs = wall.as_secs_f64();
         ReplayRow {
             policy: policy.to_string(),

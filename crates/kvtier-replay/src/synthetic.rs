@@ -202,8 +202,15 @@ mod tests {
 
     #[test]
     fn seeds_differ() {
-        let a = SyntheticConfig { requests: 100, seed: 1, ..SyntheticConfig::default() };
-        let b = SyntheticConfig { seed: 2, ..a.clone() };
+        let a = SyntheticConfig {
+            requests: 100,
+            seed: 1,
+            ..SyntheticConfig::default()
+        };
+        let b = SyntheticConfig {
+            seed: 2,
+            ..a.clone()
+        };
         assert_ne!(a.generate(), b.generate());
     }
 }

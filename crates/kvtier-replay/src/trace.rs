@@ -39,13 +39,30 @@ pub enum ParseMode {
 
 /// One malformed line of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("malformed line {line} (column {column}): {message}")]
 #[non_exhaustive]
 pub struct ParseError {
     /// 1-based line number in the input.
     pub line: usize,
-    /// What was wrong (from the JSON decoder, with its column).
+    /// 1-based column within the line where decoding failed (0 when unknown).
+    pub column: usize,
+    /// What was wrong, from the JSON decoder.
     pub message: String,
+}
+
+impl ParseError {
+    fn from_json(line: usize, e: &serde_json::Error) -> Self {
+        // serde_json appends " at line L column C" (L counts within this one line): drop it and
+        // keep the column as a field.
+        let full = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let message = full.strip_suffix(&position).unwrap_or(&full).to_string();
+        Self {
+            line,
+            column: e.column(),
+            message,
+        }
+    }
 }
 
 /// Why a trace could not be read.
@@ -53,7 +70,7 @@ pub struct ParseError {
 #[non_exhaustive]
 pub enum TraceError {
     /// A malformed line in [`ParseMode::Strict`].
-    #[error("malformed trace {0}")]
+    #[error(transparent)]
     Parse(#[from] ParseError),
     /// The reader failed (both modes abort).
     #[error("reading trace line {line}: {source}")]
@@ -284,10 +301,7 @@ impl Parsed {
                 Ok(())
             }
             Err(e) => {
-                let err = ParseError {
-                    line,
-                    message: e.to_string(),
-                };
+                let err = ParseError::from_json(line, &e);
                 match mode {
                     ParseMode::Strict => Err(TraceError::Parse(err)),
                     ParseMode::Lenient => {
@@ -328,6 +342,16 @@ mod tests {
         assert_eq!(lines, [3, 5, 6]);
         assert_eq!(p.skipped_lines, 3);
         assert!(p.errors[1].message.contains("hash_ids"), "{}", p.errors[1]);
+        assert!(
+            p.errors
+                .iter()
+                .all(|e| e.column > 0 && !e.message.contains(" at line "))
+        );
+        assert!(
+            p.errors[0]
+                .to_string()
+                .starts_with("malformed line 3 (column ")
+        );
     }
 
     #[test]

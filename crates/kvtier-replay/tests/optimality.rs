@@ -71,8 +71,9 @@ fn belady_equals_brute_force_on_tiny_traces() {
             // without caching) Belady is a bound-quality heuristic, never above the optimum.
             let exact = capacity >= chains.max_len();
             if (exact && got != want) || got > want {
-                let reqs: Vec<Vec<u32>> =
-                    (0..chains.len()).map(|r| chains.dense_chain(r).to_vec()).collect();
+                let reqs: Vec<Vec<u32>> = (0..chains.len())
+                    .map(|r| chains.dense_chain(r).to_vec())
+                    .collect();
                 panic!("case {case} capacity {capacity}: belady {got} brute {want} {reqs:?}");
             }
         }
@@ -135,7 +136,12 @@ fn belady_dominates_online_policies_on_small_traces() {
 
 #[test]
 fn belady_dominates_online_policies_on_a_synthetic_trace() {
-    let trace = SyntheticConfig { requests: 6_000, seed: 9, ..SyntheticConfig::default() }.generate();
+    let trace = SyntheticConfig {
+        requests: 6_000,
+        seed: 9,
+        ..SyntheticConfig::default()
+    }
+    .generate();
     let chains = Chains::from_trace(&trace);
     assert_belady_dominates(&chains, &[120, 500, 2_000, 8_000]);
     // With room for everything, Belady reaches the infinite bound.

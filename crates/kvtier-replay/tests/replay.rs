@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use common::{chains_of, trace_of};
+use kvtier_core::{BlockId, EvictionPolicy, PolicyContext, PolicyFactory, SequenceHash};
 use kvtier_replay::{
     Chains, ManagerReplay, NamedPolicy, ReleaseOrder, SyntheticConfig, mix_child, mix_root,
     policies, policy,
 };
-use kvtier_core::{BlockId, EvictionPolicy, PolicyContext, PolicyFactory, SequenceHash};
 
 fn lru() -> NamedPolicy {
     policy("lru").expect("lru is built in")
@@ -149,7 +149,13 @@ struct RefLru {
 
 impl RefLru {
     fn new(capacity: usize, order: ReleaseOrder) -> Self {
-        Self { capacity, order, by_stamp: BTreeMap::new(), stamp_of: HashMap::new(), clock: 0 }
+        Self {
+            capacity,
+            order,
+            by_stamp: BTreeMap::new(),
+            stamp_of: HashMap::new(),
+            clock: 0,
+        }
     }
 
     fn take(&mut self, d: u32) -> bool {
@@ -169,7 +175,10 @@ impl RefLru {
     }
 
     fn serve(&mut self, chain: &[u32]) -> usize {
-        let hits = chain.iter().take_while(|&&d| self.stamp_of.contains_key(&d)).count();
+        let hits = chain
+            .iter()
+            .take_while(|&&d| self.stamp_of.contains_key(&d))
+            .count();
         for &d in &chain[..hits] {
             self.take(d);
         }
@@ -196,7 +205,14 @@ impl RefLru {
 }
 
 fn synthetic(requests: usize, seed: u64) -> Chains {
-    Chains::from_trace(&SyntheticConfig { requests, seed, ..SyntheticConfig::default() }.generate())
+    Chains::from_trace(
+        &SyntheticConfig {
+            requests,
+            seed,
+            ..SyntheticConfig::default()
+        }
+        .generate(),
+    )
 }
 
 #[test]
@@ -249,7 +265,10 @@ fn replay_is_deterministic_and_progress_counts_every_request() {
     let (a, done) = run();
     let (b, _) = run();
     assert_eq!(done, 5_000);
-    assert_eq!((a.hit_blocks, a.total_blocks), (b.hit_blocks, b.total_blocks));
+    assert_eq!(
+        (a.hit_blocks, a.total_blocks),
+        (b.hit_blocks, b.total_blocks)
+    );
 }
 
 #[test]

@@ -23,12 +23,14 @@
 //! - No method panics on any sequence of calls that respects the first invariant.
 
 mod fifo;
+mod freqlease;
 mod lineage;
 mod list;
 mod lru;
 mod multi_lru;
 
 pub use fifo::FifoFactory;
+pub use freqlease::{FreqLease, FreqLeaseFactory};
 pub use lineage::LineageFactory;
 pub use lru::LruFactory;
 pub use multi_lru::{EvictionConfigError, MultiLruFactory};

@@ -7,6 +7,12 @@ use crate::sync::Arc;
 /// Largest shard count a registry accepts.
 pub const MAX_REGISTRY_SHARDS: usize = 4096;
 
+/// Eight shards per available core, at most 256 (before rounding to a power of two).
+pub(crate) fn default_shards() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 8).min(256)
+}
+
 /// Why a registry could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -79,10 +85,7 @@ impl RegistryBuilder {
                 });
             }
             Some(s) => s,
-            None => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores * 8).min(256)
-            }
+            None => default_shards(),
         };
         Ok(Registry::from_parts(
             shards.next_power_of_two(),

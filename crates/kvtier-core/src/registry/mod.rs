@@ -212,8 +212,7 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// A registry with the default configuration (see [`RegistryBuilder`]).
     pub fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::from_parts((cores * 8).min(256).next_power_of_two(), None)
+        Self::from_parts(builder::default_shards().next_power_of_two(), None)
     }
 
     /// A builder for a registry with non-default settings.

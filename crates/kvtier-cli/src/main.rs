@@ -1,0 +1,54 @@
+//! `kvtier`: the command-line tool of kvtier.
+//!
+//! Subcommands, one module each:
+//! - `replay` ([`replay`]): hit rates of eviction policies on a prefix-cache trace, against
+//!   Belady's offline optimum and the infinite-capacity bound.
+//!
+//! Errors are reported on stderr as `error: ...` with the whole cause chain, and the process
+//! exits with status 1 (clap's own usage errors exit with 2).
+
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kvtier: a KV-cache manager for LLM inference.
+#[derive(Debug, Parser)]
+#[command(name = "kvtier", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a prefix-cache trace and print hit rates per policy and capacity.
+    #[command(long_about = replay::LONG_ABOUT)]
+    Replay(replay::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => replay::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`kvtier replay --format json | head`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}

@@ -1,0 +1,404 @@
+//! `kvtier replay`: load a trace (a file, stdin, the embedded sample or a synthetic one), replay
+//! it through the real block manager for each policy and capacity, add Belady's optimum and the
+//! infinite bound, and print a table or one JSON array.
+//!
+//! Only the replay loops are timed (`requests_per_sec`); parsing and chain building are not.
+//! The progress bar goes to stderr and only when stderr is a terminal and the output is a
+//! table, so piped and JSON output stay clean.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use kvtier_replay::{
+    Belady, Chains, ManagerReplay, NamedPolicy, OFFLINE_POLICIES, ParseMode, Parsed, ReleaseOrder,
+    ReplayRow, SyntheticConfig, Trace, infinite, policies,
+};
+
+/// The sample trace shipped in the repository (see `data/NOTICE`), embedded so that
+/// `kvtier replay` works from any directory.
+const SAMPLE_TRACE: &[u8] = include_bytes!("../../../data/mooncake_conversation.jsonl");
+
+/// Name the embedded sample is reported under.
+const SAMPLE_NAME: &str = "data/mooncake_conversation.jsonl (embedded)";
+
+/// Malformed lines reported one by one before the rest are summarised.
+const MAX_REPORTED_ERRORS: usize = 20;
+
+/// `kvtier replay --help`.
+pub const LONG_ABOUT: &str = "\
+Replay a prefix-cache trace through kvtier's block manager and print hit rates per eviction \
+policy and capacity, next to Belady's offline optimum and the infinite-capacity bound.
+
+Trace format: Mooncake FAST'25 JSONL, one request per line with `hash_ids` (prefix block ids, \
+512 tokens per block); `timestamp`, `input_length`, `output_length` are optional. With no TRACE \
+the sample trace shipped with kvtier (Mooncake conversation trace, 12,031 requests) is used; \
+`-` reads stdin.
+
+Metric: per request, hits = the leading run of its blocks found cached (the first miss ends \
+it); hit rate = total hits / total blocks requested. Keys are chained: an id means the same \
+block only under the same prefix. requests/s is the wall time of the replay loop alone.
+
+Each request is served the way an engine does: match the cached prefix, allocate and register \
+the missing blocks, then release them (tail-first by default: the deepest block becomes \
+evictable first). A request longer than the capacity counts its hits and caches nothing \
+(reported as `oversized`). Belady evicts the block whose next use is furthest away (deepest \
+first on ties), under the same constraints.
+
+A malformed line is reported on stderr with its line number and skipped; --strict aborts \
+instead (exit status 1).";
+
+/// Arguments of `kvtier replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Mooncake JSONL trace; `-` reads stdin. Default: the embedded sample trace.
+    #[arg(value_name = "TRACE", conflicts_with = "synthetic")]
+    trace: Option<PathBuf>,
+
+    /// Cache capacities in blocks (comma-separated or repeated).
+    #[arg(
+        long = "capacity",
+        value_name = "N",
+        value_delimiter = ',',
+        default_values_t = [1000usize, 5000, 20000],
+        value_parser = clap::value_parser!(usize)
+    )]
+    capacities: Vec<usize>,
+
+    /// Policies to replay (comma-separated or repeated): built-in eviction policies, `belady`,
+    /// `infinite`. Default: every built-in policy plus `belady` and `infinite`.
+    #[arg(long = "policy", value_name = "P", value_delimiter = ',')]
+    policies: Vec<String>,
+
+    /// Order in which a request's blocks are released after it is served.
+    #[arg(long, value_enum, default_value_t = Release::TailFirst)]
+    release: Release,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Abort on the first malformed trace line instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+
+    /// Replay a synthetic multi-turn chat trace instead of a file.
+    #[arg(long)]
+    synthetic: bool,
+
+    /// Seed of the synthetic trace.
+    #[arg(long, default_value_t = 42, requires = "synthetic")]
+    seed: u64,
+
+    /// Requests in the synthetic trace.
+    #[arg(long, default_value_t = 10_000, requires = "synthetic")]
+    synthetic_requests: usize,
+
+    /// Replay each policy and capacity this many times and report the median requests/s
+    /// (hit counts are deterministic; a shared machine's timing is not).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    reps: u32,
+
+    /// Leave out Belady's offline optimum.
+    #[arg(long)]
+    no_belady: bool,
+
+    /// Also write the replayed trace to this file as Mooncake JSONL (for example a synthetic one).
+    #[arg(long, value_name = "PATH")]
+    write_trace: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Release {
+    /// Deepest block first (what vLLM does).
+    TailFirst,
+    /// Root first.
+    RootFirst,
+}
+
+impl From<Release> for ReleaseOrder {
+    fn from(r: Release) -> Self {
+        match r {
+            Release::TailFirst => ReleaseOrder::TailFirst,
+            Release::RootFirst => ReleaseOrder::RootFirst,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// A table: policies by capacities.
+    Table,
+    /// One JSON array of result rows.
+    Json,
+}
+
+/// What to replay, resolved from `--policy` and `--no-belady`.
+struct Selection {
+    online: Vec<NamedPolicy>,
+    belady: bool,
+    infinite: bool,
+}
+
+fn select(args: &ReplayArgs) -> Result<Selection> {
+    let builtin = policies();
+    if args.policies.is_empty() {
+        return Ok(Selection {
+            online: builtin,
+            belady: !args.no_belady,
+            infinite: true,
+        });
+    }
+    let mut sel = Selection {
+        online: Vec::new(),
+        belady: false,
+        infinite: false,
+    };
+    for name in &args.policies {
+        let lower = name.trim().to_ascii_lowercase();
+        if let Some(p) = builtin.iter().find(|p| p.name == lower) {
+            if !sel.online.iter().any(|q| q.name == p.name) {
+                sel.online.push(p.clone());
+            }
+        } else if lower == "belady" {
+            sel.belady = !args.no_belady;
+        } else if lower == "infinite" {
+            sel.infinite = true;
+        } else {
+            let known: Vec<&str> = builtin
+                .iter()
+                .map(|p| p.name.as_str())
+                .chain(OFFLINE_POLICIES)
+                .collect();
+            bail!(
+                "unknown policy {name:?}; known policies: {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(sel)
+}
+
+fn load(args: &ReplayArgs, mode: ParseMode) -> Result<(String, Parsed)> {
+    if args.synthetic {
+        let cfg = SyntheticConfig {
+            seed: args.seed,
+            requests: args.synthetic_requests,
+            ..SyntheticConfig::default()
+        };
+        let name = format!(
+            "synthetic (seed {}, {} requests)",
+            args.seed, args.synthetic_requests
+        );
+        let mut parsed = Parsed::default();
+        parsed.trace = cfg.generate();
+        return Ok((name, parsed));
+    }
+    match &args.trace {
+        None => Ok((
+            SAMPLE_NAME.to_string(),
+            Trace::parse_slice(SAMPLE_TRACE, mode).context("parsing the embedded sample trace")?,
+        )),
+        Some(path) if path.as_os_str() == "-" => {
+            let parsed = Trace::from_reader(std::io::stdin().lock(), mode)
+                .context("reading the trace from stdin")?;
+            Ok(("<stdin>".to_string(), parsed))
+        }
+        Some(path) => {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open trace {}", path.display()))?;
+            let parsed = Trace::from_reader(BufReader::with_capacity(1 << 20, file), mode)
+                .with_context(|| format!("reading trace {}", path.display()))?;
+            Ok((path.display().to_string(), parsed))
+        }
+    }
+}
+
+/// Runs `kvtier replay`.
+pub fn run(args: &ReplayArgs) -> Result<()> {
+    let sel = select(args)?;
+    if args.capacities.contains(&0) {
+        bail!("--capacity must be at least 1 block");
+    }
+    let mode = if args.strict {
+        ParseMode::Strict
+    } else {
+        ParseMode::Lenient
+    };
+    let (name, parsed) = load(args, mode)?;
+    report_skipped(&name, &parsed);
+    if let Some(path) = &args.write_trace {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        parsed.trace.write_jsonl(&mut w)?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let chains = Chains::from_trace(&parsed.trace);
+
+    let reps = args.reps as usize;
+    let runs = (sel.online.len() + usize::from(sel.belady)) * args.capacities.len() * reps;
+    let bar = progress_bar(args, (runs * chains.len()) as u64);
+    let mut tick = |n: u64| bar.inc(n);
+    let release = ReleaseOrder::from(args.release);
+
+    let mut rows: Vec<ReplayRow> = Vec::new();
+    for p in &sel.online {
+        for &capacity in &args.capacities {
+            bar.set_message(format!("{} @ {capacity}", p.name));
+            let mut runs = Vec::with_capacity(reps);
+            for _ in 0..reps {
+                let mut replay = ManagerReplay::new(p, capacity, release)?;
+                runs.push(replay.run_with_progress(&chains, &mut tick));
+            }
+            rows.push(median(runs));
+        }
+    }
+    if sel.belady {
+        let belady = Belady::new(&chains);
+        for &capacity in &args.capacities {
+            bar.set_message(format!("belady @ {capacity}"));
+            let runs = (0..reps)
+                .map(|_| belady.run_with_progress(capacity, &mut tick))
+                .collect();
+            rows.push(median(runs));
+        }
+    }
+    if sel.infinite {
+        rows.push(infinite(&chains));
+    }
+    bar.finish_and_clear();
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            write!(out, "{}", table(&name, &chains, args, &rows))?;
+        }
+    }
+    Ok(())
+}
+
+/// The run with the median requests/s (every run has the same hit counts: replays are
+/// deterministic).
+fn median(mut runs: Vec<ReplayRow>) -> ReplayRow {
+    runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
+}
+
+fn report_skipped(name: &str, parsed: &Parsed) {
+    for e in parsed.errors.iter().take(MAX_REPORTED_ERRORS) {
+        eprintln!("warning: {name}: skipped {e}");
+    }
+    if parsed.skipped_lines > MAX_REPORTED_ERRORS {
+        eprintln!(
+            "warning: {name}: {} more malformed lines skipped",
+            parsed.skipped_lines - MAX_REPORTED_ERRORS
+        );
+    }
+}
+
+fn progress_bar(args: &ReplayArgs, total: u64) -> ProgressBar {
+    if args.format == Format::Json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} requests {msg} [{elapsed_precise}]")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `12.3%` style hit rate.
+fn pct(rate: f64) -> String {
+    format!("{:.2}%", rate * 100.0)
+}
+
+/// Compact requests per second: `812k/s`, `1.45M/s`.
+fn rate(rps: f64) -> String {
+    if rps >= 1e6 {
+        format!("{:.2}M/s", rps / 1e6)
+    } else if rps >= 1e3 {
+        format!("{:.0}k/s", rps / 1e3)
+    } else {
+        format!("{rps:.0}/s")
+    }
+}
+
+fn table(name: &str, chains: &Chains, args: &ReplayArgs, rows: &[ReplayRow]) -> String {
+    const CELL: usize = 20;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "trace: {name}: {} requests, {} blocks ({} distinct), longest request {} blocks",
+        chains.len(),
+        chains.total_blocks(),
+        chains.unique(),
+        chains.max_len()
+    );
+    let _ = writeln!(
+        s,
+        "metric: hits = leading run of each request's blocks found cached; hit rate = hits / blocks requested"
+    );
+    let _ = writeln!(
+        s,
+        "release: {}; cells: hit rate, replay requests/s\n",
+        ReleaseOrder::from(args.release).as_str()
+    );
+    let _ = write!(s, "{:<10}", "policy");
+    for c in &args.capacities {
+        let _ = write!(s, "{:>CELL$}", format!("{c} blocks"));
+    }
+    s.push('\n');
+
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if r.capacity.is_some() && !names.contains(&r.policy.as_str()) {
+            names.push(&r.policy);
+        }
+    }
+    for n in names {
+        let _ = write!(s, "{n:<10}");
+        for &c in &args.capacities {
+            let cell = rows
+                .iter()
+                .find(|r| r.policy == n && r.capacity == Some(c))
+                .map(|r| format!("{} {}", pct(r.hit_rate), rate(r.requests_per_sec)))
+                .unwrap_or_default();
+            let _ = write!(s, "{cell:>CELL$}");
+        }
+        s.push('\n');
+    }
+    if let Some(r) = rows.iter().find(|r| r.capacity.is_none()) {
+        let _ = writeln!(
+            s,
+            "{:<10}{:>CELL$}  (every block kept: the bound at any capacity)",
+            r.policy,
+            pct(r.hit_rate)
+        );
+    }
+    for &c in &args.capacities {
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.capacity == Some(c) && r.oversized > 0)
+        {
+            let _ = writeln!(
+                s,
+                "note: {} requests exceed {c} blocks: their hits are counted, nothing is cached",
+                r.oversized
+            );
+        }
+    }
+    s
+}
