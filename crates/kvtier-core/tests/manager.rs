@@ -765,3 +765,56 @@ fn prometheus_text_exports_evictions_with_pool_label() {
         .unwrap();
     assert_eq!(gauge.rsplit(' ').next(), Some("2"), "{gauge}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Frequency tracker and batch release
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn frequency_tracker_counts_registrations_and_hits_only() {
+    use kvtier_core::{FrequencySketch, FrequencyTracker};
+    let sketch = Arc::new(FrequencySketch::builder(1024).build().unwrap());
+    let m = BlockManager::<G1>::builder()
+        .with_block_count(8)
+        .with_frequency_tracker(sketch.clone())
+        .build()
+        .unwrap();
+    let c = chain(7, 3);
+    drop(register(&m, &c));
+    for h in &c {
+        assert_eq!(sketch.count(h.mix64()), 1, "registration counts once");
+    }
+    drop(m.match_blocks(&c[..2]));
+    drop(m.scan_matches(&c, false)); // untouched scan: not counted
+    assert!(m.contains(c[2]) && m.prefix_len(&c) == 3); // probes: not counted
+    assert_eq!(sketch.count(c[0].mix64()), 2);
+    assert_eq!(sketch.count(c[1].mix64()), 2);
+    assert_eq!(sketch.count(c[2].mix64()), 1);
+    drop(m.scan_matches(&c[2..], true));
+    assert_eq!(sketch.count(c[2].mix64()), 2);
+}
+
+#[test]
+fn release_blocks_follows_the_given_order() {
+    let m = fifo(4, ALLOW);
+    let c = chain(3, 4);
+    let held = register(&m, &c);
+    // Tail-first: the deepest block becomes the first victim.
+    m.release_blocks(held.into_iter().rev());
+    assert_eq!(assert_idle(&m).inactive_pool_size, 4);
+    let (_b, evicted) = m.allocate_blocks_with_evictions(2).unwrap();
+    assert_eq!(evicted, vec![c[3], c[2]]);
+}
+
+#[test]
+fn release_blocks_hands_foreign_blocks_to_their_own_manager() {
+    let a = fifo(2, ALLOW);
+    let b = fifo(2, ALLOW);
+    let from_a = register(&a, &[h(1)]);
+    let from_b = register(&b, &[h(2)]);
+    a.release_blocks(from_a.into_iter().chain(from_b));
+    assert!(a.contains(h(1)) && !a.contains(h(2)));
+    assert!(b.contains(h(2)));
+    assert_eq!(assert_idle(&a).inactive_pool_size, 1);
+    assert_eq!(assert_idle(&b).inactive_pool_size, 1);
+}

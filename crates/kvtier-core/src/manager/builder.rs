@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use crate::FrequencyTracker;
 use crate::eviction::{PolicyFactory, default_policy};
 use crate::manager::hooks::{BlockObserver, Hooks};
 use crate::manager::store::{DuplicationPolicy, Shared};
@@ -74,6 +75,7 @@ pub struct BlockManagerBuilder<T: Tier> {
     shards: Option<usize>,
     evict_on_release: bool,
     hooks: Hooks,
+    tracker: Option<Arc<dyn FrequencyTracker>>,
     _tier: PhantomData<fn() -> T>,
 }
 
@@ -87,6 +89,7 @@ impl<T: Tier> Default for BlockManagerBuilder<T> {
             shards: None,
             evict_on_release: false,
             hooks: Hooks::default(),
+            tracker: None,
             _tier: PhantomData,
         }
     }
@@ -138,7 +141,21 @@ impl<T: Tier> BlockManagerBuilder<T> {
         self
     }
 
+    /// A frequency tracker (for example a shared [`FrequencySketch`](crate::FrequencySketch))
+    /// that the manager touches, outside its locks, for every block `match_blocks` returns, every
+    /// touching `scan_matches` hit and every new registration (keyed by
+    /// [`SequenceHash::mix64`](crate::SequenceHash::mix64)). Default: none (no cost).
+    ///
+    /// `multi_lru` counts the same accesses into its own tracker: give it a different one, or
+    /// each access counts twice.
+    pub fn with_frequency_tracker(mut self, tracker: Arc<dyn FrequencyTracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
     /// Validates the configuration and builds the manager.
+    ///
+    /// Metrics are exported with [`BlockManager::register_metrics`] once built.
     ///
     /// # Errors
     ///
@@ -185,6 +202,7 @@ impl<T: Tier> BlockManagerBuilder<T> {
             self.duplication,
             self.evict_on_release,
             self.hooks,
+            self.tracker,
         );
         Ok(BlockManager::from_inner(Inner::new(
             shared,

@@ -273,6 +273,7 @@ impl<T: Tier> BlockManager<T> {
             .shared
             .lookup_batch(&inner.slots, hashes, true, true, &mut refs);
         inner.shared.count_match(hashes.len(), found, false);
+        inner.shared.touch_tracker(refs.iter().flatten());
         refs.into_iter()
             .flatten()
             .map(ImmutableBlock::from_ref)
@@ -292,6 +293,9 @@ impl<T: Tier> BlockManager<T> {
             .shared
             .lookup_batch(&inner.slots, hashes, touch, false, &mut refs);
         inner.shared.count_match(hashes.len(), found, true);
+        if touch {
+            inner.shared.touch_tracker(refs.iter().flatten());
+        }
         refs.into_iter()
             .map(|r| r.map(ImmutableBlock::from_ref))
             .collect()

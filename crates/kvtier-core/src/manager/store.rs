@@ -44,7 +44,7 @@ use crate::manager::hooks::Hooks;
 use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
-use crate::BlockId;
+use crate::{BlockId, FrequencyTracker};
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +100,7 @@ pub(crate) struct Shared {
     pub(crate) duplication: DuplicationPolicy,
     pub(crate) default_evict_on_release: bool,
     hooks: Hooks,
+    tracker: Option<Arc<dyn FrequencyTracker>>,
     pub(crate) policy_name: String,
     /// Counters bumped outside any shard lock, striped by thread to avoid contention.
     pub(crate) stripes: Box<[Stripe]>,
@@ -167,6 +168,7 @@ impl Shared {
         duplication: DuplicationPolicy,
         default_evict_on_release: bool,
         hooks: Hooks,
+        tracker: Option<Arc<dyn FrequencyTracker>>,
     ) -> (Arc<Shared>, Box<[Arc<Slot>]>) {
         let shard_count = shards.max(1).next_power_of_two();
         let shard_vec: Vec<PaddedShard> = (0..shard_count)
@@ -194,6 +196,7 @@ impl Shared {
             duplication,
             default_evict_on_release,
             hooks,
+            tracker,
             policy_name: factory.name().to_string(),
             stripes: (0..shard_count).map(|_| Stripe::default()).collect(),
         });
@@ -440,7 +443,7 @@ impl Shared {
                     slot.set_state(SlotState::Primary);
                     g.policy.on_access(hash, AccessKind::Register);
                     g.counters.primaries_created += 1;
-                    if self.hooks.is_active() {
+                    if self.hooks.is_active() || self.tracker.is_some() {
                         created.push(hash);
                     }
                     out.push(SlotRef::adopt(slot));
@@ -470,6 +473,18 @@ impl Shared {
         drop(w);
         for h in created {
             self.hooks.registered(h);
+            if let Some(t) = &self.tracker {
+                t.touch(h.mix64());
+            }
+        }
+    }
+
+    /// Counts accesses into the manager's frequency tracker, if any (call without locks).
+    pub(crate) fn touch_tracker<'r>(&self, refs: impl Iterator<Item = &'r SlotRef>) {
+        if let Some(t) = &self.tracker {
+            for r in refs {
+                t.touch(r.slot().hash().mix64());
+            }
         }
     }
 
