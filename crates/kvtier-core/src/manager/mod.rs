@@ -55,7 +55,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(shared: Arc<Shared>, slots: Box<[Arc<Slot>]>, block_size: usize) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use crate::sync::{AtomicU64, Ordering};
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             shared,

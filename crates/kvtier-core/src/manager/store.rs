@@ -36,14 +36,14 @@
 
 use std::cell::Cell;
 
-use parking_lot::MutexGuard;
+
 
 use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::hash::{SeqHashMap, SequenceHash};
 use crate::manager::hooks::Hooks;
 use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
 
 /// Whether a second block with an already-registered hash is kept.
@@ -64,7 +64,6 @@ thread_local! {
 }
 
 fn home_hint() -> usize {
-    use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     HOME.with(|h| {
         let mut v = h.get();
@@ -89,7 +88,7 @@ pub(crate) struct Shard {
 pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
     /// `free.len() + policy.len()`, mirrored for lock-free availability reads.
-    available: std::sync::atomic::AtomicUsize,
+    available: AtomicUsize,
 }
 
 /// Everything release paths need, shared by the manager and every slot.
@@ -186,7 +185,7 @@ impl Shared {
                     }),
                     counters: ShardCounters::default(),
                 }),
-                available: std::sync::atomic::AtomicUsize::new(0),
+                available: AtomicUsize::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {

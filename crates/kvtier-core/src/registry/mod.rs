@@ -51,7 +51,7 @@ pub use tiers::{MAX_TIERS, TierError, TierId, TierSet};
 use std::fmt;
 
 use hashbrown::hash_map::Entry as MapEntry;
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use crate::registry::entry::{Attached, Entry};
 use crate::sync::Arc;

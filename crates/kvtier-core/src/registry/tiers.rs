@@ -17,7 +17,7 @@
 use std::any::TypeId;
 use std::fmt;
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use crate::{G1, G2, G3, G4, Tier};
 
@@ -189,7 +189,7 @@ static TABLE: TierTable = TierTable::new(MAX_TIERS);
 impl TierTable {
     pub(crate) const fn new(capacity: usize) -> Self {
         Self {
-            dynamic: parking_lot::const_rwlock(Vec::new()),
+            dynamic: crate::sync::const_rwlock(Vec::new()),
             capacity,
         }
     }
