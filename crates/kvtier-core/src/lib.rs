@@ -11,7 +11,7 @@
 //! | hashing | [`BlockHasher`], [`TokenSequence`], [`SequenceHash`], [`ExtraKeys`], [`HashScheme`] | tokens -> blocks -> block hash -> chained sequence hash (position and run tag inside) |
 //! | blocks | [`MutableBlock`] -> [`CompleteBlock`] -> [`ImmutableBlock`] <-> [`WeakBlock`], [`PinnedBlock`] | type-state RAII guards; failed transitions hand the block back in [`BlockError`] |
 //! | manager | [`BlockManager`], [`BlockManagerBuilder`], [`DuplicationPolicy`] | per-tier pools (reset, active, inactive), sharded by run tag, `Send + Sync` |
-//! | eviction | [`EvictionPolicy`], [`PolicyFactory`], [`FifoFactory`], [`LruFactory`], [`MultiLruFactory`], [`LineageFactory`] | pluggable order of the inactive pool |
+//! | eviction | [`EvictionPolicy`], [`PolicyFactory`], [`FifoFactory`], [`LruFactory`], [`MultiLruFactory`], [`LineageFactory`], [`FreqLeaseFactory`] | pluggable order of the inactive pool |
 //! | frequency | [`FrequencySketch`], [`FrequencyTracker`] | TinyLFU count-min sketch (4-bit counters, aging) |
 //! | registry | [`Registry`] | cross-tier index: presence per tier, typed attachments, touch callbacks |
 //! | requests | [`RequestSequence`] | drives one request: match, allocate, register as blocks fill, release, reacquire |
@@ -69,7 +69,7 @@ mod tier;
 pub use block_id::BlockId;
 pub use blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock, PinnedBlock, WeakBlock};
 pub use eviction::{
-    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLease, FreqLeaseFactory,
+    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLeaseFactory,
     LineageFactory, LruFactory, MultiLruFactory, PolicyContext, PolicyFactory, default_policy,
 };
 pub use frequency::{

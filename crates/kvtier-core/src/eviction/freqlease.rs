@@ -4,14 +4,16 @@
 //!
 //! Every inactive block gets a *lease*: it is kept for as long as its last release is recent
 //! enough, and every frequency tier it has climbed buys it one more lease of
-//! `LEASE_PER_TIER × capacity` releases. Concretely the policy keeps five intrusive LRU lists over
-//! preallocated per-slot arrays:
+//! `LEASE_PER_TIER × capacity` releases. Concretely the policy keeps five LRU lists in one
+//! `IndexLists` (intrusive, over one preallocated link array) plus a release tick per slot:
 //!
 //! - list 0, *chain tails*: blocks released with frequency ≤ 1 that no other block ever named as
 //!   its parent (the last block of a request, usually a partial block). They are always evicted
 //!   first.
-//! - lists 1–4, *frequency tiers* by the estimate of a count-min sketch (4 rows of saturating
-//!   4-bit counters, TinyLFU-style halving): `f < 2`, `f = 2`, `3 ≤ f < 8`, `f ≥ 8`.
+//! - lists 1–4, *frequency tiers* by the estimate `f` of the shard's own
+//!   [`FrequencySketch`](crate::FrequencySketch) (TinyLFU: 4-bit counters saturating at 15,
+//!   conservative update, halved every 10 × its key capacity increments), which counts every
+//!   `on_access` signal: `f < 2`, `f = 2`, `3 ≤ f < 8`, `f ≥ 8`.
 //!
 //! A block's eviction key is `release_tick + tier × lease`; the victim is the head (oldest) of the
 //! list whose head has the smallest key, so one eviction looks at five list heads: O(1).
@@ -37,9 +39,9 @@
 //!
 //! | capacity | LRU | FIFO | multi_lru | S3-FIFO | freqlease | Belady |
 //! |---|---|---|---|---|---|---|
-//! | 1,000 | 4.45% | 4.45% | 7.59% | 5.65% | 4.97% | 17.92% |
-//! | 5,000 | 11.18% | 10.64% | 15.22% | 14.43% | 14.71% | 33.97% |
-//! | 10,000 | 21.16% | 18.16% | 18.43% | 20.06% | 23.41% | 36.64% |
+//! | 1,000 | 4.45% | 4.45% | 7.59% | 5.65% | 5.06% | 17.92% |
+//! | 5,000 | 11.18% | 10.64% | 15.22% | 14.43% | 14.64% | 33.97% |
+//! | 10,000 | 21.16% | 18.16% | 18.43% | 20.06% | 23.39% | 36.64% |
 //! | 20,000 | 28.78% | 25.76% | 26.07% | 25.05% | 30.46% | 36.64% |
 //!
 //! That closes 15% (5k) and 21% (20k) of the LRU→Belady gap — short of the "half the gap" goal;
@@ -47,37 +49,59 @@
 //! recency-friendly workloads (synthetic chat: 39% vs LRU 49% at 5k), where freqlease stays at or
 //! above LRU (49.8%). The same ranking holds on both halves of the trace and on synthetic
 //! chat / agent / mixed-with-scans workloads (results in the lab report). A lease of two
-//! capacities per tier gives 16.5% at 5k here but loses 3.5 points to LRU on synthetic chat, so
+//! capacities per tier gives 16.3% at 5k here but loses 3.5 points to LRU on synthetic chat, so
 //! one capacity per tier was kept.
 //!
 //! # Contract notes
 //!
 //! - Works per shard (`requires_single_shard() == false`); every structure is bounded: per-slot
-//!   arrays sized `total_blocks`, a sketch of `4 × clamp(64 × capacity, 2^16, 2^22)` bytes and a
-//!   direct-mapped parent table of `4 × capacity` words. Collisions only blur the hints.
+//!   arrays sized `total_blocks`, a sketch for `clamp(8 × capacity, 2^10, 2^21)` keys (8 bytes
+//!   each, rounded up to a power of two: 8 KiB to 16 MiB per shard) and a direct-mapped parent
+//!   table of `4 × capacity` words, where `capacity` is the shard's share of the blocks.
+//!   Collisions only blur the hints.
 //! - Works with any release order; leaf-first release (deepest block first) is recommended: with
 //!   it the oldest list head is always the deepest block of the oldest request.
 //! - `on_access` must be called as the module docs of `eviction` say (hits and registrations);
 //!   without it the policy degrades to LRU with every block in one tier.
 
+use super::list::IndexLists;
 use super::{AccessKind, BlockId, EvictionPolicy, PolicyContext, PolicyFactory, SequenceHash};
+use crate::frequency::FrequencySketch;
 
-/// Sentinel for "no slot" in the intrusive lists.
-const NIL: u32 = u32::MAX;
-/// Marker in `list` for a slot that is not in the pool.
-const OUT: u8 = u8::MAX;
-/// List of chain tails (evicted first).
+/// List of chain tails (evicted first); lists `1..LISTS` are the frequency tiers.
 const TAILS: usize = 0;
 /// Number of lists: tails + 4 frequency tiers.
 const LISTS: usize = 5;
 /// Extra lifetime per frequency tier, in units of the shard capacity (released blocks).
 const LEASE_PER_TIER: u64 = 1;
-/// Sketch rows.
-const ROWS: usize = 4;
+/// Distinct keys the sketch is sized for, per block of shard capacity: reuse distances run to
+/// a few capacities and a block can hold a lease for up to four, so its key must stay countable
+/// that long.
+const SKETCH_KEYS_PER_BLOCK: usize = 8;
+/// Smallest sketch capacity in keys (8 bytes each): 8 KiB per shard.
+const SKETCH_KEYS_MIN: usize = 1 << 10;
+/// Largest sketch capacity in keys: 16 MiB per shard, far below `MAX_SKETCH_CAPACITY`.
+const SKETCH_KEYS_MAX: usize = 1 << 21;
 /// Parent table flag: some block named this one as its parent since it was registered.
 const HAS_CHILD: u32 = 1;
 
-/// Builds [`FreqLease`] policies (name `freqlease`).
+/// Builds `freqlease` policies: frequency-leased LRU with chain-tail demotion (see the module
+/// docs).
+///
+/// Name: `"freqlease"`. Shardable: each shard's instance keeps its own sketch and parent table,
+/// sized for the shard's share of the blocks.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_core::{BlockId, FreqLeaseFactory, PolicyContext, PolicyFactory, SequenceHash};
+///
+/// let factory = FreqLeaseFactory::new();
+/// let mut policy = factory.build(PolicyContext { total_blocks: 8, shard: 0, shards: 1 });
+/// policy.insert(BlockId::new(3), SequenceHash::root(1));
+/// assert_eq!(policy.evict(), Some(BlockId::new(3)));
+/// assert!(policy.is_empty());
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FreqLeaseFactory;
 
@@ -102,21 +126,17 @@ impl PolicyFactory for FreqLeaseFactory {
 
 /// Frequency-leased LRU with chain-tail demotion. See the module docs.
 #[derive(Debug)]
-pub struct FreqLease {
-    prev: Vec<u32>,
-    next: Vec<u32>,
-    list: Vec<u8>,
-    tick: Vec<u64>,
-    head: [u32; LISTS],
-    tail: [u32; LISTS],
-    len: usize,
+pub(crate) struct FreqLease {
+    /// List [`TAILS`], then the tiers `f < 2`, `f = 2`, `3..=7`, `>= 8`; front = oldest release.
+    lists: IndexLists<LISTS>,
+    /// Release tick of each listed block (stale for detached ones).
+    tick: Box<[u64]>,
     now: u64,
     lease: u64,
-    sketch: Vec<u8>,
-    sketch_mask: usize,
-    touches: u64,
-    halve_every: u64,
-    parents: Vec<u32>,
+    /// Hits and registrations of `SequenceHash::mix64` keys; owned by this shard's instance.
+    sketch: FrequencySketch,
+    /// Direct-mapped table keyed by [`link_key`]: tag in the high 24 bits, flags in the low 8.
+    parents: Box<[u32]>,
     parents_mask: usize,
 }
 
@@ -130,64 +150,23 @@ fn link_key(position: u32, fragment: u32) -> u64 {
 
 impl FreqLease {
     /// A policy for ids in `0..total_blocks`, sized for a shard of `capacity` blocks.
-    pub fn new(total_blocks: usize, capacity: usize) -> Self {
+    pub(crate) fn new(total_blocks: usize, capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let width = capacity
-            .saturating_mul(64)
-            .clamp(1 << 16, 1 << 22)
-            .next_power_of_two();
+        let sketch_keys = capacity
+            .saturating_mul(SKETCH_KEYS_PER_BLOCK)
+            .clamp(SKETCH_KEYS_MIN, SKETCH_KEYS_MAX);
         let parents = capacity.saturating_mul(4).max(1024).next_power_of_two();
         Self {
-            prev: vec![NIL; total_blocks],
-            next: vec![NIL; total_blocks],
-            list: vec![OUT; total_blocks],
-            tick: vec![0; total_blocks],
-            head: [NIL; LISTS],
-            tail: [NIL; LISTS],
-            len: 0,
+            lists: IndexLists::new(total_blocks),
+            tick: vec![0; total_blocks].into_boxed_slice(),
             now: 0,
             lease: LEASE_PER_TIER.saturating_mul(capacity as u64),
-            sketch: vec![0; width * ROWS],
-            sketch_mask: width - 1,
-            touches: 0,
-            halve_every: (width as u64).saturating_mul(10),
-            parents: vec![0; parents],
+            sketch: FrequencySketch::builder(sketch_keys)
+                .build()
+                .expect("the key count is clamped into 1..=MAX_SKETCH_CAPACITY"),
+            parents: vec![0; parents].into_boxed_slice(),
             parents_mask: parents - 1,
         }
-    }
-
-    fn cell(&self, digest: u64, row: usize) -> usize {
-        let x = (digest ^ (row as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        row * (self.sketch_mask + 1) + ((x >> 32) as usize & self.sketch_mask)
-    }
-
-    fn touch(&mut self, digest: u64) {
-        for row in 0..ROWS {
-            let c = self.cell(digest, row);
-            if let Some(v) = self.sketch.get_mut(c) {
-                *v = (*v + 1).min(15);
-            }
-        }
-        self.touches += 1;
-        if self.touches >= self.halve_every {
-            self.touches = 0;
-            for v in &mut self.sketch {
-                *v >>= 1;
-            }
-        }
-    }
-
-    fn frequency(&self, digest: u64) -> u8 {
-        (0..ROWS)
-            .map(|row| {
-                self.sketch
-                    .get(self.cell(digest, row))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .min()
-            .unwrap_or(0)
     }
 
     /// Parent-table flags of `key`, or `None` if the slot holds another key.
@@ -205,38 +184,7 @@ impl FreqLease {
         }
     }
 
-    fn link(&mut self, l: usize, i: usize) {
-        let t = self.tail[l];
-        self.prev[i] = t;
-        self.next[i] = NIL;
-        match self.next.get_mut(t as usize) {
-            Some(n) => *n = i as u32,
-            None => self.head[l] = i as u32,
-        }
-        self.tail[l] = i as u32;
-        self.list[i] = l as u8;
-        self.len += 1;
-    }
-
-    fn unlink(&mut self, i: usize) -> bool {
-        let l = match self.list.get(i) {
-            Some(&l) if (l as usize) < LISTS => l as usize,
-            _ => return false,
-        };
-        let (p, n) = (self.prev[i], self.next[i]);
-        match self.next.get_mut(p as usize) {
-            Some(x) => *x = n,
-            None => self.head[l] = n,
-        }
-        match self.prev.get_mut(n as usize) {
-            Some(x) => *x = p,
-            None => self.tail[l] = p,
-        }
-        self.list[i] = OUT;
-        self.len -= 1;
-        true
-    }
-
+    /// The tier list of a block whose sketch estimate is `f`.
     fn tier(f: u8) -> usize {
         match f {
             0..=1 => 1,
@@ -245,63 +193,61 @@ impl FreqLease {
             _ => 4,
         }
     }
+
+    /// Eviction key of the front of tier list `list`: its release tick plus one lease per tier
+    /// above the first; `None` when the list is empty.
+    fn front_key(&self, list: usize) -> Option<u64> {
+        let front = self.lists.front(list)?;
+        let tick = *self.tick.get(front as usize)?;
+        Some(tick.saturating_add(self.lease.saturating_mul(list as u64 - 1)))
+    }
 }
 
 impl EvictionPolicy for FreqLease {
     fn insert(&mut self, block: BlockId, hash: SequenceHash) {
-        let i = block.index();
-        if self.list.get(i) != Some(&OUT) {
+        let id = block.raw();
+        if !self.lists.in_range(id) || self.lists.contains(id) {
             return; // out of range or already present: ignore (contract violation)
         }
-        let f = self.frequency(hash.mix64());
+        let f = self.sketch.estimate(hash.mix64());
         let key = link_key(hash.position(), hash.chained() as u32);
         // Unknown history (evicted from the table) counts as "has a child": never demote blindly.
         let has_child = self.flags(key).is_none_or(|fl| fl & HAS_CHILD != 0);
-        let l = if f <= 1 && !has_child {
+        let list = if f <= 1 && !has_child {
             TAILS
         } else {
             Self::tier(f)
         };
         self.now += 1;
-        self.tick[i] = self.now;
-        self.link(l, i);
+        if let Some(t) = self.tick.get_mut(id as usize) {
+            *t = self.now;
+        }
+        self.lists.push_back(list, id);
     }
 
     fn remove(&mut self, block: BlockId) -> bool {
-        self.unlink(block.index())
+        self.lists.unlink(block.raw()).is_some()
     }
 
     fn evict(&mut self) -> Option<BlockId> {
-        let victim = if self.head[TAILS] != NIL {
-            self.head[TAILS]
+        // Ties go to the colder tier (`min` compares the key, then the list).
+        let list = if self.lists.len(TAILS) > 0 {
+            TAILS
         } else {
-            let mut best = NIL;
-            let mut best_key = u64::MAX;
-            for l in 1..LISTS {
-                let h = self.head[l];
-                if let Some(&t) = self.tick.get(h as usize) {
-                    let k = t.saturating_add(self.lease.saturating_mul(l as u64 - 1));
-                    if best == NIL || k < best_key {
-                        best = h;
-                        best_key = k;
-                    }
-                }
-            }
-            best
+            (1..LISTS)
+                .filter_map(|l| Some((self.front_key(l)?, l)))
+                .min()?
+                .1
         };
-        if self.unlink(victim as usize) {
-            Some(BlockId::new(victim))
-        } else {
-            None
-        }
+        self.lists.pop_front(list).map(BlockId::new)
     }
 
     fn len(&self) -> usize {
-        self.len
+        (0..LISTS).map(|l| self.lists.len(l)).sum()
     }
 
     fn on_access(&mut self, hash: SequenceHash, kind: AccessKind) {
-        self.touch(hash.mix64());
+        self.sketch.increment(hash.mix64());
         let pos = hash.position();
         if pos > 0 {
             let parent = link_key(pos - 1, hash.parent_fragment());
@@ -398,6 +344,16 @@ mod tests {
         p.insert(BlockId::new(9), SequenceHash::root(1));
         assert_eq!(p.len(), 1);
         assert_eq!(p.evict(), Some(BlockId::new(9)));
+    }
+
+    #[test]
+    fn sketch_is_sized_for_the_shard() {
+        // 64 blocks per shard: the floor of 2^10 keys, 8 KiB.
+        assert_eq!(FreqLease::new(1 << 20, 64).sketch.memory_bytes(), 8 << 10);
+        // 5,000 blocks: 40,000 keys, rounded up to 2^16.
+        assert_eq!(FreqLease::new(5_000, 5_000).sketch.capacity(), 1 << 16);
+        // Large shards (2^19 blocks would want 2^22 keys) stop at 2^21 keys, 16 MiB.
+        assert_eq!(FreqLease::new(16, 1 << 19).sketch.memory_bytes(), 16 << 20);
     }
 
     #[derive(Clone, Debug)]

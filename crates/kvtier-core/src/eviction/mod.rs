@@ -30,7 +30,7 @@ mod lru;
 mod multi_lru;
 
 pub use fifo::FifoFactory;
-pub use freqlease::{FreqLease, FreqLeaseFactory};
+pub use freqlease::FreqLeaseFactory;
 pub use lineage::LineageFactory;
 pub use lru::LruFactory;
 pub use multi_lru::{EvictionConfigError, MultiLruFactory};
