@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use kvtier_core::{
-    BlockManager, FifoFactory, FrequencySketch, G1, ImmutableBlock, LineageFactory, LruFactory,
-    MultiLruFactory, PolicyFactory, SequenceHash,
+    BlockManager, FifoFactory, FreqLeaseFactory, FrequencySketch, G1, ImmutableBlock,
+    LineageFactory, LruFactory, MultiLruFactory, PolicyFactory, SequenceHash,
 };
 
 use crate::ops::{BlockManagerOps, ManagerFactory};
@@ -16,7 +16,8 @@ use crate::ops::{BlockManagerOps, ManagerFactory};
 /// Builds the policy factory of one backend for a manager of `capacity` blocks.
 pub type PolicyMaker = fn(capacity: usize) -> Arc<dyn PolicyFactory>;
 
-/// Every eviction backend exported by kvtier-core, with default settings, in report order.
+/// Every eviction backend exported by kvtier-core, with default settings, in report order (the
+/// manager's default policy, `freqlease`, first).
 ///
 /// This is the one place to extend when kvtier-core exports a new backend; the criterion
 /// benches, the smoke run and `vs-kvbm` all iterate over it.
@@ -37,7 +38,11 @@ pub fn kvtier_backends() -> Vec<KvtierFactory> {
             .expect("sketch capacity within bounds");
         Arc::new(MultiLruFactory::with_default_thresholds(Arc::new(sketch)).expect("thresholds"))
     }
+    fn freqlease(_: usize) -> Arc<dyn PolicyFactory> {
+        Arc::new(FreqLeaseFactory::new())
+    }
     vec![
+        KvtierFactory::new("freqlease", freqlease),
         KvtierFactory::new("fifo", fifo),
         KvtierFactory::new("lru", lru),
         KvtierFactory::new("lineage", lineage),

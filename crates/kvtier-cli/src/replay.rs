@@ -160,8 +160,8 @@ fn select(args: &ReplayArgs) -> Result<Selection> {
     };
     for name in &args.policies {
         let lower = name.trim().to_ascii_lowercase();
-        if let Some(p) = builtin.iter().find(|p| p.name == lower) {
-            if !sel.online.iter().any(|q| q.name == p.name) {
+        if let Some(p) = builtin.iter().find(|p| p.name() == lower) {
+            if !sel.online.iter().any(|q| q.name() == p.name()) {
                 sel.online.push(p.clone());
             }
         } else if lower == "belady" {
@@ -171,7 +171,7 @@ fn select(args: &ReplayArgs) -> Result<Selection> {
         } else {
             let known: Vec<&str> = builtin
                 .iter()
-                .map(|p| p.name.as_str())
+                .map(NamedPolicy::name)
                 .chain(OFFLINE_POLICIES)
                 .collect();
             bail!(
@@ -250,7 +250,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let mut rows: Vec<ReplayRow> = Vec::new();
     for p in &sel.online {
         for &capacity in &args.capacities {
-            bar.set_message(format!("{} @ {capacity}", p.name));
+            bar.set_message(format!("{} @ {capacity}", p.name()));
             let mut runs = Vec::with_capacity(reps);
             for _ in 0..reps {
                 let mut replay = ManagerReplay::new(p, capacity, release)?;
@@ -337,7 +337,7 @@ fn rate(rps: f64) -> String {
 }
 
 fn table(name: &str, chains: &Chains, args: &ReplayArgs, rows: &[ReplayRow]) -> String {
-    const CELL: usize = 20;
+    const CELL: usize = 19;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -374,7 +374,7 @@ fn table(name: &str, chains: &Chains, args: &ReplayArgs, rows: &[ReplayRow]) -> 
             let cell = rows
                 .iter()
                 .find(|r| r.policy == n && r.capacity == Some(c))
-                .map(|r| format!("{} {}", pct(r.hit_rate), rate(r.requests_per_sec)))
+                .map(|r| format!("{:>7} {:>8}", pct(r.hit_rate), rate(r.requests_per_sec)))
                 .unwrap_or_default();
             let _ = write!(s, "{cell:>CELL$}");
         }

@@ -7,27 +7,57 @@
 
 use std::sync::Arc;
 
-use kvtier_core::{FifoFactory, LruFactory, PolicyFactory};
+use kvtier_core::{
+    FifoFactory, FreqLeaseFactory, FrequencySketch, LineageFactory, LruFactory,
+    MAX_SKETCH_CAPACITY, MultiLruFactory, PolicyFactory,
+};
 
 /// Names of the offline bounds a replay can report besides the online policies.
 pub const OFFLINE_POLICIES: [&str; 2] = ["belady", "infinite"];
 
-/// An eviction policy factory with the name a replay reports it under.
+/// Makes the factory for one manager of the given capacity.
+type MakeFactory = dyn Fn(usize) -> Arc<dyn PolicyFactory> + Send + Sync;
+
+/// An eviction policy under the name a replay reports it by, and how to build its factory.
+///
+/// A factory may carry state shared by every policy it builds (`multi_lru`'s frequency
+/// sketch), so each replayed manager gets a factory of its own from
+/// [`factory`](Self::factory).
 #[derive(Clone)]
 pub struct NamedPolicy {
-    /// Lower-case name (`fifo`, `lru`, ...).
-    pub name: String,
-    /// Builds the policy for a manager.
-    pub factory: Arc<dyn PolicyFactory>,
+    name: String,
+    make: Arc<MakeFactory>,
 }
 
 impl NamedPolicy {
-    /// Names a factory.
+    /// Names a stateless factory; every manager shares it.
     pub fn new(name: impl Into<String>, factory: Arc<dyn PolicyFactory>) -> Self {
         Self {
             name: name.into(),
-            factory,
+            make: Arc::new(move |_| factory.clone()),
         }
+    }
+
+    /// Names a constructor called once per manager with the manager's capacity in blocks (for
+    /// factories with shared state or capacity-sized structures).
+    pub fn with_constructor(
+        name: impl Into<String>,
+        make: impl Fn(usize) -> Arc<dyn PolicyFactory> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            make: Arc::new(make),
+        }
+    }
+
+    /// Lower-case name (`fifo`, `lru`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The factory for one manager of `capacity` blocks.
+    pub fn factory(&self, capacity: usize) -> Arc<dyn PolicyFactory> {
+        (self.make)(capacity)
     }
 }
 
@@ -35,23 +65,38 @@ impl std::fmt::Debug for NamedPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NamedPolicy")
             .field("name", &self.name)
-            .field("factory", &self.factory.name())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-/// Every built-in online policy, in report order.
+/// `multi_lru` with a TinyLFU sketch sized to the cache (one counter set per cached block, the
+/// usual TinyLFU sizing; sample size 10x) and the default level thresholds.
+fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
+    let sketch = FrequencySketch::builder(capacity.clamp(1, MAX_SKETCH_CAPACITY))
+        .build()
+        .expect("a clamped capacity is a valid sketch size");
+    Arc::new(
+        MultiLruFactory::with_default_thresholds(Arc::new(sketch))
+            .expect("4-bit sketch counters reach the default thresholds"),
+    )
+}
+
+/// Every built-in online policy, in report order. One line per policy.
 ///
 /// # Examples
 ///
 /// ```
-/// let names: Vec<String> = kvtier_replay::policies().into_iter().map(|p| p.name).collect();
+/// let names: Vec<String> =
+///     kvtier_replay::policies().iter().map(|p| p.name().to_string()).collect();
 /// assert!(names.iter().any(|n| n == "lru"));
 /// ```
 pub fn policies() -> Vec<NamedPolicy> {
     vec![
         NamedPolicy::new("fifo", Arc::new(FifoFactory::new())),
         NamedPolicy::new("lru", Arc::new(LruFactory::new())),
+        NamedPolicy::with_constructor("multi_lru", multi_lru),
+        NamedPolicy::new("lineage", Arc::new(LineageFactory::new())),
+        NamedPolicy::new("freqlease", Arc::new(FreqLeaseFactory::new())),
     ]
 }
 

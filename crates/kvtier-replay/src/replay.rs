@@ -113,7 +113,8 @@ pub struct ManagerReplay {
 }
 
 impl ManagerReplay {
-    /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with `policy`.
+    /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with a fresh
+    /// factory from `policy`.
     ///
     /// # Errors
     ///
@@ -126,14 +127,14 @@ impl ManagerReplay {
         let manager = BlockManager::<G1>::builder()
             .with_block_count(capacity)
             .with_block_size(REPLAY_BLOCK_SIZE)
-            .with_policy(policy.factory.clone())
+            .with_policy(policy.factory(capacity))
             .with_duplication_policy(DuplicationPolicy::Reject)
             .with_shards(1)
             .build()
             .map_err(|source| ReplayError::Build { capacity, source })?;
         Ok(Self {
             manager,
-            policy: policy.name.clone(),
+            policy: policy.name().to_string(),
             capacity,
             release,
         })

@@ -243,7 +243,7 @@ fn no_block_leaks_after_replay() {
                 let row = r.run(&chains);
                 assert_eq!(row.requests, 3_000);
                 let m = r.manager();
-                assert_eq!(m.available_blocks(), capacity, "{} {order:?}", p.name);
+                assert_eq!(m.available_blocks(), capacity, "{} {order:?}", p.name());
                 let snap = m.metrics();
                 assert_eq!(snap.inflight_mutable, 0);
                 assert_eq!(snap.inflight_immutable, 0);
