@@ -69,10 +69,14 @@ impl std::fmt::Debug for NamedPolicy {
     }
 }
 
-/// `multi_lru` with a TinyLFU sketch sized to the cache (one counter set per cached block, the
-/// usual TinyLFU sizing; sample size 10x) and the default level thresholds.
+/// `multi_lru` with a TinyLFU sketch that tracks 64 keys per cached block (at least 2^16, at
+/// most 2^21 — kvbm-logical's default "Medium" size) with the default aging (halve after 10x
+/// that many increments) and the default level thresholds. A sketch sized to the cache alone
+/// ages so fast on traces whose reuse distances exceed the cache that every block looks cold,
+/// and multi_lru degenerates to LRU.
 fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
-    let sketch = FrequencySketch::builder(capacity.clamp(1, MAX_SKETCH_CAPACITY))
+    let keys = capacity.saturating_mul(64).clamp(1 << 16, 1 << 21);
+    let sketch = FrequencySketch::builder(keys.min(MAX_SKETCH_CAPACITY))
         .build()
         .expect("a clamped capacity is a valid sketch size");
     Arc::new(
@@ -93,7 +97,7 @@ fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
 pub fn policies() -> Vec<NamedPolicy> {
     vec![
         NamedPolicy::new("fifo", Arc::new(FifoFactory::new())),
-        NamedPolicy::new("lru", Arc::new(LruFactory::new())),
+        NamedPolicy::new("lru", Arc::new(LruFactory::new().with_hit_promotion(false))),
         NamedPolicy::with_constructor("multi_lru", multi_lru),
         NamedPolicy::new("lineage", Arc::new(LineageFactory::new())),
         NamedPolicy::new("freqlease", Arc::new(FreqLeaseFactory::new())),
