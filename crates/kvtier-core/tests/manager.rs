@@ -818,3 +818,46 @@ fn release_blocks_hands_foreign_blocks_to_their_own_manager() {
     assert_eq!(assert_idle(&a).inactive_pool_size, 1);
     assert_eq!(assert_idle(&b).inactive_pool_size, 1);
 }
+
+/// Builds a hash at `position` whose `mix64` digest equals `target`, by inverting the digest
+/// (`SequenceHash::mix64` is a bijection of the low word for a fixed high word).
+fn with_digest(target: u64, position: u32) -> SequenceHash {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    const C: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    // Inverse of K modulo 2^64 by Newton's iteration.
+    let mut inv: u64 = K;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(K.wrapping_mul(inv)));
+    }
+    let hi = SequenceHash::new(0, 0, position).as_u128() >> 64;
+    let hi = hi as u64;
+    let y = target ^ hi.wrapping_mul(C);
+    let x = y ^ (y >> 32); // inverse of x ^ (x >> 32)
+    let lo = x.wrapping_mul(inv) ^ hi.rotate_left(29);
+    let h = SequenceHash::from_u128(((hi as u128) << 64) | lo as u128);
+    assert_eq!(h.mix64(), target, "digest inversion");
+    h
+}
+
+#[test]
+fn digest_collisions_never_return_the_wrong_block() {
+    let a = with_digest(0xDEAD_BEEF_1234_5678, 3);
+    let b = with_digest(0xDEAD_BEEF_1234_5678, 9);
+    assert_ne!(a, b);
+    let m = BlockManager::<G1>::builder()
+        .with_block_count(4)
+        .with_shards(1)
+        .build()
+        .unwrap();
+    let held_a = register(&m, &[a]);
+    assert!(m.contains(a) && !m.contains(b));
+    assert!(m.match_blocks(&[b]).is_empty());
+    let held_b = register(&m, &[b]);
+    assert_ne!(held_a[0].block_id(), held_b[0].block_id(), "b is not a duplicate of a");
+    assert!(!held_b[0].is_duplicate());
+    drop(held_a);
+    let (_blocks, evicted) = m.allocate_blocks_with_evictions(3).unwrap();
+    assert_eq!(evicted, vec![a], "evicting a removes a's entry only");
+    assert!(m.contains(b) && !m.contains(a));
+    assert_eq!(m.match_blocks(&[b])[0].block_id(), held_b[0].block_id());
+}

@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use kvtier_core::{BlockManager, DuplicationPolicy, G1, SequenceHash};
+use kvtier_core::{BlockManager, DuplicationPolicy, G1, ImmutableBlock, SequenceHash};
 
 use crate::row::{Counts, Ticker};
 use crate::{Chains, NamedPolicy, ReplayRow};
@@ -179,28 +179,16 @@ impl ManagerReplay {
         }
     }
 
-    /// Drops the handles of one request: `prefix` (matched) then `tail` (new) is the chain order.
-    fn release_all<B>(&self, prefix: &mut Vec<B>, tail: &mut Vec<B>) {
+    /// Releases the handles of one request in one batch: `prefix` (matched) then `tail` (new)
+    /// is the chain order.
+    fn release_all(&self, prefix: &mut Vec<ImmutableBlock<G1>>, tail: &mut Vec<ImmutableBlock<G1>>) {
+        let (prefix, tail) = (std::mem::take(prefix), std::mem::take(tail));
         match self.release {
-            ReleaseOrder::TailFirst => {
-                while let Some(b) = tail.pop() {
-                    drop(b);
-                }
-                while let Some(b) = prefix.pop() {
-                    drop(b);
-                }
-            }
-            ReleaseOrder::RootFirst => {
-                // A Vec drops its elements front to back.
-                drop(std::mem::take(prefix));
-                drop(std::mem::take(tail));
-            }
+            ReleaseOrder::TailFirst => self
+                .manager
+                .release_blocks(tail.into_iter().rev().chain(prefix.into_iter().rev())),
+            ReleaseOrder::RootFirst => self.manager.release_blocks(prefix.into_iter().chain(tail)),
         }
-    }
-
-    /// Replays every chain in order.
-    pub fn run(&mut self, chains: &Chains) -> ReplayRow {
-        self.run_with_progress(chains, &mut |_| {})
     }
 
     /// As [`run`](Self::run), calling `progress(n)` after every `n` requests served

@@ -7,6 +7,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod hooks;
+mod index;
 pub(crate) mod slot;
 pub(crate) mod store;
 
@@ -303,13 +304,13 @@ impl<T: Tier> BlockManager<T> {
 
     /// Whether `hash` is registered. Does not touch recency, frequency or metrics.
     pub fn contains(&self, hash: SequenceHash) -> bool {
-        self.inner.shared.contains(hash)
+        self.inner.shared.contains(&self.inner.slots, hash)
     }
 
     /// Length of the registered prefix of `hashes`, without taking references or touching
     /// recency, frequency or metrics (a routing/admission probe).
     pub fn prefix_len(&self, hashes: &[SequenceHash]) -> usize {
-        self.inner.shared.prefix_len(hashes)
+        self.inner.shared.prefix_len(&self.inner.slots, hashes)
     }
 
     /// Releases many blocks in the given order (pass a request's blocks tail-first so its tail

@@ -39,7 +39,8 @@ use std::cell::Cell;
 
 
 use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
-use crate::hash::{SeqHashMap, SequenceHash};
+use crate::hash::SequenceHash;
+use crate::manager::index::BlockIndex;
 use crate::manager::hooks::Hooks;
 use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
@@ -77,7 +78,7 @@ fn home_hint() -> usize {
 
 /// One shard: the primaries whose run tag falls here, a free list, an eviction policy, counters.
 pub(crate) struct Shard {
-    index: SeqHashMap<SequenceHash, BlockId>,
+    index: BlockIndex,
     free: Vec<BlockId>,
     policy: Box<dyn EvictionPolicy>,
     pub(crate) counters: ShardCounters,
@@ -173,10 +174,7 @@ impl Shared {
         let shard_vec: Vec<PaddedShard> = (0..shard_count)
             .map(|s| PaddedShard {
                 lock: Mutex::new(Shard {
-                    index: SeqHashMap::with_capacity_and_hasher(
-                        total_blocks / shard_count + 16,
-                        Default::default(),
-                    ),
+                    index: BlockIndex::with_capacity(total_blocks / shard_count + 16),
                     free: Vec::with_capacity(total_blocks / shard_count + 16),
                     policy: factory.build(PolicyContext {
                         total_blocks,
@@ -275,7 +273,7 @@ impl Shared {
             let Some(id) = g.policy.evict() else { break };
             let slot = &slots[id.index()];
             let h = slot.hash();
-            g.index.remove(&h);
+            g.index.remove(h, id);
             slot.bump_generation();
             slot.set_evict_on_release(self.default_evict_on_release);
             slot.set_state(SlotState::Mutable);
@@ -435,7 +433,7 @@ impl Shared {
             let g = w.shard(self.shard_of(hash));
             g.counters.mutable_delta -= 1;
             g.counters.registrations += 1;
-            match g.index.get(&hash).copied() {
+            match g.index.get(hash, slots) {
                 None => {
                     g.index.insert(hash, slot.id);
                     slot.handles.store(1, Ordering::Release);
@@ -502,7 +500,7 @@ impl Shared {
         let mut w = Walker::new(self);
         for &h in hashes {
             let g = w.shard(self.shard_of(h));
-            match g.index.get(&h).copied() {
+            match g.index.get(h, slots) {
                 Some(id) => {
                     let r = Self::acquire_locked(g, &slots[id.index()]);
                     if touch {
@@ -519,17 +517,17 @@ impl Shared {
     }
 
     /// Whether `hash` is registered, without touching recency or frequency.
-    pub(crate) fn contains(&self, hash: SequenceHash) -> bool {
+    pub(crate) fn contains(&self, slots: &[Arc<Slot>], hash: SequenceHash) -> bool {
         let s = self.shard_of(hash);
-        self.shards[s].lock.lock().index.contains_key(&hash)
+        self.shards[s].lock.lock().index.get(hash, slots).is_some()
     }
 
     /// Length of the registered prefix of `hashes`, without taking references.
-    pub(crate) fn prefix_len(&self, hashes: &[SequenceHash]) -> usize {
+    pub(crate) fn prefix_len(&self, slots: &[Arc<Slot>], hashes: &[SequenceHash]) -> usize {
         let mut w = Walker::new(self);
         hashes
             .iter()
-            .take_while(|&&h| w.shard(self.shard_of(h)).index.contains_key(&h))
+            .take_while(|&&h| w.shard(self.shard_of(h)).index.get(h, slots).is_some())
             .count()
     }
 
@@ -550,7 +548,7 @@ impl Shared {
             // A duplicate with no references has been (or is being) freed.
             _ => return None,
         }
-        if g.index.get(&hash) != Some(&slot.id) {
+        if !g.index.holds(hash, slot.id) {
             return None;
         }
         let r = Self::acquire_locked(&mut g, slot);
@@ -568,7 +566,7 @@ impl Shared {
         }
         match slot.state() {
             SlotState::Primary if slot.evict_on_release() => {
-                g.index.remove(&last.hash);
+                g.index.remove(last.hash, slot.id);
                 slot.bump_generation();
                 slot.set_evict_on_release(self.default_evict_on_release);
                 slot.set_state(SlotState::Reset);
@@ -646,7 +644,7 @@ impl Shared {
             while let Some(id) = g.policy.evict() {
                 let slot = &slots[id.index()];
                 let h = slot.hash();
-                g.index.remove(&h);
+                g.index.remove(h, id);
                 slot.bump_generation();
                 slot.set_evict_on_release(self.default_evict_on_release);
                 slot.set_state(SlotState::Reset);
