@@ -69,12 +69,16 @@ mod tier;
 pub use block_id::BlockId;
 pub use blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock, PinnedBlock, WeakBlock};
 pub use eviction::{
-    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLeaseFactory,
-    LineageFactory, LruFactory, MultiLruFactory, PolicyContext, PolicyFactory, default_policy,
+    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLeaseFactory, LineageFactory,
+    LruFactory, MultiLruFactory, PolicyContext, PolicyFactory, default_policy,
 };
 pub use frequency::{
     FrequencySketch, FrequencySketchBuilder, FrequencyTracker, MAX_SKETCH_CAPACITY, NoopTracker,
     SketchConfigError,
+};
+pub use hash::{
+    BlockHasher, ExtraKeys, HashError, HashScheme, MmKey, SeqHashBuilder, SeqHashMap, SeqHasher,
+    SequenceHash, TokenBlock, TokenSequence,
 };
 pub use manager::builder::{BlockManagerBuilder, BuildError, MAX_BLOCK_SIZE, MAX_SHARDS};
 pub use manager::hooks::BlockObserver;
@@ -87,7 +91,3 @@ pub use registry::{
 };
 pub use sequence::{RequestSequence, SequenceError};
 pub use tier::{G1, G2, G3, G4, Medium, Tier};
-pub use hash::{
-    BlockHasher, ExtraKeys, HashError, HashScheme, MmKey, SeqHashBuilder, SeqHashMap, SeqHasher,
-    SequenceHash, TokenBlock, TokenSequence,
-};

@@ -853,7 +853,11 @@ fn digest_collisions_never_return_the_wrong_block() {
     assert!(m.contains(a) && !m.contains(b));
     assert!(m.match_blocks(&[b]).is_empty());
     let held_b = register(&m, &[b]);
-    assert_ne!(held_a[0].block_id(), held_b[0].block_id(), "b is not a duplicate of a");
+    assert_ne!(
+        held_a[0].block_id(),
+        held_b[0].block_id(),
+        "b is not a duplicate of a"
+    );
     assert!(!held_b[0].is_duplicate());
     drop(held_a);
     let (_blocks, evicted) = m.allocate_blocks_with_evictions(3).unwrap();

@@ -181,7 +181,11 @@ impl ManagerReplay {
 
     /// Releases the handles of one request in one batch: `prefix` (matched) then `tail` (new)
     /// is the chain order.
-    fn release_all(&self, prefix: &mut Vec<ImmutableBlock<G1>>, tail: &mut Vec<ImmutableBlock<G1>>) {
+    fn release_all(
+        &self,
+        prefix: &mut Vec<ImmutableBlock<G1>>,
+        tail: &mut Vec<ImmutableBlock<G1>>,
+    ) {
         let (prefix, tail) = (std::mem::take(prefix), std::mem::take(tail));
         match self.release {
             ReleaseOrder::TailFirst => self
@@ -189,6 +193,11 @@ impl ManagerReplay {
                 .release_blocks(tail.into_iter().rev().chain(prefix.into_iter().rev())),
             ReleaseOrder::RootFirst => self.manager.release_blocks(prefix.into_iter().chain(tail)),
         }
+    }
+
+    /// Replays every chain in order.
+    pub fn run(&mut self, chains: &Chains) -> ReplayRow {
+        self.run_with_progress(chains, &mut |_| {})
     }
 
     /// As [`run`](Self::run), calling `progress(n)` after every `n` requests served

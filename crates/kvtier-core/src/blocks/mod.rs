@@ -63,7 +63,9 @@ impl<B> fmt::Debug for BlockError<B> {
                 .field("expected", expected)
                 .field("actual", actual)
                 .finish_non_exhaustive(),
-            BlockError::ForeignBlock { .. } => f.debug_struct("ForeignBlock").finish_non_exhaustive(),
+            BlockError::ForeignBlock { .. } => {
+                f.debug_struct("ForeignBlock").finish_non_exhaustive()
+            }
         }
     }
 }
@@ -97,7 +99,9 @@ impl<T: Tier> MutableBlock<T> {
     }
 
     fn slot(&self) -> &Arc<Slot> {
-        self.slot.as_ref().expect("guard holds its slot until consumed")
+        self.slot
+            .as_ref()
+            .expect("guard holds its slot until consumed")
     }
 
     /// The slot this block occupies.
@@ -128,7 +132,10 @@ impl<T: Tier> MutableBlock<T> {
                 block: self,
             });
         }
-        let slot = self.slot.take().expect("guard holds its slot until consumed");
+        let slot = self
+            .slot
+            .take()
+            .expect("guard holds its slot until consumed");
         slot.shared.mark_staged(&slot, hash);
         Ok(CompleteBlock {
             slot: Some(slot),
@@ -181,12 +188,16 @@ pub struct CompleteBlock<T: Tier> {
 
 impl<T: Tier> CompleteBlock<T> {
     pub(crate) fn slot(&self) -> &Arc<Slot> {
-        self.slot.as_ref().expect("guard holds its slot until consumed")
+        self.slot
+            .as_ref()
+            .expect("guard holds its slot until consumed")
     }
 
     /// Takes the slot out for registration (the guard's drop then does nothing).
     pub(crate) fn take_slot(mut self) -> Arc<Slot> {
-        self.slot.take().expect("guard holds its slot until consumed")
+        self.slot
+            .take()
+            .expect("guard holds its slot until consumed")
     }
 
     /// The slot this block occupies.
@@ -206,7 +217,10 @@ impl<T: Tier> CompleteBlock<T> {
 
     /// Rolls back to a writable block in the same slot.
     pub fn reset(mut self) -> MutableBlock<T> {
-        let slot = self.slot.take().expect("guard holds its slot until consumed");
+        let slot = self
+            .slot
+            .take()
+            .expect("guard holds its slot until consumed");
         slot.shared.mark_unstaged(&slot);
         MutableBlock::new(slot, self.block_size)
     }

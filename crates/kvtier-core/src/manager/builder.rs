@@ -3,12 +3,12 @@
 use std::marker::PhantomData;
 
 use crate::FrequencyTracker;
+use crate::Tier;
 use crate::eviction::{PolicyFactory, default_policy};
 use crate::manager::hooks::{BlockObserver, Hooks};
 use crate::manager::store::{DuplicationPolicy, Shared};
 use crate::manager::{BlockManager, Inner};
 use crate::sync::Arc;
-use crate::Tier;
 
 /// Largest block size (tokens per block) a manager accepts (the hashing layer's limit).
 pub const MAX_BLOCK_SIZE: usize = crate::BlockHasher::MAX_BLOCK_SIZE;

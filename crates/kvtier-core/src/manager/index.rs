@@ -68,10 +68,7 @@ impl BlockIndex {
     /// Forgets the entry of slot `id` registered under `hash`. Returns whether it was there.
     #[inline]
     pub(crate) fn remove(&mut self, hash: SequenceHash, id: BlockId) -> bool {
-        match self
-            .table
-            .find_entry(hash.mix64(), |e| e.id == id.raw())
-        {
+        match self.table.find_entry(hash.mix64(), |e| e.id == id.raw()) {
             Ok(entry) => {
                 entry.remove();
                 true

@@ -85,7 +85,8 @@ impl Slot {
 
     pub(crate) fn set_hash(&self, h: SequenceHash) {
         self.hash_lo.store(h.as_u128() as u64, Ordering::Release);
-        self.hash_hi.store((h.as_u128() >> 64) as u64, Ordering::Release);
+        self.hash_hi
+            .store((h.as_u128() >> 64) as u64, Ordering::Release);
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -195,4 +196,3 @@ impl Drop for SlotRef {
         }
     }
 }
-

@@ -36,12 +36,10 @@
 
 use std::cell::Cell;
 
-
-
 use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
-use crate::manager::index::BlockIndex;
 use crate::manager::hooks::Hooks;
+use crate::manager::index::BlockIndex;
 use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -198,7 +196,13 @@ impl Shared {
             stripes: (0..shard_count).map(|_| Stripe::default()).collect(),
         });
         let slots: Box<[Arc<Slot>]> = (0..total_blocks)
-            .map(|i| Slot::new(BlockId::new(i as u32), shared.clone(), default_evict_on_release))
+            .map(|i| {
+                Slot::new(
+                    BlockId::new(i as u32),
+                    shared.clone(),
+                    default_evict_on_release,
+                )
+            })
             .collect();
         // Deal the free slots out to the shards; each free list pops from its end, so the
         // lowest ids come out first.
@@ -668,11 +672,15 @@ impl Shared {
     pub(crate) fn count_match(&self, requested: usize, returned: usize, scan: bool) {
         let st = self.stripe();
         if scan {
-            st.scan_requested.fetch_add(requested as u64, Ordering::Relaxed);
-            st.scan_returned.fetch_add(returned as u64, Ordering::Relaxed);
+            st.scan_requested
+                .fetch_add(requested as u64, Ordering::Relaxed);
+            st.scan_returned
+                .fetch_add(returned as u64, Ordering::Relaxed);
         } else {
-            st.match_requested.fetch_add(requested as u64, Ordering::Relaxed);
-            st.match_returned.fetch_add(returned as u64, Ordering::Relaxed);
+            st.match_requested
+                .fetch_add(requested as u64, Ordering::Relaxed);
+            st.match_returned
+                .fetch_add(returned as u64, Ordering::Relaxed);
         }
     }
 }

@@ -138,23 +138,63 @@ impl Collector for ManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let m = MetricsSnapshot::collect(&self.shared);
         let counters: [(&str, &str, u64); 14] = [
-            ("kvtier_allocations", "Slots handed out by allocate_blocks.", m.allocations),
+            (
+                "kvtier_allocations",
+                "Slots handed out by allocate_blocks.",
+                m.allocations,
+            ),
             (
                 "kvtier_allocations_from_reset",
                 "Allocated slots taken from the reset pool.",
                 m.allocations_from_reset,
             ),
             ("kvtier_evictions", "Inactive blocks evicted.", m.evictions),
-            ("kvtier_registrations", "Staged blocks registered.", m.registrations),
-            ("kvtier_primaries_created", "Registrations that created a primary.", m.primaries_created),
-            ("kvtier_duplicates", "Registrations kept as duplicates.", m.duplicates),
-            ("kvtier_dedups", "Registrations answered with the existing primary.", m.dedups),
-            ("kvtier_resurrections", "Inactive blocks made active again.", m.resurrections),
+            (
+                "kvtier_registrations",
+                "Staged blocks registered.",
+                m.registrations,
+            ),
+            (
+                "kvtier_primaries_created",
+                "Registrations that created a primary.",
+                m.primaries_created,
+            ),
+            (
+                "kvtier_duplicates",
+                "Registrations kept as duplicates.",
+                m.duplicates,
+            ),
+            (
+                "kvtier_dedups",
+                "Registrations answered with the existing primary.",
+                m.dedups,
+            ),
+            (
+                "kvtier_resurrections",
+                "Inactive blocks made active again.",
+                m.resurrections,
+            ),
             ("kvtier_stagings", "Blocks staged.", m.stagings),
-            ("kvtier_match_hashes_requested", "Hashes passed to match_blocks.", m.match_hashes_requested),
-            ("kvtier_match_blocks_returned", "Blocks returned by match_blocks.", m.match_blocks_returned),
-            ("kvtier_scan_hashes_requested", "Hashes passed to scan_matches.", m.scan_hashes_requested),
-            ("kvtier_scan_blocks_returned", "Blocks returned by scan_matches.", m.scan_blocks_returned),
+            (
+                "kvtier_match_hashes_requested",
+                "Hashes passed to match_blocks.",
+                m.match_hashes_requested,
+            ),
+            (
+                "kvtier_match_blocks_returned",
+                "Blocks returned by match_blocks.",
+                m.match_blocks_returned,
+            ),
+            (
+                "kvtier_scan_hashes_requested",
+                "Hashes passed to scan_matches.",
+                m.scan_hashes_requested,
+            ),
+            (
+                "kvtier_scan_blocks_returned",
+                "Blocks returned by scan_matches.",
+                m.scan_blocks_returned,
+            ),
             (
                 "kvtier_released_to_reset",
                 "Blocks whose last release freed the slot without caching it.",
@@ -167,12 +207,36 @@ impl Collector for ManagerCollector {
             c.encode(d.encode_family(&self.labels)?)?;
         }
         let gauges: [(&str, &str, u64); 6] = [
-            ("kvtier_inflight_mutable", "Slots held by mutable or staged guards.", m.inflight_mutable),
-            ("kvtier_inflight_immutable", "Registered blocks with a strong reference.", m.inflight_immutable),
-            ("kvtier_reset_pool_size", "Slots in the reset pool.", m.reset_pool_size),
-            ("kvtier_inactive_pool_size", "Blocks in the inactive pool.", m.inactive_pool_size),
-            ("kvtier_registered_blocks", "Primaries in the index.", m.registered),
-            ("kvtier_total_blocks", "Slots in the manager.", m.total_blocks),
+            (
+                "kvtier_inflight_mutable",
+                "Slots held by mutable or staged guards.",
+                m.inflight_mutable,
+            ),
+            (
+                "kvtier_inflight_immutable",
+                "Registered blocks with a strong reference.",
+                m.inflight_immutable,
+            ),
+            (
+                "kvtier_reset_pool_size",
+                "Slots in the reset pool.",
+                m.reset_pool_size,
+            ),
+            (
+                "kvtier_inactive_pool_size",
+                "Blocks in the inactive pool.",
+                m.inactive_pool_size,
+            ),
+            (
+                "kvtier_registered_blocks",
+                "Primaries in the index.",
+                m.registered,
+            ),
+            (
+                "kvtier_total_blocks",
+                "Slots in the manager.",
+                m.total_blocks,
+            ),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v as i64);

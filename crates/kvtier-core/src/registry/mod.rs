@@ -50,8 +50,8 @@ pub use tiers::{MAX_TIERS, TierError, TierId, TierSet};
 
 use std::fmt;
 
-use hashbrown::hash_map::Entry as MapEntry;
 use crate::sync::RwLock;
+use hashbrown::hash_map::Entry as MapEntry;
 
 use crate::registry::entry::{Attached, Entry};
 use crate::sync::Arc;
