@@ -31,7 +31,19 @@
 //! Reference figures (2-core shared VM, noisy: ±10–30% between runs; medians; see
 //! `docs/bench-results.md` for the side-by-side table with kvbm-logical):
 //!
-//! REFERENCE-FIGURES
+//! Measured 2026-11-23 (`-- --warm-up-time 0.3 --measurement-time 1`, kvtier-core at
+//! 6fe2707 + uncommitted edits; per block unless noted):
+//!
+//! | group | freqlease | fifo | lru | lineage | multi_lru |
+//! |---|---:|---:|---:|---:|---:|
+//! | register_chain N=8 | 302 ns | 131 ns | 229 ns | 172 ns | 218 ns |
+//! | register_chain N=32 | 236 ns | 124 ns | 250 ns | 160 ns | 217 ns |
+//! | register_chain N=128 | 205 ns | 108 ns | 218 ns | 154 ns | 181 ns |
+//! | match_active | 33 ns | 21 ns | 18 ns | 22 ns | 29 ns |
+//! | match_inactive | 63 ns | 40 ns | 67 ns | 73 ns | 59 ns |
+//! | drop_immutable | 41 ns | 26 ns | 53 ns | 53 ns | 35 ns |
+//! | churn_1t (requests/s) | 184 k | 327 k | 168 k | 202 k | 214 k |
+//! | churn_2t (requests/s) | 181 k | 342 k | 141 k | 105 k | 232 k |
 
 #![expect(
     missing_docs,
