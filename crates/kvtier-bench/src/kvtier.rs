@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use kvtier_core::{
-    BlockManager, FifoFactory, FreqLeaseFactory, FrequencySketch, G1, ImmutableBlock,
-    LineageFactory, LruFactory, MultiLruFactory, PolicyFactory, SequenceHash,
+    BlockManager, FifoFactory, FreqLeaseFactory, G1, ImmutableBlock, LineageFactory, LruFactory,
+    MultiLruFactory, PolicyFactory, SequenceHash,
 };
 
 use crate::ops::{BlockManagerOps, ManagerFactory};
@@ -32,11 +32,8 @@ pub fn kvtier_backends() -> Vec<KvtierFactory> {
         Arc::new(LineageFactory::new())
     }
     fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
-        // A fresh sketch per manager, sized like the block count (TinyLFU's usual choice).
-        let sketch = FrequencySketch::builder(capacity.max(64))
-            .build()
-            .expect("sketch capacity within bounds");
-        Arc::new(MultiLruFactory::with_default_thresholds(Arc::new(sketch)).expect("thresholds"))
+        // A fresh sketch per manager (the factory's recommended sizing).
+        Arc::new(MultiLruFactory::for_capacity(capacity))
     }
     fn freqlease(_: usize) -> Arc<dyn PolicyFactory> {
         Arc::new(FreqLeaseFactory::new())
@@ -173,6 +170,11 @@ impl BlockManagerOps for KvtierOps {
                 .register_blocks(staged)
                 .expect("blocks come from this manager"),
         )
+    }
+
+    #[inline]
+    fn release(&self, handles: Vec<ImmutableBlock<G1>>) {
+        self.mgr.release_blocks(handles);
     }
 
     fn available_blocks(&self) -> usize {

@@ -21,6 +21,13 @@ pub trait BlockManagerOps: Send + Sync {
     /// registers them. `None` when the manager cannot supply that many blocks now.
     fn allocate_register(&self, keys: &[Self::Key]) -> Option<Vec<Self::Handle>>;
 
+    /// Releases one request's handles, in order (front to back, like dropping the `Vec`).
+    /// Default: drop them. A system with a batch-release API uses it: batching releases is part
+    /// of what is being compared.
+    fn release(&self, handles: Vec<Self::Handle>) {
+        drop(handles);
+    }
+
     /// Free plus evictable blocks.
     fn available_blocks(&self) -> usize;
 }

@@ -99,7 +99,7 @@ impl<M: BlockManagerOps> AllocRegister<M> {
         let t0 = Instant::now();
         for k in &keys {
             let h = self.m.allocate_register(black_box(k)).expect("allocation");
-            drop(h);
+            self.m.release(h);
         }
         let ns = t0.elapsed().as_nanos() as f64;
         assert_no_leak(&self.m, "alloc+register");
@@ -141,7 +141,7 @@ impl<M: BlockManagerOps> MatchPrefix<M> {
         for _ in 0..self.iters {
             let r = self.m.match_prefix(black_box(&self.keys));
             debug_assert_eq!(r.len(), self.keys.len());
-            drop(r);
+            self.m.release(r);
         }
         let ns = t0.elapsed().as_nanos() as f64;
         if self.held.is_none() {
@@ -172,15 +172,15 @@ struct Counts {
 
 /// Serves one churn request: match the longest cached prefix of `keys`, allocate + register the
 /// missing tail, then release everything root first (like `drop(Vec)` and kvbm's own
-/// `RequestSequence::release`). Returns the number of hit blocks, or `None` when the tail could
+/// `RequestSequence::release`), through [`BlockManagerOps::release`]. Returns the number of hit blocks, or `None` when the tail could
 /// not be allocated (the hit blocks are released all the same).
 #[inline]
 pub fn serve_request<M: BlockManagerOps>(m: &M, keys: &[M::Key]) -> Option<usize> {
     let hit = m.match_prefix(keys);
     let k = hit.len();
     let new = m.allocate_register(&keys[k..]);
-    drop(hit);
-    drop(new?);
+    m.release(hit);
+    m.release(new?);
     Some(k)
 }
 

@@ -249,7 +249,7 @@ proptest! {
 
     #[test]
     fn lru_matches_model(ops in ops()) {
-        let mut policy = LruFactory::new().build(ctx(BLOCKS as usize));
+        let mut policy = LruFactory::new().with_hit_promotion(true).build(ctx(BLOCKS as usize));
         check(policy.as_mut(), &mut LruModel::default(), &ops, flat_hash)?;
     }
 
@@ -330,7 +330,7 @@ fn fifo_reinsert_goes_to_back() {
 
 #[test]
 fn lru_hit_promotes_only_present_blocks() {
-    let mut p = LruFactory::new().build(ctx(4));
+    let mut p = LruFactory::new().with_hit_promotion(true).build(ctx(4));
     p.insert(id(0), SequenceHash::root(10));
     p.insert(id(1), SequenceHash::root(11));
     p.insert(id(2), SequenceHash::root(12));

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use kvtier_core::{
-    FifoFactory, FreqLeaseFactory, FrequencySketch, LineageFactory, LruFactory,
-    MAX_SKETCH_CAPACITY, MultiLruFactory, PolicyFactory,
+    FifoFactory, FreqLeaseFactory, LineageFactory, LruFactory, MultiLruFactory, PolicyFactory,
 };
 
 /// Names of the offline bounds a replay can report besides the online policies.
@@ -69,20 +68,9 @@ impl std::fmt::Debug for NamedPolicy {
     }
 }
 
-/// `multi_lru` with a TinyLFU sketch that tracks 64 keys per cached block (at least 2^16, at
-/// most 2^21 — kvbm-logical's default "Medium" size) with the default aging (halve after 10x
-/// that many increments) and the default level thresholds. A sketch sized to the cache alone
-/// ages so fast on traces whose reuse distances exceed the cache that every block looks cold,
-/// and multi_lru degenerates to LRU.
+/// `multi_lru` in its recommended configuration for `capacity` blocks.
 fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
-    let keys = capacity.saturating_mul(64).clamp(1 << 16, 1 << 21);
-    let sketch = FrequencySketch::builder(keys.min(MAX_SKETCH_CAPACITY))
-        .build()
-        .expect("a clamped capacity is a valid sketch size");
-    Arc::new(
-        MultiLruFactory::with_default_thresholds(Arc::new(sketch))
-            .expect("4-bit sketch counters reach the default thresholds"),
-    )
+    Arc::new(MultiLruFactory::for_capacity(capacity))
 }
 
 /// Every built-in online policy, in report order. One line per policy.
@@ -97,7 +85,7 @@ fn multi_lru(capacity: usize) -> Arc<dyn PolicyFactory> {
 pub fn policies() -> Vec<NamedPolicy> {
     vec![
         NamedPolicy::new("fifo", Arc::new(FifoFactory::new())),
-        NamedPolicy::new("lru", Arc::new(LruFactory::new().with_hit_promotion(false))),
+        NamedPolicy::new("lru", Arc::new(LruFactory::new())),
         NamedPolicy::with_constructor("multi_lru", multi_lru),
         NamedPolicy::new("lineage", Arc::new(LineageFactory::new())),
         NamedPolicy::new("freqlease", Arc::new(FreqLeaseFactory::new())),

@@ -102,7 +102,7 @@ pub trait PolicyFactory: Send + Sync + 'static {
 
 /// The policy a manager uses when the builder names none: [`FreqLeaseFactory`], our policy with
 /// the best hit rate on real traces (see `docs/hit-rate.md`). For the cheapest possible policy
-/// use `LruFactory::new().with_hit_promotion(false)`.
+/// use `LruFactory::new()`.
 pub fn default_policy() -> std::sync::Arc<dyn PolicyFactory> {
     std::sync::Arc::new(FreqLeaseFactory::new())
 }

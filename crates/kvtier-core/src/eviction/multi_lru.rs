@@ -128,6 +128,30 @@ impl MultiLruFactory {
         Self::new(tracker, Self::DEFAULT_THRESHOLDS)
     }
 
+    /// The recommended configuration for a manager of `block_count` blocks: default thresholds
+    /// and a fresh [`FrequencySketch`](crate::FrequencySketch) tracking 64 keys per block (at
+    /// least 2^16, at most 2^21 — kvbm-logical's default size) with the default aging.
+    ///
+    /// A sketch sized to the cache alone ages so fast on traces whose reuse distances exceed the
+    /// cache that every block looks cold and the policy degenerates to LRU.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kvtier_core::{MultiLruFactory, PolicyFactory};
+    ///
+    /// let f = MultiLruFactory::for_capacity(5_000);
+    /// assert_eq!(f.name(), "multi_lru");
+    /// ```
+    pub fn for_capacity(block_count: usize) -> Self {
+        let keys = block_count.saturating_mul(64).clamp(1 << 16, 1 << 21);
+        let sketch = crate::FrequencySketch::builder(keys)
+            .build()
+            .expect("2^16..=2^21 keys is within the sketch's bounds");
+        Self::with_default_thresholds(Arc::new(sketch))
+            .expect("a 4-bit sketch reaches the default thresholds")
+    }
+
     /// The level thresholds `[t1, t2, t3]`.
     pub fn thresholds(&self) -> [u32; 3] {
         self.thresholds

@@ -30,7 +30,7 @@ impl Policy {
     pub fn factory(self) -> Arc<dyn PolicyFactory> {
         match self {
             Policy::Fifo => Arc::new(FifoFactory::new()),
-            Policy::Lru => Arc::new(LruFactory::new()),
+            Policy::Lru => Arc::new(LruFactory::new().with_hit_promotion(true)),
         }
     }
 }
