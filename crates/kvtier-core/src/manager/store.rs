@@ -274,18 +274,32 @@ impl Shared {
         evicted: &mut Vec<SequenceHash>,
     ) {
         for _ in 0..want {
-            let Some(id) = g.policy.evict() else { break };
-            let slot = &slots[id.index()];
-            let h = slot.hash();
-            g.index.remove(h, id);
-            slot.bump_generation();
-            slot.set_evict_on_release(self.default_evict_on_release);
-            slot.set_state(SlotState::Mutable);
-            g.counters.evictions += 1;
+            let Some((id, h)) = self.evict_one(g, slots, SlotState::Mutable) else {
+                break;
+            };
             g.counters.mutable_delta += 1;
             evicted.push(h);
             out.push(id);
         }
+    }
+
+    /// Takes the policy's victim out of the index and leaves its slot in `to` (Mutable for an
+    /// allocation, Reset when draining). Returns the slot and the hash it held.
+    fn evict_one(
+        &self,
+        g: &mut Shard,
+        slots: &[Arc<Slot>],
+        to: SlotState,
+    ) -> Option<(BlockId, SequenceHash)> {
+        let id = g.policy.evict()?;
+        let slot = &slots[id.index()];
+        let h = slot.hash();
+        g.index.remove(h, id);
+        slot.bump_generation();
+        slot.set_evict_on_release(self.default_evict_on_release);
+        slot.set_state(to);
+        g.counters.evictions += 1;
+        Some((id, h))
     }
 
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
@@ -645,15 +659,8 @@ impl Shared {
         let mut removed = Vec::new();
         for s in 0..self.shard_count() {
             let mut g = self.shards[s].lock.lock();
-            while let Some(id) = g.policy.evict() {
-                let slot = &slots[id.index()];
-                let h = slot.hash();
-                g.index.remove(h, id);
-                slot.bump_generation();
-                slot.set_evict_on_release(self.default_evict_on_release);
-                slot.set_state(SlotState::Reset);
+            while let Some((id, h)) = self.evict_one(&mut g, slots, SlotState::Reset) {
                 g.free.push(id);
-                g.counters.evictions += 1;
                 removed.push(h);
             }
             self.sync_available(s, &g);
