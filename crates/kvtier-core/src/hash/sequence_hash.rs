@@ -13,8 +13,8 @@
 //!   [`SequenceHash::MAX_POSITION`]. Recoverable from the value so lookups and eviction can be
 //!   partitioned by depth.
 //! - `run`: a *content-defined run tag*. A block starts a new run when it is a root or when its
-//!   chained hash has its two low bits clear (one block in four on average, decided by content
-//!   alone); otherwise it inherits its parent's tag. The manager shards by this tag, so the
+//!   chained hash has its four low bits clear (one block in sixteen on average, decided by
+//!   content alone); otherwise it inherits its parent's tag. The manager shards by this tag, so the
 //!   blocks of one chain sit in a few shards (one lock per run, not per block) while different
 //!   chains, and long shared prefixes, still spread over all shards. It is derived from the
 //!   chain, so it never separates two equal blocks.
@@ -57,12 +57,15 @@ impl SequenceHash {
     }
 
     const fn own_run(chained: u64) -> u8 {
-        // High bits: independent of the two low bits that decide run starts.
+        // High bits: independent of the four low bits that decide run starts.
         (chained >> 56) as u8
     }
 
+    /// Low bits of the chained hash that must be clear for a block to start a run.
+    const RUN_MASK: u64 = 15;
+
     const fn starts_run(chained: u64) -> bool {
-        chained & 3 == 0
+        chained & Self::RUN_MASK == 0
     }
 
     const fn with_run(chained: u64, parent_fragment: u32, position: u32, run: u8) -> Self {
@@ -287,14 +290,14 @@ mod tests {
         let root = SequenceHash::root(0xAB00_0000_0000_0001);
         assert_eq!(root.run_tag(), 0xAB);
         // Low bits not clear: inherits.
-        let a = SequenceHash::child_of(root, 0xCD00_0000_0000_0003);
+        let a = SequenceHash::child_of(root, 0xCD00_0000_0000_0008);
         assert_eq!(a.run_tag(), 0xAB);
         // Low bits clear: starts its own run.
-        let b = SequenceHash::child_of(a, 0xEF00_0000_0000_0004);
+        let b = SequenceHash::child_of(a, 0xEF00_0000_0000_0010);
         assert_eq!(b.run_tag(), 0xEF);
         let c = SequenceHash::child_of(b, 0x1200_0000_0000_0001);
         assert_eq!(c.run_tag(), 0xEF);
         // Equal chains give equal tags.
-        assert_eq!(SequenceHash::child_of(a, 0xEF00_0000_0000_0004), b);
+        assert_eq!(SequenceHash::child_of(a, 0xEF00_0000_0000_0010), b);
     }
 }

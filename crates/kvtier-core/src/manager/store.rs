@@ -62,6 +62,29 @@ thread_local! {
     static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+thread_local! {
+    /// Per-thread xorshift state for eviction-shard choices (seeded from the home shard).
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A uniformly chosen index of a non-zero entry of `avail` (`None` if all are zero).
+fn pick_nonempty(avail: &[usize]) -> Option<usize> {
+    let r = RNG.with(|c| {
+        let mut x = c.get();
+        if x == 0 {
+            x = (home_hint() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.set(x);
+        x
+    });
+    let n = avail.len();
+    let start = (r % n as u64) as usize;
+    (0..n).map(|k| (start + k) % n).find(|&i| avail[i] > 0)
+}
+
 fn home_hint() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     HOME.with(|h| {
@@ -88,6 +111,32 @@ pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
     /// `free.len() + policy.len()`, mirrored for lock-free availability reads.
     available: AtomicUsize,
+    /// `free.len()`, mirrored likewise.
+    free: AtomicUsize,
+}
+
+impl PaddedShard {
+    /// Locks the shard. Critical sections are a few hundred nanoseconds at most, so a waiter
+    /// first spins on `try_lock` for about a microsecond before falling back to the mutex's own
+    /// slow path (which yields and then parks): on a contended shard that saves a `sched_yield`
+    /// or futex system call per acquisition.
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, Shard> {
+        if let Some(g) = self.lock.try_lock() {
+            return g;
+        }
+        for _ in 0..64 {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if !self.lock.is_locked()
+                && let Some(g) = self.lock.try_lock()
+            {
+                return g;
+            }
+        }
+        self.lock.lock()
+    }
 }
 
 /// Everything release paths need, shared by the manager and every slot.
@@ -136,7 +185,7 @@ impl<'a> Walker<'a> {
     fn shard(&mut self, s: usize) -> &mut Shard {
         if self.current.as_ref().map(|(c, _)| *c) != Some(s) {
             self.finish();
-            self.current = Some((s, self.shared.shards[s].lock.lock()));
+            self.current = Some((s, self.shared.shards[s].lock()));
         }
         match &mut self.current {
             Some((_, g)) => g,
@@ -182,6 +231,7 @@ impl Shared {
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
+                free: AtomicUsize::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -208,7 +258,7 @@ impl Shared {
         // lowest ids come out first.
         for i in (0..total_blocks).rev() {
             let s = i & shared.shard_mask;
-            let mut g = shared.shards[s].lock.lock();
+            let mut g = shared.shards[s].lock();
             g.free.push(BlockId::new(i as u32));
             shared.sync_available(s, &g);
         }
@@ -231,9 +281,11 @@ impl Shared {
 
     #[inline]
     fn sync_available(&self, s: usize, g: &Shard) {
-        self.shards[s]
+        let shard = &self.shards[s];
+        shard
             .available
             .store(g.free.len() + g.policy.len(), Ordering::Relaxed);
+        shard.free.store(g.free.len(), Ordering::Relaxed);
     }
 
     /// Free + inactive over all shards (lock-free, approximate while others mutate).
@@ -303,7 +355,7 @@ impl Shared {
     }
 
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
-    /// policy victims from the fullest shards. Evicted hashes are appended to `evicted_out`.
+    /// policy victims, each time from the fuller of two random shards. Evicted hashes are appended to `evicted_out`.
     pub(crate) fn allocate(
         &self,
         slots: &[Arc<Slot>],
@@ -321,10 +373,12 @@ impl Shared {
         let mut out = Vec::with_capacity(n);
         for k in 0..shards {
             let s = (home + k) & self.shard_mask;
-            if k > 0 && self.shards[s].available.load(Ordering::Relaxed) == 0 {
+            // Lock only shards that have free slots: in steady state none has, and locking every
+            // shard of a busy manager would make concurrent allocators trade cache lines.
+            if self.shards[s].free.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            let mut g = self.shards[s].lock.lock();
+            let mut g = self.shards[s].lock();
             self.take_free(&mut g, slots, n - out.len(), &mut out);
             self.sync_available(s, &g);
             drop(g);
@@ -333,30 +387,34 @@ impl Shared {
                 return Some(out);
             }
         }
-        // Not enough free slots. Evict from the fullest shard first (so every shard's policy
-        // ages its blocks at a similar pace), and never destroy a cached block for an
-        // allocation that cannot succeed.
+        // Not enough free slots: evict. Each round takes what it can from the fuller of two
+        // random shards (so every shard's policy ages its blocks at a similar pace, and
+        // concurrent allocators rarely pick the same shard). A cached block is never destroyed
+        // for an allocation that cannot succeed: before a shard that cannot cover the rest on
+        // its own is touched, the total over all shards is checked.
         let mut avail: Vec<usize> = self
             .shards
             .iter()
             .map(|s| s.available.load(Ordering::Relaxed))
             .collect();
-        if avail.iter().sum::<usize>() < n - out.len() {
-            self.give_back(slots, &out);
-            return None;
-        }
+        let mut checked = false;
         let mut evicted = Vec::new();
         while out.len() < n {
-            let (s, &most) = avail
-                .iter()
-                .enumerate()
-                .max_by_key(|&(i, &a)| (a, usize::MAX - i))
-                .expect("at least one shard");
-            if most == 0 {
+            let (Some(a), Some(b)) = (pick_nonempty(&avail), pick_nonempty(&avail)) else {
                 break;
+            };
+            let s = if avail[a] >= avail[b] { a } else { b };
+            let mut g = self.shards[s].lock();
+            let need = n - out.len();
+            if !checked && g.free.len() + g.policy.len() < need {
+                drop(g);
+                if self.available() < need {
+                    break;
+                }
+                checked = true;
+                g = self.shards[s].lock();
             }
-            let mut g = self.shards[s].lock.lock();
-            self.take_free(&mut g, slots, n - out.len(), &mut out);
+            self.take_free(&mut g, slots, need, &mut out);
             let need = n - out.len();
             self.take_victims(&mut g, slots, need, &mut out, &mut evicted);
             self.sync_available(s, &g);
@@ -389,7 +447,7 @@ impl Shared {
             return;
         }
         let s = self.home();
-        let mut g = self.shards[s].lock.lock();
+        let mut g = self.shards[s].lock();
         for &id in ids {
             slots[id.index()].set_state(SlotState::Reset);
             g.free.push(id);
@@ -401,7 +459,7 @@ impl Shared {
     /// Frees an unregistered slot (dropped `MutableBlock` or `CompleteBlock`).
     pub(crate) fn free_unregistered(&self, slot: &Slot) {
         let s = self.home();
-        let mut g = self.shards[s].lock.lock();
+        let mut g = self.shards[s].lock();
         slot.set_state(SlotState::Reset);
         g.free.push(slot.id);
         g.counters.mutable_delta -= 1;
@@ -537,7 +595,7 @@ impl Shared {
     /// Whether `hash` is registered, without touching recency or frequency.
     pub(crate) fn contains(&self, slots: &[Arc<Slot>], hash: SequenceHash) -> bool {
         let s = self.shard_of(hash);
-        self.shards[s].lock.lock().index.get(hash, slots).is_some()
+        self.shards[s].lock().index.get(hash, slots).is_some()
     }
 
     /// Length of the registered prefix of `hashes`, without taking references.
@@ -557,7 +615,7 @@ impl Shared {
         generation: u64,
     ) -> Option<SlotRef> {
         let s = self.shard_of(hash);
-        let mut g = self.shards[s].lock.lock();
+        let mut g = self.shards[s].lock();
         if slot.generation() != generation {
             return None;
         }
@@ -613,7 +671,7 @@ impl Shared {
     pub(crate) fn release_one(last: LastRef) {
         let shared = &*last.slot.shared;
         let s = shared.shard_of(last.hash);
-        let mut g = shared.shards[s].lock.lock();
+        let mut g = shared.shards[s].lock();
         let (primary, removed) = shared.release_locked(&mut g, &last);
         shared.sync_available(s, &g);
         drop(g);
@@ -658,7 +716,7 @@ impl Shared {
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
         let mut removed = Vec::new();
         for s in 0..self.shard_count() {
-            let mut g = self.shards[s].lock.lock();
+            let mut g = self.shards[s].lock();
             while let Some((id, h)) = self.evict_one(&mut g, slots, SlotState::Reset) {
                 g.free.push(id);
                 removed.push(h);
@@ -671,7 +729,7 @@ impl Shared {
 
     /// Per-shard view for snapshots: (free, inactive, registered primaries, counters).
     pub(crate) fn shard_view(&self, s: usize) -> (usize, usize, usize, ShardCounters) {
-        let g = self.shards[s].lock.lock();
+        let g = self.shards[s].lock();
         (g.free.len(), g.policy.len(), g.index.len(), g.counters)
     }
 
