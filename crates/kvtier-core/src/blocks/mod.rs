@@ -340,15 +340,12 @@ impl<T: Tier> WeakBlock<T> {
         self.hash
     }
 
-    /// A strong reference again: first the lock-free path (the block is still active), then a
-    /// lookup that resurrects it from the inactive pool. `None` once it was evicted.
+    /// A strong reference again, resurrecting the block from the inactive pool if needed (one
+    /// shard lock). `None` once it was evicted or its slot reused.
     pub fn upgrade(&self) -> Option<ImmutableBlock<T>> {
-        if let Some(r) = SlotRef::try_upgrade_fast(&self.slot, self.generation) {
-            return Some(ImmutableBlock::from_ref(r));
-        }
         self.slot
             .shared
-            .upgrade_slow(&self.slot, self.hash, self.generation)
+            .upgrade(&self.slot, self.hash, self.generation)
             .map(ImmutableBlock::from_ref)
     }
 }

@@ -269,16 +269,17 @@ impl<T: Tier> BlockManager<T> {
     /// policy.
     pub fn match_blocks(&self, hashes: &[SequenceHash]) -> Vec<ImmutableBlock<T>> {
         let inner = &*self.inner;
-        let mut refs = Vec::with_capacity(hashes.len());
+        let mut out = Vec::with_capacity(hashes.len());
         let found = inner
             .shared
-            .lookup_batch(&inner.slots, hashes, true, true, &mut refs);
+            .lookup_batch(&inner.slots, hashes, true, true, |r| {
+                out.extend(r.map(ImmutableBlock::from_ref))
+            });
         inner.shared.count_match(hashes.len(), found, false);
-        inner.shared.touch_tracker(refs.iter().flatten());
-        refs.into_iter()
-            .flatten()
-            .map(ImmutableBlock::from_ref)
-            .collect()
+        inner
+            .shared
+            .touch_tracker(out.iter().map(ImmutableBlock::sequence_hash));
+        out
     }
 
     /// Every hash of `hashes` that is registered, without stopping at gaps; aligned with the
@@ -289,17 +290,19 @@ impl<T: Tier> BlockManager<T> {
         touch: bool,
     ) -> Vec<Option<ImmutableBlock<T>>> {
         let inner = &*self.inner;
-        let mut refs = Vec::with_capacity(hashes.len());
+        let mut out = Vec::with_capacity(hashes.len());
         let found = inner
             .shared
-            .lookup_batch(&inner.slots, hashes, touch, false, &mut refs);
+            .lookup_batch(&inner.slots, hashes, touch, false, |r| {
+                out.push(r.map(ImmutableBlock::from_ref))
+            });
         inner.shared.count_match(hashes.len(), found, true);
         if touch {
-            inner.shared.touch_tracker(refs.iter().flatten());
+            inner
+                .shared
+                .touch_tracker(out.iter().flatten().map(ImmutableBlock::sequence_hash));
         }
-        refs.into_iter()
-            .map(|r| r.map(ImmutableBlock::from_ref))
-            .collect()
+        out
     }
 
     /// Whether `hash` is registered. Does not touch recency, frequency or metrics.

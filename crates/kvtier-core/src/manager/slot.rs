@@ -2,11 +2,16 @@
 //!
 //! A [`Slot`] is shared (`Arc`) by every guard of one block slot. Its state and registration are
 //! written only by the owner of the slot (the guard, or the shard holding it, under that shard's
-//! lock); [`SlotRef`] is the untyped strong reference behind `ImmutableBlock`. Strong references
-//! are counted per slot, so cloning or dropping a handle touches only that slot's cache line.
-//! The count goes from zero to one only under the owning shard's lock; a drop to zero takes that
-//! lock and re-checks (see `Shared::release_batch`), so a racing match and release always agree
-//! on whether the block is inactive.
+//! lock); [`SlotRef`] is the untyped strong reference behind `ImmutableBlock`.
+//!
+//! # Handle counting
+//! Strong references of a registered slot are counted in `Slot::handles`, and that count is only
+//! ever read or changed under the lock of the shard that owns the slot (the shard of its hash,
+//! fixed while it is registered). So the count needs no atomic read-modify-write (a plain load
+//! and store under the lock), and "this was the last handle" is decided in the same critical
+//! section that moves the block to the inactive pool: a racing match and release always agree.
+//! Each handle also owns one `Arc` count, which keeps the slot's memory alive; that is the only
+//! atomic read-modify-write of taking or giving back a handle.
 
 use crate::manager::store::Shared;
 use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
@@ -41,7 +46,8 @@ impl SlotState {
 pub(crate) struct Slot {
     pub(crate) id: BlockId,
     pub(crate) shared: Arc<Shared>,
-    /// Strong references (live `ImmutableBlock`s, pins, duplicates pointing here).
+    /// Strong references (live `ImmutableBlock`s, pins, duplicates pointing here). Read and
+    /// written only under the owning shard's lock (see the module docs).
     pub(crate) handles: AtomicU32,
     pub(crate) state: AtomicU8,
     /// Changes every time the slot leaves the registered states: a `WeakBlock` or a delayed
@@ -50,8 +56,9 @@ pub(crate) struct Slot {
     pub(crate) hash_lo: AtomicU64,
     pub(crate) hash_hi: AtomicU64,
     pub(crate) evict_on_release: AtomicBool,
-    /// For a duplicate: the strong reference it holds on its primary.
-    pub(crate) dup_of: Mutex<Option<SlotRef>>,
+    /// For a duplicate: its primary, on which it holds one handle (counted in the primary's
+    /// `handles`; both live in the same shard since they share a hash).
+    pub(crate) dup_of: Mutex<Option<Arc<Slot>>>,
 }
 
 impl Slot {
@@ -108,16 +115,8 @@ impl Slot {
 
 /// A counted strong reference to a registered slot (the untyped core of `ImmutableBlock`).
 pub(crate) struct SlotRef {
-    /// Always `Some` until the reference is consumed by `into_last` or dropped.
+    /// Always `Some` until the reference is consumed by `into_slot` or dropped.
     slot: Option<Arc<Slot>>,
-}
-
-/// A registration whose last strong reference was just given up; the caller must hand it to
-/// `Shared::release_*` so the slot goes inactive (or free).
-pub(crate) struct LastRef {
-    pub(crate) slot: Arc<Slot>,
-    pub(crate) hash: SequenceHash,
-    pub(crate) generation: u64,
 }
 
 impl SlotRef {
@@ -131,68 +130,22 @@ impl SlotRef {
         self.slot.as_ref().expect("a live SlotRef holds its slot")
     }
 
-    /// Another strong reference to a slot that is known to be held (count > 0).
+    /// Another strong reference to the same slot.
     pub(crate) fn clone_ref(&self) -> SlotRef {
-        let slot = self.slot();
-        slot.handles.fetch_add(1, Ordering::Relaxed);
-        SlotRef::adopt(slot.clone())
+        Shared::add_handle(self.slot())
     }
 
-    /// Gives up this reference; returns the registration if it was the last one.
-    pub(crate) fn into_last(mut self) -> Option<LastRef> {
-        let slot = self.slot.take()?;
-        Self::give_up(slot)
-    }
-
-    fn give_up(slot: Arc<Slot>) -> Option<LastRef> {
-        // Read the registration while our reference still pins it.
-        let hash = slot.hash();
-        let generation = slot.generation();
-        if slot.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return None;
-        }
-        Some(LastRef {
-            slot,
-            hash,
-            generation,
-        })
-    }
-
-    /// Tries to add a strong reference without any lock: succeeds only while the slot is held
-    /// by someone else and still carries registration `generation`.
-    pub(crate) fn try_upgrade_fast(slot: &Arc<Slot>, generation: u64) -> Option<SlotRef> {
-        let mut cur = slot.handles.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                return None;
-            }
-            match slot.handles.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
-        let r = SlotRef::adopt(slot.clone());
-        // While we hold a reference the registration cannot change, so this check is stable.
-        if slot.generation() == generation {
-            Some(r)
-        } else {
-            drop(r);
-            None
-        }
+    /// Takes the slot out without giving the handle back: the caller must release it through
+    /// `Shared::release_batch`'s path.
+    pub(crate) fn into_slot(mut self) -> Arc<Slot> {
+        self.slot.take().expect("a live SlotRef holds its slot")
     }
 }
 
 impl Drop for SlotRef {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take()
-            && let Some(last) = Self::give_up(slot)
-        {
-            Shared::release_one(last);
+        if let Some(slot) = self.slot.take() {
+            Shared::release_one(slot);
         }
     }
 }

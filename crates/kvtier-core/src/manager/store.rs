@@ -40,7 +40,7 @@ use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
 use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
-use crate::manager::slot::{LastRef, Slot, SlotRef, SlotState};
+use crate::manager::slot::{Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
@@ -482,12 +482,30 @@ impl Shared {
     /// the inactive pool if it was there.
     #[inline]
     fn acquire_locked(g: &mut Shard, slot: &Arc<Slot>) -> SlotRef {
-        let prev = slot.handles.fetch_add(1, Ordering::AcqRel);
+        Self::count_handle_locked(g, slot);
+        SlotRef::adopt(slot.clone())
+    }
+
+    /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
+    #[inline]
+    fn count_handle_locked(g: &mut Shard, slot: &Slot) {
+        // Only ever changed under this lock: a plain load and store (see `slot.rs`).
+        let prev = slot.handles.load(Ordering::Relaxed);
+        slot.handles.store(prev + 1, Ordering::Relaxed);
         if prev == 0 && slot.state() == SlotState::Inactive {
             g.policy.remove(slot.id);
             slot.set_state(SlotState::Primary);
             g.counters.resurrections += 1;
         }
+    }
+
+    /// Another handle on a slot the caller already holds one on (`ImmutableBlock::clone`).
+    pub(crate) fn add_handle(slot: &Arc<Slot>) -> SlotRef {
+        let shared = &*slot.shared;
+        let s = shared.shard_of(slot.hash());
+        let mut g = shared.shards[s].lock();
+        Self::count_handle_locked(&mut g, slot);
+        drop(g);
         SlotRef::adopt(slot.clone())
     }
 
@@ -512,7 +530,7 @@ impl Shared {
             match g.index.get(hash, slots) {
                 None => {
                     g.index.insert(hash, slot.id);
-                    slot.handles.store(1, Ordering::Release);
+                    slot.handles.store(1, Ordering::Relaxed);
                     slot.set_state(SlotState::Primary);
                     g.policy.on_access(hash, AccessKind::Register);
                     g.counters.primaries_created += 1;
@@ -532,9 +550,9 @@ impl Shared {
                             out.push(primary);
                         }
                         DuplicationPolicy::Allow => {
-                            slot.handles.store(1, Ordering::Release);
+                            slot.handles.store(1, Ordering::Relaxed);
                             slot.set_state(SlotState::Duplicate);
-                            *slot.dup_of.lock() = Some(primary);
+                            *slot.dup_of.lock() = Some(primary.into_slot());
                             g.counters.duplicates += 1;
                             out.push(SlotRef::adopt(slot));
                         }
@@ -553,10 +571,10 @@ impl Shared {
     }
 
     /// Counts accesses into the manager's frequency tracker, if any (call without locks).
-    pub(crate) fn touch_tracker<'r>(&self, refs: impl Iterator<Item = &'r SlotRef>) {
+    pub(crate) fn touch_tracker(&self, hashes: impl Iterator<Item = SequenceHash>) {
         if let Some(t) = &self.tracker {
-            for r in refs {
-                t.touch(r.slot().hash().mix64());
+            for h in hashes {
+                t.touch(h.mix64());
             }
         }
     }
@@ -570,7 +588,7 @@ impl Shared {
         hashes: &[SequenceHash],
         touch: bool,
         stop_at_miss: bool,
-        out: &mut Vec<Option<SlotRef>>,
+        mut out: impl FnMut(Option<SlotRef>),
     ) -> usize {
         let mut found = 0;
         let mut w = Walker::new(self);
@@ -583,10 +601,10 @@ impl Shared {
                         g.policy.on_access(h, AccessKind::Hit);
                     }
                     found += 1;
-                    out.push(Some(r));
+                    out(Some(r));
                 }
                 None if stop_at_miss => break,
-                None => out.push(None),
+                None => out(None),
             }
         }
         found
@@ -607,8 +625,9 @@ impl Shared {
             .count()
     }
 
-    /// Slow path of `WeakBlock::upgrade`: the slot had no strong reference.
-    pub(crate) fn upgrade_slow(
+    /// `WeakBlock::upgrade`: a new handle if the slot still holds the registration the weak
+    /// reference saw (resurrecting it from the inactive pool if needed).
+    pub(crate) fn upgrade(
         &self,
         slot: &Arc<Slot>,
         hash: SequenceHash,
@@ -620,95 +639,96 @@ impl Shared {
             return None;
         }
         match slot.state() {
-            SlotState::Primary | SlotState::Inactive => {}
-            // A duplicate with no references has been (or is being) freed.
+            SlotState::Primary | SlotState::Inactive if g.index.holds(hash, slot.id) => {}
+            // A live duplicate (a freed one has a new generation).
+            SlotState::Duplicate if slot.handles.load(Ordering::Relaxed) > 0 => {}
             _ => return None,
-        }
-        if !g.index.holds(hash, slot.id) {
-            return None;
         }
         let r = Self::acquire_locked(&mut g, slot);
         self.sync_available(s, &g);
         Some(r)
     }
 
-    /// Applies one last release under the shard lock. Returns a duplicate's reference on its
-    /// primary (to drop after unlocking) and whether the hash left the manager.
-    fn release_locked(&self, g: &mut Shard, last: &LastRef) -> (Option<SlotRef>, bool) {
-        let slot = &last.slot;
-        // A match may have revived it, or the slot may already have moved on.
-        if slot.handles.load(Ordering::Acquire) != 0 || slot.generation() != last.generation {
-            return (None, false);
+    /// Gives back one handle of `slot` under its shard lock; when it was the last, the block
+    /// becomes inactive (or its slot free). Returns the hashes that left the manager.
+    fn release_locked(&self, g: &mut Shard, slot: &Slot, removed: &mut Vec<SequenceHash>) {
+        let prev = slot.handles.load(Ordering::Relaxed);
+        debug_assert!(prev > 0, "handle released twice");
+        slot.handles
+            .store(prev.saturating_sub(1), Ordering::Relaxed);
+        if prev != 1 {
+            return;
         }
+        let hash = slot.hash();
         match slot.state() {
             SlotState::Primary if slot.evict_on_release() => {
-                g.index.remove(last.hash, slot.id);
+                g.index.remove(hash, slot.id);
                 slot.bump_generation();
                 slot.set_evict_on_release(self.default_evict_on_release);
                 slot.set_state(SlotState::Reset);
                 g.free.push(slot.id);
                 g.counters.released_to_reset += 1;
-                (None, true)
+                removed.push(hash);
             }
             SlotState::Primary => {
                 slot.set_state(SlotState::Inactive);
-                g.policy.insert(slot.id, last.hash);
-                (None, false)
+                g.policy.insert(slot.id, hash);
             }
             SlotState::Duplicate => {
                 slot.bump_generation();
                 slot.set_state(SlotState::Reset);
                 g.free.push(slot.id);
                 g.counters.released_to_reset += 1;
-                (slot.dup_of.lock().take(), false)
+                // The primary shares the hash, hence this shard and this lock.
+                let primary = slot.dup_of.lock().take();
+                if let Some(p) = primary {
+                    self.release_locked(g, &p, removed);
+                    // Not the last `Arc` while the slot table lives; if the manager is gone its
+                    // drop only frees memory (a primary holds no `dup_of`).
+                    drop(p);
+                }
             }
-            // Inactive or already recycled: a late release; nothing to do.
-            _ => (None, false),
+            // Not reachable while handles are counted under this lock.
+            _ => {}
         }
     }
 
-    /// The last strong reference of a registered slot went away (called without locks).
-    pub(crate) fn release_one(last: LastRef) {
-        let shared = &*last.slot.shared;
-        let s = shared.shard_of(last.hash);
+    /// Gives back one handle (a dropped `ImmutableBlock`); takes the shard lock.
+    pub(crate) fn release_one(slot: Arc<Slot>) {
+        let shared = &*slot.shared;
+        let s = shared.shard_of(slot.hash());
+        let mut removed = Vec::new();
         let mut g = shared.shards[s].lock();
-        let (primary, removed) = shared.release_locked(&mut g, &last);
+        shared.release_locked(&mut g, &slot, &mut removed);
         shared.sync_available(s, &g);
         drop(g);
-        drop(primary);
-        if removed {
-            shared.hooks.evicted(&[last.hash]);
-        }
+        shared.hooks.evicted(&removed);
+        // `slot` (and its `Arc` count) goes last, after every borrow of it.
     }
 
-    /// Releases many references in order; consecutive last releases in one shard share one
-    /// lock acquisition.
+    /// Gives back many handles in order; consecutive handles of one shard share one lock
+    /// acquisition.
     pub(crate) fn release_batch(&self, refs: impl Iterator<Item = SlotRef>) {
-        let mut primaries = Vec::new();
         let mut removed = Vec::new();
         let mut foreign = Vec::new();
         let mut w = Walker::new(self);
         for r in refs {
-            let Some(last) = r.into_last() else { continue };
-            if !std::ptr::eq(&*last.slot.shared, self) {
+            if !std::ptr::eq(&*r.slot().shared, self) {
                 // Not ours (a caller mixed managers): released through its own store once our
                 // lock is gone (lock order rule 1 holds across managers too).
-                foreign.push(last);
+                foreign.push(r);
                 continue;
             }
-            let g = w.shard(self.shard_of(last.hash));
-            let (primary, gone) = self.release_locked(g, &last);
-            if let Some(p) = primary {
-                primaries.push(p);
-            }
-            if gone {
-                removed.push(last.hash);
-            }
+            let slot = r.into_slot();
+            let g = w.shard(self.shard_of(slot.hash()));
+            self.release_locked(g, &slot, &mut removed);
+            // Dropping the `Arc` under the lock is fine: the manager calling us keeps the slot
+            // table, hence every slot, alive.
+            drop(slot);
         }
         w.finish();
         drop(w);
-        drop(primaries);
-        foreign.into_iter().for_each(Shared::release_one);
+        drop(foreign);
         self.hooks.evicted(&removed);
     }
 
