@@ -462,7 +462,12 @@ fn pinned_block_keeps_the_block_active() {
         (pin.block_id(), pin.sequence_hash(), pin.tier()),
         (b.block_id(), h(1), "g1")
     );
+    assert_eq!(pin.manager_id(), m.id());
+    assert_eq!(b.manager_id(), m.id());
+    assert_eq!((pin.use_count(), b.use_count()), (2, 2));
+    assert_ne!(m.id(), fifo(1, ALLOW).id(), "manager ids are unique");
     drop(b);
+    assert_eq!(pin.use_count(), 1);
     let s = assert_consistent(&m);
     assert_eq!((s.inactive_pool_size, s.inflight_immutable), (0, 1));
     assert!(

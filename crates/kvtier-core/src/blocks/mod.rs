@@ -274,6 +274,11 @@ impl<T: Tier> ImmutableBlock<T> {
         self.r.slot().hash()
     }
 
+    /// The id of the manager that owns the block ([`BlockManager::id`](crate::BlockManager::id)).
+    pub fn manager_id(&self) -> u64 {
+        self.r.slot().shared.manager_id
+    }
+
     /// Whether this block is a duplicate of another slot's primary (`DuplicationPolicy::Allow`).
     pub fn is_duplicate(&self) -> bool {
         self.r.slot().state() == SlotState::Duplicate
@@ -391,6 +396,17 @@ impl PinnedBlock {
     /// The tier name ([`Tier::NAME`]) of its manager.
     pub fn tier(&self) -> &'static str {
         self.tier
+    }
+
+    /// The id of its manager ([`BlockManager::id`](crate::BlockManager::id)): with
+    /// [`block_id`](Self::block_id) it addresses the block across managers.
+    pub fn manager_id(&self) -> u64 {
+        self.r.slot().shared.manager_id
+    }
+
+    /// Strong references to the block (clones, pins, duplicates pointing at it).
+    pub fn use_count(&self) -> usize {
+        self.r.slot().handles.load(Ordering::Relaxed) as usize
     }
 }
 

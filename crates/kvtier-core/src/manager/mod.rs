@@ -51,18 +51,14 @@ pub(crate) struct Inner {
     shared: Arc<Shared>,
     slots: Box<[Arc<Slot>]>,
     block_size: usize,
-    id: u64,
 }
 
 impl Inner {
     pub(crate) fn new(shared: Arc<Shared>, slots: Box<[Arc<Slot>]>, block_size: usize) -> Self {
-        use crate::sync::{AtomicU64, Ordering};
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             shared,
             slots,
             block_size,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -110,7 +106,7 @@ impl<T: Tier> std::fmt::Debug for BlockManager<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockManager")
             .field("tier", &T::NAME)
-            .field("id", &self.inner.id)
+            .field("id", &self.id())
             .field("total_blocks", &self.total_blocks())
             .field("block_size", &self.inner.block_size)
             .field("policy", &self.inner.shared.policy_name)
@@ -134,7 +130,7 @@ impl<T: Tier> BlockManager<T> {
 
     /// Process-unique id of this manager (never 0).
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.shared.manager_id
     }
 
     /// Slots in the manager (constant).

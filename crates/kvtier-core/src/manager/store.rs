@@ -141,6 +141,8 @@ impl PaddedShard {
 
 /// Everything release paths need, shared by the manager and every slot.
 pub(crate) struct Shared {
+    /// Process-unique id of the manager (never 0).
+    pub(crate) manager_id: u64,
     shards: Box<[PaddedShard]>,
     shard_mask: usize,
     pub(crate) total_blocks: usize,
@@ -234,7 +236,9 @@ impl Shared {
                 free: AtomicUsize::new(0),
             })
             .collect();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
+            manager_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shards: shard_vec.into_boxed_slice(),
             shard_mask: shard_count - 1,
             total_blocks,
