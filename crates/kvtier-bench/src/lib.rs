@@ -4,7 +4,7 @@
 //!   identical to the kvbm-logical anchor harness's so figures compare with its README.
 //! - [`BlockManagerOps`] / [`ManagerFactory`]: the seam a system under test plugs into;
 //!   [`KvtierFactory`] (every backend: [`kvtier_backends`]) and, with the `kvbm` feature,
-//!   [`KvbmFactory`] implement it.
+//!   `KvbmFactory` implement it.
 //! - [`AllocRegister`], [`MatchPrefix`], [`churn_run`]: the workloads, one repetition per call,
 //!   so drivers can interleave systems rep by rep.
 //! - [`Stat`]: median / min / max of repetitions.
