@@ -21,6 +21,63 @@
 //! - `len` equals inserted minus removed minus evicted.
 //! - `remove` of an id that is not present returns `false` and changes nothing.
 //! - No method panics on any sequence of calls that respects the first invariant.
+//!
+//! # Example: a policy of your own
+//!
+//! Most-recently-released first (a stack), plugged into a manager:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kvtier_core::{
+//!     BlockId, BlockManager, EvictionPolicy, G2, PolicyContext, PolicyFactory, SequenceHash,
+//! };
+//!
+//! #[derive(Default)]
+//! struct Stack(Vec<BlockId>);
+//!
+//! impl EvictionPolicy for Stack {
+//!     fn insert(&mut self, block: BlockId, _hash: SequenceHash) {
+//!         self.0.push(block);
+//!     }
+//!     fn remove(&mut self, block: BlockId) -> bool {
+//!         let before = self.0.len();
+//!         self.0.retain(|&b| b != block);
+//!         self.0.len() != before
+//!     }
+//!     fn evict(&mut self) -> Option<BlockId> {
+//!         self.0.pop()
+//!     }
+//!     fn len(&self) -> usize {
+//!         self.0.len()
+//!     }
+//! }
+//!
+//! struct StackFactory;
+//! impl PolicyFactory for StackFactory {
+//!     fn name(&self) -> &str {
+//!         "stack"
+//!     }
+//!     fn build(&self, _ctx: PolicyContext) -> Box<dyn EvictionPolicy> {
+//!         Box::new(Stack::default())
+//!     }
+//! }
+//!
+//! let manager = BlockManager::<G2>::builder()
+//!     .with_block_count(2)
+//!     .with_shards(1)
+//!     .with_policy(Arc::new(StackFactory))
+//!     .build()?;
+//! let (a, b) = (SequenceHash::root(1), SequenceHash::root(2));
+//! for h in [a, b] {
+//!     let block = manager.allocate_blocks(1)?.pop().unwrap();
+//!     let staged = block.stage(h, manager.block_size()).map_err(|e| e.to_string())?;
+//!     drop(manager.register_block(staged).map_err(|e| e.to_string())?);
+//! }
+//! let (_, evicted) = manager.allocate_blocks_with_evictions(1)?;
+//! assert_eq!(evicted, vec![b]); // the most recently released goes first
+//! assert_eq!(manager.policy_name(), "stack");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod fifo;
 mod freqlease;
