@@ -13,8 +13,9 @@ use crate::sync::Arc;
 /// Largest block size (tokens per block) a manager accepts (the hashing layer's limit).
 pub const MAX_BLOCK_SIZE: usize = crate::BlockHasher::MAX_BLOCK_SIZE;
 
-/// Largest shard count a manager accepts (shards are chosen by the 8-bit run tag).
-pub const MAX_SHARDS: usize = 256;
+/// Largest shard count a manager accepts (shards are chosen by the 8-bit run tag, and an
+/// allocation tracks which shards it has tried in a 128-bit mask).
+pub const MAX_SHARDS: usize = 128;
 
 /// Why a manager could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -67,9 +67,9 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A uniformly chosen index of a non-zero entry of `avail` (`None` if all are zero).
-fn pick_nonempty(avail: &[usize]) -> Option<usize> {
-    let r = RNG.with(|c| {
+/// The calling thread's next pseudo-random number (xorshift, seeded from the home shard).
+fn next_random() -> u64 {
+    RNG.with(|c| {
         let mut x = c.get();
         if x == 0 {
             x = (home_hint() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -79,10 +79,16 @@ fn pick_nonempty(avail: &[usize]) -> Option<usize> {
         x ^= x << 17;
         c.set(x);
         x
-    });
-    let n = avail.len();
-    let start = (r % n as u64) as usize;
-    (0..n).map(|k| (start + k) % n).find(|&i| avail[i] > 0)
+    })
+}
+
+/// A uniformly chosen index in `0..n` (`n <= 128`) whose bit in `skip` is clear (`None` if
+/// every one is set).
+fn pick_shard(n: usize, skip: u128) -> Option<usize> {
+    let start = (next_random() % n as u64) as usize;
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| skip & (1u128 << i) == 0)
 }
 
 fn home_hint() -> usize {
@@ -111,9 +117,14 @@ pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
     /// `free.len() + policy.len()`, mirrored for lock-free availability reads.
     available: AtomicUsize,
-    /// `free.len()`, mirrored likewise.
-    free: AtomicUsize,
 }
+
+/// `free.len()` of one shard, mirrored on a cache line of its own and written only when it
+/// changes: allocators read every shard's mirror, and in steady state (no free slots anywhere)
+/// those lines are never written, so the reads stay in every core's cache.
+#[repr(align(128))]
+#[derive(Default)]
+struct FreeMirror(AtomicUsize);
 
 impl PaddedShard {
     /// Locks the shard. Critical sections are a few hundred nanoseconds at most, so a waiter
@@ -144,6 +155,7 @@ pub(crate) struct Shared {
     /// Process-unique id of the manager (never 0).
     pub(crate) manager_id: u64,
     shards: Box<[PaddedShard]>,
+    free_mirrors: Box<[FreeMirror]>,
     shard_mask: usize,
     pub(crate) total_blocks: usize,
     pub(crate) duplication: DuplicationPolicy,
@@ -233,13 +245,13 @@ impl Shared {
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
-                free: AtomicUsize::new(0),
             })
             .collect();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
             manager_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shards: shard_vec.into_boxed_slice(),
+            free_mirrors: (0..shard_count).map(|_| FreeMirror::default()).collect(),
             shard_mask: shard_count - 1,
             total_blocks,
             duplication,
@@ -289,7 +301,10 @@ impl Shared {
         shard
             .available
             .store(g.free.len() + g.policy.len(), Ordering::Relaxed);
-        shard.free.store(g.free.len(), Ordering::Relaxed);
+        let mirror = &self.free_mirrors[s].0;
+        if mirror.load(Ordering::Relaxed) != g.free.len() {
+            mirror.store(g.free.len(), Ordering::Relaxed);
+        }
     }
 
     /// Free + inactive over all shards (lock-free, approximate while others mutate).
@@ -379,7 +394,7 @@ impl Shared {
             let s = (home + k) & self.shard_mask;
             // Lock only shards that have free slots: in steady state none has, and locking every
             // shard of a busy manager would make concurrent allocators trade cache lines.
-            if self.shards[s].free.load(Ordering::Relaxed) == 0 {
+            if self.free_mirrors[s].0.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let mut g = self.shards[s].lock();
@@ -396,18 +411,21 @@ impl Shared {
         // concurrent allocators rarely pick the same shard). A cached block is never destroyed
         // for an allocation that cannot succeed: before a shard that cannot cover the rest on
         // its own is touched, the total over all shards is checked.
-        let mut avail: Vec<usize> = self
-            .shards
-            .iter()
-            .map(|s| s.available.load(Ordering::Relaxed))
-            .collect();
+        let mut drained: u128 = 0;
         let mut checked = false;
         let mut evicted = Vec::new();
         while out.len() < n {
-            let (Some(a), Some(b)) = (pick_nonempty(&avail), pick_nonempty(&avail)) else {
+            let (Some(a), Some(b)) = (pick_shard(shards, drained), pick_shard(shards, drained))
+            else {
                 break;
             };
-            let s = if avail[a] >= avail[b] { a } else { b };
+            let avail = |i: usize| self.shards[i].available.load(Ordering::Relaxed);
+            let (avail_a, avail_b) = (avail(a), avail(b));
+            let s = if avail_a >= avail_b { a } else { b };
+            if avail_a.max(avail_b) == 0 {
+                drained |= (1u128 << a) | (1u128 << b);
+                continue;
+            }
             let mut g = self.shards[s].lock();
             let need = n - out.len();
             if !checked && g.free.len() + g.policy.len() < need {
@@ -422,7 +440,7 @@ impl Shared {
             let need = n - out.len();
             self.take_victims(&mut g, slots, need, &mut out, &mut evicted);
             self.sync_available(s, &g);
-            avail[s] = 0;
+            drained |= 1u128 << s;
         }
         self.hooks.evicted(&evicted);
         if let Some(e) = evicted_out {
