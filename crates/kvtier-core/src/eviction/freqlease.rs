@@ -74,9 +74,9 @@ const TAILS: usize = 0;
 const LISTS: usize = 5;
 /// Extra lifetime per frequency tier, in units of the shard capacity (released blocks).
 const LEASE_PER_TIER: u64 = 1;
-/// Distinct keys the sketch is sized for, per block of shard capacity: reuse distances run to
-/// a few capacities and a block can hold a lease for up to four, so its key must stay countable
-/// that long.
+/// Default distinct keys the sketch is sized for, per block of shard capacity: reuse distances
+/// run to a few capacities and a block can hold a lease for up to four, so its key must stay
+/// countable that long.
 const SKETCH_KEYS_PER_BLOCK: usize = 8;
 /// Smallest sketch capacity in keys (8 bytes each): 8 KiB per shard.
 const SKETCH_KEYS_MIN: usize = 1 << 10;
@@ -102,13 +102,32 @@ const HAS_CHILD: u32 = 1;
 /// assert_eq!(policy.evict(), Some(BlockId::new(3)));
 /// assert!(policy.is_empty());
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FreqLeaseFactory;
+#[derive(Clone, Copy, Debug)]
+pub struct FreqLeaseFactory {
+    sketch_keys_per_block: usize,
+}
+
+impl Default for FreqLeaseFactory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl FreqLeaseFactory {
     /// A factory with the default settings.
     pub const fn new() -> Self {
-        Self
+        Self {
+            sketch_keys_per_block: SKETCH_KEYS_PER_BLOCK,
+        }
+    }
+
+    /// How many distinct keys the frequency sketch tracks per block of shard capacity (8 bytes
+    /// each; clamped to 2^10..=2^21 keys per shard). Default 8. Halving it halves the sketch and
+    /// its cache misses: on the Mooncake conversation trace 4 replays 1.5x faster at 20,000
+    /// blocks for 0.3 points of hit rate at 5,000 (14.32% vs 14.63%). Values below 1 count as 1.
+    pub const fn with_sketch_keys_per_block(mut self, keys: usize) -> Self {
+        self.sketch_keys_per_block = if keys == 0 { 1 } else { keys };
+        self
     }
 }
 
@@ -120,7 +139,11 @@ impl PolicyFactory for FreqLeaseFactory {
     fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy> {
         let shards = ctx.shards.max(1);
         let per_shard = ctx.total_blocks.div_ceil(shards).max(1);
-        Box::new(FreqLease::new(ctx.total_blocks, per_shard))
+        Box::new(FreqLease::new(
+            ctx.total_blocks,
+            per_shard,
+            self.sketch_keys_per_block,
+        ))
     }
 }
 
@@ -150,10 +173,10 @@ fn link_key(position: u32, fragment: u32) -> u64 {
 
 impl FreqLease {
     /// A policy for ids in `0..total_blocks`, sized for a shard of `capacity` blocks.
-    pub(crate) fn new(total_blocks: usize, capacity: usize) -> Self {
+    pub(crate) fn new(total_blocks: usize, capacity: usize, keys_per_block: usize) -> Self {
         let capacity = capacity.max(1);
         let sketch_keys = capacity
-            .saturating_mul(SKETCH_KEYS_PER_BLOCK)
+            .saturating_mul(keys_per_block)
             .clamp(SKETCH_KEYS_MIN, SKETCH_KEYS_MAX);
         let parents = capacity.saturating_mul(4).max(1024).next_power_of_two();
         Self {
@@ -280,7 +303,7 @@ mod tests {
 
     #[test]
     fn empty_pool_evicts_nothing() {
-        let mut p = FreqLease::new(8, 8);
+        let mut p = FreqLease::new(8, 8, SKETCH_KEYS_PER_BLOCK);
         assert_eq!(p.evict(), None);
         assert!(p.is_empty());
         assert!(!p.remove(BlockId::new(3)));
@@ -289,7 +312,7 @@ mod tests {
 
     #[test]
     fn chain_tail_goes_first() {
-        let mut p = FreqLease::new(16, 16);
+        let mut p = FreqLease::new(16, 16, SKETCH_KEYS_PER_BLOCK);
         let c = chain(7, 4);
         for h in &c {
             p.on_access(*h, AccessKind::Register);
@@ -298,7 +321,7 @@ mod tests {
             p.insert(BlockId::new(i as u32), *h);
         }
         // Root-first release would make the tail the youngest block; it still goes first.
-        let mut q = FreqLease::new(16, 16);
+        let mut q = FreqLease::new(16, 16, SKETCH_KEYS_PER_BLOCK);
         for h in &c {
             q.on_access(*h, AccessKind::Register);
         }
@@ -311,7 +334,7 @@ mod tests {
 
     #[test]
     fn frequent_block_outlives_recent_once_seen_blocks() {
-        let mut p = FreqLease::new(64, 4);
+        let mut p = FreqLease::new(64, 4, SKETCH_KEYS_PER_BLOCK);
         let hot = chain(1, 2);
         for _ in 0..4 {
             for h in &hot {
@@ -349,11 +372,28 @@ mod tests {
     #[test]
     fn sketch_is_sized_for_the_shard() {
         // 64 blocks per shard: the floor of 2^10 keys, 8 KiB.
-        assert_eq!(FreqLease::new(1 << 20, 64).sketch.memory_bytes(), 8 << 10);
+        assert_eq!(
+            FreqLease::new(1 << 20, 64, SKETCH_KEYS_PER_BLOCK)
+                .sketch
+                .memory_bytes(),
+            8 << 10
+        );
         // 5,000 blocks: 40,000 keys, rounded up to 2^16.
-        assert_eq!(FreqLease::new(5_000, 5_000).sketch.capacity(), 1 << 16);
+        assert_eq!(
+            FreqLease::new(5_000, 5_000, SKETCH_KEYS_PER_BLOCK)
+                .sketch
+                .capacity(),
+            1 << 16
+        );
         // Large shards (2^19 blocks would want 2^22 keys) stop at 2^21 keys, 16 MiB.
-        assert_eq!(FreqLease::new(16, 1 << 19).sketch.memory_bytes(), 16 << 20);
+        assert_eq!(
+            FreqLease::new(16, 1 << 19, SKETCH_KEYS_PER_BLOCK)
+                .sketch
+                .memory_bytes(),
+            16 << 20
+        );
+        // Fewer keys per block: a smaller sketch.
+        assert_eq!(FreqLease::new(5_000, 5_000, 4).sketch.capacity(), 1 << 15);
     }
 
     #[derive(Clone, Debug)]
@@ -382,7 +422,7 @@ mod tests {
         /// removing an absent id is a no-op; draining empties the pool.
         #[test]
         fn matches_set_model(ops in proptest::collection::vec(op(), 0..400)) {
-            let mut p = FreqLease::new(32, 8);
+            let mut p = FreqLease::new(32, 8, SKETCH_KEYS_PER_BLOCK);
             let mut model = BTreeSet::new();
             for o in ops {
                 match o {
