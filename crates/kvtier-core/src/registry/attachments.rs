@@ -129,6 +129,25 @@ fn mode_of(e: &Entry, ty: TypeId) -> Option<AttachMode> {
     })
 }
 
+/// Hands `value` back in an error when values of its type are attached to `e` in the mode that
+/// conflicts with `wanted`.
+fn check_mode<V: 'static>(
+    e: &Entry,
+    hash: SequenceHash,
+    wanted: AttachMode,
+    value: V,
+) -> Result<V, AttachmentError<V>> {
+    match mode_of(e, TypeId::of::<V>()) {
+        Some(attached) if attached != wanted => Err(AttachmentError::ModeMismatch {
+            hash,
+            type_name: std::any::type_name::<V>(),
+            attached,
+            value,
+        }),
+        _ => Ok(value),
+    }
+}
+
 fn downcast<V: Any + Send + Sync>(a: Arc<dyn Any + Send + Sync>) -> Option<Arc<V>> {
     // Values are filed under their own TypeId, so this always succeeds.
     a.downcast::<V>().ok()
@@ -163,15 +182,8 @@ impl Registry {
         let ty = TypeId::of::<V>();
         let mut shard = self.inner.shard(hash).write();
         let entry = shard.map.entry(hash).or_insert(Entry::EMPTY);
-        if mode_of(entry, ty) == Some(AttachMode::Multiple) {
-            return Err(AttachmentError::ModeMismatch {
-                hash,
-                type_name: std::any::type_name::<V>(),
-                attached: AttachMode::Multiple,
-                value,
-            });
-        }
-        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        let value: Arc<dyn Any + Send + Sync> =
+            Arc::new(check_mode(entry, hash, AttachMode::Unique, value)?);
         let list = &mut entry.extra_mut().attachments;
         let old = match list.iter_mut().find(|a| a.ty == ty) {
             Some(a) => Some(std::mem::replace(&mut a.value, value)),
@@ -215,14 +227,7 @@ impl Registry {
         let ty = TypeId::of::<V>();
         let mut shard = self.inner.shard(hash).write();
         let entry = shard.map.entry(hash).or_insert(Entry::EMPTY);
-        if mode_of(entry, ty) == Some(AttachMode::Unique) {
-            return Err(AttachmentError::ModeMismatch {
-                hash,
-                type_name: std::any::type_name::<V>(),
-                attached: AttachMode::Unique,
-                value,
-            });
-        }
+        let value = check_mode(entry, hash, AttachMode::Multiple, value)?;
         entry.extra_mut().attachments.push(Attached {
             ty,
             unique: false,
