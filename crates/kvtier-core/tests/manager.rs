@@ -870,3 +870,77 @@ fn digest_collisions_never_return_the_wrong_block() {
     assert!(m.contains(b) && !m.contains(a));
     assert_eq!(m.match_blocks(&[b])[0].block_id(), held_b[0].block_id());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A user policy that breaks its contract
+// ---------------------------------------------------------------------------------------------
+
+/// Answers `evict` with a scripted list of ids (out of range, active, free...) before falling
+/// back to the oldest block it was really given.
+struct Liar {
+    script: Vec<u32>,
+    real: std::collections::VecDeque<kvtier_core::BlockId>,
+}
+
+impl kvtier_core::EvictionPolicy for Liar {
+    fn insert(&mut self, block: kvtier_core::BlockId, _hash: SequenceHash) {
+        self.real.push_back(block);
+    }
+    fn remove(&mut self, block: kvtier_core::BlockId) -> bool {
+        let before = self.real.len();
+        self.real.retain(|&b| b != block);
+        before != self.real.len()
+    }
+    fn evict(&mut self) -> Option<kvtier_core::BlockId> {
+        match self.script.pop() {
+            Some(id) => Some(kvtier_core::BlockId::new(id)),
+            None => self.real.pop_front(),
+        }
+    }
+    fn len(&self) -> usize {
+        self.real.len()
+    }
+}
+
+struct LiarFactory(Vec<u32>);
+
+impl kvtier_core::PolicyFactory for LiarFactory {
+    fn name(&self) -> &str {
+        "liar"
+    }
+    fn build(&self, _: kvtier_core::PolicyContext) -> Box<dyn kvtier_core::EvictionPolicy> {
+        Box::new(Liar {
+            script: self.0.clone(),
+            real: Default::default(),
+        })
+    }
+}
+
+#[test]
+fn a_lying_policy_cannot_corrupt_the_pools() {
+    // Slot 0 will be held (active), slot 1 inactive; the policy first names an out-of-range id,
+    // then the active block, then a slot it was never given twice.
+    let m = BlockManager::<G1>::builder()
+        .with_block_count(3)
+        .with_shards(1)
+        .with_policy(Arc::new(LiarFactory(vec![2, 2, 0, 999])))
+        .build()
+        .unwrap();
+    let held = register(&m, &[h(1)]);
+    assert_eq!(held[0].block_id().raw(), 0);
+    drop(register(&m, &[h(2)])); // slot 1, inactive
+    let free = m.allocate_blocks(1).unwrap(); // slot 2, the last free one
+    let (got, evicted) = m.allocate_blocks_with_evictions(1).unwrap();
+    assert_eq!(
+        evicted,
+        vec![h(2)],
+        "only the real inactive block is evicted"
+    );
+    assert_eq!(got[0].block_id().raw(), 1);
+    assert!(m.contains(h(1)), "the active block survives");
+    let metrics = m.metrics();
+    assert_eq!(metrics.policy_violations, 4);
+    drop((got, free, held));
+    assert_consistent(&m);
+    assert_eq!(m.available_blocks(), 3);
+}

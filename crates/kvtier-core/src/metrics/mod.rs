@@ -30,6 +30,7 @@ pub(crate) struct ShardCounters {
     pub(crate) dedups: u64,
     pub(crate) resurrections: u64,
     pub(crate) released_to_reset: u64,
+    pub(crate) policy_violations: u64,
     /// Slots that became Mutable/Staged here minus those that left that state here.
     pub(crate) mutable_delta: i64,
 }
@@ -58,6 +59,9 @@ pub struct MetricsSnapshot {
     pub resurrections: u64,
     /// Blocks whose last reference returned their slot straight to the reset pool.
     pub released_to_reset: u64,
+    /// Victims an eviction policy returned that were not inactive blocks of its shard (a
+    /// policy breaking its contract); they were ignored.
+    pub policy_violations: u64,
     /// `stage` calls.
     pub stagings: u64,
     /// Hashes passed to `match_blocks`.
@@ -101,6 +105,7 @@ impl MetricsSnapshot {
             m.dedups += c.dedups;
             m.resurrections += c.resurrections;
             m.released_to_reset += c.released_to_reset;
+            m.policy_violations += c.policy_violations;
             mutable += c.mutable_delta;
         }
         for st in shared.stripes.iter() {
@@ -137,7 +142,7 @@ impl fmt::Debug for ManagerCollector {
 impl Collector for ManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let m = MetricsSnapshot::collect(&self.shared);
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "kvtier_allocations",
                 "Slots handed out by allocate_blocks.",
@@ -194,6 +199,11 @@ impl Collector for ManagerCollector {
                 "kvtier_scan_blocks_returned",
                 "Blocks returned by scan_matches.",
                 m.scan_blocks_returned,
+            ),
+            (
+                "kvtier_policy_violations",
+                "Eviction victims ignored because they were not inactive blocks.",
+                m.policy_violations,
             ),
             (
                 "kvtier_released_to_reset",

@@ -90,9 +90,27 @@ impl Shared {
         slots: &[Arc<Slot>],
         to: SlotState,
     ) -> Option<(BlockId, SequenceHash)> {
-        let id = g.policy.evict()?;
-        let slot = &slots[id.index()];
-        let h = slot.hash();
+        // A user policy may break its contract; a victim is only taken when it really is an
+        // inactive block of this shard. After this many bad answers in a row, give up.
+        const MAX_BAD_VICTIMS: usize = 64;
+        let mut bad = 0;
+        let (id, slot, h) = loop {
+            let id = g.policy.evict()?;
+            match slots.get(id.index()) {
+                Some(slot)
+                    if slot.state() == SlotState::Inactive && g.index.holds(slot.hash(), id) =>
+                {
+                    break (id, slot, slot.hash());
+                }
+                _ => {
+                    g.counters.policy_violations += 1;
+                    bad += 1;
+                    if bad == MAX_BAD_VICTIMS {
+                        return None;
+                    }
+                }
+            }
+        };
         g.index.remove(h, id);
         slot.bump_generation();
         slot.set_evict_on_release(self.default_evict_on_release);
