@@ -27,8 +27,13 @@
 //!    next).
 //! 2. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
-//! 3. No strong reference is dropped while a shard lock is held (a drop may need a shard lock),
-//!    and no observer or other user code runs under a lock.
+//! 3. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
+//!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
+//!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
+//!    frequency tracker or other user code runs under a lock; eviction policies (trusted to keep
+//!    their contract, but checked: a wrong victim is ignored) run under their shard's lock.
+//! 4. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
+//!    (see `slot.rs`).
 //!
 //! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
 //! never contend between threads; a snapshot that locks every shard in turn is exact when the
