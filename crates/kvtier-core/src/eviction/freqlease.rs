@@ -270,7 +270,7 @@ impl EvictionPolicy for FreqLease {
     }
 
     fn on_access(&mut self, hash: SequenceHash, kind: AccessKind) {
-        self.sketch.increment(hash.mix64());
+        self.sketch.increment_mut(hash.mix64());
         let pos = hash.position();
         if pos > 0 {
             let parent = link_key(pos - 1, hash.parent_fragment());
