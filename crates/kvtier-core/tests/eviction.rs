@@ -440,7 +440,14 @@ fn lineage_fragment_collisions_do_not_panic_or_leak() {
 #[test]
 fn multi_lru_frequent_block_outlives_cold_ones() {
     let sketch = Arc::new(FrequencySketch::builder(1024).build().unwrap());
-    let factory = MultiLruFactory::with_default_thresholds(sketch).unwrap();
+    let shared = MultiLruFactory::with_default_thresholds(sketch).unwrap();
+    // The same with per-shard sketches owned by the policy.
+    for factory in [shared, MultiLruFactory::for_capacity(64)] {
+        frequent_block_outlives_cold_ones(&factory);
+    }
+}
+
+fn frequent_block_outlives_cold_ones(factory: &MultiLruFactory) {
     let mut p = factory.build(ctx(64));
     let hot = SequenceHash::root(0xBEEF);
     for _ in 0..10 {

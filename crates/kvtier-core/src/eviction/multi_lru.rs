@@ -1,8 +1,8 @@
 //! The `multi_lru` backend: four LRU levels (cold, warm, hot, very hot) chosen by frequency.
 //!
-//! When a block enters the inactive pool, its hash's recent access count `f` (from a shared
-//! [`FrequencyTracker`], normally a TinyLFU [`FrequencySketch`](crate::FrequencySketch), keyed
-//! by [`SequenceHash::mix64`]) picks its level with thresholds `[t1, t2, t3]`:
+//! When a block enters the inactive pool, its hash's recent access count `f` (from a
+//! [`FrequencyTracker`] — a shared one, or a TinyLFU [`FrequencySketch`] per shard — keyed by
+//! [`SequenceHash::mix64`]) picks its level with thresholds `[t1, t2, t3]`:
 //!
 //! ```text
 //!   f < t1 -> cold    t1 <= f < t2 -> warm    t2 <= f < t3 -> hot    f >= t3 -> very hot
@@ -23,7 +23,7 @@ use crate::sync::Arc;
 
 use super::list::IndexLists;
 use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
-use crate::frequency::FrequencyTracker;
+use crate::frequency::{FrequencySketch, FrequencyTracker};
 use crate::{BlockId, SequenceHash};
 
 /// Number of levels (cold, warm, hot, very hot).
@@ -55,7 +55,8 @@ pub enum EvictionConfigError {
 
 /// Builds `multi_lru` policies: four LRU levels picked by access frequency.
 ///
-/// Name: `"multi_lru"`. Shardable: every shard's instance shares the one tracker.
+/// Name: `"multi_lru"`. Shardable: every shard's instance shares the one tracker given to
+/// [`new`](Self::new), or owns its share of the sketches of [`for_capacity`](Self::for_capacity).
 ///
 /// # Examples
 ///
@@ -81,8 +82,18 @@ pub enum EvictionConfigError {
 /// ```
 #[derive(Clone)]
 pub struct MultiLruFactory {
-    tracker: Arc<dyn FrequencyTracker>,
+    frequency: FrequencySource,
     thresholds: [u32; 3],
+}
+
+/// Where a factory's policies get frequencies from.
+#[derive(Clone)]
+enum FrequencySource {
+    /// One tracker shared by every shard (and possibly by the caller).
+    Shared(Arc<dyn FrequencyTracker>),
+    /// A sketch of this many keys in total, split over the shards, each owned by its shard's
+    /// policy (counted without atomic read-modify-writes).
+    PerShard { keys: usize },
 }
 
 impl std::fmt::Debug for MultiLruFactory {
@@ -113,7 +124,7 @@ impl MultiLruFactory {
             return Err(EvictionConfigError::InvalidThresholds { thresholds, max });
         }
         Ok(Self {
-            tracker,
+            frequency: FrequencySource::Shared(tracker),
             thresholds,
         })
     }
@@ -129,8 +140,9 @@ impl MultiLruFactory {
     }
 
     /// The recommended configuration for a manager of `block_count` blocks: default thresholds
-    /// and a fresh [`FrequencySketch`](crate::FrequencySketch) tracking 64 keys per block (at
-    /// least 2^16, at most 2^21 — kvbm-logical's default size) with the default aging.
+    /// and [`FrequencySketch`](crate::FrequencySketch)es tracking 64 keys per block in total (at
+    /// least 2^16, at most 2^21 — kvbm-logical's default size) with the default aging, one per
+    /// shard, owned by that shard's policy so it counts without atomic read-modify-writes.
     ///
     /// A sketch sized to the cache alone ages so fast on traces whose reuse distances exceed the
     /// cache that every block looks cold and the policy degenerates to LRU.
@@ -144,12 +156,13 @@ impl MultiLruFactory {
     /// assert_eq!(f.name(), "multi_lru");
     /// ```
     pub fn for_capacity(block_count: usize) -> Self {
-        let keys = block_count.saturating_mul(64).clamp(1 << 16, 1 << 21);
-        let sketch = crate::FrequencySketch::builder(keys)
-            .build()
-            .expect("2^16..=2^21 keys is within the sketch's bounds");
-        Self::with_default_thresholds(Arc::new(sketch))
-            .expect("a 4-bit sketch reaches the default thresholds")
+        Self {
+            frequency: FrequencySource::PerShard {
+                keys: block_count.saturating_mul(64).clamp(1 << 16, 1 << 21),
+            },
+            // Within a 4-bit sketch's range (max 15).
+            thresholds: Self::DEFAULT_THRESHOLDS,
+        }
     }
 
     /// The level thresholds `[t1, t2, t3]`.
@@ -164,9 +177,20 @@ impl PolicyFactory for MultiLruFactory {
     }
 
     fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy> {
+        let frequency = match &self.frequency {
+            FrequencySource::Shared(t) => Frequency::Shared(Arc::clone(t)),
+            FrequencySource::PerShard { keys } => {
+                let keys = (keys / ctx.shards.max(1)).clamp(1 << 10, crate::MAX_SKETCH_CAPACITY);
+                Frequency::Owned(
+                    FrequencySketch::builder(keys)
+                        .build()
+                        .expect("the key count is clamped into the sketch's bounds"),
+                )
+            }
+        };
         Box::new(MultiLruPolicy {
             levels: IndexLists::new(ctx.total_blocks),
-            tracker: Arc::clone(&self.tracker),
+            frequency,
             thresholds: self.thresholds,
             len: 0,
         })
@@ -177,16 +201,26 @@ impl PolicyFactory for MultiLruFactory {
 pub(crate) struct MultiLruPolicy {
     /// List `k` is level `k` (0 = cold); front = least recently inserted.
     levels: IndexLists<LEVELS>,
-    tracker: Arc<dyn FrequencyTracker>,
+    frequency: Frequency,
     thresholds: [u32; 3],
     len: usize,
+}
+
+/// A policy's frequency source (see [`FrequencySource`]).
+enum Frequency {
+    Shared(Arc<dyn FrequencyTracker>),
+    Owned(FrequencySketch),
 }
 
 impl MultiLruPolicy {
     /// The level a block with `hash` enters at.
     #[inline]
     fn level_of(&self, hash: SequenceHash) -> usize {
-        let f = self.tracker.count(hash.mix64());
+        let key = hash.mix64();
+        let f = match &self.frequency {
+            Frequency::Shared(t) => t.count(key),
+            Frequency::Owned(s) => u32::from(s.estimate(key)),
+        };
         self.thresholds.iter().take_while(|&&t| f >= t).count()
     }
 }
@@ -232,6 +266,9 @@ impl EvictionPolicy for MultiLruPolicy {
     /// Counts the access into the tracker (hits and registrations alike).
     #[inline]
     fn on_access(&mut self, hash: SequenceHash, _kind: AccessKind) {
-        self.tracker.touch(hash.mix64());
+        match &mut self.frequency {
+            Frequency::Shared(t) => t.touch(hash.mix64()),
+            Frequency::Owned(s) => s.increment_mut(hash.mix64()),
+        }
     }
 }
