@@ -398,34 +398,36 @@ mod tests {
         p
     }
 
-    #[test]
-    fn tails_that_never_return_are_evicted_first() {
-        assert!(warmed(200, false).reuse.tails_are_worse());
-        let mut p = learned(4096, false);
-        // A once-seen block with a child, released long ago, outlives a fresh tail.
+    /// With statistics learned by `warmed(.., tails_return)`, releases an old once-seen block
+    /// that has a child (slot 1), then a fresh tail (slot 2), and returns the first victim.
+    fn victim_between_old_block_and_fresh_tail(tails_return: bool) -> Option<BlockId> {
+        let mut p = learned(16, tails_return);
         let old = chain(0x9_0000, 2);
         p.on_access(old[0], AccessKind::Register);
         p.on_access(old[1], AccessKind::Register);
-        p.insert(BlockId::new(4000), old[0]);
+        p.insert(BlockId::new(1), old[0]);
         let tail = chain(0x9_1000, 1)[0];
         p.on_access(tail, AccessKind::Register);
-        p.insert(BlockId::new(4001), tail);
-        assert_eq!(p.evict(), Some(BlockId::new(4001)));
+        p.insert(BlockId::new(2), tail);
+        p.evict()
+    }
+
+    #[test]
+    fn tails_that_never_return_are_evicted_first() {
+        assert!(warmed(200, false).reuse.tails_are_worse());
+        assert_eq!(
+            victim_between_old_block_and_fresh_tail(false),
+            Some(BlockId::new(2))
+        );
     }
 
     #[test]
     fn tails_that_return_like_the_rest_keep_their_recency() {
         assert!(!warmed(200, true).reuse.tails_are_worse());
-        let mut q = learned(4096, true);
-        // Fresh lists, learned statistics: plain recency between a once-seen block and a tail.
-        let old = chain(0x9_0000, 2);
-        q.on_access(old[0], AccessKind::Register);
-        q.on_access(old[1], AccessKind::Register);
-        q.insert(BlockId::new(1), old[0]);
-        let tail = chain(0x9_1000, 1)[0];
-        q.on_access(tail, AccessKind::Register);
-        q.insert(BlockId::new(2), tail);
-        assert_eq!(q.evict(), Some(BlockId::new(1)));
+        assert_eq!(
+            victim_between_old_block_and_fresh_tail(true),
+            Some(BlockId::new(1))
+        );
     }
 
     #[test]
