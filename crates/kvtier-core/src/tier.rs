@@ -16,6 +16,34 @@ pub enum Medium {
 }
 
 impl Medium {
+    /// Every medium, in the order of [`Medium::index`].
+    pub const ALL: [Medium; 4] = [Medium::Gpu, Medium::Cpu, Medium::Disk, Medium::External];
+
+    /// A dense index (0..4) for per-medium arrays: the position in [`Medium::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Medium::Gpu => 0,
+            Medium::Cpu => 1,
+            Medium::Disk => 2,
+            Medium::External => 3,
+        }
+    }
+
+    /// Parses a wire name in any case (`GPU`, `cpu`, `Disk`, `EXTERNAL`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kvtier_core::Medium;
+    /// assert_eq!(Medium::from_name("cpu"), Some(Medium::Cpu));
+    /// assert_eq!(Medium::from_name("tape"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Medium> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// Upper-case wire name (`GPU`, `CPU`, `DISK`, `EXTERNAL`).
     pub const fn as_str(self) -> &'static str {
         match self {
