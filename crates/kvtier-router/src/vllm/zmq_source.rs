@@ -1,0 +1,810 @@
+//! [`VllmSource`]: a tokio task that subscribes to an engine's ZeroMQ KV-event stream, keeps it
+//! gap-free with the engine's replay socket, and sends kvtier [`EventMessage`]s to a channel.
+//!
+//! Owns the sockets, the per-rank sequence tracking and the recovery policy; decoding is
+//! [`crate::decode_vllm_batch`], hashing is [`VllmConverter`], the sequence rules are
+//! `stream.rs`, the replay protocol is `replay.rs`.
+//!
+//! ```text
+//!  engine PUB ──[topic, BE64 seq, msgpack batch]──▶ SUB ─┐
+//!                                                        ├─ per dp rank: SeqTracker + VllmConverter ─▶ mpsc
+//!  engine ROUTER ◀──[ "", BE64 start ]── DEALER (gaps) ──┘
+//! ```
+//!
+//! # Sequence numbers, gaps and replay
+//!
+//! Every vLLM/SGLang data-parallel rank runs its own publisher with its own counter starting at
+//! 0 (and, when bound, its own ports: base port + rank). The source tracks sequence numbers per
+//! rank named in the batch (`data_parallel_rank`, 0 when absent), so one source may also listen
+//! to several ranks that connect to it. For each rank:
+//!
+//! - **in order**: applied;
+//! - **gap** (`seq > last + 1`): counted, then batches `last + 1 ..` are requested from the
+//!   replay endpoint and applied in order, duplicates skipped; if the replay does not cover the
+//!   gap (no replay endpoint, the buffer starts later, nothing comes back in time) the gap is
+//!   *unrepairable*: the instance gets `Cleared { medium: None }` (the router forgets its blocks:
+//!   stale blocks would attract requests the instance can no longer serve cheaply) and the stream
+//!   continues from what arrived;
+//! - **duplicate** (`seq <= last`, after a replay ran ahead of the live stream): dropped;
+//! - **restart** (the live sequence goes back): `Cleared`, and the stream starts over;
+//! - **late join** (the first batch seen has `seq > 0`): with a replay endpoint and
+//!   [`VllmSourceBuilder::with_catch_up_on_join`] (default on), the buffered history is fetched
+//!   first (best effort: blocks whose parents predate the buffer are unplaceable).
+//!
+//! Malformed frames and payloads are counted ([`VllmStats::decode_errors`]) and skipped; they
+//! never stop the task. The SUB socket is re-created when it has been idle for
+//! [`VllmSourceBuilder::with_idle_reconnect`] (the `zeromq` crate does not reconnect a SUB whose
+//! publisher went away); batches lost meanwhile are a gap like any other.
+//!
+//! # Instance ids
+//!
+//! Each rank is a separate kvtier instance: [`vllm_instance_id`]`(name, rank)`, the XXH3-128 of
+//! the source's name and the rank, so a router can compute the id of any rank of any engine
+//! from configuration alone. Event ids of an instance are 1, 2, 3, ... without holes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use kvtier_core::{BlockHasher, HashError, HashScheme};
+use kvtier_events::{EventMessage, InstanceId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use zeromq::{Endpoint, Socket, SocketRecv, SubSocket, ZmqMessage};
+
+use super::convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
+use super::decode::{VllmBatch, decode_vllm_batch};
+use super::replay;
+use super::stats::{Counters, VllmStats};
+use super::stream::{LiveVerdict, SeqTracker};
+
+/// The most data-parallel ranks one source follows; batches naming more ranks are rejected.
+const MAX_RANKS: usize = 1024;
+/// Messages buffered between the socket reader task and the runner.
+const READER_QUEUE: usize = 1024;
+/// Pause before connecting again after a connection error.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// The kvtier instance id of data-parallel rank `dp_rank` of the engine called `name`.
+///
+/// `XXH3-128("kvtier-vllm" || 0x00 || LE64(len(name)) || name || LE64(dp_rank))`. Engines that do
+/// not send a rank are rank 0.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_router::vllm_instance_id;
+///
+/// assert_eq!(vllm_instance_id("engine-a", 0), vllm_instance_id("engine-a", 0));
+/// assert_ne!(vllm_instance_id("engine-a", 0), vllm_instance_id("engine-a", 1));
+/// assert_ne!(vllm_instance_id("engine-a", 0), vllm_instance_id("engine-b", 0));
+/// ```
+pub fn vllm_instance_id(name: &str, dp_rank: i64) -> InstanceId {
+    let mut buf = Vec::with_capacity(12 + 8 + name.len() + 8);
+    buf.extend_from_slice(b"kvtier-vllm\0");
+    buf.extend_from_slice(&(name.len() as u64).to_le_bytes());
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(&dp_rank.to_le_bytes());
+    InstanceId(xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
+/// A [`VllmSource`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VllmSourceError {
+    /// An endpoint is not a `tcp://host:port` address.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The hashing configuration cannot make a [`BlockHasher`].
+    #[error("invalid hashing configuration: {0}")]
+    Hash(#[from] HashError),
+    /// A duration that must be positive is zero.
+    #[error("{what} must be positive")]
+    ZeroDuration {
+        /// Which setting.
+        what: &'static str,
+    },
+}
+
+/// Builds a [`VllmSource`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use kvtier_router::VllmSource;
+///
+/// let source = VllmSource::builder("engine-a", "tcp://10.0.0.5:5557")
+///     .with_replay_endpoint("tcp://10.0.0.5:5558")
+///     .with_topic("kv-events")
+///     .with_model("meta-llama/Llama-3.1-8B")
+///     .with_default_block_size(16)
+///     .with_replay_timeout(Duration::from_secs(1))
+///     .build()?;
+/// assert_eq!(source.endpoint(), "tcp://10.0.0.5:5557");
+///
+/// // Rank 2 of a data-parallel engine: vLLM binds it at the base ports + 2.
+/// let rank2 = VllmSource::builder("engine-a", "tcp://10.0.0.5:5557")
+///     .with_replay_endpoint("tcp://10.0.0.5:5558")
+///     .with_dp_rank_offset(2)
+///     .build()?;
+/// assert_eq!(rank2.endpoint(), "tcp://10.0.0.5:5559");
+/// # Ok::<(), kvtier_router::VllmSourceError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct VllmSourceBuilder {
+    name: String,
+    endpoint: String,
+    replay_endpoint: Option<String>,
+    topic: String,
+    convert: VllmConvertConfig,
+    replay_timeout: Duration,
+    idle_reconnect: Option<Duration>,
+    catch_up_on_join: bool,
+    max_replay_batches: usize,
+    dp_rank_offset: i64,
+}
+
+impl VllmSourceBuilder {
+    /// Sets the engine's replay (ROUTER) endpoint (default none: gaps are unrepairable).
+    pub fn with_replay_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.replay_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the topic prefix subscribed to (default `""`: every topic; vLLM's default topic is
+    /// empty too).
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// Replaces the whole hashing configuration (default [`VllmConvertConfig::default`]).
+    pub fn with_convert_config(mut self, config: VllmConvertConfig) -> Self {
+        self.convert = config;
+        self
+    }
+
+    /// Sets the kvtier hash scheme (default [`HashScheme::Kvtier`]).
+    pub fn with_hash_scheme(mut self, scheme: HashScheme) -> Self {
+        self.convert.scheme = scheme;
+        self
+    }
+
+    /// Sets the block size used when an event says 0 (default 16).
+    pub fn with_default_block_size(mut self, block_size: usize) -> Self {
+        self.convert.default_block_size = block_size;
+        self
+    }
+
+    /// Sets the model name bound into every hash (default none). Blocks stored under a LoRA
+    /// adapter also bind its name (`lora_name`; engines that send only `lora_id` bind
+    /// `"lora-id:<id>"`).
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.convert.model = Some(model.into());
+        self
+    }
+
+    /// Sets which KV-cache groups of hybrid models are indexed (default
+    /// [`VllmGroupFilter::FullAttention`]).
+    pub fn with_group_filter(mut self, groups: VllmGroupFilter) -> Self {
+        self.convert.groups = groups;
+        self
+    }
+
+    /// Sets how long one replay request may take (default 2 s).
+    pub fn with_replay_timeout(mut self, timeout: Duration) -> Self {
+        self.replay_timeout = timeout;
+        self
+    }
+
+    /// Sets after how long without a batch the SUB socket is re-created (default 30 s; `None`:
+    /// never).
+    pub fn with_idle_reconnect(mut self, idle: Option<Duration>) -> Self {
+        self.idle_reconnect = idle;
+        self
+    }
+
+    /// Sets whether a first batch with `seq > 0` triggers a replay of the buffered history
+    /// (default true; needs a replay endpoint).
+    pub fn with_catch_up_on_join(mut self, catch_up: bool) -> Self {
+        self.catch_up_on_join = catch_up;
+        self
+    }
+
+    /// Sets the most batches one replay may bring (default 100 000; vLLM buffers 10 000).
+    pub fn with_max_replay_batches(mut self, max: usize) -> Self {
+        self.max_replay_batches = max;
+        self
+    }
+
+    /// Adds `rank` to the ports of both endpoints, as vLLM and SGLang do for data-parallel rank
+    /// `rank` (default 0).
+    pub fn with_dp_rank_offset(mut self, rank: i64) -> Self {
+        self.dp_rank_offset = rank;
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`VllmSourceError::InvalidEndpoint`] for an endpoint that is not `tcp://host:port` (or
+    /// whose port overflows with the rank offset), [`VllmSourceError::Hash`] if the default
+    /// block size or the model name cannot make a hasher, [`VllmSourceError::ZeroDuration`]
+    /// for a zero replay timeout or idle period.
+    pub fn build(self) -> Result<VllmSource, VllmSourceError> {
+        let endpoint = checked_endpoint(&self.endpoint, self.dp_rank_offset)?;
+        let replay_endpoint = self
+            .replay_endpoint
+            .as_deref()
+            .map(|e| checked_endpoint(e, self.dp_rank_offset))
+            .transpose()?;
+        BlockHasher::new(
+            self.convert.default_block_size,
+            self.convert.scheme,
+            self.convert.extra_keys(None),
+        )?;
+        if self.replay_timeout.is_zero() {
+            return Err(VllmSourceError::ZeroDuration {
+                what: "replay timeout",
+            });
+        }
+        if self.idle_reconnect.is_some_and(|d| d.is_zero()) {
+            return Err(VllmSourceError::ZeroDuration {
+                what: "idle reconnect period",
+            });
+        }
+        Ok(VllmSource {
+            config: Arc::new(SourceConfig {
+                name: self.name,
+                endpoint,
+                replay_endpoint,
+                topic: self.topic,
+                convert: self.convert,
+                replay_timeout: self.replay_timeout,
+                idle_reconnect: self.idle_reconnect,
+                catch_up_on_join: self.catch_up_on_join,
+                max_replay_batches: self.max_replay_batches.max(1),
+            }),
+        })
+    }
+}
+
+/// Parses `endpoint` as `tcp://host:port` and adds `offset` to its port.
+fn checked_endpoint(endpoint: &str, offset: i64) -> Result<String, VllmSourceError> {
+    let invalid = |reason: &str| VllmSourceError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match endpoint.parse::<Endpoint>() {
+        Ok(Endpoint::Tcp(host, port)) => {
+            if offset == 0 {
+                return Ok(endpoint.to_owned());
+            }
+            let port = i64::from(port)
+                .checked_add(offset)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| invalid("port out of range after the rank offset"))?;
+            Ok(Endpoint::Tcp(host, port).to_string())
+        }
+        Ok(_) => Err(invalid("only tcp:// endpoints are supported")),
+        Err(e) => Err(invalid(&e.to_string())),
+    }
+}
+
+#[derive(Debug)]
+struct SourceConfig {
+    name: String,
+    endpoint: String,
+    replay_endpoint: Option<String>,
+    topic: String,
+    convert: VllmConvertConfig,
+    replay_timeout: Duration,
+    idle_reconnect: Option<Duration>,
+    catch_up_on_join: bool,
+    max_replay_batches: usize,
+}
+
+/// A configured subscription to one engine's KV-event stream (see the module docs).
+#[derive(Clone, Debug)]
+pub struct VllmSource {
+    config: Arc<SourceConfig>,
+}
+
+impl VllmSource {
+    /// Starts building a source called `name` (the basis of its instance ids) that subscribes
+    /// to the engine's PUB `endpoint` (`tcp://host:port`).
+    pub fn builder(name: impl Into<String>, endpoint: impl Into<String>) -> VllmSourceBuilder {
+        VllmSourceBuilder {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            replay_endpoint: None,
+            topic: String::new(),
+            convert: VllmConvertConfig::default(),
+            replay_timeout: Duration::from_secs(2),
+            idle_reconnect: Some(Duration::from_secs(30)),
+            catch_up_on_join: true,
+            max_replay_batches: 100_000,
+            dp_rank_offset: 0,
+        }
+    }
+
+    /// The PUB endpoint subscribed to (after the rank offset).
+    pub fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    /// The replay endpoint, if any (after the rank offset).
+    pub fn replay_endpoint(&self) -> Option<&str> {
+        self.config.replay_endpoint.as_deref()
+    }
+
+    /// The instance id the events of `dp_rank` are attributed to.
+    pub fn instance_id(&self, dp_rank: i64) -> InstanceId {
+        vllm_instance_id(&self.config.name, dp_rank)
+    }
+
+    /// The hashing configuration (what a router needs to hash its queries the same way).
+    pub fn convert_config(&self) -> &VllmConvertConfig {
+        &self.config.convert
+    }
+
+    /// Starts the source on the current tokio runtime; it sends its messages to `out` until
+    /// [`VllmSourceHandle::shutdown`] is called, the handle is dropped, or `out` is closed.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn(self, out: mpsc::Sender<EventMessage>) -> VllmSourceHandle {
+        self.start(out, None)
+    }
+
+    /// Like [`VllmSource::spawn`], and also stops when `shutdown` completes.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn_with_shutdown<F>(
+        self,
+        out: mpsc::Sender<EventMessage>,
+        shutdown: F,
+    ) -> VllmSourceHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.start(out, Some(Box::pin(shutdown)))
+    }
+
+    fn start(
+        self,
+        out: mpsc::Sender<EventMessage>,
+        external: Option<BoxFuture>,
+    ) -> VllmSourceHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let runner = Runner {
+            config: self.config,
+            counters: counters.clone(),
+            out,
+            stop: Stop {
+                rx: stop_rx,
+                external,
+                fired: false,
+            },
+            streams: HashMap::new(),
+            pending: Vec::new(),
+        };
+        VllmSourceHandle {
+            counters,
+            stop: stop_tx,
+            task: tokio::spawn(runner.run()),
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The task's stop signal: the handle's flag (or its drop), or the caller's future.
+struct Stop {
+    rx: watch::Receiver<bool>,
+    external: Option<BoxFuture>,
+    /// Set once either fired; the external future is never polled again after it completed.
+    fired: bool,
+}
+
+impl Stop {
+    /// Completes when the task must stop. Cancel-safe: a dropped wait loses nothing.
+    async fn fired(&mut self) {
+        if self.fired {
+            return;
+        }
+        let Self {
+            rx,
+            external,
+            fired,
+        } = self;
+        match external {
+            Some(external) => {
+                tokio::select! {
+                    _ = rx.wait_for(|stop| *stop) => {}
+                    () = external.as_mut() => {}
+                }
+            }
+            None => {
+                // An error means the handle was dropped: stop as well.
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        }
+        *fired = true;
+    }
+}
+
+/// A running [`VllmSource`]. Dropping it stops the task.
+#[derive(Debug)]
+pub struct VllmSourceHandle {
+    counters: Arc<Counters>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl VllmSourceHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> VllmStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether the task has ended (shutdown, or the consumer closed the channel).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Signals the task to stop and waits until it has; returns the final counters.
+    pub async fn shutdown(self) -> VllmStats {
+        let _ = self.stop.send(true);
+        // The task has no panicking path of its own; a JoinError would only mean the runtime
+        // is shutting down, and the counters are still right.
+        let _ = self.task.await;
+        self.counters.snapshot()
+    }
+}
+
+/// One data-parallel rank's stream.
+struct RankStream {
+    tracker: SeqTracker,
+    converter: VllmConverter,
+}
+
+/// Whether the task goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+struct Runner {
+    config: Arc<SourceConfig>,
+    counters: Arc<Counters>,
+    out: mpsc::Sender<EventMessage>,
+    stop: Stop,
+    streams: HashMap<i64, RankStream>,
+    /// Messages produced and not yet sent.
+    pending: Vec<EventMessage>,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        loop {
+            let Some(sub) = self.connect().await else {
+                return;
+            };
+            Counters::bump(&self.counters.connects);
+            let mut reader = Reader::spawn(sub);
+            let flow = loop {
+                let idle = self.config.idle_reconnect;
+                let received = tokio::select! {
+                    biased;
+                    () = self.stop.fired() => break Flow::Stop,
+                    received = recv_within(&mut reader.messages, idle) => received,
+                };
+                let Some(message) = received else {
+                    break Flow::Continue; // idle, or the socket broke: connect again
+                };
+                if self.on_live(message).await == Flow::Stop {
+                    break Flow::Stop;
+                }
+            };
+            reader.task.abort();
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    /// A subscribed SUB socket, or `None` when asked to stop first.
+    async fn connect(&mut self) -> Option<SubSocket> {
+        let config = self.config.clone();
+        loop {
+            let mut sub = SubSocket::new();
+            // Subscribing before connecting sends the subscription in the handshake's wake.
+            let attempt = async {
+                sub.subscribe(&config.topic).await?;
+                sub.connect(&config.endpoint).await
+            };
+            let connected = tokio::select! {
+                biased;
+                () = self.stop.fired() => return None,
+                result = attempt => result.is_ok(),
+            };
+            if connected {
+                return Some(sub);
+            }
+            tokio::select! {
+                biased;
+                () = self.stop.fired() => return None,
+                () = tokio::time::sleep(RECONNECT_PAUSE) => {}
+            }
+        }
+    }
+
+    async fn on_live(&mut self, message: ZmqMessage) -> Flow {
+        let Some((seq, batch)) = self.decode_live(&message) else {
+            Counters::bump(&self.counters.decode_errors);
+            return Flow::Continue;
+        };
+        Counters::bump(&self.counters.batches);
+        let rank = batch.dp_rank.unwrap_or(0);
+        let Some(stream) = rank_stream(&mut self.streams, &self.config, rank) else {
+            Counters::bump(&self.counters.decode_errors);
+            return Flow::Continue;
+        };
+        let mut verdict = stream.tracker.on_live(seq);
+        if verdict == LiveVerdict::Reset {
+            Counters::bump(&self.counters.resets);
+            stream.converter.clear(&mut self.pending);
+            stream.tracker.reset();
+            verdict = stream.tracker.on_live(seq);
+        }
+        match verdict {
+            LiveVerdict::Apply | LiveVerdict::Reset => self.apply(rank, seq, &batch),
+            LiveVerdict::Duplicate => Counters::bump(&self.counters.duplicates),
+            LiveVerdict::Gap { from, .. } => {
+                Counters::bump(&self.counters.gaps_detected);
+                if self.repair(rank, from).await == Flow::Stop {
+                    return Flow::Stop;
+                }
+                self.apply_held(rank, seq, &batch);
+            }
+            LiveVerdict::Join { .. } => {
+                if self.config.catch_up_on_join && self.repair(rank, 0).await == Flow::Stop {
+                    return Flow::Stop;
+                }
+                self.apply_held(rank, seq, &batch);
+            }
+        }
+        self.flush().await
+    }
+
+    /// The sequence number and batch of a live message `[topic, BE64 seq, payload]`.
+    fn decode_live(&self, message: &ZmqMessage) -> Option<(u64, VllmBatch)> {
+        if message.len() != 3 {
+            return None;
+        }
+        let seq = <[u8; 8]>::try_from(&message.get(1)?[..]).ok()?;
+        let batch = decode_vllm_batch(message.get(2)?).ok()?;
+        Some((u64::from_be_bytes(seq), batch))
+    }
+
+    /// Fetches batches `from..` of `rank` from the replay endpoint and applies those that
+    /// continue the stream. A hole in what comes back is an unrepairable gap.
+    async fn repair(&mut self, rank: i64, from: u64) -> Flow {
+        let Some(endpoint) = self.config.replay_endpoint.clone() else {
+            return Flow::Continue;
+        };
+        Counters::bump(&self.counters.replays_requested);
+        let fetch = replay::fetch(
+            endpoint,
+            from,
+            self.config.replay_timeout,
+            self.config.max_replay_batches,
+        );
+        let outcome = tokio::select! {
+            biased;
+            () = self.stop.fired() => return Flow::Stop,
+            outcome = fetch => outcome,
+        };
+        if !outcome.complete {
+            Counters::bump(&self.counters.replay_failures);
+        }
+        for (seq, payload) in outcome.batches {
+            let Ok(batch) = decode_vllm_batch(&payload) else {
+                Counters::bump(&self.counters.decode_errors);
+                continue;
+            };
+            if batch.dp_rank.unwrap_or(0) != rank || seq < from {
+                continue;
+            }
+            let Some(stream) = self.streams.get_mut(&rank) else {
+                continue;
+            };
+            if stream.tracker.is_applied(seq) {
+                Counters::bump(&self.counters.duplicates);
+                continue;
+            }
+            if stream
+                .tracker
+                .last_applied()
+                .is_some_and(|last| seq > last + 1)
+            {
+                Counters::bump(&self.counters.unrepairable_gaps);
+                stream.converter.clear(&mut self.pending);
+            }
+            self.apply(rank, seq, &batch);
+            Counters::bump(&self.counters.replayed_batches);
+            if self.flush().await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Applies the live batch held during a repair, unless the replay applied it already; if
+    /// batches before it are still missing, the gap is unrepairable.
+    fn apply_held(&mut self, rank: i64, seq: u64, batch: &VllmBatch) {
+        let Some(stream) = self.streams.get_mut(&rank) else {
+            return;
+        };
+        if stream.tracker.is_applied(seq) {
+            Counters::bump(&self.counters.duplicates);
+            return;
+        }
+        if stream
+            .tracker
+            .last_applied()
+            .is_some_and(|last| seq > last + 1)
+        {
+            Counters::bump(&self.counters.unrepairable_gaps);
+            stream.converter.clear(&mut self.pending);
+        }
+        self.apply(rank, seq, batch);
+    }
+
+    fn apply(&mut self, rank: i64, seq: u64, batch: &VllmBatch) {
+        let Some(stream) = self.streams.get_mut(&rank) else {
+            return;
+        };
+        stream.converter.apply_batch(batch, &mut self.pending);
+        stream.tracker.applied(seq);
+        Counters::add(&self.counters.events, batch.events.len() as u64);
+    }
+
+    /// Sends the pending messages and publishes the converters' counters.
+    async fn flush(&mut self) -> Flow {
+        let mut total = VllmConvertStats::default();
+        for stream in self.streams.values() {
+            total.accumulate(&stream.converter.stats());
+        }
+        self.counters.set_convert(&total);
+        for message in std::mem::take(&mut self.pending) {
+            let sent = tokio::select! {
+                biased;
+                () = self.stop.fired() => false,
+                sent = self.out.send(message) => sent.is_ok(),
+            };
+            if !sent {
+                return Flow::Stop;
+            }
+            Counters::bump(&self.counters.messages);
+        }
+        Flow::Continue
+    }
+}
+
+/// The stream of `rank`, created on first use (`None` past [`MAX_RANKS`]).
+fn rank_stream<'a>(
+    streams: &'a mut HashMap<i64, RankStream>,
+    config: &SourceConfig,
+    rank: i64,
+) -> Option<&'a mut RankStream> {
+    if !streams.contains_key(&rank) && streams.len() >= MAX_RANKS {
+        return None;
+    }
+    Some(streams.entry(rank).or_insert_with(|| RankStream {
+        tracker: SeqTracker::default(),
+        converter: VllmConverter::new(vllm_instance_id(&config.name, rank), config.convert.clone()),
+    }))
+}
+
+/// A task that owns the SUB socket and forwards its messages.
+///
+/// The `zeromq` crate panics (`todo!`) on some unexpected frames; in this task a panic only
+/// ends the channel, and the runner connects again.
+struct Reader {
+    messages: mpsc::Receiver<ZmqMessage>,
+    task: JoinHandle<()>,
+}
+
+impl Reader {
+    fn spawn(mut sub: SubSocket) -> Self {
+        // Bounded: a slow consumer stops reading the TCP stream, the publisher's high-water
+        // mark drops batches, and the gap is repaired by replay, instead of memory growing here.
+        let (tx, messages) = mpsc::channel(READER_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Ok(message) = sub.recv().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self { messages, task }
+    }
+}
+
+/// The next message; `None` if none came within `idle` or the reader ended.
+async fn recv_within(
+    messages: &mut mpsc::Receiver<ZmqMessage>,
+    idle: Option<Duration>,
+) -> Option<ZmqMessage> {
+    match idle {
+        Some(idle) => tokio::time::timeout(idle, messages.recv()).await.ok()?,
+        None => messages.recv().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_validated_and_offset() {
+        assert_eq!(
+            checked_endpoint("tcp://127.0.0.1:5557", 0).unwrap(),
+            "tcp://127.0.0.1:5557"
+        );
+        assert_eq!(
+            checked_endpoint("tcp://127.0.0.1:5557", 3).unwrap(),
+            "tcp://127.0.0.1:5560"
+        );
+        assert!(checked_endpoint("tcp://127.0.0.1:65535", 1).is_err());
+        assert!(checked_endpoint("tcp://127.0.0.1:5557", -6000).is_err());
+        assert!(checked_endpoint("ipc:///tmp/x", 0).is_err());
+        assert!(checked_endpoint("127.0.0.1:5557", 0).is_err());
+    }
+
+    #[test]
+    fn build_rejects_bad_settings() {
+        let b = || VllmSource::builder("e", "tcp://127.0.0.1:1");
+        assert!(b().build().is_ok());
+        assert!(matches!(
+            b().with_default_block_size(0).build(),
+            Err(VllmSourceError::Hash(_))
+        ));
+        assert!(matches!(
+            b().with_replay_timeout(Duration::ZERO).build(),
+            Err(VllmSourceError::ZeroDuration { .. })
+        ));
+        assert!(matches!(
+            b().with_replay_endpoint("nope").build(),
+            Err(VllmSourceError::InvalidEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn instance_ids_are_stable_and_distinct() {
+        let a0 = vllm_instance_id("a", 0);
+        assert_eq!(a0, vllm_instance_id("a", 0));
+        assert_ne!(a0, vllm_instance_id("a", 1));
+        // The length prefix keeps name and rank apart.
+        assert_ne!(vllm_instance_id("a\0", 0), a0);
+        let source = VllmSource::builder("a", "tcp://127.0.0.1:1")
+            .build()
+            .unwrap();
+        assert_eq!(source.instance_id(0), a0);
+    }
+}

@@ -1,0 +1,186 @@
+//! The router service over HTTP: a block manager's events flow in through a subscriber,
+//! `POST /query` answers by tokens and by hashes, bad bodies get 400, `/metrics` and
+//! `/instances` report, and stopping writes a snapshot that a new service starts from.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvtier_core::{BlockHasher, BlockManager, ExtraKeys, G1, HashScheme};
+use kvtier_events::{EventEmitter, InstanceId, Publisher};
+use kvtier_router::{QueryResponse, Router, RouterService};
+
+/// A minimal HTTP/1.1 exchange (the tests need no client library).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw[9..12].parse().unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (len, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(len.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "condition not reached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn serves_queries_metrics_and_snapshots() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("router.snap");
+
+    // One worker: a manager whose events go to a publisher.
+    let publisher = Publisher::new(InstanceId(0xABC));
+    let emitter = EventEmitter::builder(publisher.clone())
+        .for_tier::<G1>()
+        .build()
+        .unwrap();
+    let manager = BlockManager::<G1>::builder()
+        .with_block_count(64)
+        .with_block_size(4)
+        .with_observer(Arc::new(emitter.clone()))
+        .build()
+        .unwrap();
+    let hasher =
+        BlockHasher::new(4, HashScheme::default(), ExtraKeys::new().with_model("m")).unwrap();
+    let tokens: Vec<u32> = (0..22).collect();
+    let hashes = hasher.sequence_hashes(&tokens);
+    assert_eq!(hashes.len(), 5);
+
+    let service = rt
+        .block_on(
+            RouterService::builder(Router::builder().build())
+                .with_snapshot(snap.clone(), Duration::from_secs(3600))
+                .start(),
+        )
+        .unwrap();
+    service.attach_subscriber(publisher.subscribe()).unwrap();
+    service
+        .router()
+        .write()
+        .attach_source(InstanceId(0xABC), Arc::new(publisher.clone()));
+    let addr = service.local_addr();
+
+    let blocks = manager.allocate_blocks(3).unwrap();
+    let staged: Vec<_> = blocks
+        .into_iter()
+        .zip(&hashes)
+        .map(|(b, &h)| b.stage(h, 4).unwrap())
+        .collect();
+    let _held = manager
+        .register_blocks(staged)
+        .map_err(|e| e.to_string())
+        .unwrap();
+    emitter.flush();
+
+    let by_tokens =
+        serde_json::json!({"tokens": tokens, "block_size": 4, "extra": {"model": "m"}}).to_string();
+    wait_for(|| {
+        let (status, body) = http(addr, "POST", "/query", &by_tokens);
+        assert_eq!(status, 200, "{body}");
+        let r: QueryResponse = serde_json::from_str(&body).unwrap();
+        !r.instances.is_empty()
+    });
+    let (_, body) = http(addr, "POST", "/query", &by_tokens);
+    let r: QueryResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.blocks, 5);
+    assert_eq!(r.best, Some(InstanceId(0xABC)));
+    assert_eq!(r.instances[0].media["GPU"].matched, 3);
+    assert_eq!(r.instances[0].media["GPU"].upper, 3);
+
+    // The same request by hashes; another model's hashes match nothing.
+    let hex: Vec<String> = hashes
+        .iter()
+        .map(|h| format!("{:032x}", h.as_u128()))
+        .collect();
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/query",
+        &serde_json::json!({"hashes": hex}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let r: QueryResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.instances[0].media["GPU"].matched, 3);
+    let other = serde_json::json!({"tokens": (0..22).collect::<Vec<u32>>(), "block_size": 4, "extra": {"model": "other"}}).to_string();
+    let r: QueryResponse = serde_json::from_str(&http(addr, "POST", "/query", &other).1).unwrap();
+    assert!(r.instances.is_empty());
+
+    // Bad bodies are refused with a reason.
+    for bad in [
+        "not json",
+        "{}",
+        r#"{"tokens": [1,2], "block_size": 0}"#,
+        r#"{"tokens": [1,2]}"#,
+        r#"{"hashes": ["xyz"]}"#,
+        r#"{"hashes": [], "tokens": []}"#,
+        r#"{"hashes": [], "bogus": 1}"#,
+    ] {
+        let (status, body) = http(addr, "POST", "/query", bad);
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert!(body.contains("error") || !body.is_empty(), "{body}");
+    }
+
+    let (status, metrics) = http(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("kvtier_router_creates_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kvtier_router_instances 1"), "{metrics}");
+    let (status, instances) = http(addr, "GET", "/instances", "");
+    assert_eq!(status, 200);
+    assert!(
+        instances.contains("00000000000000000000000000000abc"),
+        "{instances}"
+    );
+    assert_eq!(http(addr, "GET", "/health", "").0, 200);
+
+    rt.block_on(service.stop()).unwrap();
+    // A new service starts from the snapshot and answers at once.
+    let restored = Router::load_snapshot(Router::builder(), &snap).unwrap();
+    let service = rt
+        .block_on(RouterService::builder(restored).start())
+        .unwrap();
+    let r: QueryResponse =
+        serde_json::from_str(&http(service.local_addr(), "POST", "/query", &by_tokens).1).unwrap();
+    assert_eq!(r.instances[0].media["GPU"].matched, 3);
+    rt.block_on(service.stop()).unwrap();
+}

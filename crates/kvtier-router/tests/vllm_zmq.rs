@@ -1,0 +1,501 @@
+//! [`VllmSource`] against a real ZeroMQ publisher with vLLM's wire layout.
+//!
+//! `tests/python/vllm_publisher.py` (pyzmq + msgpack, in the venv that
+//! `scripts/python-env.sh` creates on first use) binds a PUB and a ROUTER replay socket on
+//! free 127.0.0.1 ports and plays a fixed scenario: chains of blocks with bytes and integer
+//! hashes, in both event layouts vLLM has used, a LoRA, a filtered sliding-window group,
+//! removals, one sequence number skipped on the live socket, an unknown parent, and
+//! `AllBlocksCleared`. The expected kvtier hashes are computed here from the same tokens with
+//! [`BlockHasher`], so a router querying by tokens finds exactly these blocks.
+//!
+//! Slow joiners: the publisher waits for `go` on stdin, sent once the source is connected; a
+//! batch lost anyway before the first one arrives is fetched by the source's late-join replay.
+//! Phase 2 (with the skipped batch) starts only after phase 1 arrived, so its gap is real.
+//!
+//! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip the tests that need Python.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{OnceLock, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use kvtier_core::{BlockHasher, HashScheme, Medium, SequenceHash};
+use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
+use kvtier_router::{VllmSource, VllmSourceHandle, VllmStats, vllm_instance_id};
+use tokio::sync::mpsc;
+
+const BLOCK_SIZE: usize = 4;
+const MODEL: &str = "test-model";
+const NAME: &str = "engine-under-test";
+const TOPIC: &str = "kv-events";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn skip() -> bool {
+    let skip = std::env::var_os("KVTIER_SKIP_PYTHON_TESTS").is_some_and(|v| v != "0");
+    if skip {
+        eprintln!("KVTIER_SKIP_PYTHON_TESTS is set: skipping");
+    }
+    skip
+}
+
+/// The venv's python, created by `scripts/python-env.sh` (once per test process).
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = workspace_root();
+        let out = Command::new("bash")
+            .arg(root.join("scripts/python-env.sh"))
+            .current_dir(&root)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/python-env.sh");
+        assert!(
+            out.status.success(),
+            "scripts/python-env.sh failed (it needs python3 with venv and access to PyPI; \
+             set KVTIER_SKIP_PYTHON_TESTS=1 to skip)"
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
+        PathBuf::from(stdout.lines().last().expect("a python path").trim())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The publisher process; killed when dropped, whatever the test's outcome.
+struct Publisher {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std_mpsc::Receiver<String>,
+    pub_port: u16,
+    replay_port: u16,
+}
+
+impl Publisher {
+    fn start(extra: &[&str]) -> Self {
+        Self::start_on(None, extra)
+    }
+
+    /// Starts on `ports` (PUB, replay), or on free ones.
+    fn start_on(ports: Option<(u16, u16)>, extra: &[&str]) -> Self {
+        // A port picked free may be taken before python binds it: try a few pairs.
+        for _ in 0..5 {
+            let (pub_port, replay_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
+            let mut child = Command::new(python())
+                .arg(workspace_root().join("crates/kvtier-router/tests/python/vllm_publisher.py"))
+                .args(["--pub-port", &pub_port.to_string()])
+                .args(["--replay-port", &replay_port.to_string()])
+                .args(["--topic", TOPIC, "--timeout", "60"])
+                .args(extra)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the python publisher");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let (tx, lines) = std_mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut publisher = Publisher {
+                stdin: child.stdin.take(),
+                child,
+                lines,
+                pub_port,
+                replay_port,
+            };
+            if publisher.wait_line("READY", Duration::from_secs(30)) {
+                return publisher;
+            }
+        }
+        panic!("the publisher never became ready");
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to publisher");
+    }
+
+    /// Waits for a line equal to `want`; false if the process ended or time ran out.
+    fn wait_line(&mut self, want: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    fn endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.pub_port)
+    }
+
+    fn replay_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.replay_port)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stdin.take(); // EOF: the script exits by itself
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tokens of the script's `tokens(seed, blocks)`.
+fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
+    (0..(blocks * BLOCK_SIZE) as u32)
+        .map(|t| seed * 1000 + t)
+        .collect()
+}
+
+fn hasher(lora: Option<&str>) -> BlockHasher {
+    let source = VllmSource::builder(NAME, "tcp://127.0.0.1:1")
+        .with_model(MODEL)
+        .build()
+        .unwrap();
+    let config = source.convert_config();
+    BlockHasher::new(BLOCK_SIZE, HashScheme::Kvtier, config.extra_keys(lora)).unwrap()
+}
+
+fn concat(parts: &[&[u32]]) -> Vec<u32> {
+    parts.concat()
+}
+
+fn create(hashes: Vec<SequenceHash>) -> Payload {
+    Payload::Batch(EventBatch {
+        medium: Medium::Gpu,
+        kind: EventKind::Create,
+        hashes,
+        policy: EmitPolicy::All,
+    })
+}
+
+fn remove(hashes: Vec<SequenceHash>) -> Payload {
+    Payload::Batch(EventBatch {
+        medium: Medium::Gpu,
+        kind: EventKind::Remove,
+        hashes,
+        policy: EmitPolicy::All,
+    })
+}
+
+/// The payloads of phase 1 (seq 0, 1, 2) and of phase 2 up to the gap's repair (seq 3).
+fn expected_common() -> Vec<Payload> {
+    let plain = hasher(None);
+    let a = plain.sequence_hashes(&tokens(1, 4));
+    let b = hasher(Some("sql-adapter")).sequence_hashes(&tokens(2, 2));
+    vec![
+        create(a[..3].to_vec()),
+        create(vec![a[3]]),
+        create(b.to_vec()),
+        remove(vec![a[3]]),
+    ]
+}
+
+/// Every payload when seq 4 is recovered from the replay buffer.
+fn expected_repaired() -> Vec<Payload> {
+    let plain = hasher(None);
+    // Chain C branches off chain A after its second block: a request for A[..2 blocks] + C
+    // hashes to exactly what the converter produced from the engine's events.
+    let ac = plain.sequence_hashes(&concat(&[&tokens(1, 2), &tokens(3, 3)]));
+    assert_eq!(ac[4].position(), 4);
+    let b = hasher(Some("sql-adapter")).sequence_hashes(&tokens(2, 2));
+    let e = plain.sequence_hashes(&tokens(5, 2)[BLOCK_SIZE..]);
+    let mut expected = expected_common();
+    expected.extend([
+        create(ac[2..4].to_vec()), // seq 4: only from the replay buffer
+        create(vec![ac[4]]),       // seq 5: placeable only because seq 4 was repaired
+        remove(vec![b[1]]),
+        remove(vec![ac[4], ac[3]]), // children first
+        Payload::Cleared { medium: None },
+        create(vec![e[0]]),
+    ]);
+    expected
+}
+
+async fn recv_n(rx: &mut mpsc::Receiver<EventMessage>, n: usize, got: &mut Vec<EventMessage>) {
+    let want = got.len() + n;
+    while got.len() < want {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(message)) => got.push(message),
+            Ok(None) => panic!("the source stopped; got {got:#?}"),
+            Err(_) => panic!(
+                "timed out waiting for message {}; got {got:#?}",
+                got.len() + 1
+            ),
+        }
+    }
+}
+
+async fn wait_stats(handle: &VllmSourceHandle, what: &str, done: impl Fn(&VllmStats) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done(&handle.stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the source starts relative to the publisher's phases.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Before phase 1.
+    First,
+    /// After phase 1 was published (to nobody).
+    AfterPhase1,
+}
+
+/// Starts the source, then runs the script's two phases; returns every message.
+async fn run_scenario(
+    publisher: &mut Publisher,
+    start: Start,
+    messages: usize,
+    applied_seqs: u64,
+) -> (Vec<EventMessage>, VllmSourceHandle) {
+    if start == Start::AfterPhase1 {
+        publisher.send("go");
+        assert!(publisher.wait_line("PHASE1_DONE", WAIT));
+    }
+    let source = VllmSource::builder(NAME, publisher.endpoint())
+        .with_replay_endpoint(publisher.replay_endpoint())
+        .with_topic(TOPIC)
+        .with_model(MODEL)
+        .with_default_block_size(BLOCK_SIZE)
+        .with_replay_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = source.spawn(tx);
+    wait_stats(&handle, "the SUB connection", |s| s.connects >= 1).await;
+    // Let the publisher's I/O thread register the subscription (the slow-joiner window);
+    // a batch lost anyway is recovered by the late-join replay.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut got = Vec::new();
+    if start == Start::First {
+        publisher.send("go");
+        recv_n(&mut rx, 3, &mut got).await;
+    }
+    publisher.send("continue");
+    recv_n(&mut rx, messages - got.len(), &mut got).await;
+    assert!(publisher.wait_line("PHASE2_DONE", WAIT));
+    // Every live batch is applied live or found applied already by a replay; wait until all
+    // that can be applied were (seq 4 never comes live).
+    wait_stats(&handle, "every batch applied", |s| {
+        s.batches + s.replayed_batches - s.duplicates == applied_seqs
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err(),
+        "no message beyond the expected ones"
+    );
+    (got, handle)
+}
+
+fn assert_stream(got: &[EventMessage], instance: InstanceId, expected: &[Payload]) {
+    for (i, (message, payload)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(message.instance, instance, "message {i}");
+        assert_eq!(
+            message.event_id,
+            i as u64 + 1,
+            "event ids are contiguous from 1"
+        );
+        assert_eq!(
+            &message.payload,
+            payload,
+            "message {i} (event id {})",
+            i + 1
+        );
+    }
+    assert_eq!(got.len(), expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_is_repaired_by_replay_and_hashes_match_tokens() {
+    if skip() {
+        return;
+    }
+    let mut publisher = Publisher::start(&["--dp-rank", "2"]);
+    let (got, handle) = run_scenario(&mut publisher, Start::First, 10, 9).await;
+    publisher.send("done");
+    assert_stream(&got, vllm_instance_id(NAME, 2), &expected_repaired());
+
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.gaps_detected, 1, "{stats:?}");
+    assert_eq!(stats.unrepairable_gaps, 0, "{stats:?}");
+    assert!(stats.replays_requested >= 1, "{stats:?}");
+    assert_eq!(stats.replay_failures, 0, "{stats:?}");
+    assert!(stats.replayed_batches >= 1, "{stats:?}");
+    // Seqs 0..=8 were each applied exactly once, live or replayed.
+    assert!(
+        stats.batches >= 7,
+        "at most seq 0 lost to the slow joiner: {stats:?}"
+    );
+    assert_eq!(
+        stats.decode_errors, 2,
+        "the two malformed messages: {stats:?}"
+    );
+    assert_eq!(stats.unplaceable_blocks, 2, "d0 and e0: {stats:?}");
+    assert_eq!(stats.unknown_removes, 1, "{stats:?}");
+    assert_eq!(
+        stats.filtered_events, 1,
+        "the sliding-window copy: {stats:?}"
+    );
+    assert_eq!(stats.messages, 10, "{stats:?}");
+    assert_eq!(stats.clears, 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_missing_from_the_replay_buffer_clears_the_instance() {
+    if skip() {
+        return;
+    }
+    let mut publisher = Publisher::start(&["--drop-from-buffer"]);
+    let (got, handle) = run_scenario(&mut publisher, Start::First, 7, 8).await;
+    publisher.send("done");
+
+    let e = hasher(None).sequence_hashes(&tokens(5, 2)[BLOCK_SIZE..]);
+    let mut expected = expected_common();
+    expected.extend([
+        // Seq 4 is gone for good: the router must forget the instance's blocks.
+        Payload::Cleared { medium: None },
+        // Seq 5..7 only touch blocks that are unknown now; seq 7 is AllBlocksCleared.
+        Payload::Cleared { medium: None },
+        create(vec![e[0]]),
+    ]);
+    assert_stream(&got, vllm_instance_id(NAME, 0), &expected);
+
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.gaps_detected, 1, "{stats:?}");
+    assert_eq!(stats.unrepairable_gaps, 1, "{stats:?}");
+    assert_eq!(stats.unplaceable_blocks, 3, "c2, d0 and e0: {stats:?}");
+    assert_eq!(stats.unknown_removes, 4, "424242, B1, c1, c2: {stats:?}");
+    assert_eq!(stats.clears, 2, "{stats:?}");
+    assert_eq!(stats.decode_errors, 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_join_catches_up_from_the_replay_buffer() {
+    if skip() {
+        return;
+    }
+    let mut publisher = Publisher::start(&[]);
+    let (got, handle) = run_scenario(&mut publisher, Start::AfterPhase1, 10, 9).await;
+    publisher.send("done");
+    // Phase 1 was published before the source existed, and seq 4 was never live: the
+    // late-join replay brings all of it, so nothing is missing and no gap is seen.
+    assert_stream(&got, vllm_instance_id(NAME, 0), &expected_repaired());
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.gaps_detected, 0, "{stats:?}");
+    assert_eq!(stats.unrepairable_gaps, 0, "{stats:?}");
+    assert_eq!(stats.replays_requested, 1, "{stats:?}");
+    assert_eq!(stats.replayed_batches, 9, "{stats:?}");
+    assert_eq!(
+        stats.duplicates, stats.batches,
+        "every live batch came by replay first: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_is_prompt_without_a_publisher() {
+    let port = free_port();
+    let source = VllmSource::builder(NAME, format!("tcp://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let (tx, _rx) = mpsc::channel(1);
+    let handle = source.spawn(tx);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!handle.is_finished());
+    let stats = tokio::time::timeout(Duration::from_secs(2), handle.shutdown())
+        .await
+        .expect("shutdown returns promptly");
+    assert_eq!(stats.connects, 0);
+}
+
+#[tokio::test]
+async fn external_shutdown_future_stops_the_source() {
+    let port = free_port();
+    let source = VllmSource::builder(NAME, format!("tcp://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let (tx, _rx) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = source.spawn_with_shutdown(tx, async move {
+        let _ = stop_rx.await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!handle.is_finished());
+    stop_tx.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !handle.is_finished() {
+        assert!(Instant::now() < deadline, "the source did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_restart_is_detected_after_an_idle_reconnect() {
+    if skip() {
+        return;
+    }
+    let mut first = Publisher::start(&[]);
+    let ports = (first.pub_port, first.replay_port);
+    let source = VllmSource::builder(NAME, first.endpoint())
+        .with_replay_endpoint(first.replay_endpoint())
+        .with_topic(TOPIC)
+        .with_model(MODEL)
+        .with_idle_reconnect(Some(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = source.spawn(tx);
+    wait_stats(&handle, "the SUB connection", |s| s.connects >= 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    first.send("go");
+    recv_n(&mut rx, 3, &mut got).await;
+    drop(first);
+
+    // A new engine on the same ports: its sequence starts at 0 again and its cache is empty.
+    let mut second = Publisher::start_on(Some(ports), &[]);
+    let connects = handle.stats().connects;
+    wait_stats(&handle, "a reconnect", |s| s.connects > connects).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    second.send("go");
+    recv_n(&mut rx, 4, &mut got).await;
+    second.send("done");
+
+    let mut expected = expected_common()[..3].to_vec();
+    expected.push(Payload::Cleared { medium: None });
+    expected.extend(expected_common()[..3].iter().cloned());
+    assert_stream(&got, vllm_instance_id(NAME, 0), &expected);
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.resets, 1, "{stats:?}");
+    assert_eq!(stats.gaps_detected, 0, "{stats:?}");
+}
