@@ -3,11 +3,14 @@
 //! Subcommands, one module each:
 //! - `replay` ([`replay`]): hit rates of eviction policies on a prefix-cache trace, against
 //!   Belady's offline optimum and the infinite-capacity bound.
+//! - `router` ([`router`]): the KV-aware router service (event ingestion, prefix index, HTTP
+//!   queries).
 //!
 //! Errors are reported on stderr as `error: ...` with the whole cause chain, and the process
 //! exits with status 1 (clap's own usage errors exit with 2).
 
 mod replay;
+mod router;
 
 use std::process::ExitCode;
 
@@ -26,12 +29,16 @@ enum Command {
     /// Replay a prefix-cache trace and print hit rates per policy and capacity.
     #[command(long_about = replay::LONG_ABOUT)]
     Replay(replay::ReplayArgs),
+    /// Run the KV-aware router: ingest engines' KV events, answer prefix-overlap queries.
+    #[command(long_about = router::LONG_ABOUT)]
+    Router(router::RouterArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
+        Command::Router(args) => router::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,630 @@
+//! `kvtier router` end to end, through the built binary.
+//!
+//! A stand-in for vLLM's ZeroMQ KV-event publisher
+//! (`crates/kvtier-router/tests/python/vllm_publisher.py`, pyzmq + msgpack in the venv that
+//! `scripts/python-env.sh` creates) plays its fixed scenario to a real `kvtier router
+//! --vllm ...` process: phase 1 stores chain A (4 blocks) and chain B (2 blocks, under a LoRA);
+//! phase 2 removes, skips one sequence number on the live socket (repaired from the replay
+//! buffer), clears everything and stores one fresh root block (the second block of chain E).
+//! The test queries `POST /query` by tokens over plain HTTP/1.1 (std only) until the engine's
+//! instance shows what each phase leaves behind, checks `/metrics` and `/instances`, stops the
+//! router with SIGTERM, and restarts a router without sources from the snapshot it wrote.
+//!
+//! Also: malformed `--vllm` specs are refused with a non-zero status and a helpful message.
+//!
+//! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip the test that needs Python.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use kvtier_router::vllm_instance_id;
+use serde_json::{Value, json};
+
+/// Tokens per block, in the script and in the router's `--block-size`.
+const BLOCK_SIZE: usize = 4;
+const MODEL: &str = "test-model";
+const LORA: &str = "sql-adapter";
+const ENGINE: &str = "engine";
+/// The data-parallel rank the publisher stamps on its batches.
+const DP_RANK: i64 = 3;
+/// Deadline of every wait (generous: nothing here asserts timing).
+const WAIT: Duration = Duration::from_secs(30);
+const LISTENING: &str = "kvtier router listening on http://";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn skip() -> bool {
+    let skip = std::env::var_os("KVTIER_SKIP_PYTHON_TESTS").is_some_and(|v| v != "0");
+    if skip {
+        eprintln!("KVTIER_SKIP_PYTHON_TESTS is set: skipping");
+    }
+    skip
+}
+
+/// The venv's python, created by `scripts/python-env.sh` (once per test process).
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let root = workspace_root();
+        let out = Command::new("bash")
+            .arg(root.join("scripts/python-env.sh"))
+            .current_dir(&root)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/python-env.sh");
+        assert!(
+            out.status.success(),
+            "scripts/python-env.sh failed (it needs python3 with venv and access to PyPI; \
+             set KVTIER_SKIP_PYTHON_TESTS=1 to skip)"
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
+        PathBuf::from(stdout.lines().last().expect("a python path").trim())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The script's `tokens(seed, blocks)`.
+fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
+    (0..(blocks * BLOCK_SIZE) as u32)
+        .map(|t| seed * 1000 + t)
+        .collect()
+}
+
+/// Forwards a child's output lines to a channel (closed at EOF).
+fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A child process killed (and reaped) when dropped, whatever the test's outcome.
+struct Guard {
+    child: Child,
+}
+
+impl Guard {
+    /// Waits up to `within` for the process to exit by itself.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The python publisher; its stdin closing (on drop) also makes it exit by itself.
+struct Publisher {
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub_port: u16,
+    replay_port: u16,
+    // Last: killed after stdin is closed.
+    _process: Guard,
+}
+
+impl Publisher {
+    fn start() -> Self {
+        // A port picked free may be taken before python binds it: try a few pairs.
+        for _ in 0..5 {
+            let (pub_port, replay_port) = (free_port(), free_port());
+            let mut child = Command::new(python())
+                .arg(workspace_root().join("crates/kvtier-router/tests/python/vllm_publisher.py"))
+                .args(["--pub-port", &pub_port.to_string()])
+                .args(["--replay-port", &replay_port.to_string()])
+                .args(["--dp-rank", &DP_RANK.to_string()])
+                .args(["--timeout", "120"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the python publisher");
+            let lines = line_channel(child.stdout.take().expect("piped stdout"));
+            let stdin = child.stdin.take();
+            let mut publisher = Publisher {
+                stdin,
+                lines,
+                pub_port,
+                replay_port,
+                _process: Guard { child },
+            };
+            if publisher.wait_line("READY") {
+                return publisher;
+            }
+        }
+        panic!("the publisher never became ready");
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to the publisher");
+    }
+
+    /// Waits for a line equal to `want`; false if the process ended or time ran out.
+    fn wait_line(&mut self, want: &str) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// The router's `--vllm` spec for this publisher.
+    fn spec(&self) -> String {
+        format!(
+            "{ENGINE}=tcp://127.0.0.1:{}@tcp://127.0.0.1:{}",
+            self.pub_port, self.replay_port
+        )
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stdin.take(); // EOF: the script exits by itself
+    }
+}
+
+/// A running `kvtier router`.
+struct RouterProcess {
+    process: Guard,
+    addr: SocketAddr,
+}
+
+impl RouterProcess {
+    /// Starts `kvtier router --listen 127.0.0.1:0 ARGS` and waits for its listening line.
+    fn start(args: &[&str], stderr: Stdio) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
+            .args(["router", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start kvtier router");
+        let lines = line_channel(child.stdout.take().expect("piped stdout"));
+        let mut process = Guard { child };
+        let deadline = Instant::now() + WAIT;
+        let addr = loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("no listening line from kvtier router {args:?}"));
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix(LISTENING) {
+                        break addr
+                            .trim()
+                            .parse()
+                            .unwrap_or_else(|e| panic!("listening line {line:?}: {e}"));
+                    }
+                }
+                Err(_) => panic!(
+                    "kvtier router {args:?} printed no listening line; exit: {:?}",
+                    process.wait_exit(Duration::from_secs(5))
+                ),
+            }
+        };
+        // Keep draining stdout so that the router never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        RouterProcess { process, addr }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit with success. The signal may go out
+    /// right after the listening line: the router installs its handlers before printing it
+    /// (a regression: it once printed first and a prompt SIGTERM lost the final snapshot).
+    fn terminate(&mut self) {
+        let pid = self.process.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+        let status = self
+            .process
+            .wait_exit(WAIT)
+            .expect("the router exits after SIGTERM");
+        assert!(
+            status.success(),
+            "the router exits cleanly on SIGTERM: {status}"
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 exchange; returns the status and the body (de-chunked).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let (head, rest) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: bad status line in {head:?}"));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (len, rest) = s.split_once("\r\n").expect("a chunk size line");
+        let len = len.split(';').next().unwrap_or_default().trim();
+        let n = usize::from_str_radix(len, 16).expect("a hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+/// `POST /query` by tokens, with the model's extra keys (and a LoRA).
+fn query(addr: SocketAddr, tokens: &[u32], lora: Option<&str>) -> Value {
+    let mut extra = json!({ "model": MODEL });
+    if let Some(lora) = lora {
+        extra["lora"] = json!(lora);
+    }
+    let body = json!({ "tokens": tokens, "block_size": BLOCK_SIZE, "extra": extra });
+    let (status, text) = http(addr, "POST", "/query", &body.to_string());
+    assert_eq!(status, 200, "POST /query {body}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("query answer {text:?}: {e}"))
+}
+
+/// The leading blocks `instance` holds on GPU per a query answer (`None`: not listed).
+fn gpu_matched(answer: &Value, instance: &str) -> Option<u64> {
+    let entry = answer["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["instance"] == instance)?;
+    entry["media"]["GPU"]["matched"].as_u64()
+}
+
+/// Asserts that exactly `instance` holds `matched` leading blocks of `blocks` on GPU, and is
+/// the best choice.
+fn assert_only_holder(answer: &Value, instance: &str, blocks: usize, matched: u64) {
+    assert_eq!(answer["blocks"], blocks, "{answer}");
+    assert_eq!(answer["best"], instance, "{answer}");
+    let instances = answer["instances"].as_array().expect("an instance list");
+    assert_eq!(instances.len(), 1, "{answer}");
+    let gpu = &instances[0]["media"]["GPU"];
+    assert_eq!(gpu["matched"], matched, "{answer}");
+    assert_eq!(gpu["upper"], matched, "{answer}");
+}
+
+/// Asserts that no instance holds the request's first block. (`best` still names an
+/// instance whenever one is known: the least loaded one.)
+fn assert_no_holder(answer: &Value) {
+    assert_eq!(answer["instances"], json!([]), "{answer}");
+}
+
+/// The value of a sample named exactly `name` in Prometheus/OpenMetrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    let (status, text) = http(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// Polls `check` (which returns what it saw when not yet satisfied) until it passes.
+fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits until `instance` holds exactly `want` leading GPU blocks of `tokens`.
+fn wait_matched(
+    addr: SocketAddr,
+    what: &str,
+    tokens: &[u32],
+    lora: Option<&str>,
+    instance: &str,
+    want: u64,
+) {
+    wait_until(what, || {
+        let answer = query(addr, tokens, lora);
+        if gpu_matched(&answer, instance) == Some(want) {
+            Ok(())
+        } else {
+            Err(answer.to_string())
+        }
+    });
+}
+
+#[test]
+fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = dir.path().join("router.snap");
+    let snapshot_arg = snapshot.to_str().expect("a UTF-8 temporary path");
+    let instance = vllm_instance_id(ENGINE, DP_RANK).to_string();
+
+    let mut publisher = Publisher::start();
+    let spec = publisher.spec();
+    let mut router = RouterProcess::start(
+        &[
+            "--vllm",
+            &spec,
+            "--block-size",
+            &BLOCK_SIZE.to_string(),
+            "--model",
+            MODEL,
+            "--snapshot",
+            snapshot_arg,
+            // Only the snapshot written at exit counts here.
+            "--snapshot-every-secs",
+            "3600",
+        ],
+        Stdio::inherit(),
+    );
+    let addr = router.addr;
+    assert_eq!(http(addr, "GET", "/health", ""), (200, "ok\n".to_string()));
+    assert!(!snapshot.exists(), "no snapshot before the first stop");
+
+    // The slow-joiner window: let the source connect and subscribe (a batch lost anyway is
+    // fetched by the source's late-join replay).
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Phase 1 (seq 0..=2): chain A, 4 blocks; chain B, 2 blocks under the LoRA.
+    publisher.send("go");
+    assert!(publisher.wait_line("PHASE1_DONE"), "phase 1 published");
+    let a = tokens(1, 4);
+    let b = tokens(2, 2);
+    wait_matched(addr, "chain A from phase 1", &a, None, &instance, 4);
+    wait_matched(addr, "chain B from phase 1", &b, Some(LORA), &instance, 2);
+    assert_only_holder(&query(addr, &a, None), &instance, 4, 4);
+    // A longer request shares A's 4 blocks.
+    let a_longer = [a.clone(), tokens(9, 2)].concat();
+    assert_only_holder(&query(addr, &a_longer, None), &instance, 6, 4);
+    assert_only_holder(&query(addr, &b, Some(LORA)), &instance, 2, 2);
+    // Without the LoRA, B's tokens hash differently.
+    assert_no_holder(&query(addr, &b, None));
+    let text = metrics(addr);
+    assert_eq!(
+        metric(&text, "kvtier_router_messages_total"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kvtier_router_creates_total"),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kvtier_router_instances"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Phase 2 (seq 3..=8, seq 4 only in the replay buffer): removals, a clear, and one
+    // fresh root block — the second block of chain E (its first is stored under a parent
+    // gone after the clear, so it is not placeable). Seq 8 is the last message: once E's
+    // block shows, everything before it was applied.
+    publisher.send("continue");
+    assert!(publisher.wait_line("PHASE2_DONE"), "phase 2 published");
+    let e = tokens(5, 2);
+    let e1 = &e[BLOCK_SIZE..];
+    wait_matched(addr, "chain E's root from phase 2", e1, None, &instance, 1);
+    assert_only_holder(&query(addr, e1, None), &instance, 1, 1);
+    // Nothing else survived AllBlocksCleared.
+    assert_no_holder(&query(addr, &e, None));
+    assert_no_holder(&query(addr, &a, None));
+    assert_no_holder(&query(addr, &b, Some(LORA)));
+    let c = [tokens(1, 2), tokens(3, 3)].concat();
+    assert_no_holder(&query(addr, &c, None));
+    // Tokens no engine ever saw.
+    let unknown = tokens(77, 3);
+    let answer = query(addr, &unknown, None);
+    assert_eq!(answer["blocks"], 3, "{answer}");
+    assert_no_holder(&answer);
+    assert_eq!(
+        answer["best"],
+        instance.as_str(),
+        "the only known instance: {answer}"
+    );
+
+    let text = metrics(addr);
+    assert!(
+        metric(&text, "kvtier_router_messages_total").is_some_and(|m| m > 0.0),
+        "{text}"
+    );
+    // The source delivers exactly one message per batch, the skipped seq 4 included, and
+    // seq 4's two blocks (then seq 5's, placeable only after them) count among the creates:
+    // 3 + 1 + 2 (phase 1) + 2 + 1 + 1 (phase 2) = 10; without the repair there would be 7.
+    assert_eq!(
+        metric(&text, "kvtier_router_messages_total"),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kvtier_router_creates_total"),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kvtier_router_removes_total"),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "kvtier_router_instances"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "kvtier_router_blocks"), Some(1.0), "{text}");
+    assert!(
+        metric(&text, "kvtier_router_queries_total").is_some_and(|q| q > 0.0),
+        "{text}"
+    );
+    let (status, list) = http(addr, "GET", "/instances", "");
+    assert_eq!(status, 200, "{list}");
+    let list: Value = serde_json::from_str(&list).expect("JSON instances");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["instance"], instance.as_str(), "{list}");
+    assert_eq!(list[0]["blocks"]["GPU"], 1, "{list}");
+    assert_eq!(list[0]["next_event_id"], 11, "{list}");
+
+    // SIGTERM: a clean exit that writes the snapshot.
+    router.terminate();
+    publisher.send("done");
+    assert!(snapshot.is_file(), "the snapshot is written at exit");
+    assert!(
+        std::fs::metadata(&snapshot)
+            .expect("snapshot metadata")
+            .len()
+            > 0,
+        "the snapshot is not empty"
+    );
+
+    // A router without sources answers from the snapshot as soon as it listens.
+    let mut restored = RouterProcess::start(&["--snapshot", snapshot_arg], Stdio::piped());
+    let addr = restored.addr;
+    assert_only_holder(&query(addr, e1, None), &instance, 1, 1);
+    assert_no_holder(&query(addr, &a, None));
+    let text = metrics(addr);
+    assert_eq!(
+        metric(&text, "kvtier_router_instances"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "kvtier_router_blocks"), Some(1.0), "{text}");
+    restored.terminate();
+    let mut stderr = String::new();
+    restored
+        .process
+        .child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains("loaded snapshot") && stderr.contains("1 instances, 1 blocks"),
+        "{stderr}"
+    );
+}
+
+/// Runs `kvtier ARGS` that must fail; returns its stderr.
+fn failing_run(args: &[&str]) -> String {
+    let child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvtier");
+    let mut process = Guard { child };
+    let status = process
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("kvtier {args:?} is still running"));
+    let mut stderr = String::new();
+    process
+        .child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "kvtier {args:?} must fail: {status}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "kvtier {args:?}: {status}; {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn malformed_vllm_specs_are_refused() {
+    let stderr = failing_run(&["router", "--listen", "127.0.0.1:0", "--vllm", "bogus"]);
+    assert!(stderr.contains("NAME=ENDPOINT"), "{stderr}");
+    assert!(stderr.contains("bogus"), "{stderr}");
+
+    let stderr = failing_run(&[
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--vllm",
+        "=tcp://127.0.0.1:1",
+    ]);
+    assert!(stderr.contains("name is empty"), "{stderr}");
+
+    let stderr = failing_run(&[
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--vllm",
+        "e=udp://127.0.0.1:1",
+    ]);
+    assert!(stderr.contains("invalid endpoint"), "{stderr}");
+}
