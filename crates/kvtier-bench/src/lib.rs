@@ -8,6 +8,9 @@
 //! - [`AllocRegister`], [`MatchPrefix`], [`churn_run`]: the workloads, one repetition per call,
 //!   so drivers can interleave systems rep by rep.
 //! - [`Stat`]: median / min / max of repetitions.
+//! - [`simulate`]: a fleet of managers behind the router on a trace, KV-aware vs random
+//!   routing ([`FleetConfig`], [`Routing`]); used by `src/bin/route_sim.rs` and
+//!   `tests/routing.rs`.
 //!
 //! Users: `benches/block_manager.rs` (criterion, kvtier only), `src/bin/bench_smoke.rs` (every
 //! workload tiny, leak checks; CI-friendly) and `src/bin/vs_kvbm.rs` (kvtier vs kvbm-logical in
@@ -29,6 +32,7 @@
 mod kvbm;
 mod kvtier;
 mod ops;
+mod routing;
 mod stat;
 mod suites;
 mod workload;
@@ -37,6 +41,7 @@ mod workload;
 pub use kvbm::{KvbmBackend, KvbmFactory, KvbmG1, KvbmOps};
 pub use kvtier::{KvtierFactory, KvtierOps, PolicyMaker, kvtier_backends, kvtier_keys};
 pub use ops::{BlockManagerOps, ManagerFactory};
+pub use routing::{FleetConfig, FleetResult, Routing, simulate};
 pub use stat::Stat;
 pub use suites::{
     AllocRegister, BLOCK_SIZE, CAPACITY, ChurnRun, MatchPrefix, Sizes, assert_no_leak, churn_run,
