@@ -39,6 +39,14 @@ use crate::sync::Arc;
 pub trait BlockObserver: Send + Sync + 'static {
     /// `hash` became registered (a new primary).
     fn registered(&self, hash: SequenceHash);
+    /// These hashes became registered, in registration order (one call per batch
+    /// registration). The default calls [`BlockObserver::registered`] for each; override it to
+    /// take a lock once per batch.
+    fn registered_many(&self, hashes: &[SequenceHash]) {
+        for &h in hashes {
+            self.registered(h);
+        }
+    }
     /// These hashes are no longer registered in the manager.
     fn removed(&self, hashes: &[SequenceHash]);
 }
@@ -60,9 +68,12 @@ impl Hooks {
     }
 
     #[inline]
-    pub(crate) fn registered(&self, hash: SequenceHash) {
+    pub(crate) fn registered(&self, hashes: &[SequenceHash]) {
+        if hashes.is_empty() {
+            return;
+        }
         for o in &self.observers {
-            o.registered(hash);
+            o.registered_many(hashes);
         }
     }
 

@@ -395,9 +395,9 @@ impl Shared {
         }
         w.finish();
         drop(w);
-        for h in created {
-            self.hooks.registered(h);
-            if let Some(t) = &self.tracker {
+        self.hooks.registered(&created);
+        if let Some(t) = &self.tracker {
+            for h in created {
                 t.touch(h.mix64());
             }
         }
