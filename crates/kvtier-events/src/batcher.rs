@@ -4,11 +4,12 @@
 //! groups together reach the size limit, when the oldest pending event is older than the time
 //! limit (checked by the emitter's flusher), and on flush or shutdown.
 //!
-//! Invariant: the published order of the events of one hash is the order they happened in. An
-//! event whose hash is pending in the *other* group first flushes that group, so a Remove never
-//! goes out before the Create it follows (nor a re-Create before the Remove it follows).
-//! Events of different hashes may be reordered between the two groups; a set-based consumer
-//! ends in the same state either way.
+//! Invariant: the published order of the events of one hash is the order they happened in.
+//! Pending removes always go out before pending creates, so a re-Create after a Remove is
+//! safe as it is; a Remove of a hash whose Create is still pending first flushes both groups
+//! (the balance map below remembers in which generation of the create group each hash was
+//! announced, so this costs no extra lookup). Events of different hashes may be reordered
+//! between the two groups; a set-based consumer ends in the same state either way.
 //!
 //! The manager calls its observers after releasing its locks, so two threads' notifications of
 //! one hash can arrive swapped (thread A registers `h`, thread B evicts it, B's Remove arrives
@@ -23,36 +24,41 @@
 
 use std::time::Instant;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use kvtier_core::{Medium, SeqHashBuilder, SequenceHash};
 
 use crate::{EmitPolicy, EventBatch, EventKind, Payload};
 
-/// One open group of events of one kind.
-#[derive(Default)]
-struct Group {
-    hashes: Vec<SequenceHash>,
-    members: HashSet<SequenceHash, SeqHashBuilder>,
+/// Takes a group's hashes as one batch, sorted for a radix-style consumer.
+fn take(
+    hashes: &mut Vec<SequenceHash>,
+    kind: EventKind,
+    medium: Medium,
+    policy: EmitPolicy,
+) -> Option<Payload> {
+    if hashes.is_empty() {
+        return None;
+    }
+    let mut hashes = std::mem::take(hashes);
+    match kind {
+        EventKind::Create => hashes.sort_by_key(|h| h.position()),
+        EventKind::Remove => hashes.sort_by_key(|h| std::cmp::Reverse(h.position())),
+    }
+    Some(Payload::Batch(EventBatch {
+        medium,
+        kind,
+        hashes,
+        policy,
+    }))
 }
 
-impl Group {
-    fn take(&mut self, kind: EventKind, medium: Medium, policy: EmitPolicy) -> Option<Payload> {
-        if self.hashes.is_empty() {
-            return None;
-        }
-        self.members.clear();
-        let mut hashes = std::mem::take(&mut self.hashes);
-        match kind {
-            EventKind::Create => hashes.sort_by_key(|h| h.position()),
-            EventKind::Remove => hashes.sort_by_key(|h| std::cmp::Reverse(h.position())),
-        }
-        Some(Payload::Batch(EventBatch {
-            medium,
-            kind,
-            hashes,
-            policy,
-        }))
-    }
+/// What the batcher knows of one announced hash.
+#[derive(Clone, Copy)]
+struct Tally {
+    /// Creates minus removes seen.
+    balance: i32,
+    /// The create-group generation its last announced Create went into.
+    created_in: u32,
 }
 
 /// Pending events of one emitter.
@@ -60,11 +66,13 @@ pub(crate) struct Batcher {
     medium: Medium,
     policy: EmitPolicy,
     max_batch: usize,
-    creates: Group,
-    removes: Group,
+    creates: Vec<SequenceHash>,
+    removes: Vec<SequenceHash>,
+    /// Bumped each time the create group is taken.
+    create_gen: u32,
     oldest: Option<Instant>,
-    /// Creates minus removes seen, per hash; zero entries are dropped.
-    balance: HashMap<SequenceHash, i32, SeqHashBuilder>,
+    /// Per hash with a non-zero balance.
+    tallies: HashMap<SequenceHash, Tally, SeqHashBuilder>,
     /// Notifications absorbed because they arrived out of order.
     absorbed: u64,
 }
@@ -75,10 +83,11 @@ impl Batcher {
             medium,
             policy,
             max_batch: max_batch.max(1),
-            creates: Group::default(),
-            removes: Group::default(),
+            creates: Vec::new(),
+            removes: Vec::new(),
+            create_gen: 0,
             oldest: None,
-            balance: HashMap::default(),
+            tallies: HashMap::default(),
             absorbed: 0,
         }
     }
@@ -88,50 +97,61 @@ impl Batcher {
         self.absorbed
     }
 
-    /// Records one notification; whether it changes what the instance is known to hold.
-    fn settle(&mut self, kind: EventKind, hash: SequenceHash) -> bool {
-        let delta = match kind {
-            EventKind::Create => 1,
-            EventKind::Remove => -1,
-        };
-        let entry = self.balance.entry(hash).or_insert(0);
-        let before = *entry;
-        *entry += delta;
-        let after = *entry;
-        if after == 0 {
-            self.balance.remove(&hash);
-        }
-        let changes = (before > 0) != (after > 0);
-        if !changes {
-            self.absorbed += 1;
-        }
-        changes
-    }
-
     /// When the oldest pending event was pushed.
     pub(crate) fn oldest(&self) -> Option<Instant> {
         self.oldest
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.creates.hashes.len() + self.removes.hashes.len()
+        self.creates.len() + self.removes.len()
+    }
+
+    fn take_creates(&mut self) -> Option<Payload> {
+        self.create_gen = self.create_gen.wrapping_add(1);
+        take(
+            &mut self.creates,
+            EventKind::Create,
+            self.medium,
+            self.policy,
+        )
     }
 
     /// Adds one event; batches that must go out now (conflict or size) are handed to `out` in
     /// the order they must be published.
     pub(crate) fn push(&mut self, kind: EventKind, hash: SequenceHash, out: &mut Vec<Payload>) {
-        if !self.settle(kind, hash) {
+        let gen_now = self.create_gen;
+        let tally = self.tallies.entry(hash).or_insert(Tally {
+            balance: 0,
+            created_in: gen_now.wrapping_sub(1),
+        });
+        let before = tally.balance;
+        tally.balance += match kind {
+            EventKind::Create => 1,
+            EventKind::Remove => -1,
+        };
+        let after = tally.balance;
+        let created_in = tally.created_in;
+        if before <= 0 && after > 0 {
+            tally.created_in = gen_now;
+        }
+        if after == 0 {
+            self.tallies.remove(&hash);
+        }
+        if (before > 0) == (after > 0) {
+            self.absorbed += 1;
             return;
         }
-        let (mine, other, other_kind) = match kind {
-            EventKind::Create => (&mut self.creates, &mut self.removes, EventKind::Remove),
-            EventKind::Remove => (&mut self.removes, &mut self.creates, EventKind::Create),
-        };
-        if other.members.contains(&hash) {
-            out.extend(other.take(other_kind, self.medium, self.policy));
+        match kind {
+            EventKind::Create => self.creates.push(hash),
+            EventKind::Remove => {
+                if created_in == gen_now && !self.creates.is_empty() {
+                    // Its Create is pending: publish everything pending first (removes, which
+                    // all precede the pending creates of their hashes, then creates).
+                    self.flush(out);
+                }
+                self.removes.push(hash);
+            }
         }
-        mine.hashes.push(hash);
-        mine.members.insert(hash);
         if self.oldest.is_none() {
             self.oldest = Some(Instant::now());
         }
@@ -140,17 +160,16 @@ impl Batcher {
         }
     }
 
-    /// Hands every pending event to `out`: removes first, then creates (the two groups share
-    /// no hash, so their order does not matter to a consumer).
+    /// Hands every pending event to `out`: removes first, then creates (a hash pending in both
+    /// was removed and then created again, in that order).
     pub(crate) fn flush(&mut self, out: &mut Vec<Payload>) {
-        out.extend(
-            self.removes
-                .take(EventKind::Remove, self.medium, self.policy),
-        );
-        out.extend(
-            self.creates
-                .take(EventKind::Create, self.medium, self.policy),
-        );
+        out.extend(take(
+            &mut self.removes,
+            EventKind::Remove,
+            self.medium,
+            self.policy,
+        ));
+        out.extend(self.take_creates());
         self.oldest = None;
     }
 }
@@ -258,7 +277,7 @@ mod tests {
             kinds(&out),
             [(EventKind::Create, vec![0]), (EventKind::Remove, vec![0])]
         );
-        assert!(b.balance.is_empty());
+        assert!(b.tallies.is_empty());
     }
 
     #[test]
@@ -278,5 +297,54 @@ mod tests {
         );
         assert_eq!(b.pending(), 1);
         assert!(b.oldest().is_some());
+    }
+
+    proptest::proptest! {
+        /// Whatever the size limit, the flush points and the swaps in delivery, the published
+        /// stream alternates Create, Remove, ... per hash and ends in the true state.
+        #[test]
+        fn stream_alternates_and_ends_true(
+            ops in proptest::collection::vec((0..6u64, proptest::bool::ANY), 1..200),
+            swaps in proptest::collection::vec(0..200usize, 0..40),
+            max_batch in 1..8usize,
+            flushes in proptest::collection::vec(0..200usize, 0..10),
+        ) {
+            // The true order: toggle each hash's state.
+            let mut live = [false; 6];
+            let mut truth = vec![];
+            for &(h, _) in &ops {
+                let kind = if live[h as usize] { EventKind::Remove } else { EventKind::Create };
+                live[h as usize] = !live[h as usize];
+                truth.push((kind, SequenceHash::root(h)));
+            }
+            // Delivery: adjacent swaps, as notifications overtaking each other.
+            let mut delivered = truth.clone();
+            for &i in &swaps {
+                if i + 1 < delivered.len() {
+                    delivered.swap(i, i + 1);
+                }
+            }
+            let mut b = Batcher::new(Medium::Gpu, EmitPolicy::All, max_batch);
+            let mut out = vec![];
+            for (i, &(kind, h)) in delivered.iter().enumerate() {
+                b.push(kind, h, &mut out);
+                if flushes.contains(&i) {
+                    b.flush(&mut out);
+                }
+            }
+            b.flush(&mut out);
+            let mut announced = std::collections::HashMap::new();
+            for p in &out {
+                let Payload::Batch(batch) = p else { unreachable!() };
+                for h in &batch.hashes {
+                    let was = announced.insert(*h, batch.kind == EventKind::Create).unwrap_or(false);
+                    proptest::prop_assert_eq!(was, batch.kind == EventKind::Remove);
+                }
+            }
+            for (h, &l) in live.iter().enumerate() {
+                let got = announced.get(&SequenceHash::root(h as u64)).copied().unwrap_or(false);
+                proptest::prop_assert_eq!(got, l);
+            }
+        }
     }
 }

@@ -327,6 +327,10 @@ impl BlockObserver for EventEmitter {
         self.inner.push(EventKind::Create, [hash]);
     }
 
+    fn registered_many(&self, hashes: &[SequenceHash]) {
+        self.inner.push(EventKind::Create, hashes.iter().copied());
+    }
+
     fn removed(&self, hashes: &[SequenceHash]) {
         self.inner.push(EventKind::Remove, hashes.iter().copied());
     }

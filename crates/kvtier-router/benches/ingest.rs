@@ -13,6 +13,10 @@
 //! - `decode_apply/{instances}`: msgpack bytes decoded with [`EventMessage::decode`], then
 //!   applied.
 //!
+//! - `emit/{none,all,power_of_two}`: the producer side — a block manager's churn (allocate 32
+//!   blocks evicting old ones, register, release tail-first) without an emitter and with one
+//!   per policy, per block; the difference is what announcing costs the manager's hot path.
+//!
 //! ```text
 //! cargo bench -p kvtier-router --bench ingest -- --warm-up-time 1 --measurement-time 3
 //! ```
@@ -213,5 +217,58 @@ fn ingest(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ingest);
+fn emit(c: &mut Criterion) {
+    use kvtier_core::{BlockManager, DuplicationPolicy, G1};
+    use kvtier_events::{EventEmitter, Publisher};
+
+    const CHAIN: usize = 32;
+    let mut g = c.benchmark_group("emit");
+    g.throughput(Throughput::Elements(CHAIN as u64));
+    for policy in [None, Some(EmitPolicy::All), Some(EmitPolicy::PowerOfTwo)] {
+        let name = policy.map_or("none", |p| match p {
+            EmitPolicy::All => "all",
+            _ => "power_of_two",
+        });
+        let publisher = Publisher::new(InstanceId(1));
+        // A subscriber that never reads: the publisher must not wait for it.
+        let _sub = publisher.subscribe();
+        let mut builder = BlockManager::<G1>::builder()
+            .with_block_count(4096)
+            .with_block_size(16)
+            .with_duplication_policy(DuplicationPolicy::Reject);
+        if let Some(p) = policy {
+            let emitter = EventEmitter::builder(publisher.clone())
+                .with_policy(p)
+                .with_max_delay(None)
+                .build()
+                .expect("no thread to spawn");
+            builder = builder.with_observer(Arc::new(emitter));
+        }
+        let manager = builder.build().expect("valid manager");
+        let mut rng = Rng(42);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut chain = vec![SequenceHash::root(rng.next())];
+                for _ in 1..CHAIN {
+                    let parent = *chain.last().expect("non-empty");
+                    chain.push(SequenceHash::child_of(parent, rng.next()));
+                }
+                let blocks = manager.allocate_blocks(CHAIN).expect("evicts");
+                let staged: Vec<_> = blocks
+                    .into_iter()
+                    .zip(&chain)
+                    .map(|(b, &h)| b.stage(h, 16).expect("staged"))
+                    .collect();
+                let held = manager
+                    .register_blocks(staged)
+                    .map_err(|e| e.to_string())
+                    .expect("registered");
+                manager.release_blocks(held.into_iter().rev());
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest, emit);
 criterion_main!(benches);
