@@ -14,14 +14,15 @@
 //!
 //! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip the test that needs Python.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kvtier_router::vllm_instance_id;
+use kvtier_testkit::http;
+use kvtier_testkit::process::ChildGuard;
+use kvtier_testkit::python::skip_python_tests;
+use kvtier_testkit::vllm::VllmPublisher;
 use serde_json::{Value, json};
 
 /// Tokens per block, in the script and in the router's `--block-size`.
@@ -35,46 +36,6 @@ const DP_RANK: i64 = 3;
 const WAIT: Duration = Duration::from_secs(30);
 const LISTENING: &str = "kvtier router listening on http://";
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn skip() -> bool {
-    let skip = std::env::var_os("KVTIER_SKIP_PYTHON_TESTS").is_some_and(|v| v != "0");
-    if skip {
-        eprintln!("KVTIER_SKIP_PYTHON_TESTS is set: skipping");
-    }
-    skip
-}
-
-/// The venv's python, created by `scripts/python-env.sh` (once per test process).
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = workspace_root();
-        let out = Command::new("bash")
-            .arg(root.join("scripts/python-env.sh"))
-            .current_dir(&root)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(
-            out.status.success(),
-            "scripts/python-env.sh failed (it needs python3 with venv and access to PyPI; \
-             set KVTIER_SKIP_PYTHON_TESTS=1 to skip)"
-        );
-        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(stdout.lines().last().expect("a python path").trim())
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The script's `tokens(seed, blocks)`.
 fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
     (0..(blocks * BLOCK_SIZE) as u32)
@@ -82,165 +43,49 @@ fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Forwards a child's output lines to a channel (closed at EOF).
-fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A child process killed (and reaped) when dropped, whatever the test's outcome.
-struct Guard {
-    child: Child,
-}
-
-impl Guard {
-    /// Waits up to `within` for the process to exit by itself.
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The python publisher; its stdin closing (on drop) also makes it exit by itself.
-struct Publisher {
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    pub_port: u16,
-    replay_port: u16,
-    // Last: killed after stdin is closed.
-    _process: Guard,
-}
-
-impl Publisher {
-    fn start() -> Self {
-        // A port picked free may be taken before python binds it: try a few pairs.
-        for _ in 0..5 {
-            let (pub_port, replay_port) = (free_port(), free_port());
-            let mut child = Command::new(python())
-                .arg(workspace_root().join("crates/kvtier-router/tests/python/vllm_publisher.py"))
-                .args(["--pub-port", &pub_port.to_string()])
-                .args(["--replay-port", &replay_port.to_string()])
-                .args(["--dp-rank", &DP_RANK.to_string()])
-                .args(["--timeout", "120"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start the python publisher");
-            let lines = line_channel(child.stdout.take().expect("piped stdout"));
-            let stdin = child.stdin.take();
-            let mut publisher = Publisher {
-                stdin,
-                lines,
-                pub_port,
-                replay_port,
-                _process: Guard { child },
-            };
-            if publisher.wait_line("READY") {
-                return publisher;
-            }
-        }
-        panic!("the publisher never became ready");
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .expect("write to the publisher");
-    }
-
-    /// Waits for a line equal to `want`; false if the process ended or time ran out.
-    fn wait_line(&mut self, want: &str) -> bool {
-        let deadline = Instant::now() + WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line == want => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-
-    /// The router's `--vllm` spec for this publisher.
-    fn spec(&self) -> String {
-        format!(
-            "{ENGINE}=tcp://127.0.0.1:{}@tcp://127.0.0.1:{}",
-            self.pub_port, self.replay_port
-        )
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stdin.take(); // EOF: the script exits by itself
-    }
+/// The router's `--vllm` spec for `publisher`.
+fn vllm_spec(publisher: &VllmPublisher) -> String {
+    format!(
+        "{ENGINE}={}@{}",
+        publisher.endpoint(),
+        publisher.replay_endpoint()
+    )
 }
 
 /// A running `kvtier router`.
 struct RouterProcess {
-    process: Guard,
+    process: ChildGuard,
     addr: SocketAddr,
 }
 
 impl RouterProcess {
     /// Starts `kvtier router --listen 127.0.0.1:0 ARGS` and waits for its listening line.
     fn start(args: &[&str], stderr: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
-            .args(["router", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start kvtier router");
-        let lines = line_channel(child.stdout.take().expect("piped stdout"));
-        let mut process = Guard { child };
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("no listening line from kvtier router {args:?}"));
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix(LISTENING) {
-                        break addr
-                            .trim()
-                            .parse()
-                            .unwrap_or_else(|e| panic!("listening line {line:?}: {e}"));
-                    }
-                }
-                Err(_) => panic!(
+        let mut process = ChildGuard::spawn(
+            Command::new(env!("CARGO_BIN_EXE_kvtier"))
+                .args(["router", "--listen", "127.0.0.1:0"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(stderr),
+        );
+        let lines = process.stdout_lines();
+        let addr = lines
+            .find_map(WAIT, |line| {
+                let addr = line.strip_prefix(LISTENING)?.trim();
+                Some(
+                    addr.parse::<SocketAddr>()
+                        .unwrap_or_else(|e| panic!("listening line {line:?}: {e}")),
+                )
+            })
+            .unwrap_or_else(|| {
+                panic!(
                     "kvtier router {args:?} printed no listening line; exit: {:?}",
                     process.wait_exit(Duration::from_secs(5))
-                ),
-            }
-        };
+                )
+            });
         // Keep draining stdout so that the router never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        lines.drain();
         RouterProcess { process, addr }
     }
 
@@ -248,7 +93,7 @@ impl RouterProcess {
     /// right after the listening line: the router installs its handlers before printing it
     /// (a regression: it once printed first and a prompt SIGTERM lost the final snapshot).
     fn terminate(&mut self) {
-        let pid = self.process.child.id().to_string();
+        let pid = self.process.id().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -265,54 +110,6 @@ impl RouterProcess {
     }
 }
 
-/// A minimal HTTP/1.1 exchange; returns the status and the body (de-chunked).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let (head, rest) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: bad status line in {head:?}"));
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (len, rest) = s.split_once("\r\n").expect("a chunk size line");
-        let len = len.split(';').next().unwrap_or_default().trim();
-        let n = usize::from_str_radix(len, 16).expect("a hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-}
-
 /// `POST /query` by tokens, with the model's extra keys (and a LoRA).
 fn query(addr: SocketAddr, tokens: &[u32], lora: Option<&str>) -> Value {
     let mut extra = json!({ "model": MODEL });
@@ -320,7 +117,7 @@ fn query(addr: SocketAddr, tokens: &[u32], lora: Option<&str>) -> Value {
         extra["lora"] = json!(lora);
     }
     let body = json!({ "tokens": tokens, "block_size": BLOCK_SIZE, "extra": extra });
-    let (status, text) = http(addr, "POST", "/query", &body.to_string());
+    let (status, text) = http::post(addr, "/query", &body.to_string());
     assert_eq!(status, 200, "POST /query {body}: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("query answer {text:?}: {e}"))
 }
@@ -361,9 +158,16 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 fn metrics(addr: SocketAddr) -> String {
-    let (status, text) = http(addr, "GET", "/metrics", "");
+    let (status, text) = http::get(addr, "/metrics");
     assert_eq!(status, 200, "{text}");
     text
+}
+
+/// Asserts that each `(name, value)` sample of `text` has exactly that value.
+fn assert_metrics(text: &str, expected: &[(&str, f64)]) {
+    for &(name, value) in expected {
+        assert_eq!(metric(text, name), Some(value), "{name}: {text}");
+    }
 }
 
 /// Polls `check` (which returns what it saw when not yet satisfied) until it passes.
@@ -401,7 +205,7 @@ fn wait_matched(
 
 #[test]
 fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
-    if skip() {
+    if skip_python_tests() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -409,8 +213,11 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     let snapshot_arg = snapshot.to_str().expect("a UTF-8 temporary path");
     let instance = vllm_instance_id(ENGINE, DP_RANK).to_string();
 
-    let mut publisher = Publisher::start();
-    let spec = publisher.spec();
+    let mut publisher = VllmPublisher::builder()
+        .with_dp_rank(DP_RANK)
+        .with_timeout(Duration::from_secs(120))
+        .start();
+    let spec = vllm_spec(&publisher);
     let mut router = RouterProcess::start(
         &[
             "--vllm",
@@ -428,7 +235,7 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
         Stdio::inherit(),
     );
     let addr = router.addr;
-    assert_eq!(http(addr, "GET", "/health", ""), (200, "ok\n".to_string()));
+    assert_eq!(http::get(addr, "/health"), (200, "ok\n".to_string()));
     assert!(!snapshot.exists(), "no snapshot before the first stop");
 
     // The slow-joiner window: let the source connect and subscribe (a batch lost anyway is
@@ -437,7 +244,10 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
 
     // Phase 1 (seq 0..=2): chain A, 4 blocks; chain B, 2 blocks under the LoRA.
     publisher.send("go");
-    assert!(publisher.wait_line("PHASE1_DONE"), "phase 1 published");
+    assert!(
+        publisher.wait_line("PHASE1_DONE", WAIT),
+        "phase 1 published"
+    );
     let a = tokens(1, 4);
     let b = tokens(2, 2);
     wait_matched(addr, "chain A from phase 1", &a, None, &instance, 4);
@@ -450,20 +260,13 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     // Without the LoRA, B's tokens hash differently.
     assert_no_holder(&query(addr, &b, None));
     let text = metrics(addr);
-    assert_eq!(
-        metric(&text, "kvtier_router_messages_total"),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "kvtier_router_creates_total"),
-        Some(6.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "kvtier_router_instances"),
-        Some(1.0),
-        "{text}"
+    assert_metrics(
+        &text,
+        &[
+            ("kvtier_router_messages_total", 3.0),
+            ("kvtier_router_creates_total", 6.0),
+            ("kvtier_router_instances", 1.0),
+        ],
     );
 
     // Phase 2 (seq 3..=8, seq 4 only in the replay buffer): removals, a clear, and one
@@ -471,7 +274,10 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     // gone after the clear, so it is not placeable). Seq 8 is the last message: once E's
     // block shows, everything before it was applied.
     publisher.send("continue");
-    assert!(publisher.wait_line("PHASE2_DONE"), "phase 2 published");
+    assert!(
+        publisher.wait_line("PHASE2_DONE", WAIT),
+        "phase 2 published"
+    );
     let e = tokens(5, 2);
     let e1 = &e[BLOCK_SIZE..];
     wait_matched(addr, "chain E's root from phase 2", e1, None, &instance, 1);
@@ -501,32 +307,21 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     // The source delivers exactly one message per batch, the skipped seq 4 included, and
     // seq 4's two blocks (then seq 5's, placeable only after them) count among the creates:
     // 3 + 1 + 2 (phase 1) + 2 + 1 + 1 (phase 2) = 10; without the repair there would be 7.
-    assert_eq!(
-        metric(&text, "kvtier_router_messages_total"),
-        Some(10.0),
-        "{text}"
+    assert_metrics(
+        &text,
+        &[
+            ("kvtier_router_messages_total", 10.0),
+            ("kvtier_router_creates_total", 10.0),
+            ("kvtier_router_removes_total", 4.0),
+            ("kvtier_router_instances", 1.0),
+            ("kvtier_router_blocks", 1.0),
+        ],
     );
-    assert_eq!(
-        metric(&text, "kvtier_router_creates_total"),
-        Some(10.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "kvtier_router_removes_total"),
-        Some(4.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "kvtier_router_instances"),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(metric(&text, "kvtier_router_blocks"), Some(1.0), "{text}");
     assert!(
         metric(&text, "kvtier_router_queries_total").is_some_and(|q| q > 0.0),
         "{text}"
     );
-    let (status, list) = http(addr, "GET", "/instances", "");
+    let (status, list) = http::get(addr, "/instances");
     assert_eq!(status, 200, "{list}");
     let list: Value = serde_json::from_str(&list).expect("JSON instances");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
@@ -552,22 +347,15 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     assert_only_holder(&query(addr, e1, None), &instance, 1, 1);
     assert_no_holder(&query(addr, &a, None));
     let text = metrics(addr);
-    assert_eq!(
-        metric(&text, "kvtier_router_instances"),
-        Some(1.0),
-        "{text}"
+    assert_metrics(
+        &text,
+        &[
+            ("kvtier_router_instances", 1.0),
+            ("kvtier_router_blocks", 1.0),
+        ],
     );
-    assert_eq!(metric(&text, "kvtier_router_blocks"), Some(1.0), "{text}");
     restored.terminate();
-    let mut stderr = String::new();
-    restored
-        .process
-        .child
-        .stderr
-        .take()
-        .expect("piped stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
+    let stderr = restored.process.read_stderr();
     assert!(
         stderr.contains("loaded snapshot") && stderr.contains("1 instances, 1 blocks"),
         "{stderr}"
@@ -576,25 +364,17 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
 
 /// Runs `kvtier ARGS` that must fail; returns its stderr.
 fn failing_run(args: &[&str]) -> String {
-    let child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kvtier");
-    let mut process = Guard { child };
+    let mut process = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_kvtier"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let status = process
         .wait_exit(WAIT)
         .unwrap_or_else(|| panic!("kvtier {args:?} is still running"));
-    let mut stderr = String::new();
-    process
-        .child
-        .stderr
-        .take()
-        .expect("piped stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
+    let stderr = process.read_stderr();
     assert!(!status.success(), "kvtier {args:?} must fail: {status}");
     assert_eq!(
         status.code(),

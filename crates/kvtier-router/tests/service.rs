@@ -2,52 +2,13 @@
 //! `POST /query` answers by tokens and by hashes, bad bodies get 400, `/metrics` and
 //! `/instances` report, and stopping writes a snapshot that a new service starts from.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvtier_core::{BlockHasher, BlockManager, ExtraKeys, G1, HashScheme};
 use kvtier_events::{EventEmitter, InstanceId, Publisher};
 use kvtier_router::{QueryResponse, Router, RouterService};
-
-/// A minimal HTTP/1.1 exchange (the tests need no client library).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw[9..12].parse().unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (len, rest) = s.split_once("\r\n").unwrap();
-        let n = usize::from_str_radix(len.trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-}
+use kvtier_testkit::http;
 
 fn wait_for(mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -113,12 +74,12 @@ fn serves_queries_metrics_and_snapshots() {
     let by_tokens =
         serde_json::json!({"tokens": tokens, "block_size": 4, "extra": {"model": "m"}}).to_string();
     wait_for(|| {
-        let (status, body) = http(addr, "POST", "/query", &by_tokens);
+        let (status, body) = http::post(addr, "/query", &by_tokens);
         assert_eq!(status, 200, "{body}");
         let r: QueryResponse = serde_json::from_str(&body).unwrap();
         !r.instances.is_empty()
     });
-    let (_, body) = http(addr, "POST", "/query", &by_tokens);
+    let (_, body) = http::post(addr, "/query", &by_tokens);
     let r: QueryResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(r.blocks, 5);
     assert_eq!(r.best, Some(InstanceId(0xABC)));
@@ -130,9 +91,8 @@ fn serves_queries_metrics_and_snapshots() {
         .iter()
         .map(|h| format!("{:032x}", h.as_u128()))
         .collect();
-    let (status, body) = http(
+    let (status, body) = http::post(
         addr,
-        "POST",
         "/query",
         &serde_json::json!({"hashes": hex}).to_string(),
     );
@@ -140,7 +100,7 @@ fn serves_queries_metrics_and_snapshots() {
     let r: QueryResponse = serde_json::from_str(&body).unwrap();
     assert_eq!(r.instances[0].media["GPU"].matched, 3);
     let other = serde_json::json!({"tokens": (0..22).collect::<Vec<u32>>(), "block_size": 4, "extra": {"model": "other"}}).to_string();
-    let r: QueryResponse = serde_json::from_str(&http(addr, "POST", "/query", &other).1).unwrap();
+    let r: QueryResponse = serde_json::from_str(&http::post(addr, "/query", &other).1).unwrap();
     assert!(r.instances.is_empty());
 
     // Bad bodies are refused with a reason.
@@ -153,25 +113,25 @@ fn serves_queries_metrics_and_snapshots() {
         r#"{"hashes": [], "tokens": []}"#,
         r#"{"hashes": [], "bogus": 1}"#,
     ] {
-        let (status, body) = http(addr, "POST", "/query", bad);
+        let (status, body) = http::post(addr, "/query", bad);
         assert_eq!(status, 400, "{bad} -> {body}");
         assert!(body.contains("error") || !body.is_empty(), "{body}");
     }
 
-    let (status, metrics) = http(addr, "GET", "/metrics", "");
+    let (status, metrics) = http::get(addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("kvtier_router_creates_total 3"),
         "{metrics}"
     );
     assert!(metrics.contains("kvtier_router_instances 1"), "{metrics}");
-    let (status, instances) = http(addr, "GET", "/instances", "");
+    let (status, instances) = http::get(addr, "/instances");
     assert_eq!(status, 200);
     assert!(
         instances.contains("00000000000000000000000000000abc"),
         "{instances}"
     );
-    assert_eq!(http(addr, "GET", "/health", "").0, 200);
+    assert_eq!(http::get(addr, "/health").0, 200);
 
     rt.block_on(service.stop()).unwrap();
     // A new service starts from the snapshot and answers at once.
@@ -180,7 +140,7 @@ fn serves_queries_metrics_and_snapshots() {
         .block_on(RouterService::builder(restored).start())
         .unwrap();
     let r: QueryResponse =
-        serde_json::from_str(&http(service.local_addr(), "POST", "/query", &by_tokens).1).unwrap();
+        serde_json::from_str(&http::post(service.local_addr(), "/query", &by_tokens).1).unwrap();
     assert_eq!(r.instances[0].media["GPU"].matched, 3);
     rt.block_on(service.stop()).unwrap();
 }

@@ -14,16 +14,14 @@
 //!
 //! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip the tests that need Python.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use kvtier_core::{BlockHasher, HashScheme, Medium, SequenceHash};
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
-use kvtier_router::{VllmSource, VllmSourceHandle, VllmStats, vllm_instance_id};
+use kvtier_router::{VllmSource, VllmSourceBuilder, VllmSourceHandle, VllmStats, vllm_instance_id};
+use kvtier_testkit::net::free_port;
+use kvtier_testkit::python::skip_python_tests;
+use kvtier_testkit::vllm::{VllmPublisher, VllmPublisherBuilder};
 use tokio::sync::mpsc;
 
 const BLOCK_SIZE: usize = 4;
@@ -32,134 +30,9 @@ const NAME: &str = "engine-under-test";
 const TOPIC: &str = "kv-events";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn skip() -> bool {
-    let skip = std::env::var_os("KVTIER_SKIP_PYTHON_TESTS").is_some_and(|v| v != "0");
-    if skip {
-        eprintln!("KVTIER_SKIP_PYTHON_TESTS is set: skipping");
-    }
-    skip
-}
-
-/// The venv's python, created by `scripts/python-env.sh` (once per test process).
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let root = workspace_root();
-        let out = Command::new("bash")
-            .arg(root.join("scripts/python-env.sh"))
-            .current_dir(&root)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(
-            out.status.success(),
-            "scripts/python-env.sh failed (it needs python3 with venv and access to PyPI; \
-             set KVTIER_SKIP_PYTHON_TESTS=1 to skip)"
-        );
-        let stdout = String::from_utf8(out.stdout).expect("utf-8 path");
-        PathBuf::from(stdout.lines().last().expect("a python path").trim())
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The publisher process; killed when dropped, whatever the test's outcome.
-struct Publisher {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: std_mpsc::Receiver<String>,
-    pub_port: u16,
-    replay_port: u16,
-}
-
-impl Publisher {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_on(None, extra)
-    }
-
-    /// Starts on `ports` (PUB, replay), or on free ones.
-    fn start_on(ports: Option<(u16, u16)>, extra: &[&str]) -> Self {
-        // A port picked free may be taken before python binds it: try a few pairs.
-        for _ in 0..5 {
-            let (pub_port, replay_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
-            let mut child = Command::new(python())
-                .arg(workspace_root().join("crates/kvtier-router/tests/python/vllm_publisher.py"))
-                .args(["--pub-port", &pub_port.to_string()])
-                .args(["--replay-port", &replay_port.to_string()])
-                .args(["--topic", TOPIC, "--timeout", "60"])
-                .args(extra)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start the python publisher");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let (tx, lines) = std_mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut publisher = Publisher {
-                stdin: child.stdin.take(),
-                child,
-                lines,
-                pub_port,
-                replay_port,
-            };
-            if publisher.wait_line("READY", Duration::from_secs(30)) {
-                return publisher;
-            }
-        }
-        panic!("the publisher never became ready");
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .expect("write to publisher");
-    }
-
-    /// Waits for a line equal to `want`; false if the process ended or time ran out.
-    fn wait_line(&mut self, want: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line == want => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-
-    fn endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.pub_port)
-    }
-
-    fn replay_endpoint(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.replay_port)
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stdin.take(); // EOF: the script exits by itself
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A publisher on [`TOPIC`] (killed when dropped, whatever the test's outcome).
+fn publisher() -> VllmPublisherBuilder {
+    VllmPublisher::builder().with_topic(TOPIC)
 }
 
 /// The tokens of the script's `tokens(seed, blocks)`.
@@ -260,6 +133,34 @@ async fn wait_stats(handle: &VllmSourceHandle, what: &str, done: impl Fn(&VllmSt
     }
 }
 
+/// Spawns a source on `publisher`'s sockets (`configure` adds options to the common ones),
+/// waits for its SUB connection and lets the subscription settle.
+async fn connect_source(
+    publisher: &VllmPublisher,
+    configure: impl FnOnce(VllmSourceBuilder) -> VllmSourceBuilder,
+) -> (VllmSourceHandle, mpsc::Receiver<EventMessage>) {
+    let builder = VllmSource::builder(NAME, publisher.endpoint())
+        .with_replay_endpoint(publisher.replay_endpoint())
+        .with_topic(TOPIC)
+        .with_model(MODEL);
+    let source = configure(builder).build().unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let handle = source.spawn(tx);
+    wait_stats(&handle, "the SUB connection", |s| s.connects >= 1).await;
+    // Let the publisher's I/O thread register the subscription (the slow-joiner window);
+    // a batch lost anyway is recovered by the late-join replay.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (handle, rx)
+}
+
+/// A source whose publisher never answers (nothing listens on its port).
+fn unanswered_source() -> VllmSource {
+    let port = free_port();
+    VllmSource::builder(NAME, format!("tcp://127.0.0.1:{port}"))
+        .build()
+        .unwrap()
+}
+
 /// When the source starts relative to the publisher's phases.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -271,7 +172,7 @@ enum Start {
 
 /// Starts the source, then runs the script's two phases; returns every message.
 async fn run_scenario(
-    publisher: &mut Publisher,
+    publisher: &mut VllmPublisher,
     start: Start,
     messages: usize,
     applied_seqs: u64,
@@ -280,20 +181,12 @@ async fn run_scenario(
         publisher.send("go");
         assert!(publisher.wait_line("PHASE1_DONE", WAIT));
     }
-    let source = VllmSource::builder(NAME, publisher.endpoint())
-        .with_replay_endpoint(publisher.replay_endpoint())
-        .with_topic(TOPIC)
-        .with_model(MODEL)
-        .with_default_block_size(BLOCK_SIZE)
-        .with_replay_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let (tx, mut rx) = mpsc::channel(64);
-    let handle = source.spawn(tx);
-    wait_stats(&handle, "the SUB connection", |s| s.connects >= 1).await;
-    // Let the publisher's I/O thread register the subscription (the slow-joiner window);
-    // a batch lost anyway is recovered by the late-join replay.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (handle, mut rx) = connect_source(publisher, |builder| {
+        builder
+            .with_default_block_size(BLOCK_SIZE)
+            .with_replay_timeout(Duration::from_secs(5))
+    })
+    .await;
 
     let mut got = Vec::new();
     if start == Start::First {
@@ -338,10 +231,10 @@ fn assert_stream(got: &[EventMessage], instance: InstanceId, expected: &[Payload
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_is_repaired_by_replay_and_hashes_match_tokens() {
-    if skip() {
+    if skip_python_tests() {
         return;
     }
-    let mut publisher = Publisher::start(&["--dp-rank", "2"]);
+    let mut publisher = publisher().with_dp_rank(2).start();
     let (got, handle) = run_scenario(&mut publisher, Start::First, 10, 9).await;
     publisher.send("done");
     assert_stream(&got, vllm_instance_id(NAME, 2), &expected_repaired());
@@ -373,10 +266,10 @@ async fn gap_is_repaired_by_replay_and_hashes_match_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_missing_from_the_replay_buffer_clears_the_instance() {
-    if skip() {
+    if skip_python_tests() {
         return;
     }
-    let mut publisher = Publisher::start(&["--drop-from-buffer"]);
+    let mut publisher = publisher().with_drop_from_buffer().start();
     let (got, handle) = run_scenario(&mut publisher, Start::First, 7, 8).await;
     publisher.send("done");
 
@@ -402,10 +295,10 @@ async fn gap_missing_from_the_replay_buffer_clears_the_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_join_catches_up_from_the_replay_buffer() {
-    if skip() {
+    if skip_python_tests() {
         return;
     }
-    let mut publisher = Publisher::start(&[]);
+    let mut publisher = publisher().start();
     let (got, handle) = run_scenario(&mut publisher, Start::AfterPhase1, 10, 9).await;
     publisher.send("done");
     // Phase 1 was published before the source existed, and seq 4 was never live: the
@@ -424,10 +317,7 @@ async fn late_join_catches_up_from_the_replay_buffer() {
 
 #[tokio::test]
 async fn shutdown_is_prompt_without_a_publisher() {
-    let port = free_port();
-    let source = VllmSource::builder(NAME, format!("tcp://127.0.0.1:{port}"))
-        .build()
-        .unwrap();
+    let source = unanswered_source();
     let (tx, _rx) = mpsc::channel(1);
     let handle = source.spawn(tx);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -440,10 +330,7 @@ async fn shutdown_is_prompt_without_a_publisher() {
 
 #[tokio::test]
 async fn external_shutdown_future_stops_the_source() {
-    let port = free_port();
-    let source = VllmSource::builder(NAME, format!("tcp://127.0.0.1:{port}"))
-        .build()
-        .unwrap();
+    let source = unanswered_source();
     let (tx, _rx) = mpsc::channel(1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = source.spawn_with_shutdown(tx, async move {
@@ -461,29 +348,22 @@ async fn external_shutdown_future_stops_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_restart_is_detected_after_an_idle_reconnect() {
-    if skip() {
+    if skip_python_tests() {
         return;
     }
-    let mut first = Publisher::start(&[]);
-    let ports = (first.pub_port, first.replay_port);
-    let source = VllmSource::builder(NAME, first.endpoint())
-        .with_replay_endpoint(first.replay_endpoint())
-        .with_topic(TOPIC)
-        .with_model(MODEL)
-        .with_idle_reconnect(Some(Duration::from_millis(500)))
-        .build()
-        .unwrap();
-    let (tx, mut rx) = mpsc::channel(64);
-    let handle = source.spawn(tx);
-    wait_stats(&handle, "the SUB connection", |s| s.connects >= 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut first = publisher().start();
+    let ports = first.ports();
+    let (handle, mut rx) = connect_source(&first, |builder| {
+        builder.with_idle_reconnect(Some(Duration::from_millis(500)))
+    })
+    .await;
     let mut got = Vec::new();
     first.send("go");
     recv_n(&mut rx, 3, &mut got).await;
     drop(first);
 
     // A new engine on the same ports: its sequence starts at 0 again and its cache is empty.
-    let mut second = Publisher::start_on(Some(ports), &[]);
+    let mut second = publisher().with_ports(ports).start();
     let connects = handle.stats().connects;
     wait_stats(&handle, "a reconnect", |s| s.connects > connects).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
