@@ -21,8 +21,17 @@
 //! cargo bench -p kvtier-router --bench ingest -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
-//! Reference figures (2-core shared VM, medians; see `docs/events.md`): filled in by the last
-//! run recorded there.
+//! Reference figures (2-core shared VM, 2026-11-23; median of five runs, range in brackets — the
+//! machine was noisy, ±30%):
+//!
+//! | group | 16 instances | 256 instances |
+//! |---|---:|---:|
+//! | apply (events/s) | 12.6 M [9.7–17.8] | 6.65 M [5.6–7.6] |
+//! | decode_apply (events/s) | 10.2 M [8.8–12.6] | 6.4 M [6.25–7.1] |
+//!
+//! | emit (blocks/s of manager churn) | none | all | power_of_two |
+//! |---|---:|---:|---:|
+//! | median [range], six runs | 5.2 M [3.7–6.2] | 2.5 M [1.95–2.8] | 4.1 M [3.7–4.5] |
 
 #![expect(
     missing_docs,
