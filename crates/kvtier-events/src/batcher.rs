@@ -18,9 +18,9 @@
 //! -1 and says nothing, the late Create brings it back to 0 and says nothing, which is what
 //! happened. Once every notification has arrived the announced state equals the manager's.
 //!
-//! In a batch, creates are sorted by position ascending and removes by position descending
-//! (stable: events at one position keep their order), so a radix-style consumer inserts
-//! parents first and removes children first.
+//! In a batch, creates are sorted by position ascending and removes by position descending, so
+//! a radix-style consumer inserts parents first and removes children first (the order of
+//! distinct hashes at one position is unspecified).
 
 use std::time::Instant;
 
@@ -39,10 +39,12 @@ fn take(
     if hashes.is_empty() {
         return None;
     }
-    let mut hashes = std::mem::take(hashes);
+    // The next batch starts with room for as many: no regrowth on the hot path.
+    let room = hashes.len();
+    let mut hashes = std::mem::replace(hashes, Vec::with_capacity(room));
     match kind {
-        EventKind::Create => hashes.sort_by_key(|h| h.position()),
-        EventKind::Remove => hashes.sort_by_key(|h| std::cmp::Reverse(h.position())),
+        EventKind::Create => hashes.sort_unstable_by_key(|h| h.position()),
+        EventKind::Remove => hashes.sort_unstable_by_key(|h| std::cmp::Reverse(h.position())),
     }
     Some(Payload::Batch(EventBatch {
         medium,
