@@ -41,7 +41,7 @@ mod workload;
 pub use kvbm::{KvbmBackend, KvbmFactory, KvbmG1, KvbmOps};
 pub use kvtier::{KvtierFactory, KvtierOps, PolicyMaker, kvtier_backends, kvtier_keys};
 pub use ops::{BlockManagerOps, ManagerFactory};
-pub use routing::{FleetConfig, FleetResult, Routing, simulate};
+pub use routing::{FleetConfig, FleetResult, IN_FLIGHT, Routing, simulate};
 pub use stat::Stat;
 pub use suites::{
     AllocRegister, BLOCK_SIZE, CAPACITY, ChurnRun, MatchPrefix, Sizes, assert_no_leak, churn_run,

@@ -39,7 +39,7 @@ pub struct RouterArgs {
     /// HTTP listen address (port 0 picks a free port; the address is printed at start).
     #[arg(long, default_value = "127.0.0.1:8600")]
     listen: SocketAddr,
-    /// An engine's event stream: NAME=PUB_ENDPOINT[@REPLAY_ENDPOINT]. Repeat for more engines.
+    /// An engine's event stream: `NAME=PUB_ENDPOINT[@REPLAY_ENDPOINT]`. Repeat for more engines.
     #[arg(long = "vllm", value_name = "NAME=ENDPOINT[@REPLAY]")]
     vllm: Vec<String>,
     /// Block size of the engines' events when they do not state one.
