@@ -63,6 +63,7 @@ pub struct EventEmitterBuilder {
     policy: EmitPolicy,
     max_batch: usize,
     max_delay: Option<Duration>,
+    heartbeat: Option<Duration>,
 }
 
 impl EventEmitterBuilder {
@@ -98,6 +99,15 @@ impl EventEmitterBuilder {
         self
     }
 
+    /// Publish a [`Payload::Heartbeat`] whenever the publisher has been idle this long, so a
+    /// router with an expiry keeps an idle instance (set it well below the router's expiry).
+    /// Needs the flusher thread ([`EventEmitterBuilder::with_max_delay`] not `None`).
+    /// Default: none.
+    pub fn with_heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
     /// Builds the emitter (and starts its flusher thread when a time limit is set).
     ///
     /// # Errors
@@ -112,7 +122,11 @@ impl EventEmitterBuilder {
             stopped: AtomicBool::new(false),
         });
         let flusher = match self.max_delay {
-            Some(delay) => Some(spawn_flusher(Arc::downgrade(&inner), delay)?),
+            Some(delay) => Some(spawn_flusher(
+                Arc::downgrade(&inner),
+                delay,
+                self.heartbeat,
+            )?),
             None => None,
         };
         Ok(EventEmitter {
@@ -210,7 +224,11 @@ impl Drop for Inner {
     }
 }
 
-fn spawn_flusher(inner: Weak<Inner>, delay: Duration) -> std::io::Result<JoinHandle<()>> {
+fn spawn_flusher(
+    inner: Weak<Inner>,
+    delay: Duration,
+    heartbeat: Option<Duration>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("kvtier-events-flush".into())
         .spawn(move || {
@@ -222,6 +240,10 @@ fn spawn_flusher(inner: Weak<Inner>, delay: Duration) -> std::io::Result<JoinHan
                     return;
                 }
                 wait = inner.flush_due(delay);
+                if let Some(every) = heartbeat {
+                    inner.publisher.heartbeat_if_idle(every);
+                    wait = wait.min(every);
+                }
             }
         })
 }
@@ -268,6 +290,7 @@ impl EventEmitter {
             policy: EmitPolicy::All,
             max_batch: DEFAULT_MAX_BATCH,
             max_delay: Some(DEFAULT_MAX_DELAY),
+            heartbeat: None,
         }
     }
 

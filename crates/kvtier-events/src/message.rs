@@ -9,6 +9,7 @@
 //!   payload = Batch { medium, kind: Create | Remove, hashes: [SequenceHash] }
 //!           | Cleared { medium: Option<Medium> }     // everything (of that medium) is gone
 //!           | Shutdown                               // the instance stops; forget it
+//!           | Heartbeat                              // nothing changed; still alive
 //! ```
 //!
 //! A Create batch lists its hashes by position ascending, a Remove batch by position descending,
@@ -118,6 +119,9 @@ pub enum Payload {
     },
     /// The instance stops publishing; consumers drop everything it held.
     Shutdown,
+    /// Nothing changed; the instance is alive (keeps a consumer's expiry from forgetting an
+    /// idle instance).
+    Heartbeat,
 }
 
 /// One message of an instance's event stream.

@@ -74,6 +74,8 @@ struct State {
     policy: EmitPolicy,
     shut_down: bool,
     waiting: usize,
+    /// When the last message was published.
+    last_publish: Instant,
 }
 
 impl State {
@@ -99,6 +101,7 @@ impl State {
             Payload::Cleared { medium: None } | Payload::Shutdown => {
                 self.live.iter_mut().for_each(HashSet::clear)
             }
+            Payload::Heartbeat => {}
         }
     }
 }
@@ -186,6 +189,7 @@ impl Publisher {
                     policy: EmitPolicy::All,
                     shut_down: false,
                     waiting: 0,
+                    last_publish: Instant::now(),
                 }),
                 ready: Condvar::new(),
             }),
@@ -210,6 +214,7 @@ impl Publisher {
         }
         st.shut_down = matches!(payload, Payload::Shutdown);
         st.apply(&payload);
+        st.last_publish = Instant::now();
         st.last_id += 1;
         let msg = Arc::new(EventMessage {
             instance: self.inner.instance,
@@ -232,6 +237,19 @@ impl Publisher {
     /// Publishes [`Payload::Shutdown`]: consumers forget the instance. Idempotent.
     pub fn shutdown(&self) {
         let _ = self.publish(Payload::Shutdown);
+    }
+
+    /// Publishes [`Payload::Heartbeat`] if nothing was published for `idle`; returns its id.
+    /// Emitters call it from their flusher thread (see
+    /// [`EventEmitterBuilder::with_heartbeat`](crate::EventEmitterBuilder::with_heartbeat)).
+    pub fn heartbeat_if_idle(&self, idle: Duration) -> Option<u64> {
+        {
+            let st = self.inner.state.lock();
+            if st.shut_down || st.last_publish.elapsed() < idle {
+                return None;
+            }
+        }
+        self.publish(Payload::Heartbeat).ok()
     }
 
     /// Whether [`Publisher::shutdown`] was called.

@@ -217,6 +217,20 @@ fn time_limit_flushes_without_a_call() {
 }
 
 #[test]
+fn idle_emitter_sends_heartbeats() {
+    let publisher = Publisher::new(InstanceId(5));
+    let mut sub = publisher.subscribe();
+    let _emitter = EventEmitter::builder(publisher.clone())
+        .with_max_delay(Some(Duration::from_millis(1)))
+        .with_heartbeat(Some(Duration::from_millis(5)))
+        .build()
+        .unwrap();
+    // Generous: this checks that one arrives at all, not when.
+    let msg = sub.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(msg.payload, Payload::Heartbeat);
+}
+
+#[test]
 fn shutdown_flushes_and_closes() {
     let publisher = Publisher::new(InstanceId(4));
     let mut sub = publisher.subscribe();

@@ -123,6 +123,21 @@ fn dump_follows_removes_clears_and_shutdown() {
 }
 
 #[test]
+fn heartbeats_only_when_idle() {
+    let p = Publisher::new(InstanceId(6));
+    p.publish(batch(EventKind::Create, 1..=1)).unwrap();
+    assert_eq!(
+        p.heartbeat_if_idle(std::time::Duration::from_secs(3600)),
+        None
+    );
+    assert_eq!(p.heartbeat_if_idle(std::time::Duration::ZERO), Some(2));
+    // A heartbeat changes nothing the dump describes.
+    assert_eq!(p.dump().unwrap().blocks[0].hashes.len(), 1);
+    p.shutdown();
+    assert_eq!(p.heartbeat_if_idle(std::time::Duration::ZERO), None);
+}
+
+#[test]
 fn subscriber_sees_closed_after_shutdown() {
     let p = Publisher::new(InstanceId(5));
     let mut s = p.subscribe();
@@ -245,6 +260,7 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
             ),
         prop::option::of(arb_medium()).prop_map(|medium| Payload::Cleared { medium }),
         Just(Payload::Shutdown),
+        Just(Payload::Heartbeat),
     ]
 }
 

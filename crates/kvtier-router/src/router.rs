@@ -377,6 +377,7 @@ impl Router {
             Payload::Cleared { medium } => {
                 self.index.remove_instance(slot, *medium);
             }
+            Payload::Heartbeat => {}
             Payload::Shutdown => {
                 self.index.remove_instance(slot, None);
                 self.instances.retire(slot, msg.event_id);

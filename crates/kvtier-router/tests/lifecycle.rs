@@ -207,6 +207,13 @@ fn silent_instances_expire() {
     assert_eq!(r.expire(t0 + Duration::from_secs(40)), [InstanceId(1)]);
     assert_eq!(r.stats().expired, 1);
     assert_eq!(r.stats().entries, 2);
+    // A heartbeat keeps an idle instance.
+    r.apply_at(
+        Arc::new(msg(2, 2, Payload::Heartbeat)),
+        t0 + Duration::from_secs(50),
+    );
+    assert!(r.expire(t0 + Duration::from_secs(70)).is_empty());
+    assert_eq!(r.instances()[0].next_event_id, 3);
     let never = Router::builder()
         .build()
         .expire(t0 + Duration::from_secs(1 << 20));

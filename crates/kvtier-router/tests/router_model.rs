@@ -101,6 +101,7 @@ impl Model {
                 let m = MEDIA.iter().position(|x| x == md).unwrap();
                 self.live[inst][m].clear();
             }
+            Payload::Heartbeat => {}
             Payload::Cleared { medium: None } | Payload::Shutdown => {
                 self.live[inst].iter_mut().for_each(HashSet::clear)
             }
