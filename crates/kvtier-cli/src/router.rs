@@ -7,12 +7,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use kvtier_core::HashScheme;
-use kvtier_router::{Router, RouterService, VllmSource};
+use kvtier_router::{LoadTable, Router, RouterService, VllmSource};
 
 /// Long help of the subcommand.
 pub const LONG_ABOUT: &str = "\
@@ -21,6 +22,7 @@ for a request, how long a prefix each engine instance already holds (per medium)
 instance is best.
 
 HTTP API (JSON):
+  POST /load       {\"instance\": \"<32 hex digits>\", \"load\": 3.5}   (ties, or cost with --load-weight)
   POST /query      {\"tokens\": [...], \"block_size\": 16, \"extra\": {\"model\": \"m\"}}
                    or {\"hashes\": [\"<32 hex digits>\", ...]}
                    -> {\"blocks\": n, \"best\": \"<instance>\", \"instances\": [{\"instance\", \"media\": {\"GPU\": {\"matched\", \"upper\"}}, ...}]}
@@ -51,6 +53,11 @@ pub struct RouterArgs {
     /// How block hashes chain: kvtier (default), or dynamo (xxh3, seeds 0 and 1337).
     #[arg(long, default_value = "kvtier", value_parser = ["kvtier", "dynamo"])]
     hash_scheme: String,
+    /// How much load counts against overlap when choosing an instance (0: load only breaks
+    /// ties). Loads come from `POST /load`; with load in blocks of queued work, 1 minimises
+    /// "blocks to prefill + blocks queued".
+    #[arg(long, default_value_t = 0.0)]
+    load_weight: f64,
     /// Forget an instance silent for this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     expiry_secs: u64,
@@ -83,8 +90,11 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         "dynamo" => HashScheme::dynamo(),
         _ => HashScheme::default(),
     };
+    let loads = LoadTable::default();
     let builder = Router::builder()
         .with_hash_scheme(scheme)
+        .with_load_signal(Arc::new(loads.clone()))
+        .with_load_weight(args.load_weight)
         .with_expiry((args.expiry_secs > 0).then(|| Duration::from_secs(args.expiry_secs)));
     let router = match &args.snapshot {
         Some(path) if path.exists() => {
@@ -122,7 +132,9 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         // Install the handlers before announcing readiness: a SIGTERM sent as soon as the
         // "listening" line appears must stop the router cleanly (final snapshot included).
         let stop = shutdown_signal()?;
-        let mut service = RouterService::builder(router).with_listen(args.listen);
+        let mut service = RouterService::builder(router)
+            .with_listen(args.listen)
+            .with_load_table(loads);
         if let Some(path) = &args.snapshot {
             service =
                 service.with_snapshot(path.clone(), Duration::from_secs(args.snapshot_every_secs));

@@ -144,3 +144,79 @@ fn serves_queries_metrics_and_snapshots() {
     assert_eq!(r.instances[0].media["GPU"].matched, 3);
     rt.block_on(service.stop()).unwrap();
 }
+
+/// `POST /load` feeds the router's load table: with equal overlaps the less loaded instance
+/// wins; bad loads get 400; a service without a table answers 404.
+#[test]
+fn loads_posted_over_http_break_ties() {
+    use kvtier_core::{Medium, SequenceHash};
+    use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, Payload};
+    use kvtier_router::LoadTable;
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loads = LoadTable::default();
+    let mut router = Router::builder()
+        .with_load_signal(Arc::new(loads.clone()))
+        .build();
+    let chain = [
+        SequenceHash::root(1),
+        SequenceHash::child_of(SequenceHash::root(1), 2),
+    ];
+    for id in [1u128, 2] {
+        router.apply(EventMessage {
+            instance: InstanceId(id),
+            event_id: 1,
+            payload: Payload::Batch(EventBatch {
+                medium: Medium::Gpu,
+                kind: EventKind::Create,
+                hashes: chain.to_vec(),
+                policy: EmitPolicy::All,
+            }),
+        });
+    }
+    let service = rt
+        .block_on(
+            RouterService::builder(router)
+                .with_load_table(loads)
+                .start(),
+        )
+        .unwrap();
+    let addr = service.local_addr();
+    let hex: Vec<String> = chain
+        .iter()
+        .map(|h| format!("{:032x}", h.as_u128()))
+        .collect();
+    let query = serde_json::json!({ "hashes": hex }).to_string();
+    let best = || -> Option<InstanceId> {
+        serde_json::from_str::<QueryResponse>(&http::post(addr, "/query", &query).1)
+            .unwrap()
+            .best
+    };
+    assert_eq!(best(), Some(InstanceId(1)), "equal: the lower id");
+    let set = |id: u128, load: &str| {
+        http::post(
+            addr,
+            "/load",
+            &format!(r#"{{"instance": "{id:032x}", "load": {load}}}"#),
+        )
+        .0
+    };
+    assert_eq!(set(1, "5.0"), 204);
+    assert_eq!(best(), Some(InstanceId(2)));
+    assert_eq!(set(1, "null"), 204);
+    assert_eq!(best(), Some(InstanceId(1)));
+    assert_eq!(set(1, "-1"), 400);
+    assert_eq!(http::post(addr, "/load", "{}").0, 400);
+    rt.block_on(service.stop()).unwrap();
+
+    let bare = rt
+        .block_on(RouterService::builder(Router::builder().build()).start())
+        .unwrap();
+    let (status, _) = http::post(
+        bare.local_addr(),
+        "/load",
+        r#"{"instance": "1", "load": 1.0}"#,
+    );
+    assert_eq!(status, 404);
+    rt.block_on(bare.stop()).unwrap();
+}

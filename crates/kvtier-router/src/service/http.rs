@@ -1,5 +1,5 @@
-//! The HTTP face of the router: `POST /query`, `GET /instances`, `GET /metrics`,
-//! `GET /health`.
+//! The HTTP face of the router: `POST /query`, `POST /load`, `GET /instances`,
+//! `GET /metrics`, `GET /health`.
 //!
 //! Request and response bodies are JSON; 128-bit values (instance ids, sequence hashes) are
 //! 32 hex digits, as in the event wire format (`docs/events.md`). A body that is not a valid
@@ -131,6 +131,42 @@ impl From<RouteAnswer> for QueryResponse {
 pub(crate) struct AppState {
     pub(crate) router: Arc<RwLock<Router>>,
     pub(crate) metrics: Arc<prometheus_client::registry::Registry>,
+    pub(crate) loads: Option<crate::LoadTable>,
+}
+
+/// The body of `POST /load`: one instance's current load (lower is less busy).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadUpdate {
+    /// The instance, as 32 hex digits.
+    pub instance: InstanceId,
+    /// Its load, finite and not negative; `null` forgets it.
+    pub load: Option<f64>,
+}
+
+async fn load(
+    State(state): State<AppState>,
+    body: Result<axum::Json<LoadUpdate>, JsonRejection>,
+) -> Response {
+    let Some(table) = &state.loads else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": "this router reads loads from its own signal, not from POST /load"
+            })),
+        )
+            .into_response();
+    };
+    let axum::Json(update) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    match update.load {
+        Some(l) if l.is_finite() && l >= 0.0 => table.set(update.instance, l),
+        Some(l) => return bad_request(format!("load {l} is not a finite, non-negative number")),
+        None => table.remove(update.instance),
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -260,6 +296,7 @@ async fn health() -> &'static str {
 pub(crate) fn app(state: AppState) -> HttpRouter {
     HttpRouter::new()
         .route("/query", post(query))
+        .route("/load", post(load))
         .route("/instances", get(instances))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
