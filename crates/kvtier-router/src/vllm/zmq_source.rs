@@ -630,22 +630,9 @@ impl Runner {
             if batch.dp_rank.unwrap_or(0) != rank || seq < from {
                 continue;
             }
-            let Some(stream) = self.streams.get_mut(&rank) else {
-                continue;
-            };
-            if stream.tracker.is_applied(seq) {
-                Counters::bump(&self.counters.duplicates);
+            if !self.apply_held(rank, seq, &batch) {
                 continue;
             }
-            if stream
-                .tracker
-                .last_applied()
-                .is_some_and(|last| seq > last + 1)
-            {
-                Counters::bump(&self.counters.unrepairable_gaps);
-                stream.converter.clear(&mut self.pending);
-            }
-            self.apply(rank, seq, &batch);
             Counters::bump(&self.counters.replayed_batches);
             if self.flush().await == Flow::Stop {
                 return Flow::Stop;
@@ -654,15 +641,16 @@ impl Runner {
         Flow::Continue
     }
 
-    /// Applies the live batch held during a repair, unless the replay applied it already; if
-    /// batches before it are still missing, the gap is unrepairable.
-    fn apply_held(&mut self, rank: i64, seq: u64, batch: &VllmBatch) {
+    /// Applies a batch that arrives out of the live flow (replayed, or held during a repair)
+    /// unless it was applied already; if batches before it are still missing, the gap is
+    /// unrepairable. Returns whether it was applied.
+    fn apply_held(&mut self, rank: i64, seq: u64, batch: &VllmBatch) -> bool {
         let Some(stream) = self.streams.get_mut(&rank) else {
-            return;
+            return false;
         };
         if stream.tracker.is_applied(seq) {
             Counters::bump(&self.counters.duplicates);
-            return;
+            return false;
         }
         if stream
             .tracker
@@ -673,6 +661,7 @@ impl Runner {
             stream.converter.clear(&mut self.pending);
         }
         self.apply(rank, seq, batch);
+        true
     }
 
     fn apply(&mut self, rank: i64, seq: u64, batch: &VllmBatch) {
