@@ -34,6 +34,8 @@
 
 use std::hint::black_box;
 
+use super::lines::Lines;
+
 /// Marks a free bucket in `holders[0]`, and pads inline holder lists (it sorts after every key).
 pub(super) const EMPTY: u32 = u32::MAX;
 /// Marks, in `holders[0]`, a bucket whose holders live in the spill arena (index in `holders[1]`).
@@ -48,11 +50,11 @@ const MAX_LOAD_DEN: usize = 4;
 const MIN_BUCKETS: usize = 16;
 
 /// One bucket: a key and its holders (see the module docs for the encoding).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(32))]
-struct Slot {
-    key: u128,
-    holders: [u32; INLINE],
+pub(super) struct Slot {
+    pub(super) key: u128,
+    pub(super) holders: [u32; INLINE],
 }
 
 impl Slot {
@@ -69,17 +71,22 @@ impl Slot {
 
 /// Two buckets: one cache line. Homes are even bucket indices, so a key found at its home or
 /// one bucket on costs one line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
-struct Line([Slot; 2]);
+pub(super) struct Line(pub(super) [Slot; 2]);
 
-/// The bucket array, indexed by bucket, stored as cache lines.
+impl Line {
+    pub(super) const FREE: Line = Line([Slot::FREE; 2]);
+}
+
+/// The bucket array, indexed by bucket, stored as cache lines (see `lines.rs` for where the
+/// memory comes from).
 #[derive(Clone, Debug, Default)]
-struct Buckets(Vec<Line>);
+struct Buckets(Lines);
 
 impl Buckets {
     fn new(buckets: usize) -> Self {
-        Self(vec![Line([Slot::FREE; 2]); buckets / 2])
+        Self(Lines::new(buckets / 2))
     }
 
     #[inline]
@@ -96,7 +103,7 @@ impl Buckets {
     }
 
     fn fill_free(&mut self) {
-        self.0.fill(Line([Slot::FREE; 2]));
+        self.0.fill(Line::FREE);
     }
 }
 
