@@ -101,7 +101,11 @@ mod tests {
         for n in [0, 1, 3, (HUGE_FROM_BYTES / 64) + 5] {
             let mut lines = Lines::new(n);
             assert_eq!(lines.len(), n);
-            assert!(lines.iter().all(|l| l.0.iter().all(|s| s.holders[0] == u32::MAX)));
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l.0.iter().all(|s| s.holders[0] == u32::MAX))
+            );
             if n > 0 {
                 lines[n - 1].0[1].key = 7;
                 let copy = lines.clone();
@@ -110,6 +114,9 @@ mod tests {
             }
         }
         let large = Lines::new(HUGE_FROM_BYTES / 64);
-        assert!(matches!(large.0, Store::Mapped(_)), "large tables are mapped here");
+        assert!(
+            matches!(large.0, Store::Mapped(_)),
+            "large tables are mapped here"
+        );
     }
 }
