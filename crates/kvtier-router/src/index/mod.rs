@@ -25,7 +25,6 @@
 //! and walks load the lines they are about to need first and wait for the misses together
 //! (see `table.rs`); the bench `benches/router.rs` has the figures.
 
-mod lines;
 mod query;
 mod table;
 

@@ -34,8 +34,6 @@
 
 use std::hint::black_box;
 
-use super::lines::Lines;
-
 /// Marks a free bucket in `holders[0]`, and pads inline holder lists (it sorts after every key).
 pub(super) const EMPTY: u32 = u32::MAX;
 /// Marks, in `holders[0]`, a bucket whose holders live in the spill arena (index in `holders[1]`).
@@ -50,11 +48,11 @@ const MAX_LOAD_DEN: usize = 4;
 const MIN_BUCKETS: usize = 16;
 
 /// One bucket: a key and its holders (see the module docs for the encoding).
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C, align(32))]
-pub(super) struct Slot {
-    pub(super) key: u128,
-    pub(super) holders: [u32; INLINE],
+struct Slot {
+    key: u128,
+    holders: [u32; INLINE],
 }
 
 impl Slot {
@@ -71,22 +69,17 @@ impl Slot {
 
 /// Two buckets: one cache line. Homes are even bucket indices, so a key found at its home or
 /// one bucket on costs one line.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
-pub(super) struct Line(pub(super) [Slot; 2]);
+struct Line([Slot; 2]);
 
-impl Line {
-    pub(super) const FREE: Line = Line([Slot::FREE; 2]);
-}
-
-/// The bucket array, indexed by bucket, stored as cache lines (see `lines.rs` for where the
-/// memory comes from).
+/// The bucket array, indexed by bucket, stored as cache lines.
 #[derive(Clone, Debug, Default)]
-struct Buckets(Lines);
+struct Buckets(Vec<Line>);
 
 impl Buckets {
     fn new(buckets: usize) -> Self {
-        Self(Lines::new(buckets / 2))
+        Self(vec![Line([Slot::FREE; 2]); buckets / 2])
     }
 
     #[inline]
@@ -103,7 +96,7 @@ impl Buckets {
     }
 
     fn fill_free(&mut self) {
-        self.0.fill(Line::FREE);
+        self.0.fill(Line([Slot::FREE; 2]));
     }
 }
 
