@@ -40,12 +40,12 @@
 //! | query_hot n=32 (queries/s) | 1.77 M [1.16–1.79 M] | 313 k [288–333 k] |
 //! | query_hot n=128 (queries/s) | 371 k [333–421 k] | 173 k [171–177 k] |
 //!
-//! Every figure is memory-bound: on this VM one random access to a table far beyond the TLB
-//! reach costs ~250 ns alone and ~20–45 ns when dozens overlap (page walks are the limit), and
-//! a held block costs one such access. A 32-block hit is ~28 accesses, 0.6–1.3 µs of the
-//! ~1.5–1.8 µs a query takes at 256 instances here; on a host with huge pages or a shorter
-//! page walk the same code is bound by cache misses instead. In cache (a few instances, small
-//! windows) a 32-block query takes ~260 ns.
+//! Every figure at 256 instances is memory-bound: a held block looked up is one random
+//! cache-line miss in a table far larger than the caches (~250 ns alone on this VM, ~20–45 ns
+//! when dozens overlap), and a 32-block hit is ~28 of them. Address translation is not the
+//! limit: the table backed by transparent huge pages (checked with `AnonHugePages`) measured
+//! the same in an interleaved A/B. In cache (a few instances, small windows) a 32-block query
+//! takes ~260 ns.
 
 #![expect(
     missing_docs,
