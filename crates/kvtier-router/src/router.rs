@@ -498,6 +498,11 @@ impl Router {
         applied
     }
 
+    /// The hash scheme queries given as tokens are hashed with.
+    pub fn hash_scheme(&self) -> HashScheme {
+        self.config.scheme
+    }
+
     /// The sequence hashes of `tokens` under the router's hash scheme (only full blocks).
     ///
     /// # Errors

@@ -13,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kvtier_core::{ExtraKeys, Medium, SequenceHash};
+use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
 use kvtier_events::InstanceId;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ fn parse_hash(s: &str) -> Result<SequenceHash, String> {
 }
 
 /// Turns a query body into sequence hashes.
-pub(crate) fn resolve(router: &Router, req: QueryRequest) -> Result<Vec<SequenceHash>, String> {
+pub(crate) fn resolve(scheme: HashScheme, req: QueryRequest) -> Result<Vec<SequenceHash>, String> {
     match (req.hashes, req.tokens) {
         (Some(_), Some(_)) => Err("give either `hashes` or `tokens`, not both".into()),
         (None, None) => Err("give `hashes` or `tokens` (with `block_size`)".into()),
@@ -217,8 +217,8 @@ pub(crate) fn resolve(router: &Router, req: QueryRequest) -> Result<Vec<Sequence
                     extra = extra.with_salt(s.into_bytes());
                 }
             }
-            router
-                .hashes_for(&tokens, block_size, extra)
+            BlockHasher::new(block_size, scheme, extra)
+                .map(|h| h.sequence_hashes(&tokens))
                 .map_err(|e| e.to_string())
         }
     }
@@ -235,11 +235,13 @@ async fn query(
     thread_local! {
         static SCRATCH: std::cell::RefCell<QueryScratch> = std::cell::RefCell::new(QueryScratch::default());
     }
-    let router = state.router.read();
-    let hashes = match resolve(&router, req) {
+    // Hash outside the lock: a long prompt must not hold up ingestion.
+    let scheme = state.router.read().hash_scheme();
+    let hashes = match resolve(scheme, req) {
         Ok(h) => h,
         Err(e) => return bad_request(e),
     };
+    let router = state.router.read();
     let answer = SCRATCH.with(|s| router.query(&hashes, &mut s.borrow_mut()));
     drop(router);
     axum::Json(QueryResponse::from(answer)).into_response()
