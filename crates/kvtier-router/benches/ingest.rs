@@ -48,23 +48,12 @@ use kvtier_events::{
     EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload, WireFormat,
 };
 use kvtier_router::Router;
+use kvtier_testkit::rng::SplitMix64 as Rng;
 
 /// Chains each instance keeps.
 const LIVE: usize = 256;
 /// Distinct chains per instance in the cycle (LIVE live + the rest waiting).
 const CYCLE: usize = 2 * LIVE;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// One instance's cycle of payloads: step k creates chain k and removes chain k - LIVE.
 struct Schedule {
@@ -76,11 +65,11 @@ fn schedule(rng: &mut Rng) -> Schedule {
     let mut creates = Vec::with_capacity(CYCLE);
     let mut removes = Vec::with_capacity(CYCLE);
     for _ in 0..CYCLE {
-        let len = 16 + (rng.next() % 49) as usize;
-        let mut chain = vec![SequenceHash::root(rng.next())];
+        let len = 16 + (rng.next_u64() % 49) as usize;
+        let mut chain = vec![SequenceHash::root(rng.next_u64())];
         for _ in 1..len {
             let parent = *chain.last().expect("non-empty");
-            chain.push(SequenceHash::child_of(parent, rng.next()));
+            chain.push(SequenceHash::child_of(parent, rng.next_u64()));
         }
         let batch = |kind, hashes| {
             Payload::Batch(EventBatch {
@@ -257,10 +246,10 @@ fn emit(c: &mut Criterion) {
         let mut rng = Rng(42);
         g.bench_function(name, |b| {
             b.iter(|| {
-                let mut chain = vec![SequenceHash::root(rng.next())];
+                let mut chain = vec![SequenceHash::root(rng.next_u64())];
                 for _ in 1..CHAIN {
                     let parent = *chain.last().expect("non-empty");
-                    chain.push(SequenceHash::child_of(parent, rng.next()));
+                    chain.push(SequenceHash::child_of(parent, rng.next_u64()));
                 }
                 let blocks = manager.allocate_blocks(CHAIN).expect("evicts");
                 let staged: Vec<_> = blocks

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kvtier_core::{Medium, SequenceHash};
 use kvtier_router::{PrefixIndex, QueryScratch};
+use kvtier_testkit::rng::SplitMix64 as Rng;
 
 /// Blocks each instance holds, about.
 const BLOCKS_PER_INSTANCE: usize = 15_000;
@@ -72,35 +73,13 @@ const POOL_SLACK: usize = 64;
 /// Requests per query set (cycled).
 const REQUESTS: usize = 4096;
 
-/// splitmix64: a small deterministic generator (chained hashes and choices).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
-/// `n` blocks following `parent` (a new root when `None`).
 fn extend(rng: &mut Rng, parent: Option<SequenceHash>, n: usize) -> Vec<SequenceHash> {
     let mut out = Vec::with_capacity(n);
     let mut last = parent;
     for _ in 0..n {
         let h = match last {
-            None => SequenceHash::root(rng.next()),
-            Some(p) => SequenceHash::child_of(p, rng.next()),
+            None => SequenceHash::root(rng.next_u64()),
+            Some(p) => SequenceHash::child_of(p, rng.next_u64()),
         };
         out.push(h);
         last = Some(h);

@@ -67,6 +67,7 @@ pub mod http;
 pub mod net;
 pub mod process;
 pub mod python;
+pub mod rng;
 pub mod vllm;
 
 use std::path::{Path, PathBuf};

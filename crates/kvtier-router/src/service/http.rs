@@ -177,14 +177,11 @@ fn bad_request(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A sequence hash in the wire's hex form (the same parser as instance ids).
 fn parse_hash(s: &str) -> Result<SequenceHash, String> {
-    let digits = s.strip_prefix("0x").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 32 {
-        return Err(format!("hash {s:?}: expected 1 to 32 hex digits"));
-    }
-    u128::from_str_radix(digits, 16)
-        .map(SequenceHash::from_u128)
-        .map_err(|_| format!("hash {s:?} is not hex"))
+    s.parse::<InstanceId>()
+        .map(|v| SequenceHash::from_u128(v.0))
+        .map_err(|_| format!("hash {s:?} is not 1 to 32 hex digits"))
 }
 
 /// Turns a query body into sequence hashes.

@@ -139,47 +139,40 @@ pub enum VllmSourceError {
 /// ```
 #[derive(Clone, Debug)]
 pub struct VllmSourceBuilder {
-    name: String,
-    endpoint: String,
-    replay_endpoint: Option<String>,
-    topic: String,
-    convert: VllmConvertConfig,
-    replay_timeout: Duration,
-    idle_reconnect: Option<Duration>,
-    catch_up_on_join: bool,
-    max_replay_batches: usize,
+    /// The source's configuration as given; `build` checks it and applies the rank offset.
+    config: SourceConfig,
     dp_rank_offset: i64,
 }
 
 impl VllmSourceBuilder {
     /// Sets the engine's replay (ROUTER) endpoint (default none: gaps are unrepairable).
     pub fn with_replay_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.replay_endpoint = Some(endpoint.into());
+        self.config.replay_endpoint = Some(endpoint.into());
         self
     }
 
     /// Sets the topic prefix subscribed to (default `""`: every topic; vLLM's default topic is
     /// empty too).
     pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = topic.into();
+        self.config.topic = topic.into();
         self
     }
 
     /// Replaces the whole hashing configuration (default [`VllmConvertConfig::default`]).
     pub fn with_convert_config(mut self, config: VllmConvertConfig) -> Self {
-        self.convert = config;
+        self.config.convert = config;
         self
     }
 
     /// Sets the kvtier hash scheme (default [`HashScheme::Kvtier`]).
     pub fn with_hash_scheme(mut self, scheme: HashScheme) -> Self {
-        self.convert.scheme = scheme;
+        self.config.convert.scheme = scheme;
         self
     }
 
     /// Sets the block size used when an event says 0 (default 16).
     pub fn with_default_block_size(mut self, block_size: usize) -> Self {
-        self.convert.default_block_size = block_size;
+        self.config.convert.default_block_size = block_size;
         self
     }
 
@@ -187,40 +180,40 @@ impl VllmSourceBuilder {
     /// adapter also bind its name (`lora_name`; engines that send only `lora_id` bind
     /// `"lora-id:<id>"`).
     pub fn with_model(mut self, model: impl Into<String>) -> Self {
-        self.convert.model = Some(model.into());
+        self.config.convert.model = Some(model.into());
         self
     }
 
     /// Sets which KV-cache groups of hybrid models are indexed (default
     /// [`VllmGroupFilter::FullAttention`]).
     pub fn with_group_filter(mut self, groups: VllmGroupFilter) -> Self {
-        self.convert.groups = groups;
+        self.config.convert.groups = groups;
         self
     }
 
     /// Sets how long one replay request may take (default 2 s).
     pub fn with_replay_timeout(mut self, timeout: Duration) -> Self {
-        self.replay_timeout = timeout;
+        self.config.replay_timeout = timeout;
         self
     }
 
     /// Sets after how long without a batch the SUB socket is re-created (default 30 s; `None`:
     /// never).
     pub fn with_idle_reconnect(mut self, idle: Option<Duration>) -> Self {
-        self.idle_reconnect = idle;
+        self.config.idle_reconnect = idle;
         self
     }
 
     /// Sets whether a first batch with `seq > 0` triggers a replay of the buffered history
     /// (default true; needs a replay endpoint).
     pub fn with_catch_up_on_join(mut self, catch_up: bool) -> Self {
-        self.catch_up_on_join = catch_up;
+        self.config.catch_up_on_join = catch_up;
         self
     }
 
     /// Sets the most batches one replay may bring (default 100 000; vLLM buffers 10 000).
     pub fn with_max_replay_batches(mut self, max: usize) -> Self {
-        self.max_replay_batches = max;
+        self.config.max_replay_batches = max;
         self
     }
 
@@ -240,39 +233,31 @@ impl VllmSourceBuilder {
     /// block size or the model name cannot make a hasher, [`VllmSourceError::ZeroDuration`]
     /// for a zero replay timeout or idle period.
     pub fn build(self) -> Result<VllmSource, VllmSourceError> {
-        let endpoint = checked_endpoint(&self.endpoint, self.dp_rank_offset)?;
-        let replay_endpoint = self
+        let mut config = self.config;
+        config.endpoint = checked_endpoint(&config.endpoint, self.dp_rank_offset)?;
+        config.replay_endpoint = config
             .replay_endpoint
             .as_deref()
             .map(|e| checked_endpoint(e, self.dp_rank_offset))
             .transpose()?;
+        config.max_replay_batches = config.max_replay_batches.max(1);
         BlockHasher::new(
-            self.convert.default_block_size,
-            self.convert.scheme,
-            self.convert.extra_keys(None),
+            config.convert.default_block_size,
+            config.convert.scheme,
+            config.convert.extra_keys(None),
         )?;
-        if self.replay_timeout.is_zero() {
+        if config.replay_timeout.is_zero() {
             return Err(VllmSourceError::ZeroDuration {
                 what: "replay timeout",
             });
         }
-        if self.idle_reconnect.is_some_and(|d| d.is_zero()) {
+        if config.idle_reconnect.is_some_and(|d| d.is_zero()) {
             return Err(VllmSourceError::ZeroDuration {
                 what: "idle reconnect period",
             });
         }
         Ok(VllmSource {
-            config: Arc::new(SourceConfig {
-                name: self.name,
-                endpoint,
-                replay_endpoint,
-                topic: self.topic,
-                convert: self.convert,
-                replay_timeout: self.replay_timeout,
-                idle_reconnect: self.idle_reconnect,
-                catch_up_on_join: self.catch_up_on_join,
-                max_replay_batches: self.max_replay_batches.max(1),
-            }),
+            config: Arc::new(config),
         })
     }
 }
@@ -299,7 +284,7 @@ fn checked_endpoint(endpoint: &str, offset: i64) -> Result<String, VllmSourceErr
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct SourceConfig {
     name: String,
     endpoint: String,
@@ -323,15 +308,17 @@ impl VllmSource {
     /// to the engine's PUB `endpoint` (`tcp://host:port`).
     pub fn builder(name: impl Into<String>, endpoint: impl Into<String>) -> VllmSourceBuilder {
         VllmSourceBuilder {
-            name: name.into(),
-            endpoint: endpoint.into(),
-            replay_endpoint: None,
-            topic: String::new(),
-            convert: VllmConvertConfig::default(),
-            replay_timeout: Duration::from_secs(2),
-            idle_reconnect: Some(Duration::from_secs(30)),
-            catch_up_on_join: true,
-            max_replay_batches: 100_000,
+            config: SourceConfig {
+                name: name.into(),
+                endpoint: endpoint.into(),
+                replay_endpoint: None,
+                topic: String::new(),
+                convert: VllmConvertConfig::default(),
+                replay_timeout: Duration::from_secs(2),
+                idle_reconnect: Some(Duration::from_secs(30)),
+                catch_up_on_join: true,
+                max_replay_batches: 100_000,
+            },
             dp_rank_offset: 0,
         }
     }
