@@ -86,7 +86,8 @@ pub use service::{
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{
-    ExternalHash, VllmBatch, VllmConvertConfig, VllmConvertStats, VllmConverter, VllmDecodeError,
-    VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
-    VllmStats, decode_vllm_batch, vllm_instance_id,
+    ExternalHash, ExtraKey, MmPlaceholder, SkipReason, VllmBatch, VllmConvertConfig,
+    VllmConvertStats, VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmMmKeys,
+    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, VllmStats, decode_vllm_batch,
+    vllm_instance_id, vllm_request_hashes,
 };

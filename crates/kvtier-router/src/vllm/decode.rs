@@ -139,6 +139,9 @@ pub enum VllmEvent {
         group_idx: Option<i64>,
         /// The group's cache kind, for example `full_attention` or `sliding_window`.
         cache_kind: Option<String>,
+        /// vLLM's per-block `extra_keys` (one entry per block hash, `None` = no keys for that
+        /// block); `None` when the event has no `extra_keys` field or it is nil.
+        extra_keys: Option<Vec<Option<Vec<ExtraKey>>>>,
     },
     /// Blocks left the cache.
     BlockRemoved {
@@ -151,6 +154,74 @@ pub enum VllmEvent {
     },
     /// Every cached block of the engine is gone (prefix-cache reset).
     AllBlocksCleared,
+    /// An event the decoder could not understand; the rest of its batch is still decoded.
+    Skipped {
+        /// Why it was skipped.
+        reason: SkipReason,
+    },
+}
+
+/// Why an event of a batch was skipped (see [`VllmEvent::Skipped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Its tag names no event type the decoder knows (a newer engine's event).
+    UnknownTag,
+    /// It names a medium kvtier does not know.
+    UnknownMedium,
+    /// Any other problem: a missing or mistyped field, a number out of range.
+    Malformed,
+}
+
+/// One element of a block's extra-keys tuple, as msgspec encoded it.
+///
+/// vLLM's elements are strings (LoRA name, `cache_salt`, older multimodal identifiers),
+/// byte strings (prompt-embedding digests) and, in current versions, a `(identifier, offset)`
+/// tuple per multimodal item, which msgpack carries as an array: such values are kept as
+/// their msgpack bytes ([`ExtraKey::Other`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ExtraKey {
+    /// A string.
+    Str(String),
+    /// A byte string.
+    Bytes(Box<[u8]>),
+    /// An integer (any value of `i64` or `u64`).
+    Int(i128),
+    /// The raw msgpack bytes of any other value (float, bool, nil, array, map), in the
+    /// smallest encoding of each item (as msgspec writes them).
+    Other(Box<[u8]>),
+}
+
+impl ExtraKey {
+    /// Appends the canonical bytes used for hashing: a kind tag, then
+    ///
+    /// ```text
+    /// Str    0x01 || LE32(len) || UTF-8 bytes
+    /// Bytes  0x02 || LE32(len) || bytes
+    /// Int    0x03 || LE128(value)
+    /// Other  0x04 || LE32(len) || msgpack bytes
+    /// ```
+    ///
+    /// Tags and lengths keep different kinds and boundaries apart (`"ab","c"` is not
+    /// `"a","bc"`; the string `"1"` is not the integer 1).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut tagged = |tag: u8, bytes: &[u8]| {
+            out.push(tag);
+            // Lengths are bounded by the msgpack payload, far below 4 GiB in practice;
+            // saturating keeps the encoding total anyway.
+            out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        match self {
+            Self::Str(s) => tagged(0x01, s.as_bytes()),
+            Self::Bytes(b) => tagged(0x02, b),
+            Self::Int(i) => {
+                out.push(0x03);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Self::Other(raw) => tagged(0x04, raw),
+        }
+    }
 }
 
 /// Why a payload is not a valid event batch.
@@ -287,8 +358,16 @@ fn batch_from_value(value: Value) -> Result<VllmBatch, VllmDecodeError> {
     let events = match events.ok_or(VllmDecodeError::MissingField { field: "events" })? {
         Value::Array(events) => events
             .into_iter()
-            .map(event_from_value)
-            .collect::<Result<Vec<_>, _>>()?,
+            .map(|event| {
+                event_from_value(event).unwrap_or_else(|e| VllmEvent::Skipped {
+                    reason: match e {
+                        VllmDecodeError::UnknownTag { .. } => SkipReason::UnknownTag,
+                        VllmDecodeError::UnknownMedium { .. } => SkipReason::UnknownMedium,
+                        _ => SkipReason::Malformed,
+                    },
+                })
+            })
+            .collect(),
         _ => {
             return Err(VllmDecodeError::WrongType {
                 field: "events",
@@ -411,7 +490,7 @@ impl Fields {
     }
 }
 
-fn event_from_value(value: Value) -> Result<VllmEvent, VllmDecodeError> {
+pub(super) fn event_from_value(value: Value) -> Result<VllmEvent, VllmDecodeError> {
     let mut f = Fields::parse(value)?;
     match f.tag.as_str() {
         "BlockStored" => {
@@ -447,6 +526,10 @@ fn event_from_value(value: Value) -> Result<VllmEvent, VllmDecodeError> {
                 lenient(&f, "lora_name"),
                 opt_str(f.take(l, "lora_name"), "lora_name"),
             )?;
+            let extra_keys = optional(
+                lenient(&f, "extra_keys"),
+                extra_keys(f.take(l, "extra_keys")),
+            )?;
             let group_idx = optional(
                 lenient(&f, "group_idx"),
                 opt_int(f.take(l, "group_idx"), "group_idx"),
@@ -465,6 +548,7 @@ fn event_from_value(value: Value) -> Result<VllmEvent, VllmDecodeError> {
                 medium,
                 group_idx,
                 cache_kind,
+                extra_keys,
             })
         }
         "BlockRemoved" => {
@@ -550,6 +634,49 @@ fn tokens(value: Option<Value>) -> Result<Vec<u32>, VllmDecodeError> {
             field: FIELD,
             expected: "an array of integers",
         }),
+    }
+}
+
+/// `extra_keys`: nil, or an array with one entry per block, each nil or an array of keys.
+#[expect(clippy::type_complexity, reason = "the shape of vLLM's field")]
+fn extra_keys(value: Option<Value>) -> Result<Option<Vec<Option<Vec<ExtraKey>>>>, VllmDecodeError> {
+    const FIELD: &str = "extra_keys";
+    let wrong = VllmDecodeError::WrongType {
+        field: FIELD,
+        expected: "an array of key arrays or nils",
+    };
+    let entries = match value {
+        None | Some(Value::Nil) => return Ok(None),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(wrong),
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        out.push(match entry {
+            Value::Nil => None,
+            Value::Array(keys) => Some(keys.into_iter().map(extra_key).collect()),
+            _ => return Err(wrong),
+        });
+    }
+    Ok(Some(out))
+}
+
+fn extra_key(value: Value) -> ExtraKey {
+    match value {
+        Value::String(s) if s.is_str() => ExtraKey::Str(s.into_str().unwrap_or_default()),
+        Value::Binary(b) => ExtraKey::Bytes(b.into_boxed_slice()),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(v), _) => ExtraKey::Int(i128::from(v)),
+            (None, Some(v)) => ExtraKey::Int(i128::from(v)),
+            // rmpv integers are always an i64 or a u64.
+            (None, None) => ExtraKey::Int(0),
+        },
+        other => {
+            let mut raw = Vec::new();
+            // Writing into a Vec cannot fail.
+            let _ = rmpv::encode::write_value(&mut raw, &other);
+            ExtraKey::Other(raw.into_boxed_slice())
+        }
     }
 }
 

@@ -16,13 +16,19 @@
 
 mod convert;
 mod decode;
+mod keys;
 mod replay;
 mod stats;
 mod stream;
 mod zmq_source;
 
-pub use convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
-pub use decode::{ExternalHash, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch};
+pub use convert::{
+    VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter, VllmMmKeys,
+};
+pub use decode::{
+    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch,
+};
+pub use keys::{MmPlaceholder, vllm_request_hashes};
 pub use stats::VllmStats;
 pub use zmq_source::{
     VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, vllm_instance_id,

@@ -44,8 +44,9 @@ fn legacy_stored() -> Value {
     ])
 }
 
+/// Decodes one event on its own (a batch turns its errors into [`VllmEvent::Skipped`]).
 fn decode_one(event: Value) -> Result<VllmEvent, VllmDecodeError> {
-    decode_vllm_batch(&encode(&batch(vec![event], Some(0)))).map(|mut b| b.events.remove(0))
+    event_from_value(event)
 }
 
 #[test]
@@ -73,6 +74,7 @@ fn legacy_array_layout() {
             medium: Some(Medium::Gpu),
             group_idx: None,
             cache_kind: None,
+            extra_keys: None,
         }
     );
     assert_eq!(
@@ -123,6 +125,93 @@ fn map_layout_with_bytes_hashes_and_unknown_keys() {
     assert_eq!(lora_name.as_deref(), Some("sql"));
     assert_eq!(group_idx, Some(0));
     assert_eq!(cache_kind.as_deref(), Some("full_attention"));
+}
+
+#[test]
+fn bad_events_are_skipped_and_the_rest_of_the_batch_decoded() {
+    let b = decode_vllm_batch(&encode(&batch(
+        vec![
+            Value::Array(vec![s("BlockRemoved"), ints(&[1]), s("TAPE")]),
+            map(vec![("type", s("BlockMoved"))]),
+            Value::Array(vec![s("BlockRemoved"), s("not hashes")]),
+            Value::from(7),
+            Value::Array(vec![s("BlockRemoved"), ints(&[2]), s("GPU")]),
+        ],
+        Some(0),
+    )))
+    .unwrap();
+    let skipped = |reason| VllmEvent::Skipped { reason };
+    assert_eq!(
+        b.events[..4],
+        [
+            skipped(SkipReason::UnknownMedium),
+            skipped(SkipReason::UnknownTag),
+            skipped(SkipReason::Malformed),
+            skipped(SkipReason::Malformed),
+        ]
+    );
+    assert!(
+        matches!(&b.events[4], VllmEvent::BlockRemoved { block_hashes, .. }
+        if block_hashes == &[ExternalHash::Int(2)])
+    );
+}
+
+#[test]
+fn extra_keys_are_decoded_per_block() {
+    let event = map(vec![
+        ("type", s("BlockStored")),
+        ("block_hashes", ints(&[1, 2])),
+        ("parent_block_hash", Value::Nil),
+        ("token_ids", ints(&[1, 2, 3, 4])),
+        ("block_size", Value::from(2)),
+        ("lora_id", Value::Nil),
+        ("medium", s("GPU")),
+        ("lora_name", s("sql")),
+        (
+            "extra_keys",
+            Value::Array(vec![
+                Value::Array(vec![
+                    s("sql"),
+                    Value::Array(vec![s("img"), Value::from(-3)]),
+                    s("salt"),
+                    Value::Binary(vec![9, 9]),
+                    Value::from(u64::MAX),
+                ]),
+                Value::Nil,
+            ]),
+        ),
+    ]);
+    let VllmEvent::BlockStored { extra_keys, .. } = decode_one(event).unwrap() else {
+        panic!("not a store");
+    };
+    let mut tuple = Vec::new();
+    rmpv::encode::write_value(&mut tuple, &Value::Array(vec![s("img"), Value::from(-3)])).unwrap();
+    assert_eq!(
+        extra_keys,
+        Some(vec![
+            Some(vec![
+                ExtraKey::Str("sql".into()),
+                ExtraKey::Other(tuple.into_boxed_slice()),
+                ExtraKey::Str("salt".into()),
+                ExtraKey::Bytes(vec![9, 9].into_boxed_slice()),
+                ExtraKey::Int(u64::MAX.into()),
+            ]),
+            None,
+        ])
+    );
+    // The canonical bytes keep kinds and boundaries apart.
+    let bytes = |keys: &[ExtraKey]| {
+        let mut out = Vec::new();
+        keys.iter().for_each(|k| k.encode_into(&mut out));
+        out
+    };
+    let (ab, c) = (ExtraKey::Str("ab".into()), ExtraKey::Str("c".into()));
+    let (a, bc) = (ExtraKey::Str("a".into()), ExtraKey::Str("bc".into()));
+    assert_ne!(bytes(&[ab, c]), bytes(&[a, bc]));
+    assert_ne!(
+        bytes(&[ExtraKey::Str("1".into())]),
+        bytes(&[ExtraKey::Int(1)])
+    );
 }
 
 #[test]
