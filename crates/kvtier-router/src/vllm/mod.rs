@@ -18,6 +18,7 @@ mod convert;
 mod decode;
 mod keys;
 mod replay;
+mod state;
 mod stats;
 mod stream;
 mod zmq_source;
@@ -29,7 +30,9 @@ pub use decode::{
     ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch,
 };
 pub use keys::{MmPlaceholder, vllm_request_hashes};
+pub use state::{VllmSourceState, VllmStateError};
 pub use stats::VllmStats;
 pub use zmq_source::{
-    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, vllm_instance_id,
+    StartEventIds, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
+    vllm_instance_id,
 };
