@@ -42,8 +42,8 @@ pub struct VllmStats {
     /// Frames that are not a `[topic, seq, payload]` message, or batches that named a
     /// data-parallel rank past the 1024 a source follows (skipped).
     pub decode_errors: u64,
-    /// Batches with a sequence number whose payload could not be decoded, live or replayed:
-    /// skipped as if empty, without clearing anything.
+    /// Payloads that could not be decoded, live or replayed (a batch undecodable in both is
+    /// counted twice); skipped without clearing anything.
     pub undecodable_batches: u64,
     /// Blocks announced as created (a first copy on a medium).
     pub stored_blocks: u64,

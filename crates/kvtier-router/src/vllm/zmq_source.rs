@@ -32,10 +32,10 @@
 //!   first (best effort: blocks whose parents predate the buffer are unplaceable).
 //!
 //! Malformed frames are counted ([`VllmStats::decode_errors`]) and skipped. A batch whose
-//! payload cannot be decoded at all, live or replayed, is counted
-//! ([`VllmStats::undecodable_batches`]) and stands for an empty batch of its sequence number
-//! (of the only rank the source follows; with several, a live one is dropped and its gap
-//! repaired): it clears nothing. Bad events inside a decodable batch are skipped one by one
+//! payload cannot be decoded at all is counted ([`VllmStats::undecodable_batches`]) and
+//! dropped; the next batch shows the hole and the replay fetches it again. If the replayed
+//! payload cannot be decoded either, it is counted again and stands for an empty batch of its
+//! sequence number: it clears nothing, and the stream goes on. Bad events inside a decodable batch are skipped one by one
 //! (see [`VllmConverter`]). Nothing of this stops the task.
 //!
 //! # Warm restarts
@@ -663,15 +663,12 @@ impl Runner {
                 Counters::bump(&self.counters.batches);
                 (seq, batch)
             }
-            Live::Undecodable(seq) => {
+            Live::Undecodable => {
+                // Its sequence number is not trusted (the payload is broken); the next batch
+                // shows the gap, and the repair skips the batch if the replay brings the same
+                // undecodable bytes.
                 Counters::bump(&self.counters.undecodable_batches);
-                // The rank is inside the payload: attributable only when one rank is followed.
-                let rank = match self.streams.len() {
-                    0 => 0,
-                    1 => self.streams.keys().next().copied().unwrap_or(0),
-                    _ => return Flow::Continue,
-                };
-                (seq, empty_batch(rank))
+                return Flow::Continue;
             }
             Live::Malformed => {
                 Counters::bump(&self.counters.decode_errors);
@@ -720,7 +717,7 @@ impl Runner {
         };
         match decode_vllm_batch(payload) {
             Ok(batch) => Live::Batch(seq, batch),
-            Err(_) => Live::Undecodable(seq),
+            Err(_) => Live::Undecodable,
         }
     }
 
@@ -891,8 +888,8 @@ fn start_at(config: &SourceConfig, converter: &mut VllmConverter) {
 enum Live {
     /// A batch and its sequence number.
     Batch(u64, VllmBatch),
-    /// A sequence number whose payload is not a batch.
-    Undecodable(u64),
+    /// A payload that is not a batch.
+    Undecodable,
     /// Not a `[topic, seq, payload]` message.
     Malformed,
 }
