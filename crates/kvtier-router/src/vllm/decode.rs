@@ -638,7 +638,6 @@ fn tokens(value: Option<Value>) -> Result<Vec<u32>, VllmDecodeError> {
 }
 
 /// `extra_keys`: nil, or an array with one entry per block, each nil or an array of keys.
-#[expect(clippy::type_complexity, reason = "the shape of vLLM's field")]
 fn extra_keys(value: Option<Value>) -> Result<Option<Vec<Option<Vec<ExtraKey>>>>, VllmDecodeError> {
     const FIELD: &str = "extra_keys";
     let wrong = VllmDecodeError::WrongType {

@@ -324,9 +324,11 @@ mod tests {
     fn every_counter_is_listed_once_with_its_value() {
         let counters = Counters::default();
         Counters::add(&counters.undecodable_batches, 3);
-        let mut convert = VllmConvertStats::default();
-        convert.skipped_unknown_tag = 5;
-        convert.pending_blocks = 7;
+        let convert = VllmConvertStats {
+            skipped_unknown_tag: 5,
+            pending_blocks: 7,
+            ..Default::default()
+        };
         counters.set_convert(&convert);
         let stats = counters.snapshot();
         let listed = stats.counters();
