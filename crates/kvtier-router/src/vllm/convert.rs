@@ -2,8 +2,9 @@
 //!
 //! vLLM and SGLang publish their own block hashes, which a kvtier router cannot compute from a
 //! request's tokens. The converter re-hashes every stored block with kvtier's [`BlockHasher`]
-//! (the configured [`HashScheme`], the event's block size, and [`ExtraKeys`] made of the
-//! configured model name plus the event's LoRA), folds in the block's other vLLM extra keys
+//! (the configured [`kvtier_core::HashScheme`], the event's block size, and
+//! [`kvtier_core::ExtraKeys`] made of the configured model name plus the event's LoRA), folds
+//! in the block's other vLLM extra keys
 //! (multimodal items, `cache_salt`; see `keys.rs` and [`crate::vllm_request_hashes`]), and
 //! chains onto the kvtier hash of the block's parent, so the router's index answers token
 //! queries with ordinary [`BlockHasher::sequence_hashes`].
@@ -65,7 +66,7 @@
 use std::borrow::Cow;
 
 use hashbrown::HashMap;
-use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
+use kvtier_core::{BlockHasher, Medium, SequenceHash};
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
 
 use super::decode::{ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmEvent};
@@ -73,8 +74,13 @@ use super::keys::{LoraKey, fold, foldable};
 use map::{BlockMap, Entry, fingerprint};
 use pending::{Pending, PendingStore};
 
+mod config;
+mod counters;
 mod map;
 mod pending;
+
+pub use config::{VllmConvertConfig, VllmGroupFilter, VllmMmKeys};
+pub use counters::VllmConvertStats;
 
 pub(crate) use map::Entry as MapEntry;
 
@@ -82,241 +88,6 @@ pub(crate) use map::Entry as MapEntry;
 const MAX_HASHERS: usize = 64;
 /// The longest ancestor chain walked to re-establish or import a prefix.
 const MAX_WALK: usize = 1 << 16;
-
-/// Which KV-cache groups of hybrid models (vLLM `group_idx`) the converter indexes.
-///
-/// Hybrid models publish one event stream per group, with the same block hashes; a
-/// sliding-window group evicts early blocks long before the full-attention group does, so
-/// indexing every group would remove prefixes that are still reusable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum VllmGroupFilter {
-    /// Events without a group, and groups whose `kv_cache_spec_kind` is `full_attention` or
-    /// `mla_attention` (the default). A group that never announced its kind counts as
-    /// full attention only if it is group 0.
-    #[default]
-    FullAttention,
-    /// Only this group (events without a group are kept too).
-    Index(i64),
-    /// Every event, whatever its group.
-    All,
-}
-
-/// How a [`VllmConverter`] hashes blocks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VllmConvertConfig {
-    /// The scheme of the kvtier hashes (default [`HashScheme::Kvtier`]); queries must use the
-    /// same.
-    pub scheme: HashScheme,
-    /// Block size used when an event says 0 (default 16).
-    pub default_block_size: usize,
-    /// Model name bound into every hash through [`ExtraKeys::with_model`] (default none).
-    pub model: Option<String>,
-    /// Which groups of hybrid models are indexed (default [`VllmGroupFilter::FullAttention`]).
-    pub groups: VllmGroupFilter,
-    /// How the engine writes multimodal items in a block's extra keys (default
-    /// [`VllmMmKeys::WithOffset`]); only [`crate::vllm_request_hashes`] needs it.
-    pub mm_keys: VllmMmKeys,
-    /// The most blocks the engine no longer holds whose mapping is remembered (default 65 536).
-    pub max_ghosts: usize,
-    /// The most blocks kept waiting for an unknown parent (default 65 536).
-    pub max_pending_blocks: usize,
-}
-
-/// How an engine writes a multimodal item into a block's extra keys.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum VllmMmKeys {
-    /// `(identifier, offset - block start)` (vLLM since multimodal offsets were hashed; the
-    /// default).
-    #[default]
-    WithOffset,
-    /// The identifier alone (older vLLM).
-    IdentifierOnly,
-}
-
-impl Default for VllmConvertConfig {
-    fn default() -> Self {
-        Self {
-            scheme: HashScheme::Kvtier,
-            default_block_size: 16,
-            model: None,
-            groups: VllmGroupFilter::FullAttention,
-            mm_keys: VllmMmKeys::WithOffset,
-            max_ghosts: 1 << 16,
-            max_pending_blocks: 1 << 16,
-        }
-    }
-}
-
-impl VllmConvertConfig {
-    /// Sets the hash scheme (default [`HashScheme::Kvtier`]).
-    pub fn with_scheme(mut self, scheme: HashScheme) -> Self {
-        self.scheme = scheme;
-        self
-    }
-
-    /// Sets the block size used when an event says 0 (default 16).
-    pub fn with_default_block_size(mut self, block_size: usize) -> Self {
-        self.default_block_size = block_size;
-        self
-    }
-
-    /// Sets the model name bound into every hash (default none).
-    pub fn with_model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Sets the group filter (default [`VllmGroupFilter::FullAttention`]).
-    pub fn with_groups(mut self, groups: VllmGroupFilter) -> Self {
-        self.groups = groups;
-        self
-    }
-
-    /// Sets how the engine writes multimodal extra keys (default [`VllmMmKeys::WithOffset`]).
-    pub fn with_mm_keys(mut self, mm_keys: VllmMmKeys) -> Self {
-        self.mm_keys = mm_keys;
-        self
-    }
-
-    /// Sets how many mappings of blocks the engine no longer holds are remembered (default
-    /// 65 536; each costs about 48 bytes).
-    pub fn with_max_ghosts(mut self, max: usize) -> Self {
-        self.max_ghosts = max;
-        self
-    }
-
-    /// Sets how many blocks may wait for an unknown parent (default 65 536); beyond it the
-    /// oldest waiting stores are dropped and counted as unplaceable.
-    pub fn with_max_pending_blocks(mut self, max: usize) -> Self {
-        self.max_pending_blocks = max;
-        self
-    }
-
-    /// The [`ExtraKeys`] of blocks stored under `lora` (the LoRA adapter name, if any).
-    ///
-    /// A query for such blocks hashes its tokens with these keys.
-    pub fn extra_keys(&self, lora: Option<&str>) -> ExtraKeys {
-        let mut keys = ExtraKeys::new();
-        if let Some(model) = &self.model {
-            keys = keys.with_model(model.clone());
-        }
-        if let Some(lora) = lora {
-            keys = keys.with_lora(lora);
-        }
-        keys
-    }
-}
-
-/// Counters of one converter (monotonic, except [`VllmConvertStats::pending_blocks`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VllmConvertStats {
-    /// Blocks announced as created (a first copy on a medium), re-established ones included.
-    pub stored_blocks: u64,
-    /// Blocks announced as removed (the last copy on a medium went).
-    pub removed_blocks: u64,
-    /// Stored copies of blocks already held on that medium (counted, not announced).
-    pub duplicate_stores: u64,
-    /// Removed copies that were not the last one on their medium (counted, not announced).
-    pub released_copies: u64,
-    /// Blocks that could not be placed: an offloaded copy of an unknown hash, missing
-    /// tokens, an unusable block size, or a pending block dropped (bound reached, or the
-    /// engine cleared its cache while it waited).
-    pub unplaceable_blocks: u64,
-    /// Of those, pending blocks dropped.
-    pub pending_dropped: u64,
-    /// Blocks waiting for their parent now (a gauge).
-    pub pending_blocks: u64,
-    /// Blocks placed after waiting for their parent.
-    pub placed_late: u64,
-    /// Ancestors held again because a store under them showed the engine holds them.
-    pub reestablished_blocks: u64,
-    /// Mappings learnt from another rank of the same source.
-    pub learnt_from_peers: u64,
-    /// Stores that mapped a known external hash to another kvtier hash (the old one is
-    /// announced removed).
-    pub conflicting_stores: u64,
-    /// Removed copies that were not held on that medium.
-    pub unknown_removes: u64,
-    /// Events dropped by the group filter.
-    pub filtered_events: u64,
-    /// `Cleared` messages emitted (`AllBlocksCleared`, engine restarts).
-    pub clears: u64,
-    /// Events skipped because their tag is unknown.
-    pub skipped_unknown_tag: u64,
-    /// Events skipped because their medium is unknown.
-    pub skipped_unknown_medium: u64,
-    /// Events skipped because they are malformed.
-    pub skipped_malformed: u64,
-}
-
-impl VllmConvertStats {
-    /// Adds `other` to `self`, field by field.
-    pub fn accumulate(&mut self, other: &VllmConvertStats) {
-        let mine = self.fields_mut();
-        for (a, b) in mine.into_iter().zip(other.fields()) {
-            *a += b;
-        }
-    }
-
-    /// Every field, in declaration order.
-    pub(crate) fn fields(&self) -> [u64; 17] {
-        [
-            self.stored_blocks,
-            self.removed_blocks,
-            self.duplicate_stores,
-            self.released_copies,
-            self.unplaceable_blocks,
-            self.pending_dropped,
-            self.pending_blocks,
-            self.placed_late,
-            self.reestablished_blocks,
-            self.learnt_from_peers,
-            self.conflicting_stores,
-            self.unknown_removes,
-            self.filtered_events,
-            self.clears,
-            self.skipped_unknown_tag,
-            self.skipped_unknown_medium,
-            self.skipped_malformed,
-        ]
-    }
-
-    /// Every field, mutably, in declaration order.
-    fn fields_mut(&mut self) -> [&mut u64; 17] {
-        [
-            &mut self.stored_blocks,
-            &mut self.removed_blocks,
-            &mut self.duplicate_stores,
-            &mut self.released_copies,
-            &mut self.unplaceable_blocks,
-            &mut self.pending_dropped,
-            &mut self.pending_blocks,
-            &mut self.placed_late,
-            &mut self.reestablished_blocks,
-            &mut self.learnt_from_peers,
-            &mut self.conflicting_stores,
-            &mut self.unknown_removes,
-            &mut self.filtered_events,
-            &mut self.clears,
-            &mut self.skipped_unknown_tag,
-            &mut self.skipped_unknown_medium,
-            &mut self.skipped_malformed,
-        ]
-    }
-
-    /// The counters from [`VllmConvertStats::fields`].
-    pub(crate) fn from_fields(f: [u64; 17]) -> Self {
-        let mut s = Self::default();
-        for (slot, v) in s.fields_mut().into_iter().zip(f) {
-            *slot = v;
-        }
-        s
-    }
-}
 
 /// A chain of blocks to place: one `BlockStored` event, or a pending one.
 struct Chain<'a> {
@@ -548,6 +319,7 @@ impl VllmConverter {
                 fps.extend(block_hashes.iter().map(fingerprint));
                 if token_ids.is_empty() {
                     self.store_copies(&fps, medium, peers, out);
+                    self.place_learnt(peers, out);
                 } else {
                     let chain = Chain {
                         blocks: &fps,
@@ -704,7 +476,12 @@ impl VllmConverter {
     ) {
         for &fp in fps {
             match self.known(fp, peers) {
-                Some(hash) => self.add_copy(fp, hash, medium, out),
+                Some(hash) => {
+                    self.add_copy(fp, hash, medium, out);
+                    if !self.pending.is_empty() {
+                        self.learnt.push(fp);
+                    }
+                }
                 None => self.stats.unplaceable_blocks += 1,
             }
         }

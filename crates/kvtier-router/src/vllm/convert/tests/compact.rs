@@ -84,3 +84,53 @@ fn exported_state_resumes_the_same_converter() {
     assert_eq!(batch_of(&out[0]).2.len(), 2);
     assert_eq!(out[0].event_id, conv.next_event_id());
 }
+
+/// Converter-only throughput (no decoding, no router): stores of `blocks`-block chains and
+/// their removal, one batch per event pair. Run in release:
+///
+/// ```text
+/// cargo test --release -p kvtier-router --lib converter_throughput -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "a measurement: run in release"]
+fn converter_throughput() {
+    for blocks in [1usize, 32] {
+        let mut conv = VllmConverter::new(InstanceId(1), config());
+        let t = tokens(1, blocks);
+        let rounds = 2_000_000 / blocks;
+        let events: Vec<(VllmBatch, VllmBatch)> = (0..1024)
+            .map(|r| {
+                let hashes: Vec<i128> =
+                    (0..blocks as i128).map(|i| (r as i128) << 32 | i).collect();
+                let store = VllmBatch {
+                    ts: 0.0,
+                    events: vec![stored(&hashes, None, &t)],
+                    dp_rank: None,
+                };
+                let mut gone = hashes.clone();
+                gone.reverse();
+                let drop = VllmBatch {
+                    ts: 0.0,
+                    events: vec![removed(&gone, None)],
+                    dp_rank: None,
+                };
+                (store, drop)
+            })
+            .collect();
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        for r in 0..rounds {
+            let (store, drop) = &events[r % events.len()];
+            conv.apply_batch(store, &mut out);
+            conv.apply_batch(drop, &mut out);
+            out.clear();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let per_s = (rounds * blocks) as f64 / secs;
+        eprintln!(
+            "{blocks}-block events: {:.2} M blocks/s (store + remove)",
+            per_s / 1e6
+        );
+        assert_eq!(conv.len(), 0);
+    }
+}
