@@ -414,6 +414,10 @@ impl VllmConverter {
         let mut prev = prev;
         let mut parent_fp = parent.unwrap_or(0);
         let bs = chain.block_size;
+        let medium = chain.medium;
+        // Hashes created by this chain, announced together.
+        let mut created = std::mem::take(&mut self.hashes);
+        created.clear();
         for (i, &fp) in chain.blocks.iter().enumerate() {
             let tokens = i
                 .checked_mul(bs)
@@ -430,22 +434,36 @@ impl VllmConverter {
                 .map_or(&[][..], |keys| foldable(keys, chain.lora));
             let block_hash = fold(block_hash, keys, &mut self.fold_scratch);
             let hash = hasher.extend_chain(prev, block_hash);
-            if let Some((old, copies)) = self.map.upsert(fp, hash, parent_fp) {
+            let stored = self.map.store_copy(fp, hash, parent_fp, medium);
+            if let Some((old, copies)) = stored.replaced {
+                // Announce what came before, then the old hash's removal, in order.
+                self.push_hashes(EventKind::Create, medium, &created, out);
+                created.clear();
                 self.stats.conflicting_stores += 1;
-                for medium in Medium::ALL {
-                    if copies[medium.index()] > 0 {
+                for m in Medium::ALL {
+                    if copies[m.index()] > 0 {
                         self.stats.removed_blocks += 1;
-                        self.push_hashes(EventKind::Remove, medium, &[old], out);
+                        self.push_hashes(EventKind::Remove, m, &[old], out);
                     }
                 }
             }
-            self.add_copy(fp, hash, chain.medium, out);
+            if stored.first {
+                self.stats.stored_blocks += 1;
+                created.push(hash);
+            } else {
+                self.stats.duplicate_stores += 1;
+            }
             if !self.pending.is_empty() {
                 self.learnt.push(fp);
             }
             prev = Some(hash);
             parent_fp = fp;
         }
+        if !created.is_empty() {
+            self.push_hashes(EventKind::Create, medium, &created, out);
+        }
+        created.clear();
+        self.hashes = created;
     }
 
     /// One more copy of a mapped block on `medium`; announced if it is the first there.
@@ -676,6 +694,9 @@ impl VllmConverter {
         hashes: &[SequenceHash],
         out: &mut Vec<EventMessage>,
     ) {
+        if hashes.is_empty() {
+            return;
+        }
         if out.len() > self.run_start
             && let Some(last) = out.last_mut()
             && last.instance == self.instance

@@ -129,6 +129,15 @@ impl BuildHasher for FpBuild {
     }
 }
 
+/// What [`BlockMap::store_copy`] did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stored {
+    /// The hash and copies of an entry with another kvtier hash that was replaced.
+    pub(crate) replaced: Option<(SequenceHash, [u16; 4])>,
+    /// Whether the copy is the first on its medium.
+    pub(crate) first: bool,
+}
+
 /// Fingerprint → [`Entry`], with the ghost queue.
 #[derive(Debug)]
 pub(crate) struct BlockMap {
@@ -227,6 +236,38 @@ impl BlockMap {
                 None
             }
         }
+    }
+
+    /// [`BlockMap::upsert`] then [`BlockMap::add_copy`] in one lookup: the hot path of a
+    /// store.
+    pub(crate) fn store_copy(
+        &mut self,
+        fp: u64,
+        hash: SequenceHash,
+        parent: u64,
+        medium: Medium,
+    ) -> Stored {
+        let entry = self
+            .entries
+            .entry(fp)
+            .or_insert_with(|| Entry::new(hash, parent));
+        let mut replaced = None;
+        if entry.hash() != hash {
+            if !entry.is_ghost() {
+                replaced = Some((entry.hash(), entry.copies));
+                self.held -= 1;
+            }
+            *entry = Entry::new(hash, parent);
+        } else if entry.parent == 0 && parent != 0 {
+            entry.parent = parent;
+        }
+        if entry.is_ghost() {
+            self.held += 1;
+        }
+        let count = &mut entry.copies[medium.index()];
+        let first = *count == 0;
+        *count = count.saturating_add(1);
+        Stored { replaced, first }
     }
 
     /// Records that `fp`'s entry is (now) a ghost, so that the bound on ghosts applies to it.
