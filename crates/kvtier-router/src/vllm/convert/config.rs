@@ -23,7 +23,7 @@ pub enum VllmGroupFilter {
     All,
 }
 
-/// How a [`VllmConverter`] hashes blocks.
+/// How a [`crate::VllmConverter`] hashes blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VllmConvertConfig {

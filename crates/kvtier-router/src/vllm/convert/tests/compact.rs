@@ -85,12 +85,15 @@ fn exported_state_resumes_the_same_converter() {
     assert_eq!(out[0].event_id, conv.next_event_id());
 }
 
-/// Converter-only throughput (no decoding, no router): stores of `blocks`-block chains and
-/// their removal, one batch per event pair. Run in release:
+/// Converter-only throughput (no decoding, no router): stores of `blocks`-block chains of
+/// 4-token blocks and their removal, one batch per event. Run in release:
 ///
 /// ```text
 /// cargo test --release -p kvtier-router --lib converter_throughput -- --ignored --nocapture
 /// ```
+///
+/// 2026-12-04, 2-core shared VM, three runs: 1-block events 6.1–7.7 M blocks/s, 32-block
+/// events 8.3–9.0 M blocks/s (each block stored and removed).
 #[test]
 #[ignore = "a measurement: run in release"]
 fn converter_throughput() {
