@@ -10,9 +10,15 @@
 //!                                                   ─▶ VllmConverter (convert.rs) ─▶ EventMessage
 //! ```
 //!
-//! - [`decode_vllm_batch`]: msgpack payload → [`VllmBatch`], never panics.
-//! - [`VllmConverter`]: per instance, external hash → kvtier hash, contiguous event ids.
-//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay.
+//! - [`decode_vllm_batch`]: msgpack payload → [`VllmBatch`], never panics; a bad event is a
+//!   [`VllmEvent::Skipped`], not a bad batch.
+//! - [`VllmConverter`]: per instance, external hash → kvtier hash, copy counts per medium,
+//!   offloaded copies, blocks under forgotten parents, contiguous event ids, one message per
+//!   run of same-kind events.
+//! - [`vllm_request_hashes`] (`keys.rs`): vLLM's extra keys (salt, multimodal items) folded
+//!   into a request's hashes exactly as the converter folds them into stored blocks.
+//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay;
+//!   [`VllmSourceState`] (`state.rs`) lets it resume after a restart.
 
 mod convert;
 mod decode;
