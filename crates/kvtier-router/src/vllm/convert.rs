@@ -59,9 +59,9 @@
 //!
 //! # Limitations
 //!
-//! - Blocks removed while they wait for their parent are placed anyway once it comes (pending
-//!   stores are keyed by parent only).
 //! - Prompt-embedding keys are folded like any key, but no query can produce them.
+//! - A restart of the engine that goes unseen (the router was down and the new engine's
+//!   sequence already passed the old one's) looks like a gap, not a reset.
 
 use std::borrow::Cow;
 
@@ -99,6 +99,8 @@ struct Chain<'a> {
     lora: LoraKey<'a>,
     extra_keys: Option<&'a [Option<Vec<ExtraKey>>]>,
     medium: Medium,
+    /// Per block, whether the engine removed it while the chain waited (empty: none).
+    removed: &'a [bool],
 }
 
 /// Converts the events of one engine instance (one data-parallel rank) into kvtier messages.
@@ -331,6 +333,7 @@ impl VllmConverter {
                         },
                         extra_keys: extra_keys.as_deref(),
                         medium,
+                        removed: &[],
                     };
                     self.store(&chain, parent.as_ref().map(fingerprint), peers, out);
                     self.place_learnt(peers, out);
@@ -434,7 +437,21 @@ impl VllmConverter {
                 .map_or(&[][..], |keys| foldable(keys, chain.lora));
             let block_hash = fold(block_hash, keys, &mut self.fold_scratch);
             let hash = hasher.extend_chain(prev, block_hash);
-            let stored = self.map.store_copy(fp, hash, parent_fp, medium);
+            let stored = if chain.removed.get(i) == Some(&true) {
+                // Stored and removed while it waited: keep the mapping for its children only.
+                let replaced = self.map.upsert(fp, hash, parent_fp);
+                self.map.note_ghost(fp);
+                map::Stored {
+                    replaced,
+                    first: false,
+                }
+            } else {
+                let stored = self.map.store_copy(fp, hash, parent_fp, medium);
+                if !stored.first {
+                    self.stats.duplicate_stores += 1;
+                }
+                stored
+            };
             if let Some((old, copies)) = stored.replaced {
                 // Announce what came before, then the old hash's removal, in order.
                 self.push_hashes(EventKind::Create, medium, &created, out);
@@ -450,8 +467,6 @@ impl VllmConverter {
             if stored.first {
                 self.stats.stored_blocks += 1;
                 created.push(hash);
-            } else {
-                self.stats.duplicate_stores += 1;
             }
             if !self.pending.is_empty() {
                 self.learnt.push(fp);
@@ -579,6 +594,7 @@ impl VllmConverter {
             lora_id: chain.lora.id,
             extra_keys: chain.extra_keys.map(<[_]>::to_vec),
             medium: chain.medium,
+            removed: chain.removed.to_vec(),
         };
         let dropped = self.pending.push(parent, store) as u64;
         self.stats.unplaceable_blocks += dropped;
@@ -605,6 +621,7 @@ impl VllmConverter {
                     },
                     extra_keys: store.extra_keys.as_deref(),
                     medium: store.medium,
+                    removed: &store.removed,
                 };
                 self.store(&chain, Some(fp), peers, out);
             }
@@ -623,6 +640,9 @@ impl VllmConverter {
             match self.map.drop_copy(fingerprint(external), medium) {
                 Some((hash, true)) => removed.push(hash),
                 Some((_, false)) => self.stats.released_copies += 1,
+                None if self.pending.mark_removed(fingerprint(external)) => {
+                    self.stats.pending_removes += 1;
+                }
                 None => self.stats.unknown_removes += 1,
             }
         }

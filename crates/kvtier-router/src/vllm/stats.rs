@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::convert::VllmConvertStats;
 
 /// How many converter counters there are ([`VllmConvertStats::fields`]).
-const CONVERT_FIELDS: usize = 17;
+const CONVERT_FIELDS: usize = 18;
 
 /// A snapshot of a source's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +68,8 @@ pub struct VllmStats {
     pub learnt_from_peers: u64,
     /// Stores that mapped a known external hash to another kvtier hash.
     pub conflicting_stores: u64,
+    /// Removed copies of blocks waiting for their parent.
+    pub pending_removes: u64,
     /// Removed hashes that were not known.
     pub unknown_removes: u64,
     /// Events dropped by the group filter.
@@ -201,6 +203,11 @@ impl VllmStats {
                 self.conflicting_stores,
             ),
             (
+                "pending_removes",
+                "removed blocks that were waiting for their parent",
+                self.pending_removes,
+            ),
+            (
                 "unknown_removes",
                 "removed hashes that were not known",
                 self.unknown_removes,
@@ -306,6 +313,7 @@ impl Counters {
             reestablished_blocks: c.reestablished_blocks,
             learnt_from_peers: c.learnt_from_peers,
             conflicting_stores: c.conflicting_stores,
+            pending_removes: c.pending_removes,
             unknown_removes: c.unknown_removes,
             filtered_events: c.filtered_events,
             clears: c.clears,
@@ -343,7 +351,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), listed.len(), "unique names");
-        // Every field but the gauge is a counter: 30 fields in all.
-        assert_eq!(listed.len() + stats.gauges().len(), 30);
+        // Every field but the gauge is a counter: 31 fields in all.
+        assert_eq!(listed.len() + stats.gauges().len(), 31);
     }
 }

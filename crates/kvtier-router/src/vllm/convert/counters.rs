@@ -29,6 +29,8 @@ pub struct VllmConvertStats {
     /// Stores that mapped a known external hash to another kvtier hash (the old one is
     /// announced removed).
     pub conflicting_stores: u64,
+    /// Removed copies of blocks waiting for their parent (placed as not held).
+    pub pending_removes: u64,
     /// Removed copies that were not held on that medium.
     pub unknown_removes: u64,
     /// Events dropped by the group filter.
@@ -53,7 +55,7 @@ impl VllmConvertStats {
     }
 
     /// Every field, in declaration order.
-    pub(crate) fn fields(&self) -> [u64; 17] {
+    pub(crate) fn fields(&self) -> [u64; 18] {
         [
             self.stored_blocks,
             self.removed_blocks,
@@ -66,6 +68,7 @@ impl VllmConvertStats {
             self.reestablished_blocks,
             self.learnt_from_peers,
             self.conflicting_stores,
+            self.pending_removes,
             self.unknown_removes,
             self.filtered_events,
             self.clears,
@@ -76,7 +79,7 @@ impl VllmConvertStats {
     }
 
     /// Every field, mutably, in declaration order.
-    fn fields_mut(&mut self) -> [&mut u64; 17] {
+    fn fields_mut(&mut self) -> [&mut u64; 18] {
         [
             &mut self.stored_blocks,
             &mut self.removed_blocks,
@@ -89,6 +92,7 @@ impl VllmConvertStats {
             &mut self.reestablished_blocks,
             &mut self.learnt_from_peers,
             &mut self.conflicting_stores,
+            &mut self.pending_removes,
             &mut self.unknown_removes,
             &mut self.filtered_events,
             &mut self.clears,
@@ -99,7 +103,7 @@ impl VllmConvertStats {
     }
 
     /// The counters from [`VllmConvertStats::fields`].
-    pub(crate) fn from_fields(f: [u64; 17]) -> Self {
+    pub(crate) fn from_fields(f: [u64; 18]) -> Self {
         let mut s = Self::default();
         for (slot, v) in s.fields_mut().into_iter().zip(f) {
             *slot = v;

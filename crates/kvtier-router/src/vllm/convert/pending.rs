@@ -11,6 +11,8 @@
 //! - At most `max_blocks` blocks wait in all; when a new store would exceed it, the oldest
 //!   stores are dropped first (and counted: their blocks are unplaceable).
 //! - A store is held once: it leaves by being taken (placed) or dropped.
+//! - A block removed by the engine while it waits is marked, and placed as not held (its
+//!   mapping is kept for its children, no copy is counted or announced).
 
 use std::collections::VecDeque;
 
@@ -37,12 +39,16 @@ pub(crate) struct PendingStore {
     pub(crate) extra_keys: Option<Vec<Option<Vec<ExtraKey>>>>,
     /// Where the blocks are.
     pub(crate) medium: Medium,
+    /// Per block, whether the engine removed it while it waited (empty: none was).
+    pub(crate) removed: Vec<bool>,
 }
 
 /// Stores waiting for their parent, by the parent's fingerprint.
 #[derive(Debug)]
 pub(crate) struct Pending {
     by_parent: HashMap<u64, Vec<(u64, PendingStore)>, FpBuild>,
+    /// Block fingerprint → `(parent, store id)` of the newest waiting store that holds it.
+    index: HashMap<u64, (u64, u64), FpBuild>,
     /// `(parent, store id, blocks)`, oldest first; entries of stores taken already are stale.
     order: VecDeque<(u64, u64, usize)>,
     next_id: u64,
@@ -57,6 +63,7 @@ impl Pending {
     pub(crate) fn new(max_blocks: usize) -> Self {
         Self {
             by_parent: HashMap::with_hasher(FpBuild),
+            index: HashMap::with_hasher(FpBuild),
             order: VecDeque::new(),
             next_id: 0,
             stores: 0,
@@ -105,6 +112,9 @@ impl Pending {
         }
         let id = self.next_id;
         self.next_id += 1;
+        for &fp in &store.blocks {
+            self.index.insert(fp, (parent, id));
+        }
         self.by_parent.entry(parent).or_default().push((id, store));
         self.order.push_back((parent, id, n));
         self.stores += 1;
@@ -117,6 +127,9 @@ impl Pending {
         let Some(stores) = self.by_parent.remove(&parent) else {
             return Vec::new();
         };
+        for (id, store) in &stores {
+            unindex(&mut self.index, store, parent, *id);
+        }
         let stores: Vec<PendingStore> = stores.into_iter().map(|(_, s)| s).collect();
         self.blocks -= stores.iter().map(|s| s.blocks.len()).sum::<usize>();
         self.stores -= stores.len();
@@ -129,6 +142,7 @@ impl Pending {
     pub(crate) fn clear(&mut self) -> usize {
         let n = self.blocks;
         self.by_parent.clear();
+        self.index.clear();
         self.order.clear();
         self.stores = 0;
         self.blocks = 0;
@@ -147,9 +161,32 @@ impl Pending {
         if stores.is_empty() {
             self.by_parent.remove(&parent);
         }
+        unindex(&mut self.index, &store, parent, id);
         self.stores -= 1;
         self.blocks -= store.blocks.len();
         store.blocks.len()
+    }
+
+    /// Marks block `fp` as removed if it waits (and was not marked already); returns whether
+    /// it was.
+    pub(crate) fn mark_removed(&mut self, fp: u64) -> bool {
+        let Some(&(parent, id)) = self.index.get(&fp) else {
+            return false;
+        };
+        let Some((_, store)) = self
+            .by_parent
+            .get_mut(&parent)
+            .and_then(|stores| stores.iter_mut().find(|(i, _)| *i == id))
+        else {
+            return false;
+        };
+        let Some(at) = store.blocks.iter().position(|b| *b == fp) else {
+            return false;
+        };
+        if store.removed.is_empty() {
+            store.removed = vec![false; store.blocks.len()];
+        }
+        !std::mem::replace(&mut store.removed[at], true)
     }
 
     fn drop_stale_front(&mut self) {
@@ -165,6 +202,20 @@ impl Pending {
         }
         if self.by_parent.is_empty() {
             self.order.clear();
+        }
+    }
+}
+
+/// Forgets the index entries that point at store `id` of `parent`.
+fn unindex(
+    index: &mut HashMap<u64, (u64, u64), FpBuild>,
+    store: &PendingStore,
+    parent: u64,
+    id: u64,
+) {
+    for fp in &store.blocks {
+        if index.get(fp) == Some(&(parent, id)) {
+            index.remove(fp);
         }
     }
 }

@@ -142,3 +142,28 @@ fn ghosts_are_bounded() {
     assert!(apply(&mut conv, stored(&[51], Some(0), &tokens(51, 1))).is_empty());
     assert_eq!(conv.pending_blocks(), 1);
 }
+
+#[test]
+fn a_block_removed_while_waiting_is_placed_as_not_held() {
+    let mut conv = VllmConverter::new(InstanceId(1), config());
+    let root = tokens(1, 1);
+    let kids = tokens(2, 2);
+    apply(&mut conv, stored(&[7, 8], Some(99), &kids));
+    // The engine evicts block 8 before the router learns where 7 and 8 go.
+    assert!(apply(&mut conv, removed(&[8], None)).is_empty());
+    let stats = conv.stats();
+    assert_eq!((stats.pending_removes, stats.unknown_removes), (1, 0));
+    // A second removal of it is unknown.
+    apply(&mut conv, removed(&[8], None));
+    assert_eq!(conv.stats().unknown_removes, 1);
+    let out = apply(&mut conv, stored(&[99], None, &root));
+    let all: Vec<u32> = [&root[..], &kids].concat();
+    let expected = hasher(None).sequence_hashes(&all);
+    assert_eq!(batch_of(&out[0]), create(Medium::Gpu, &expected[..2]));
+    assert_eq!(conv.copies(&h(8), Medium::Gpu), 0);
+    // Its mapping stays for its children: a store under it shows it is held again.
+    let more = tokens(3, 1);
+    let out = apply(&mut conv, stored(&[9], Some(8), &more));
+    let chain = hasher(None).sequence_hashes(&[&all[..], &more].concat());
+    assert_eq!(batch_of(&out[0]), create(Medium::Gpu, &chain[2..]));
+}
