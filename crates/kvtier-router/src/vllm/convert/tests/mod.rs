@@ -1,6 +1,7 @@
 //! Converter tests, by topic: chains and filters (`basics`), copy counting and offloaded copies
 //! (`copies`), placement of blocks under forgotten parents (`placement`), extra keys and
-//! [`crate::vllm_request_hashes`] (`keys`), coalescing, state and memory (`compact`).
+//! [`crate::vllm_request_hashes`] (`keys`), coalescing, state and memory (`compact`), copy
+//! counts against a reference model (`model`).
 
 use kvtier_core::{BlockHasher, HashScheme, Medium, SequenceHash};
 use kvtier_events::{EventKind, EventMessage, Payload};
@@ -11,6 +12,7 @@ mod basics;
 mod compact;
 mod copies;
 mod keys;
+mod model;
 mod placement;
 
 const BS: usize = 4;
