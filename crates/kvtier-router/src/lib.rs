@@ -17,6 +17,17 @@
 //! | [`VllmSource`] | a vLLM/SGLang engine's ZeroMQ stream, re-hashed to kvtier sequence hashes, gaps replayed |
 //! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics` |
 //!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `zmq` | via `service` | [`VllmSource`] and its replay client (tokio, zeromq) |
+//! | `service` | yes | [`RouterService`] (axum, prometheus-client); implies `zmq` |
+//!
+//! With `default-features = false` the crate is its pure part: the index, [`Router`],
+//! snapshots and the vLLM decoder and converter, with no async runtime, socket or HTTP
+//! library in the dependency tree (CI checks it with `cargo tree`).
+//!
 //! # Example
 //!
 //! Two workers with block managers announce what they register; the router sends a request
@@ -73,6 +84,7 @@ mod index;
 mod instances;
 mod query;
 mod router;
+#[cfg(feature = "service")]
 mod service;
 mod snapshot;
 mod vllm;
@@ -80,6 +92,7 @@ mod vllm;
 pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
 pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
+#[cfg(feature = "service")]
 pub use service::{
     ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
     QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
@@ -87,6 +100,9 @@ pub use service::{
 pub use snapshot::SnapshotError;
 pub use vllm::{
     ExternalHash, VllmBatch, VllmConvertConfig, VllmConvertStats, VllmConverter, VllmDecodeError,
-    VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
-    VllmStats, decode_vllm_batch, vllm_instance_id,
+    VllmEvent, VllmGroupFilter, VllmStats, decode_vllm_batch,
+};
+#[cfg(feature = "zmq")]
+pub use vllm::{
+    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, vllm_instance_id,
 };
