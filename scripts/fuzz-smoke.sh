@@ -35,6 +35,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+failed=()
 for target in "${targets[@]}"; do
   # libFuzzer writes new inputs into the first corpus folder: a scratch one, so the committed
   # seeds stay as they are.
@@ -53,12 +54,18 @@ for target in "${targets[@]}"; do
   cargo fuzz run --debug-assertions "$target" "${corpora[@]}" -- \
     -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
     2>"$work/$target.log" || {
-    tail -n 60 "$work/$target.log" >&2
+    grep -m 4 -A 3 -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$work/$target.log" >&2 || true
+    tail -n 25 "$work/$target.log" >&2
     echo "fuzz-smoke: $target FAILED (input kept under fuzz/artifacts/$target/)" >&2
-    exit 1
+    failed+=("$target")
+    continue
   }
   grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$work/$target.log" \
     | tr '\n' ' ' || true
   echo "($(($(date +%s) - start))s)"
 done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "fuzz-smoke: crashes in ${failed[*]}" >&2
+  exit 1
+fi
 echo "fuzz-smoke: ${#targets[@]} targets, ${seconds}s each, no crash"
