@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     for format in [WireFormat::Json, WireFormat::Msgpack] {
         if let Ok(msg) = EventMessage::decode(data, format) {
             let again = msg.encode(format).expect("a decoded message encodes");
-            assert_eq!(EventMessage::decode(&again, format).expect("round trip"), msg);
+            assert_eq!(
+                EventMessage::decode(&again, format).expect("round trip"),
+                msg
+            );
         }
         if let Ok(dump) = Dump::decode(data, format) {
             let again = dump.encode(format).expect("a decoded dump encodes");

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let stats = router.stats();
-    let held: usize = router.instances().iter().map(|i| i.blocks.iter().sum::<usize>()).sum();
+    let held: usize = router
+        .instances()
+        .iter()
+        .map(|i| i.blocks.iter().sum::<usize>())
+        .sum();
     assert_eq!(held as u64, stats.entries);
     let _ = router.query(&probes, &mut QueryScratch::default());
 });

@@ -18,6 +18,17 @@
 //! | [`vllm_request_hashes`] | a request's hashes with vLLM's extra keys (salt, multimodal items) folded in as the converter folds them |
 //! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics` |
 //!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `zmq` | via `service` | [`VllmSource`] and its replay client (tokio, zeromq) |
+//! | `service` | yes | [`RouterService`] (axum, prometheus-client); implies `zmq` |
+//!
+//! With `default-features = false` the crate is its pure part: the index, [`Router`],
+//! snapshots and the vLLM decoder and converter, with no async runtime, socket or HTTP
+//! library in the dependency tree (CI checks it with `cargo tree`).
+//!
 //! # Example
 //!
 //! Two workers with block managers announce what they register; the router sends a request
@@ -74,6 +85,7 @@ mod index;
 mod instances;
 mod query;
 mod router;
+#[cfg(feature = "service")]
 mod service;
 mod snapshot;
 mod vllm;
@@ -81,14 +93,19 @@ mod vllm;
 pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
 pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
+#[cfg(feature = "service")]
 pub use service::{
     ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
     QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{
-    ExternalHash, ExtraKey, MmPlaceholder, SkipReason, StartEventIds, VllmBatch, VllmConvertConfig,
+    ExternalHash, ExtraKey, MmPlaceholder, SkipReason, VllmBatch, VllmConvertConfig,
     VllmConvertStats, VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmMmKeys,
-    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, VllmSourceState,
-    VllmStateError, VllmStats, decode_vllm_batch, vllm_instance_id, vllm_request_hashes,
+    VllmSourceState, VllmStateError, VllmStats, decode_vllm_batch, vllm_request_hashes,
+};
+#[cfg(feature = "zmq")]
+pub use vllm::{
+    StartEventIds, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
+    vllm_instance_id,
 };

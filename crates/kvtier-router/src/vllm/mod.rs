@@ -17,16 +17,27 @@
 //!   run of same-kind events.
 //! - [`vllm_request_hashes`] (`keys.rs`): vLLM's extra keys (salt, multimodal items) folded
 //!   into a request's hashes exactly as the converter folds them into stored blocks.
-//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay;
+//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay (feature
+//!   `zmq`, with `replay.rs` and `stream.rs`; everything else here is pure);
 //!   [`VllmSourceState`] (`state.rs`) lets it resume after a restart.
 
 mod convert;
 mod decode;
 mod keys;
+#[cfg(feature = "zmq")]
 mod replay;
 mod state;
+#[cfg_attr(
+    not(feature = "zmq"),
+    expect(
+        dead_code,
+        reason = "the live counters have one writer, the `zmq` source task"
+    )
+)]
 mod stats;
+#[cfg(feature = "zmq")]
 mod stream;
+#[cfg(feature = "zmq")]
 mod zmq_source;
 
 pub use convert::{
@@ -38,6 +49,7 @@ pub use decode::{
 pub use keys::{MmPlaceholder, vllm_request_hashes};
 pub use state::{VllmSourceState, VllmStateError};
 pub use stats::VllmStats;
+#[cfg(feature = "zmq")]
 pub use zmq_source::{
     StartEventIds, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
     vllm_instance_id,
