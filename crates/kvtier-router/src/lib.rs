@@ -81,6 +81,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Without the features, the map's links to the feature-gated types point at `# Features`.
+#![cfg_attr(not(feature = "zmq"), doc = "[`VllmSource`]: #features")]
+#![cfg_attr(not(feature = "service"), doc = "[`RouterService`]: #features")]
+
 mod index;
 mod instances;
 mod query;
