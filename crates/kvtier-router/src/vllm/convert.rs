@@ -279,7 +279,7 @@ impl VllmConverter {
     }
 
     /// Places the stores that wait for parents `peer` knows.
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn resolve_from_peer(&mut self, peer: &VllmConverter, out: &mut Vec<EventMessage>) {
         if self.pending.is_empty() {
             return;
@@ -750,7 +750,7 @@ impl VllmConverter {
 
     /// The parts of the converter a source state carries: next event id, group decisions,
     /// map entries and ghost queue.
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn export(&self) -> ConverterState {
         let mut groups: Vec<(i64, bool)> = self.groups.iter().map(|(g, a)| (*g, *a)).collect();
         groups.sort_unstable();
@@ -763,7 +763,7 @@ impl VllmConverter {
     }
 
     /// A converter resumed from `state`.
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore(
         instance: InstanceId,
         config: VllmConvertConfig,

@@ -175,19 +175,19 @@ impl BlockMap {
     }
 
     /// Every `(fingerprint, entry)`, in no order.
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
         self.entries.iter().map(|(k, v)| (*k, v))
     }
 
     /// The ghost queue, oldest first (may hold stale keys).
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn ghost_queue(&self) -> impl Iterator<Item = u64> + '_ {
         self.ghosts.iter().copied()
     }
 
     /// Inserts or replaces `fp`'s entry as given (used when restoring state).
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore(&mut self, fp: u64, entry: Entry) {
         if let Some(old) = self.entries.insert(fp, entry)
             && !old.is_ghost()
@@ -200,7 +200,7 @@ impl BlockMap {
     }
 
     /// Appends `fp` to the ghost queue as it was saved (used when restoring state).
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore_ghost(&mut self, fp: u64) {
         self.ghosts.push_back(fp);
         self.trim_ghosts();

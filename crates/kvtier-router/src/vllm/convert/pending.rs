@@ -83,7 +83,7 @@ impl Pending {
     }
 
     /// The parents waited for.
-    #[cfg(feature = "zmq")]
+    #[cfg(any(feature = "zmq", test))]
     pub(crate) fn parents(&self) -> impl Iterator<Item = u64> + '_ {
         self.by_parent.keys().copied()
     }
