@@ -81,8 +81,10 @@ pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
 pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
 pub use service::{
-    ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
-    QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
+    AddSourceError, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ExtraKeysJson, INGEST_QUEUE,
+    InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MAX_QUERY_TOKENS, MediumJson, QueryRequest,
+    QueryResponse, RouterService, RouterServiceBuilder, SMALL_BODY, SourceStates,
+    SourceStatesError,
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{
