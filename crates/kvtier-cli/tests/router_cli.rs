@@ -553,3 +553,86 @@ fn a_damaged_snapshot_is_reported_and_the_router_starts_empty() {
     kvtier_router::Router::load_snapshot(kvtier_router::Router::builder(), &snapshot)
         .expect("the new snapshot loads");
 }
+
+/// A router stopped with SIGTERM and restarted from `--snapshot` catches up on what the engine
+/// published while it was down (from the engine's replay buffer, resuming each rank after the
+/// last batch the snapshot holds), and discards none of it as a duplicate: the instance ends
+/// exactly as after an uninterrupted run (same blocks, same next event id).
+#[test]
+#[ignore = "needs contract C3 (VllmSourceHandle::state, VllmSourceBuilder::with_state and \
+            with_start_event_ids) from the vconvert branch; un-ignore at merge"]
+fn a_restarted_router_catches_up_on_what_was_published_while_it_was_down() {
+    if skip_python_tests() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = dir.path().join("router.snap");
+    let snapshot_arg = snapshot.to_str().expect("a UTF-8 temporary path");
+    let instance = vllm_instance_id(ENGINE, DP_RANK).to_string();
+    let mut publisher = VllmPublisher::builder()
+        .with_dp_rank(DP_RANK)
+        .with_timeout(Duration::from_secs(120))
+        .start();
+    let spec = vllm_spec(&publisher);
+    let block_size = BLOCK_SIZE.to_string();
+    let args = [
+        "--vllm",
+        &spec,
+        "--block-size",
+        &block_size,
+        "--model",
+        MODEL,
+        "--snapshot",
+        snapshot_arg,
+        "--snapshot-every-secs",
+        "3600",
+    ];
+    let mut router = RouterProcess::start(&args, Stdio::inherit());
+    std::thread::sleep(Duration::from_millis(500));
+    publisher.send("go");
+    assert!(publisher.wait_line("PHASE1_DONE", WAIT));
+    let a = tokens(1, 4);
+    wait_matched(router.addr, "chain A", &a, None, &instance, 4);
+    wait_matched(
+        router.addr,
+        "chain B",
+        &tokens(2, 2),
+        Some(LORA),
+        &instance,
+        2,
+    );
+    router.terminate();
+
+    // Published while the router is down: removals, a clear, chain E's root.
+    publisher.send("continue");
+    assert!(publisher.wait_line("PHASE2_DONE", WAIT));
+
+    let mut router = RouterProcess::start(&args, Stdio::inherit());
+    let addr = router.addr;
+    let e = tokens(5, 2);
+    let e1 = &e[BLOCK_SIZE..];
+    wait_matched(
+        addr,
+        "chain E's root, published during the downtime",
+        e1,
+        None,
+        &instance,
+        1,
+    );
+    assert_no_holder(&query(addr, &a, None));
+    assert_no_holder(&query(addr, &tokens(2, 2), Some(LORA)));
+    let text = metrics(addr);
+    assert_metrics(
+        &text,
+        &[
+            ("kvtier_router_duplicates_total", 0.0),
+            ("kvtier_router_gaps_skipped_total", 0.0),
+            ("kvtier_router_blocks", 1.0),
+        ],
+    );
+    let (_, list) = http::get(addr, "/instances");
+    let list: Value = serde_json::from_str(&list).expect("JSON instances");
+    assert_eq!(list[0]["next_event_id"], 11, "{list}");
+    router.terminate();
+    publisher.send("done");
+}

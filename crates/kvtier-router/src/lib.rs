@@ -82,9 +82,9 @@ pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, R
 pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
 pub use service::{
     AddSourceError, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ExtraKeysJson, INGEST_QUEUE,
-    InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MAX_QUERY_TOKENS, MediumJson, QueryRequest,
-    QueryResponse, RouterService, RouterServiceBuilder, SMALL_BODY, SourceStates,
-    SourceStatesError,
+    InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MAX_QUERY_MM_ITEMS, MAX_QUERY_TOKENS, MediumJson,
+    MmItemJson, QueryRequest, QueryResponse, RouterService, RouterServiceBuilder, SMALL_BODY,
+    SourceStates, SourceStatesError,
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{

@@ -29,7 +29,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
+use kvtier_core::{HashScheme, Medium, SequenceHash};
 use kvtier_events::InstanceId;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -83,9 +83,29 @@ pub struct ExtraKeysJson {
     /// LoRA adapter name.
     #[serde(default)]
     pub lora: Option<String>,
-    /// Cache salt (UTF-8).
+    /// Cache salt (UTF-8; vLLM's `cache_salt`, folded into the first block).
     #[serde(default)]
     pub salt: Option<String>,
+    /// The request's multimodal items as vLLM sees them (at most [`MAX_QUERY_MM_ITEMS`]):
+    /// each item's identifier is folded into the blocks its placeholder tokens overlap.
+    #[serde(default, deserialize_with = "bounded_list::<_, _, MAX_QUERY_MM_ITEMS>")]
+    pub mm: Option<Vec<MmItemJson>>,
+}
+
+/// Most multimodal items one query may carry.
+pub const MAX_QUERY_MM_ITEMS: usize = 4096;
+
+/// A multimodal item of a query: its identifier (vLLM's `mm_hash` or the request's UUID for
+/// it) and the range of placeholder tokens it occupies.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MmItemJson {
+    /// The item's identifier.
+    pub identifier: String,
+    /// Index of its first placeholder token.
+    pub offset: usize,
+    /// How many placeholder tokens it occupies (positive).
+    pub length: usize,
 }
 
 /// One medium's overlap in a response.
@@ -329,21 +349,31 @@ pub(crate) fn resolve(scheme: HashScheme, req: QueryRequest) -> Result<Vec<Seque
                     "block_size must be positive and the request at most {MAX_QUERY_BLOCKS} blocks"
                 ));
             }
-            let mut extra = ExtraKeys::new();
-            if let Some(e) = req.extra {
-                if let Some(m) = e.model {
-                    extra = extra.with_model(m);
-                }
-                if let Some(l) = e.lora {
-                    extra = extra.with_lora(l);
-                }
-                if let Some(s) = e.salt {
-                    extra = extra.with_salt(s.into_bytes());
+            let extra = req.extra.unwrap_or_default();
+            let mm = extra.mm.unwrap_or_default();
+            for item in &mm {
+                let end = item.offset.checked_add(item.length);
+                if item.length == 0 || end.is_none_or(|end| end > tokens.len()) {
+                    return Err(format!(
+                        "multimodal item {:?}: offset {} and length {} must lie within the {} tokens",
+                        item.identifier,
+                        item.offset,
+                        item.length,
+                        tokens.len()
+                    ));
                 }
             }
-            BlockHasher::new(block_size, scheme, extra)
-                .map(|h| h.sequence_hashes(&tokens))
-                .map_err(|e| e.to_string())
+            super::vllm_keys::request_hashes(
+                scheme,
+                block_size,
+                super::vllm_keys::Keys {
+                    model: extra.model.as_deref(),
+                    lora: extra.lora.as_deref(),
+                    salt: extra.salt.as_deref(),
+                    mm: &mm,
+                },
+                &tokens,
+            )
         }
     }
 }

@@ -27,6 +27,7 @@ mod http;
 mod metrics;
 mod server;
 mod sources;
+mod vllm_keys;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,8 @@ use tokio::task::JoinHandle;
 
 pub use http::{
     DEFAULT_MAX_BODY_BYTES, ExtraKeysJson, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS,
-    MAX_QUERY_TOKENS, MediumJson, QueryRequest, QueryResponse, SMALL_BODY,
+    MAX_QUERY_MM_ITEMS, MAX_QUERY_TOKENS, MediumJson, MmItemJson, QueryRequest, QueryResponse,
+    SMALL_BODY,
 };
 pub use sources::{SourceStates, SourceStatesError};
 
