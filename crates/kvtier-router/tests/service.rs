@@ -149,7 +149,7 @@ fn serves_queries_metrics_and_snapshots() {
 /// wins; bad loads get 400; a service without a table answers 404.
 #[test]
 fn loads_posted_over_http_break_ties() {
-    use kvtier_core::Medium;
+    use kvtier_core::{Medium, SequenceHash};
     use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, Payload};
     use kvtier_router::LoadTable;
 
