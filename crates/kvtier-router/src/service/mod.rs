@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kvtier_events::{EventMessage, InstanceId, RecvError, Subscriber};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -218,7 +218,6 @@ impl RouterServiceBuilder {
             base_messages,
             counters,
             source_states: self.source_states,
-            forwarders: Mutex::new(Vec::new()),
         });
         let app = http::app(http::AppState {
             router: router.clone(),
@@ -274,7 +273,6 @@ struct Shared {
     base_messages: u64,
     counters: Arc<metrics::ServiceCounters>,
     source_states: SourceStates,
-    forwarders: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -300,7 +298,7 @@ impl Shared {
     async fn snapshot(&self, path: &Path, states: Option<SourceStates>) {
         let states = match states {
             Some(s) => s,
-            None => self.sources.capture().await,
+            None => self.sources.capture(DRAIN_WAIT).await,
         };
         self.applied_all(DRAIN_WAIT).await;
         let router = self.router.clone();
@@ -432,19 +430,28 @@ impl RouterService {
     ///
     /// Outside a tokio runtime.
     pub fn spawn_vllm(&self, source: VllmSource) -> VllmSourceHandle {
+        let (tx, _forwarder, _forwarded) = self.forwarder();
+        source.spawn(tx)
+    }
+
+    /// A channel for a source's messages, and the task that moves them into the ingest queue
+    /// (it ends when every sender is gone and the channel is drained), counting them.
+    fn forwarder(&self) -> (mpsc::Sender<EventMessage>, JoinHandle<()>, Arc<AtomicU64>) {
         let (tx, mut rx) = mpsc::channel::<EventMessage>(4096);
         let events = self.events.clone();
         let shared = self.shared.clone();
-        let forwarder = tokio::spawn(async move {
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let count = forwarded.clone();
+        let task = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 if events.send(Arc::new(m)).await.is_err() {
                     return;
                 }
                 shared.forwarded.fetch_add(1, Ordering::Release);
+                count.fetch_add(1, Ordering::Release);
             }
         });
-        self.shared.forwarders.lock().push(forwarder);
-        source.spawn(tx)
+        (tx, task, forwarded)
     }
 
     /// Starts the vLLM/SGLang source `builder` under `name`, managed by the service: it
@@ -486,8 +493,14 @@ impl RouterService {
             next_event_ids,
         );
         let source = builder.build()?;
-        let handle = self.spawn_vllm(source);
-        self.shared.sources.add(name, handle);
+        let (tx, forwarder, forwarded) = self.forwarder();
+        let handle = source.spawn(tx);
+        self.shared.sources.add(sources::RunningSource {
+            name,
+            handle: Arc::new(handle),
+            forwarder,
+            forwarded,
+        });
         Ok(())
     }
 
@@ -502,15 +515,7 @@ impl RouterService {
         let _ = self.stop.send(true);
         // Housekeeping first: a snapshot it has begun completes while ingestion still runs.
         let _ = self.housekeeping.await;
-        let states = self.shared.sources.stop_all().await;
-        let forwarders = std::mem::take(&mut *self.shared.forwarders.lock());
-        for f in forwarders {
-            if f.is_finished() {
-                continue;
-            }
-            // Forwarders of unmanaged sources end when their handles stop them; do not wait.
-            let _ = tokio::time::timeout(Duration::from_millis(100), f).await;
-        }
+        let states = self.shared.sources.stop_all(DRAIN_WAIT).await;
         self.shared.applied_all(DRAIN_WAIT).await;
         let _ = self.ingest_stop.send(true);
         let _ = self.ingest.await;

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kvtier_events::InstanceId;
 use parking_lot::Mutex;
@@ -33,6 +35,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
+use tokio::task::JoinHandle;
 
 use crate::{VllmSourceBuilder, VllmSourceHandle, VllmStats};
 
@@ -207,7 +210,18 @@ fn take_u32(rest: &mut &[u8]) -> Option<u32> {
 /// One running source of the service.
 pub(crate) struct RunningSource {
     pub(crate) name: String,
-    pub(crate) handle: VllmSourceHandle,
+    /// Shared only while a capture awaits its state; otherwise the only reference.
+    pub(crate) handle: Arc<VllmSourceHandle>,
+    /// The task moving its messages into the ingest queue.
+    pub(crate) forwarder: JoinHandle<()>,
+    /// Messages that task has put in the ingest queue.
+    pub(crate) forwarded: Arc<AtomicU64>,
+}
+
+/// What a capture saw of one source: the messages it had sent when its state was taken.
+struct Captured {
+    sent: u64,
+    forwarded: Arc<AtomicU64>,
 }
 
 /// The service's running sources, shared with the metrics collector.
@@ -217,42 +231,64 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    pub(crate) fn add(&self, name: String, handle: VllmSourceHandle) {
-        self.running.lock().push(RunningSource { name, handle });
+    pub(crate) fn add(&self, source: RunningSource) {
+        self.running.lock().push(source);
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.running.lock().iter().any(|s| s.name == name)
     }
 
-    /// Every source's state, in one pass (see the module docs for the order of a snapshot).
-    pub(crate) async fn capture(&self) -> SourceStates {
-        // The handles stay in the list while their states are awaited; the lock is not held
-        // across an await: the list is taken out and put back.
-        let running = std::mem::take(&mut *self.running.lock());
+    /// Every source's state, then a wait (at most `wait`) until every message the sources
+    /// sent before their state was taken is in the ingest queue (see the module docs for the
+    /// order of a snapshot).
+    pub(crate) async fn capture(&self, wait: Duration) -> SourceStates {
+        // The lock is not held across an await: the handles are shared for the capture.
+        let running: Vec<(String, Arc<VllmSourceHandle>, Arc<AtomicU64>)> = self
+            .running
+            .lock()
+            .iter()
+            .map(|s| (s.name.clone(), s.handle.clone(), s.forwarded.clone()))
+            .collect();
         let mut states = SourceStates::default();
-        for s in &running {
-            if let Some(bytes) = shim::capture_state(&s.handle).await {
-                states.insert(s.name.clone(), bytes);
+        let mut captured = Vec::with_capacity(running.len());
+        for (name, handle, forwarded) in running {
+            if let Some(bytes) = shim::capture_state(&handle).await {
+                states.insert(name, bytes);
             }
+            captured.push(Captured {
+                sent: handle.stats().messages,
+                forwarded,
+            });
         }
-        let mut list = self.running.lock();
-        let added_meanwhile = std::mem::take(&mut *list);
-        *list = running;
-        list.extend(added_meanwhile);
+        wait_forwarded(&captured, wait).await;
         states
     }
 
-    /// Stops every source, after capturing its state; returns the states.
-    pub(crate) async fn stop_all(&self) -> SourceStates {
+    /// Captures every source's state, stops it, and waits (at most `wait`) until what it sent
+    /// is in the ingest queue; returns the states.
+    pub(crate) async fn stop_all(&self, wait: Duration) -> SourceStates {
         let running = std::mem::take(&mut *self.running.lock());
         let mut states = SourceStates::default();
+        let mut forwarders = Vec::with_capacity(running.len());
         for s in running {
             if let Some(bytes) = shim::capture_state(&s.handle).await {
                 states.insert(s.name.clone(), bytes);
             }
-            s.handle.shutdown().await;
+            // Only a capture running concurrently shares the handle; dropping the last
+            // reference stops the source as well.
+            if let Ok(handle) = Arc::try_unwrap(s.handle) {
+                handle.shutdown().await;
+            }
+            forwarders.push(s.forwarder);
         }
+        // A stopped source's forwarder ends once it has queued everything the source sent.
+        let _ = tokio::time::timeout(wait, async {
+            for f in forwarders {
+                let _ = f.await;
+            }
+        })
+        .await;
         states
     }
 
@@ -262,6 +298,20 @@ impl Sources {
             .iter()
             .map(|s| (s.name.clone(), s.handle.stats()))
             .collect()
+    }
+}
+
+/// Waits until each captured source's forwarder has queued what the source had sent.
+async fn wait_forwarded(captured: &[Captured], wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while captured
+        .iter()
+        .any(|c| c.forwarded.load(Ordering::Acquire) < c.sent)
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
