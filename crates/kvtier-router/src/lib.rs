@@ -15,7 +15,8 @@
 //! | [`RouteAnswer`], [`InstanceOverlap`], [`MediumOverlap`] | per instance and medium, the prefix held (a bound under power-of-two announcements) and the best instance |
 //! | [`LoadSignal`], [`LoadTable`], [`NoLoad`] | how busy instances are: tie-breaks, or a cost with [`RouterBuilder::with_load_weight`] |
 //! | [`VllmSource`] | a vLLM/SGLang engine's ZeroMQ stream, re-hashed to kvtier sequence hashes, gaps replayed |
-//! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics` |
+//! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics`, connection/body limits |
+//! | [`SourceStates`] | the sources' stream positions saved beside a snapshot, for warm restarts |
 //!
 //! # Example
 //!

@@ -264,3 +264,28 @@ fn multimodal_items_must_lie_within_the_tokens_and_salt_changes_hashes() {
     assert!(r.instances.is_empty(), "{text}");
     rt.block_on(service.stop()).unwrap();
 }
+
+/// A snapshot that cannot be written is counted in `/metrics` (the service goes on), and the
+/// final one's error is returned by `stop`.
+#[test]
+fn failed_snapshots_are_counted_and_the_final_one_reported() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("missing-dir").join("router.snap");
+    let service = rt
+        .block_on(
+            RouterService::builder(Router::builder().build())
+                .with_snapshot(snap, Duration::from_millis(50))
+                .start(),
+        )
+        .unwrap();
+    let addr = service.local_addr();
+    wait_for(|| {
+        let (_, text) = http::get(addr, "/metrics");
+        text.lines()
+            .any(|l| l.starts_with("kvtier_router_snapshot_failures_total ") && !l.ends_with(" 0"))
+    });
+    assert_eq!(http::get(addr, "/health").0, 200);
+    let err = rt.block_on(service.stop()).unwrap_err();
+    assert!(err.to_string().contains("final snapshot"), "{err}");
+}

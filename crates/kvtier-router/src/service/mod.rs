@@ -294,8 +294,9 @@ impl Shared {
     }
 
     /// Captures the sources' states, then (once the router has applied what they sent)
-    /// the router, and writes both files (see `sources.rs` for the order).
-    async fn snapshot(&self, path: &Path, states: Option<SourceStates>) {
+    /// the router, and writes both files (see `sources.rs` for the order). A failure is
+    /// counted, logged on stderr and returned.
+    async fn snapshot(&self, path: &Path, states: Option<SourceStates>) -> Result<(), String> {
         let states = match states {
             Some(s) => s,
             None => self.sources.capture(DRAIN_WAIT).await,
@@ -313,13 +314,14 @@ impl Shared {
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-        match written {
+        match &written {
             Ok(()) => metrics::ServiceCounters::bump(&self.counters.snapshots),
             Err(e) => {
                 metrics::ServiceCounters::bump(&self.counters.snapshot_failures);
                 eprintln!("kvtier router: snapshot {} failed: {e}", path.display());
             }
         }
+        written
     }
 }
 
@@ -510,7 +512,7 @@ impl RouterService {
     ///
     /// # Errors
     ///
-    /// The HTTP server's error.
+    /// The HTTP server's error, or the final snapshot's.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
         // Housekeeping first: a snapshot it has begun completes while ingestion still runs.
@@ -524,7 +526,10 @@ impl RouterService {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         if let Some(path) = &self.snapshot {
-            self.shared.snapshot(path, Some(states)).await;
+            self.shared
+                .snapshot(path, Some(states))
+                .await
+                .map_err(|e| std::io::Error::other(format!("final snapshot: {e}")))?;
         }
         served
     }
@@ -581,7 +586,8 @@ async fn housekeeping(
             && last_snapshot.elapsed() >= every
         {
             last_snapshot = Instant::now();
-            shared.snapshot(path, None).await;
+            // Counted and logged; the next interval tries again.
+            let _ = shared.snapshot(path, None).await;
         }
     }
 }
