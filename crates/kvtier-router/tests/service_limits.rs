@@ -186,7 +186,10 @@ fn health_and_small_queries_are_answered_under_abuse() {
         assert_responsive(addr);
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(big.join().unwrap(), Some(413), "the 64 MB body");
+    // Refused unread: the answer is 413, unless the client's unsent bytes made the close a
+    // reset that overtook it (the declared-size case below checks the status itself).
+    let big = big.join().unwrap();
+    assert!(matches!(big, Some(413) | None), "the 64 MB body: {big:?}");
     for t in large {
         for status in t.join().unwrap() {
             assert!(status == 200 || status == 503, "a large query: {status}");
@@ -239,6 +242,13 @@ fn connection_limit_holds_and_idle_connections_time_out() {
         assert!(closed_within(s, PROMPT), "an idle connection is closed");
     }
     assert_responsive(addr);
+    // A kept-alive connection is closed once idle for the header timeout.
+    let mut kept = open(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_of(&mut kept, PROMPT), Some(200));
+    assert!(
+        closed_within(&mut kept, PROMPT),
+        "an idle keep-alive connection is closed"
+    );
     // A slowloris is closed too, headers unfinished.
     let mut slow = open(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n");
     assert!(closed_within(&mut slow, PROMPT), "slow headers time out");
@@ -263,13 +273,16 @@ fn bodies_over_the_limit_get_413_and_slow_bodies_408() {
         addr,
         b"POST /query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
+    // 64 KiB, then one byte more: everything sent is read by the time the limit is passed,
+    // so the close after the answer is clean.
     let chunk = vec![b' '; 16 << 10];
-    for _ in 0..5 {
+    for _ in 0..4 {
         s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
             .unwrap();
         s.write_all(&chunk).unwrap();
         s.write_all(b"\r\n").unwrap();
     }
+    s.write_all(b"1\r\n \r\n").unwrap();
     assert_eq!(
         status_of(&mut s, PROMPT),
         Some(413),
