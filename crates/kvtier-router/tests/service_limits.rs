@@ -438,3 +438,53 @@ fn managed_sources_have_their_counters_in_metrics() {
     assert!(text.contains("kvtier_router_creates_total 3"), "{text}");
     rt.block_on(service.stop()).unwrap();
 }
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let service = rt
+        .block_on(
+            RouterService::builder(router_with_one_instance(None))
+                .with_body_timeout(Duration::from_millis(500))
+                .start(),
+        )
+        .unwrap();
+    let addr = service.local_addr();
+    // Thousands of pipelined requests whose answers (a few KiB each) are never read: more
+    // than the socket buffers hold.
+    const REQUESTS: usize = 5000;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..REQUESTS {
+            if writer.write_all(request).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_responsive(addr);
+    // The server gave up on the connection: reading it now ends (EOF or reset) before all
+    // the answers.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answers = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry = Vec::new();
+    let ended = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                carry.extend_from_slice(&buf[..n]);
+                answers += carry.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+                let keep = carry.len().saturating_sub(11);
+                carry.drain(..keep);
+            }
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    assert!(ended, "the connection is closed, not left waiting");
+    assert!(answers < REQUESTS, "{answers} answers");
+    sender.join().unwrap();
+    rt.block_on(service.stop()).unwrap();
+}

@@ -152,7 +152,8 @@ impl RouterServiceBuilder {
     }
 
     /// Time a client has to send a whole body (408 after it), which is also the longest a
-    /// query waits for its turn (503 after it). Default 30 s.
+    /// query waits for its turn (503 after it) and the longest a write of an answer waits for
+    /// the client to read (the connection is closed after it). Default 30 s.
     pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
         self.body_timeout = timeout;
         self
@@ -236,6 +237,7 @@ impl RouterServiceBuilder {
             server::ConnLimits {
                 max_connections: self.max_connections,
                 header_timeout: self.header_timeout,
+                write_timeout: self.body_timeout,
                 shutdown_grace: self.shutdown_grace,
             },
             stop_rx.clone(),

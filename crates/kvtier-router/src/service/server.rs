@@ -12,18 +12,23 @@
 //! ```
 //!
 //! What a connection may hold is bounded by its limits: the header timeout (slow or absent
-//! headers, idle keep-alive), and, in the handlers, the body timeout and body limit
-//! (`body.rs`). The permit of a connection is released when its task ends.
+//! headers, idle keep-alive), the write timeout (a client that stops reading its answer), and,
+//! in the handlers, the body timeout and body limit (`body.rs`). The permit of a connection is
+//! released when its task ends.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 
 /// Pause after a failed accept (out of file descriptors, say) before trying again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
@@ -45,6 +50,8 @@ pub(crate) struct ConnLimits {
     /// Time for a request's headers, from the first byte or from the end of the previous
     /// response (idle keep-alive).
     pub(crate) header_timeout: Duration,
+    /// Longest a write to a client may wait for the client to read.
+    pub(crate) write_timeout: Duration,
     /// How long stopping waits for open connections before it closes them.
     pub(crate) shutdown_grace: Duration,
 }
@@ -88,7 +95,8 @@ pub(crate) async fn serve(
         let mut close = close_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let io = TimedWrites::new(stream, limits.write_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -132,4 +140,94 @@ fn refuse(mut stream: TcpStream, refusing: &Arc<Semaphore>) {
         })
         .await;
     });
+}
+
+/// A stream whose writes fail with [`std::io::ErrorKind::TimedOut`] once they have waited
+/// longer than the timeout for the peer to read (reads are untouched: their limits are the
+/// header and body timeouts).
+struct TimedWrites<T> {
+    inner: T,
+    timeout: Duration,
+    /// Armed while a write or flush is pending.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> TimedWrites<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        TimedWrites {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// Maps a pending write to a timeout error once the deadline has passed.
+    fn check<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.deadline = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.deadline = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not read its answer in time",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedWrites<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedWrites<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, polled)
+    }
 }
