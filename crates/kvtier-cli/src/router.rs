@@ -33,7 +33,7 @@ HTTP API (JSON):
 
 Limits: --max-connections open connections (more get 503), request headers within 10 s
 (also the idle keep-alive timeout), bodies within 30 s (408) and --max-body-bytes (413; the
-default fits a 1 M-token query). SIGTERM or Ctrl-C stops the router within a few seconds,
+default fits a 1 M-token query); answers must be read within 30 s. SIGTERM or Ctrl-C stops the router within a few seconds,
 closing requests still in flight, and writes the final snapshot.
 
 A vLLM engine started with --kv-events-config '{\"enable_kv_cache_events\": true, \
