@@ -436,7 +436,7 @@ mod shim {
                 stats.unrepairable_gaps,
             ),
             (
-                "duplicates",
+                "duplicate_batches",
                 "Batches dropped as already applied.",
                 stats.duplicates,
             ),
