@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use kvtier_core::HashScheme;
-use kvtier_router::{LoadTable, Router, RouterService, VllmSource};
+use kvtier_router::{LoadTable, Router, RouterBuilder, RouterService, SourceStates, VllmSource};
 
 /// Long help of the subcommand.
 pub const LONG_ABOUT: &str = "\
@@ -27,13 +27,26 @@ HTTP API (JSON):
                    or {\"hashes\": [\"<32 hex digits>\", ...]}
                    -> {\"blocks\": n, \"best\": \"<instance>\", \"instances\": [{\"instance\", \"media\": {\"GPU\": {\"matched\", \"upper\"}}, ...}]}
   GET  /instances  the instances known, their next event id and blocks per medium
-  GET  /metrics    Prometheus text (kvtier_router_*)
+  GET  /metrics    Prometheus text (kvtier_router_*; each engine's stream counters as
+                   kvtier_router_vllm_*_total{source=\"NAME\"})
   GET  /health
+
+Limits: --max-connections open connections (more get 503), request headers within 10 s
+(also the idle keep-alive timeout), bodies within 30 s (408) and --max-body-bytes (413; the
+default fits a 1 M-token query); answers must be read within 30 s. SIGTERM or Ctrl-C stops the router within a few seconds,
+closing requests still in flight, and writes the final snapshot.
 
 A vLLM engine started with --kv-events-config '{\"enable_kv_cache_events\": true, \
 \"publisher\": \"zmq\", \"endpoint\": \"tcp://*:5557\", \"replay_endpoint\": \"tcp://*:5558\"}' \
 is ingested with --vllm NAME=tcp://HOST:5557@tcp://HOST:5558. Its blocks are re-hashed from \
 their tokens with --hash-scheme, --block-size and --model, so queries by tokens match them.";
+
+/// Longest snapshot interval accepted (a week): a longer one is almost surely a unit mistake.
+const MAX_SNAPSHOT_EVERY_SECS: u64 = 7 * 24 * 3600;
+/// Longest expiry accepted (30 days).
+const MAX_EXPIRY_SECS: u64 = 30 * 24 * 3600;
+/// Largest block size accepted.
+const MAX_BLOCK_SIZE: usize = 1 << 16;
 
 /// Arguments of `kvtier router`.
 #[derive(Debug, Args)]
@@ -44,8 +57,8 @@ pub struct RouterArgs {
     /// An engine's event stream: `NAME=PUB_ENDPOINT[@REPLAY_ENDPOINT]`. Repeat for more engines.
     #[arg(long = "vllm", value_name = "NAME=ENDPOINT[@REPLAY]")]
     vllm: Vec<String>,
-    /// Block size of the engines' events when they do not state one.
-    #[arg(long, default_value_t = 16)]
+    /// Block size of the engines' events when they do not state one (1 to 65536).
+    #[arg(long, default_value_t = 16, value_parser = parse_block_size)]
     block_size: usize,
     /// Model name mixed into the block hashes (must match what queries send in extra.model).
     #[arg(long)]
@@ -54,20 +67,63 @@ pub struct RouterArgs {
     #[arg(long, default_value = "kvtier", value_parser = ["kvtier", "dynamo"])]
     hash_scheme: String,
     /// How much load counts against overlap when choosing an instance (0: load only breaks
-    /// ties). Loads come from `POST /load`; with load in blocks of queued work, 1 minimises
-    /// "blocks to prefill + blocks queued".
-    #[arg(long, default_value_t = 0.0)]
+    /// ties; finite, not negative). Loads come from `POST /load`; with load in blocks of
+    /// queued work, 1 minimises "blocks to prefill + blocks queued".
+    #[arg(long, default_value_t = 0.0, value_parser = parse_load_weight)]
     load_weight: f64,
-    /// Forget an instance silent for this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
+    /// Forget an instance silent for this many seconds (0: never; at most 30 days).
+    #[arg(long, default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_EXPIRY_SECS))]
     expiry_secs: u64,
-    /// Keep the index in this file: loaded at start if present, written periodically and at
-    /// exit.
+    /// Keep the index in this file: loaded at start if present (a damaged or unreadable file
+    /// is reported and the router starts empty), written periodically and at exit. The
+    /// engines' stream positions go beside it in `<FILE>.sources`, so a restarted router
+    /// resumes each stream where the snapshot left it.
     #[arg(long)]
     snapshot: Option<PathBuf>,
-    /// Seconds between snapshots.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between snapshots (1 to 604800).
+    #[arg(long, default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SNAPSHOT_EVERY_SECS))]
     snapshot_every_secs: u64,
+    /// Most open HTTP connections; more are answered 503 (1 to 1000000).
+    #[arg(long, default_value_t = kvtier_router::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_max_connections)]
+    max_connections: usize,
+    /// Largest request body in bytes; larger ones are answered 413 (1024 to 1 GiB).
+    #[arg(long, default_value_t = kvtier_router::DEFAULT_MAX_BODY_BYTES,
+          value_parser = parse_max_body)]
+    max_body_bytes: usize,
+}
+
+/// Parses an integer within `lo..=hi`, naming the range in the error.
+fn parse_in_range(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number from {lo} to {hi}"))?;
+    if !(lo..=hi).contains(&n) {
+        return Err(format!("{n} is outside {lo}..={hi}"));
+    }
+    Ok(n)
+}
+
+fn parse_block_size(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1, MAX_BLOCK_SIZE)
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1, 1_000_000)
+}
+
+fn parse_max_body(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1024, 1 << 30)
+}
+
+fn parse_load_weight(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && w >= 0.0 => Ok(w),
+        _ => Err(format!("{s:?} is not a finite, non-negative number")),
+    }
 }
 
 fn parse_source(spec: &str) -> anyhow::Result<(String, String, Option<String>)> {
@@ -84,22 +140,18 @@ fn parse_source(spec: &str) -> anyhow::Result<(String, String, Option<String>)> 
     Ok((name.to_string(), pub_ep, replay))
 }
 
-/// Runs the router until Ctrl-C or SIGTERM.
-pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
-    let scheme = match args.hash_scheme.as_str() {
-        "dynamo" => HashScheme::dynamo(),
-        _ => HashScheme::default(),
+/// The router from `--snapshot` when there is a readable one, else an empty one; a damaged
+/// or unreadable snapshot is reported on stderr (the index is a cache of what the engines
+/// hold, not the source of truth: it fills again from their streams).
+fn restore_router(args: &RouterArgs, builder: impl Fn() -> RouterBuilder) -> Router {
+    let Some(path) = &args.snapshot else {
+        return builder().build();
     };
-    let loads = LoadTable::default();
-    let builder = Router::builder()
-        .with_hash_scheme(scheme)
-        .with_load_signal(Arc::new(loads.clone()))
-        .with_load_weight(args.load_weight)
-        .with_expiry((args.expiry_secs > 0).then(|| Duration::from_secs(args.expiry_secs)));
-    let router = match &args.snapshot {
-        Some(path) if path.exists() => {
-            let r = Router::load_snapshot(builder, path)
-                .with_context(|| format!("loading snapshot {}", path.display()))?;
+    if !path.exists() {
+        return builder().build();
+    }
+    match Router::load_snapshot(builder(), path) {
+        Ok(r) => {
             eprintln!(
                 "loaded snapshot {}: {} instances, {} blocks",
                 path.display(),
@@ -108,12 +160,56 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
             );
             r
         }
-        _ => builder.build(),
+        Err(e) => {
+            eprintln!(
+                "warning: snapshot {} is damaged or unreadable ({e}); starting empty",
+                path.display()
+            );
+            builder().build()
+        }
+    }
+}
+
+/// The engines' saved stream positions beside the snapshot; a damaged file is reported and
+/// the engines' streams start fresh.
+fn restore_source_states(args: &RouterArgs) -> SourceStates {
+    let Some(path) = &args.snapshot else {
+        return SourceStates::default();
+    };
+    let path = SourceStates::path_for(path);
+    if !path.exists() {
+        return SourceStates::default();
+    }
+    SourceStates::load(&path).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: {} is damaged or unreadable ({e}); the engines' streams start fresh",
+            path.display()
+        );
+        SourceStates::default()
+    })
+}
+
+/// Runs the router until Ctrl-C or SIGTERM.
+pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
+    let scheme = match args.hash_scheme.as_str() {
+        "dynamo" => HashScheme::dynamo(),
+        _ => HashScheme::default(),
+    };
+    let loads = LoadTable::default();
+    let builder = || {
+        Router::builder()
+            .with_hash_scheme(scheme)
+            .with_load_signal(Arc::new(loads.clone()))
+            .with_load_weight(args.load_weight)
+            .with_expiry((args.expiry_secs > 0).then(|| Duration::from_secs(args.expiry_secs)))
     };
     let mut sources = Vec::new();
     for spec in &args.vllm {
         let (name, endpoint, replay) = parse_source(spec)?;
-        let mut b = VllmSource::builder(name, endpoint)
+        if sources.iter().any(|(n, _)| *n == name) {
+            bail!("--vllm {spec:?}: another engine is called {name:?} already");
+        }
+        let mut b = VllmSource::builder(name.clone(), endpoint)
             .with_hash_scheme(scheme)
             .with_default_block_size(args.block_size);
         if let Some(r) = replay {
@@ -122,8 +218,14 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         if let Some(m) = &args.model {
             b = b.with_model(m.clone());
         }
-        sources.push(b.build().with_context(|| format!("--vllm {spec:?}"))?);
+        // Checked here, before anything starts; the service builds it again to run it.
+        b.clone()
+            .build()
+            .with_context(|| format!("--vllm {spec:?}"))?;
+        sources.push((name, b));
     }
+    let router = restore_router(args, builder);
+    let states = restore_source_states(args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -134,7 +236,10 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         let stop = shutdown_signal()?;
         let mut service = RouterService::builder(router)
             .with_listen(args.listen)
-            .with_load_table(loads);
+            .with_load_table(loads.clone())
+            .with_source_states(states)
+            .with_max_connections(args.max_connections)
+            .with_max_body_bytes(args.max_body_bytes);
         if let Some(path) = &args.snapshot {
             service =
                 service.with_snapshot(path.clone(), Duration::from_secs(args.snapshot_every_secs));
@@ -143,12 +248,13 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
             .start()
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
-        let handles: Vec<_> = sources.into_iter().map(|s| service.spawn_vllm(s)).collect();
+        for (name, b) in sources {
+            service
+                .add_vllm(name.clone(), b)
+                .with_context(|| format!("starting engine {name:?}"))?;
+        }
         println!("kvtier router listening on http://{}", service.local_addr());
         stop.await;
-        for h in handles {
-            h.shutdown().await;
-        }
         service.stop().await.context("stopping the router")?;
         anyhow::Ok(())
     })
@@ -180,6 +286,20 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_range_checked() {
+        assert_eq!(parse_block_size("16"), Ok(16));
+        assert!(parse_block_size("0").is_err());
+        assert!(parse_block_size("-1").is_err());
+        assert!(parse_block_size("99999999999").is_err());
+        assert_eq!(parse_load_weight("1.5"), Ok(1.5));
+        for bad in ["-1", "NaN", "inf", "x"] {
+            assert!(parse_load_weight(bad).is_err(), "{bad}");
+        }
+        assert!(parse_max_connections("0").is_err());
+        assert!(parse_max_body("10").is_err());
+    }
 
     #[test]
     fn source_specs_parse() {

@@ -10,7 +10,10 @@
 //! instance shows what each phase leaves behind, checks `/metrics` and `/instances`, stops the
 //! router with SIGTERM, and restarts a router without sources from the snapshot it wrote.
 //!
-//! Also: malformed `--vllm` specs are refused with a non-zero status and a helpful message.
+//! Also: malformed `--vllm` specs and nonsense numbers are refused with a non-zero status and
+//! a helpful message; SIGTERM ends the router within seconds while a client holds a half-sent
+//! request, and the final snapshot is written; a damaged snapshot is reported and the router
+//! starts empty; each engine's stream counters are in `/metrics` under its name.
 //!
 //! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip the test that needs Python.
 
@@ -270,8 +273,8 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     );
 
     // Phase 2 (seq 3..=8, seq 4 only in the replay buffer): removals, a clear, and one
-    // fresh root block — the second block of chain E (its first is stored under a parent
-    // gone after the clear, so it is not placeable). Seq 8 is the last message: once E's
+    // fresh root block — the second block of chain E (its first is stored under a0, which
+    // the clear removed but the router still recognises). Seq 8 is the last message: once E's
     // block shows, everything before it was applied.
     publisher.send("continue");
     assert!(
@@ -282,12 +285,18 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     let e1 = &e[BLOCK_SIZE..];
     wait_matched(addr, "chain E's root from phase 2", e1, None, &instance, 1);
     assert_only_holder(&query(addr, e1, None), &instance, 1, 1);
-    // Nothing else survived AllBlocksCleared.
+    // E's first block names a0 as its parent. The clear made the router forget that the
+    // engine holds a0, but it still recognises the hash, and a stored block means the engine
+    // holds its whole prefix: a0 is held again and e0 is placed under it.
     assert_no_holder(&query(addr, &e, None));
-    assert_no_holder(&query(addr, &a, None));
+    assert_only_holder(&query(addr, &a, None), &instance, 4, 1);
+    let a0_e0 = [&a[..BLOCK_SIZE], &e[..BLOCK_SIZE]].concat();
+    assert_only_holder(&query(addr, &a0_e0, None), &instance, 2, 2);
+    // Nothing else survived AllBlocksCleared.
     assert_no_holder(&query(addr, &b, Some(LORA)));
+    // C branched off A after a1: only the re-established a0 is left of it.
     let c = [tokens(1, 2), tokens(3, 3)].concat();
-    assert_no_holder(&query(addr, &c, None));
+    assert_only_holder(&query(addr, &c, None), &instance, 5, 1);
     // Tokens no engine ever saw.
     let unknown = tokens(77, 3);
     let answer = query(addr, &unknown, None);
@@ -304,30 +313,48 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
         metric(&text, "kvtier_router_messages_total").is_some_and(|m| m > 0.0),
         "{text}"
     );
-    // The source delivers exactly one message per batch, the skipped seq 4 included, and
-    // seq 4's two blocks (then seq 5's, placeable only after them) count among the creates:
-    // 3 + 1 + 2 (phase 1) + 2 + 1 + 1 (phase 2) = 10; without the repair there would be 7.
+    // The source sends one message per run of same-kind events of a batch (seq 5's unknown
+    // removal and its store under an unknown parent send nothing; seq 8's three creates are
+    // one run), the skipped seq 4 included: 3 (phase 1) + 6 (seq 3, 4, 5, 6, 7, 8) = 9.
+    // Creates: 3 + 1 + 2 (phase 1) + 2 (seq 4) + 1 (seq 5, placeable only after seq 4)
+    // + 3 (seq 8: a0 re-established, e0 under it, e1) = 12; without the repair there would
+    // be 9. What is held at the end: a0, e0, e1.
     assert_metrics(
         &text,
         &[
-            ("kvtier_router_messages_total", 10.0),
-            ("kvtier_router_creates_total", 10.0),
+            ("kvtier_router_messages_total", 9.0),
+            ("kvtier_router_creates_total", 12.0),
             ("kvtier_router_removes_total", 4.0),
             ("kvtier_router_instances", 1.0),
-            ("kvtier_router_blocks", 1.0),
+            ("kvtier_router_blocks", 3.0),
         ],
     );
     assert!(
         metric(&text, "kvtier_router_queries_total").is_some_and(|q| q > 0.0),
         "{text}"
     );
+    // The engine's own stream counters, labelled with its name: the skipped seq 4 is one
+    // gap, repaired by a replay.
+    let source = |counter: &str| {
+        metric(
+            &text,
+            &format!("kvtier_router_vllm_{counter}_total{{source=\"{ENGINE}\"}}"),
+        )
+    };
+    assert!(source("batches").is_some_and(|b| b > 0.0), "{text}");
+    assert_eq!(source("gaps_detected"), Some(1.0), "{text}");
+    assert!(
+        source("replays_requested").is_some_and(|r| r >= 1.0),
+        "{text}"
+    );
+    assert_eq!(source("unrepairable_gaps"), Some(0.0), "{text}");
     let (status, list) = http::get(addr, "/instances");
     assert_eq!(status, 200, "{list}");
     let list: Value = serde_json::from_str(&list).expect("JSON instances");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["instance"], instance.as_str(), "{list}");
-    assert_eq!(list[0]["blocks"]["GPU"], 1, "{list}");
-    assert_eq!(list[0]["next_event_id"], 11, "{list}");
+    assert_eq!(list[0]["blocks"]["GPU"], 3, "{list}");
+    assert_eq!(list[0]["next_event_id"], 10, "{list}");
 
     // SIGTERM: a clean exit that writes the snapshot.
     router.terminate();
@@ -345,19 +372,20 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
     let mut restored = RouterProcess::start(&["--snapshot", snapshot_arg], Stdio::piped());
     let addr = restored.addr;
     assert_only_holder(&query(addr, e1, None), &instance, 1, 1);
-    assert_no_holder(&query(addr, &a, None));
+    assert_only_holder(&query(addr, &a0_e0, None), &instance, 2, 2);
+    assert_only_holder(&query(addr, &a, None), &instance, 4, 1);
     let text = metrics(addr);
     assert_metrics(
         &text,
         &[
             ("kvtier_router_instances", 1.0),
-            ("kvtier_router_blocks", 1.0),
+            ("kvtier_router_blocks", 3.0),
         ],
     );
     restored.terminate();
     let stderr = restored.process.read_stderr();
     assert!(
-        stderr.contains("loaded snapshot") && stderr.contains("1 instances, 1 blocks"),
+        stderr.contains("loaded snapshot") && stderr.contains("1 instances, 3 blocks"),
         "{stderr}"
     );
 }
@@ -407,4 +435,131 @@ fn malformed_vllm_specs_are_refused() {
         "e=udp://127.0.0.1:1",
     ]);
     assert!(stderr.contains("invalid endpoint"), "{stderr}");
+}
+
+/// Runs `kvtier ARGS` that clap must refuse (status 2); returns its stderr.
+fn refused_args(args: &[&str]) -> String {
+    let mut process = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_kvtier"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let status = process
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("kvtier {args:?} is still running"));
+    let stderr = process.read_stderr();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "kvtier {args:?}: {status}; {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn nonsense_numbers_are_refused() {
+    for (flag, value) in [
+        ("--snapshot-every-secs", "0"),
+        ("--snapshot-every-secs", "-5"),
+        ("--snapshot-every-secs", "99999999999"),
+        ("--expiry-secs", "-1"),
+        ("--expiry-secs", "999999999999"),
+        ("--block-size", "0"),
+        ("--block-size", "1000000"),
+        ("--load-weight", "-1"),
+        ("--load-weight", "NaN"),
+        ("--load-weight", "inf"),
+        ("--max-connections", "0"),
+        ("--max-body-bytes", "1"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let stderr = refused_args(&["router", "--listen", "127.0.0.1:0", &arg]);
+        assert!(
+            stderr.contains("invalid value") && stderr.contains(flag),
+            "{arg}: {stderr}"
+        );
+    }
+    let stderr = failing_run(&[
+        "router",
+        "--listen",
+        "127.0.0.1:0",
+        "--vllm",
+        "e=tcp://127.0.0.1:1",
+        "--vllm",
+        "e=tcp://127.0.0.1:2",
+    ]);
+    assert!(stderr.contains("called \"e\" already"), "{stderr}");
+}
+
+#[test]
+fn sigterm_with_a_half_sent_request_exits_promptly_and_writes_the_snapshot() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = dir.path().join("router.snap");
+    let snapshot_arg = snapshot.to_str().expect("a UTF-8 temporary path");
+    let mut router = RouterProcess::start(
+        &["--snapshot", snapshot_arg, "--snapshot-every-secs", "3600"],
+        Stdio::inherit(),
+    );
+    let mut half = std::net::TcpStream::connect(router.addr).expect("connect");
+    half.write_all(
+        b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"tokens\": [1,",
+    )
+    .expect("send half a request");
+    let _headers_only = {
+        let mut s = std::net::TcpStream::connect(router.addr).expect("connect");
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .expect("send half the headers");
+        s
+    };
+    assert_eq!(http::get(router.addr, "/health").0, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    router.terminate();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?} with a half-sent request",
+        start.elapsed()
+    );
+    let restored =
+        kvtier_router::Router::load_snapshot(kvtier_router::Router::builder(), &snapshot)
+            .expect("the final snapshot loads");
+    assert_eq!(restored.stats().instances, 0);
+    assert!(
+        kvtier_router::SourceStates::path_for(&snapshot).is_file(),
+        "the sources' states are written beside the snapshot"
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_reported_and_the_router_starts_empty() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let snapshot = dir.path().join("router.snap");
+    std::fs::write(&snapshot, b"not a snapshot at all").expect("write");
+    std::fs::write(
+        kvtier_router::SourceStates::path_for(&snapshot),
+        b"not a state file",
+    )
+    .expect("write");
+    let snapshot_arg = snapshot.to_str().expect("a UTF-8 temporary path");
+    let mut router = RouterProcess::start(&["--snapshot", snapshot_arg], Stdio::piped());
+    assert_eq!(http::get(router.addr, "/health").0, 200);
+    assert_metrics(&metrics(router.addr), &[("kvtier_router_instances", 0.0)]);
+    router.terminate();
+    let stderr = router.process.read_stderr();
+    assert!(
+        stderr.contains("router.snap is damaged or unreadable")
+            && stderr.contains("starting empty"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("router.snap.sources is damaged"),
+        "{stderr}"
+    );
+    // The router wrote a good snapshot over the damaged one at exit.
+    kvtier_router::Router::load_snapshot(kvtier_router::Router::builder(), &snapshot)
+        .expect("the new snapshot loads");
 }

@@ -16,7 +16,8 @@
 //! | [`LoadSignal`], [`LoadTable`], [`NoLoad`] | how busy instances are: tie-breaks, or a cost with [`RouterBuilder::with_load_weight`] |
 //! | [`VllmSource`] | a vLLM/SGLang engine's ZeroMQ stream, re-hashed to kvtier sequence hashes, gaps replayed, state for warm restarts ([`VllmSourceState`]) |
 //! | [`vllm_request_hashes`] | a request's hashes with vLLM's extra keys (salt, multimodal items) folded in as the converter folds them |
-//! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics` |
+//! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics`, connection/body limits |
+//! | [`SourceStates`] | the sources' stream positions saved beside a snapshot, for warm restarts |
 //!
 //! # Features
 //!
@@ -99,8 +100,10 @@ pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, R
 pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
 #[cfg(feature = "service")]
 pub use service::{
-    ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
-    QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
+    AddSourceError, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ExtraKeysJson, INGEST_QUEUE,
+    InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MAX_QUERY_MM_ITEMS, MAX_QUERY_TOKENS, MediumJson,
+    MmItemJson, QueryRequest, QueryResponse, RouterService, RouterServiceBuilder, SMALL_BODY,
+    SourceStates, SourceStatesError,
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{

@@ -220,3 +220,72 @@ fn loads_posted_over_http_break_ties() {
     assert_eq!(status, 404);
     rt.block_on(bare.stop()).unwrap();
 }
+
+/// `extra.mm` items are checked against the tokens before anything is hashed; a salted query
+/// does not match unsalted blocks.
+#[test]
+fn multimodal_items_must_lie_within_the_tokens_and_salt_changes_hashes() {
+    use kvtier_core::Medium;
+    use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, Payload};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tokens: Vec<u32> = (0..8).collect();
+    let hashes = BlockHasher::new(4, HashScheme::default(), ExtraKeys::new())
+        .unwrap()
+        .sequence_hashes(&tokens);
+    let mut router = Router::builder().build();
+    router.apply(EventMessage {
+        instance: InstanceId(7),
+        event_id: 1,
+        payload: Payload::Batch(EventBatch {
+            medium: Medium::Gpu,
+            kind: EventKind::Create,
+            hashes: hashes.clone(),
+            policy: EmitPolicy::All,
+        }),
+    });
+    let service = rt.block_on(RouterService::builder(router).start()).unwrap();
+    let addr = service.local_addr();
+    for (offset, length) in [(6usize, 5usize), (0, 0), (usize::MAX, 2)] {
+        let body = serde_json::json!({"tokens": tokens, "block_size": 4,
+            "extra": {"mm": [{"identifier": "img", "offset": offset, "length": length}]}});
+        let (status, text) = http::post(addr, "/query", &body.to_string());
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("must lie within"), "{text}");
+    }
+    let plain = serde_json::json!({"tokens": tokens, "block_size": 4}).to_string();
+    let r: QueryResponse = serde_json::from_str(&http::post(addr, "/query", &plain).1).unwrap();
+    assert_eq!(r.instances[0].media["GPU"].matched, 2);
+    let salted =
+        serde_json::json!({"tokens": tokens, "block_size": 4, "extra": {"salt": "s"}}).to_string();
+    let (status, text) = http::post(addr, "/query", &salted);
+    assert_eq!(status, 200, "{text}");
+    let r: QueryResponse = serde_json::from_str(&text).unwrap();
+    assert!(r.instances.is_empty(), "{text}");
+    rt.block_on(service.stop()).unwrap();
+}
+
+/// A snapshot that cannot be written is counted in `/metrics` (the service goes on), and the
+/// final one's error is returned by `stop`.
+#[test]
+fn failed_snapshots_are_counted_and_the_final_one_reported() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("missing-dir").join("router.snap");
+    let service = rt
+        .block_on(
+            RouterService::builder(Router::builder().build())
+                .with_snapshot(snap, Duration::from_millis(50))
+                .start(),
+        )
+        .unwrap();
+    let addr = service.local_addr();
+    wait_for(|| {
+        let (_, text) = http::get(addr, "/metrics");
+        text.lines()
+            .any(|l| l.starts_with("kvtier_router_snapshot_failures_total ") && !l.ends_with(" 0"))
+    });
+    assert_eq!(http::get(addr, "/health").0, 200);
+    let err = rt.block_on(service.stop()).unwrap_err();
+    assert!(err.to_string().contains("final snapshot"), "{err}");
+}

@@ -4,35 +4,66 @@
 //! Request and response bodies are JSON; 128-bit values (instance ids, sequence hashes) are
 //! 32 hex digits, as in the event wire format (`docs/events.md`). A body that is not a valid
 //! query gets `400` with `{"error": "..."}`; nothing a client sends can stop the service.
+//!
+//! # Limits
+//!
+//! The longest query accepted is [`MAX_QUERY_TOKENS`] tokens (a 1 M-token context) or
+//! [`MAX_QUERY_BLOCKS`] hashes (that context in blocks of 4 tokens). Its JSON fits in
+//! [`DEFAULT_MAX_BODY_BYTES`]; a larger body gets `413` (see `body.rs`), and the lists are
+//! counted while they are parsed, so no body expands past these bounds in memory.
+//!
+//! Handlers never block an async worker: parsing, hashing and the index lookup of a query,
+//! and the encoding of `/metrics` and `/instances`, run on the blocking pool. At most
+//! `max_concurrent_queries` queries are worked on at once, and as many bodies over
+//! [`SMALL_BODY`] are read at once (a small query never waits behind a slow large upload);
+//! a request that waits past the body timeout for its turn gets `503`. `/health` takes no
+//! lock and no permit.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router as HttpRouter;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
+use kvtier_core::{HashScheme, Medium, SequenceHash};
 use kvtier_events::InstanceId;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{QueryScratch, RouteAnswer, Router};
+use super::body::{bounded_list, content_length, read_limited};
+use crate::{LoadTable, QueryScratch, RouteAnswer, Router};
 
-/// Most blocks one query may name (a longer request is refused with 400).
-pub const MAX_QUERY_BLOCKS: usize = 1 << 20;
+/// Most tokens one query may carry (a longer request is refused with 400 while it is parsed).
+pub const MAX_QUERY_TOKENS: usize = 1 << 20;
+
+/// Default limit of a request body: a query of [`MAX_QUERY_TOKENS`] tokens of up to 10
+/// digits, or of [`MAX_QUERY_BLOCKS`] hashes, with room for whitespace. Larger bodies get 413.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Bodies up to this size (and every `/load` body) are read without waiting for a
+/// large-body permit.
+pub const SMALL_BODY: usize = 64 << 10;
+
+/// Most blocks one query may name: [`MAX_QUERY_TOKENS`] in blocks of 4 tokens (a longer
+/// request is refused with 400 while it is parsed).
+pub const MAX_QUERY_BLOCKS: usize = MAX_QUERY_TOKENS / 4;
 
 /// The body of `POST /query`: either sequence hashes, or tokens with the block size and extra
 /// keys the instances hash with.
 #[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
-    /// Sequence hashes of the request's blocks, in order, as 32 hex digits each.
-    #[serde(default)]
+    /// Sequence hashes of the request's blocks, in order, as 32 hex digits each (at most
+    /// [`MAX_QUERY_BLOCKS`]).
+    #[serde(default, deserialize_with = "bounded_list::<_, _, MAX_QUERY_BLOCKS>")]
     pub hashes: Option<Vec<String>>,
-    /// The request's tokens (only full blocks count).
-    #[serde(default)]
+    /// The request's tokens (only full blocks count; at most [`MAX_QUERY_TOKENS`]).
+    #[serde(default, deserialize_with = "bounded_list::<_, _, MAX_QUERY_TOKENS>")]
     pub tokens: Option<Vec<u32>>,
     /// Tokens per block (required with `tokens`).
     #[serde(default)]
@@ -52,9 +83,29 @@ pub struct ExtraKeysJson {
     /// LoRA adapter name.
     #[serde(default)]
     pub lora: Option<String>,
-    /// Cache salt (UTF-8).
+    /// Cache salt (UTF-8; vLLM's `cache_salt`, folded into the first block).
     #[serde(default)]
     pub salt: Option<String>,
+    /// The request's multimodal items as vLLM sees them (at most [`MAX_QUERY_MM_ITEMS`]):
+    /// each item's identifier is folded into the blocks its placeholder tokens overlap.
+    #[serde(default, deserialize_with = "bounded_list::<_, _, MAX_QUERY_MM_ITEMS>")]
+    pub mm: Option<Vec<MmItemJson>>,
+}
+
+/// Most multimodal items one query may carry.
+pub const MAX_QUERY_MM_ITEMS: usize = 4096;
+
+/// A multimodal item of a query: its identifier (vLLM's `mm_hash` or the request's UUID for
+/// it) and the range of placeholder tokens it occupies.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MmItemJson {
+    /// The item's identifier.
+    pub identifier: String,
+    /// Index of its first placeholder token.
+    pub offset: usize,
+    /// How many placeholder tokens it occupies (positive).
+    pub length: usize,
 }
 
 /// One medium's overlap in a response.
@@ -131,7 +182,63 @@ impl From<RouteAnswer> for QueryResponse {
 pub(crate) struct AppState {
     pub(crate) router: Arc<RwLock<Router>>,
     pub(crate) metrics: Arc<prometheus_client::registry::Registry>,
-    pub(crate) loads: Option<crate::LoadTable>,
+    pub(crate) loads: Option<Arc<Loads>>,
+    pub(crate) limits: BodyLimits,
+    /// Queries being parsed, hashed and looked up.
+    pub(crate) work: Arc<Semaphore>,
+    /// Bodies over [`SMALL_BODY`] (or of unknown length) being read or worked on.
+    pub(crate) large: Arc<Semaphore>,
+}
+
+/// Limits of request bodies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyLimits {
+    /// Largest body, in bytes.
+    pub(crate) max_body: usize,
+    /// Time for a whole body to arrive, and most time a request waits for its turn.
+    pub(crate) body_timeout: Duration,
+}
+
+/// The loads posted over `POST /load`, and which instances they name (so that the loads of
+/// instances that retire are forgotten).
+pub(crate) struct Loads {
+    table: LoadTable,
+    posted: Mutex<HashSet<InstanceId>>,
+}
+
+impl Loads {
+    pub(crate) fn new(table: LoadTable) -> Self {
+        Loads {
+            table,
+            posted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn set(&self, instance: InstanceId, load: f64) {
+        self.posted.lock().insert(instance);
+        self.table.set(instance, load);
+    }
+
+    fn remove(&self, instance: InstanceId) {
+        self.posted.lock().remove(&instance);
+        self.table.remove(instance);
+    }
+
+    /// Forgets the loads of instances the router no longer knows.
+    pub(crate) fn forget_unknown(&self, router: &Router) {
+        let mut posted = self.posted.lock();
+        if posted.is_empty() {
+            return;
+        }
+        let known: HashSet<InstanceId> = router.instances().iter().map(|i| i.instance).collect();
+        posted.retain(|id| {
+            let keep = known.contains(id);
+            if !keep {
+                self.table.remove(*id);
+            }
+            keep
+        });
+    }
 }
 
 /// The body of `POST /load`: one instance's current load (lower is less busy).
@@ -144,37 +251,77 @@ pub struct LoadUpdate {
     pub load: Option<f64>,
 }
 
-async fn load(
-    State(state): State<AppState>,
-    body: Result<axum::Json<LoadUpdate>, JsonRejection>,
-) -> Response {
-    let Some(table) = &state.loads else {
-        return (
+async fn load(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(loads) = state.loads.clone() else {
+        return error(
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "error": "this router reads loads from its own signal, not from POST /load"
-            })),
-        )
-            .into_response();
+            "this router reads loads from its own signal, not from POST /load",
+        );
     };
-    let axum::Json(update) = match body {
+    let bytes = match read_limited(&headers, body, SMALL_BODY, state.limits.body_timeout).await {
         Ok(b) => b,
-        Err(e) => return bad_request(e.body_text()),
+        Err(e) => {
+            let (status, msg) = e.status();
+            return error(status, msg);
+        }
     };
+    let update: LoadUpdate = match serde_json::from_slice(&bytes) {
+        Ok(u) => u,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Some(l) = update.load
+        && !(l.is_finite() && l >= 0.0)
+    {
+        return bad_request(format!("load {l} is not a finite, non-negative number"));
+    }
+    let router = state.router.clone();
+    let known = tokio::task::spawn_blocking(move || {
+        router
+            .read()
+            .instances()
+            .iter()
+            .any(|i| i.instance == update.instance)
+    })
+    .await
+    .unwrap_or(false);
+    if !known {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("instance {} is not known to this router", update.instance),
+        );
+    }
     match update.load {
-        Some(l) if l.is_finite() && l >= 0.0 => table.set(update.instance, l),
-        Some(l) => return bad_request(format!("load {l} is not a finite, non-negative number")),
-        None => table.remove(update.instance),
+        Some(l) => loads.set(update.instance, l),
+        None => loads.remove(update.instance),
     }
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn bad_request(msg: impl Into<String>) -> Response {
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (
-        StatusCode::BAD_REQUEST,
+        status,
         axum::Json(serde_json::json!({ "error": msg.into() })),
     )
         .into_response()
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, msg)
+}
+
+fn busy() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many queries in progress; try again",
+    )
+}
+
+/// A permit of `sem`, waiting at most `wait`.
+async fn permit(sem: &Arc<Semaphore>, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    tokio::time::timeout(wait, sem.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 /// A sequence hash in the wire's hex form (the same parser as instance ids).
@@ -202,46 +349,86 @@ pub(crate) fn resolve(scheme: HashScheme, req: QueryRequest) -> Result<Vec<Seque
                     "block_size must be positive and the request at most {MAX_QUERY_BLOCKS} blocks"
                 ));
             }
-            let mut extra = ExtraKeys::new();
-            if let Some(e) = req.extra {
-                if let Some(m) = e.model {
-                    extra = extra.with_model(m);
-                }
-                if let Some(l) = e.lora {
-                    extra = extra.with_lora(l);
-                }
-                if let Some(s) = e.salt {
-                    extra = extra.with_salt(s.into_bytes());
+            let extra = req.extra.unwrap_or_default();
+            let mm = extra.mm.unwrap_or_default();
+            for item in &mm {
+                let end = item.offset.checked_add(item.length);
+                if item.length == 0 || end.is_none_or(|end| end > tokens.len()) {
+                    return Err(format!(
+                        "multimodal item {:?}: offset {} and length {} must lie within the {} tokens",
+                        item.identifier,
+                        item.offset,
+                        item.length,
+                        tokens.len()
+                    ));
                 }
             }
-            BlockHasher::new(block_size, scheme, extra)
-                .map(|h| h.sequence_hashes(&tokens))
-                .map_err(|e| e.to_string())
+            super::vllm_keys::request_hashes(
+                scheme,
+                block_size,
+                super::vllm_keys::Keys {
+                    model: extra.model.as_deref(),
+                    lora: extra.lora.as_deref(),
+                    salt: extra.salt.as_deref(),
+                    mm: &mm,
+                },
+                &tokens,
+            )
         }
     }
 }
 
-async fn query(
-    State(state): State<AppState>,
-    body: Result<axum::Json<QueryRequest>, JsonRejection>,
-) -> Response {
-    let axum::Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_request(e.body_text()),
+async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let limits = state.limits;
+    let declared = content_length(&headers);
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the limit of {} bytes", limits.max_body),
+        );
+    }
+    // A large body holds a large-body permit from its first byte to its answer, so that the
+    // memory of bodies in flight stays bounded; small ones never wait for one.
+    let _large = if declared.is_none_or(|n| n > SMALL_BODY as u64) {
+        match permit(&state.large, limits.body_timeout).await {
+            Some(p) => Some(p),
+            None => return busy(),
+        }
+    } else {
+        None
     };
+    let bytes = match read_limited(&headers, body, limits.max_body, limits.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, msg) = e.status();
+            return error(status, msg);
+        }
+    };
+    let Some(_work) = permit(&state.work, limits.body_timeout).await else {
+        return busy();
+    };
+    let router = state.router.clone();
+    match tokio::task::spawn_blocking(move || answer(&router, &bytes)).await {
+        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(msg)) => bad_request(msg),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Parses, hashes and answers one query (on the blocking pool); the JSON answer.
+fn answer(router: &RwLock<Router>, body: &[u8]) -> Result<Vec<u8>, String> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<QueryScratch> = std::cell::RefCell::new(QueryScratch::default());
     }
+    let req: QueryRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     // Hash outside the lock: a long prompt must not hold up ingestion.
-    let scheme = state.router.read().hash_scheme();
-    let hashes = match resolve(scheme, req) {
-        Ok(h) => h,
-        Err(e) => return bad_request(e),
+    let scheme = router.read().hash_scheme();
+    let hashes = resolve(scheme, req)?;
+    let answer = {
+        let router = router.read();
+        SCRATCH.with(|s| router.query(&hashes, &mut s.borrow_mut()))
     };
-    let router = state.router.read();
-    let answer = SCRATCH.with(|s| router.query(&hashes, &mut s.borrow_mut()));
-    drop(router);
-    axum::Json(QueryResponse::from(answer)).into_response()
+    serde_json::to_vec(&QueryResponse::from(answer)).map_err(|e| e.to_string())
 }
 
 #[derive(Serialize)]
@@ -254,38 +441,52 @@ struct InstanceListJson {
 }
 
 async fn instances(State(state): State<AppState>) -> Response {
-    let list: Vec<InstanceListJson> = state
-        .router
-        .read()
-        .instances()
-        .into_iter()
-        .map(|i| InstanceListJson {
-            instance: i.instance,
-            next_event_id: i.next_event_id,
-            blocks: Medium::ALL
-                .iter()
-                .map(|m| (m.as_str(), i.blocks[m.index()]))
-                .collect(),
-            buffered: i.buffered,
-            sparse: i.sparse,
-        })
-        .collect();
-    axum::Json(list).into_response()
+    let router = state.router.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let list: Vec<InstanceListJson> = router
+            .read()
+            .instances()
+            .into_iter()
+            .map(|i| InstanceListJson {
+                instance: i.instance,
+                next_event_id: i.next_event_id,
+                blocks: Medium::ALL
+                    .iter()
+                    .map(|m| (m.as_str(), i.blocks[m.index()]))
+                    .collect(),
+                buffered: i.buffered,
+                sparse: i.sparse,
+            })
+            .collect();
+        serde_json::to_vec(&list)
+    })
+    .await;
+    match listed {
+        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    let registry = state.metrics.clone();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).map(|()| text)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 async fn health() -> &'static str {
@@ -299,6 +500,5 @@ pub(crate) fn app(state: AppState) -> HttpRouter {
         .route("/instances", get(instances))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

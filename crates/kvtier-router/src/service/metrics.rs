@@ -1,7 +1,9 @@
-//! Prometheus exposition of a shared router's counters (`kvtier_router_*`).
+//! Prometheus exposition of a shared router's counters and the service's own
+//! (`kvtier_router_*`); the sources' counters are `sources.rs`.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use prometheus_client::collector::Collector;
@@ -15,12 +17,28 @@ use crate::Router;
 #[derive(Debug)]
 pub(crate) struct RouterCollector {
     pub(crate) router: Arc<RwLock<Router>>,
+    pub(crate) service: Arc<ServiceCounters>,
+}
+
+/// The service's own counters.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceCounters {
+    /// Snapshots written.
+    pub(crate) snapshots: AtomicU64,
+    /// Snapshots that failed (serialisation or I/O).
+    pub(crate) snapshot_failures: AtomicU64,
+}
+
+impl ServiceCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Collector for RouterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.router.read().stats();
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "kvtier_router_messages",
                 "Event messages received.",
@@ -87,6 +105,16 @@ impl Collector for RouterCollector {
                 s.expired,
             ),
             ("kvtier_router_queries", "Queries answered.", s.queries),
+            (
+                "kvtier_router_snapshots",
+                "Snapshots written.",
+                self.service.snapshots.load(Ordering::Relaxed),
+            ),
+            (
+                "kvtier_router_snapshot_failures",
+                "Snapshots that could not be written.",
+                self.service.snapshot_failures.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);

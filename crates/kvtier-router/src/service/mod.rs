@@ -1,37 +1,78 @@
 //! [`RouterService`]: the router as a process — ingestion from event sources, periodic expiry
-//! and snapshots, and the HTTP API (see `http.rs` for the endpoints).
+//! and snapshots, and the HTTP API (see `http.rs` for the endpoints, `server.rs` for the
+//! connection loop and its limits).
 //!
 //! ```text
 //! sources (in-process subscribers, vLLM ZeroMQ streams, ...)
 //!    -> mpsc channel of EventMessage -> ingest task (write lock, apply a batch of messages)
-//! HTTP handlers (read lock, per-thread query scratch)
+//! HTTP connections (limited; header and body timeouts) -> handlers (blocking pool, read lock)
 //! housekeeping task: expire silent instances every second, snapshot every interval
 //! ```
 //!
-//! Stopping drains nothing that was not yet received, writes a final snapshot, and returns.
+//! A snapshot captures every managed source's state first, waits until the router applied
+//! what those sources sent before it, serialises the router under its read lock, and writes
+//! both files after releasing it (`sources.rs` explains the order). Stopping stops the
+//! sources, lets ingestion apply what they sent, stops the HTTP server (open connections get
+//! [`RouterServiceBuilder::with_shutdown_grace`], then are closed), and writes the final
+//! snapshot.
+//!
+//! # Lock ordering
+//!
+//! The router's `RwLock` is never held across an `.await`, nor while a file is written; the
+//! source list's mutex is never held across an `.await` and never taken under the router lock.
 
+mod body;
+mod files;
 mod http;
 mod metrics;
+mod server;
+mod sources;
+mod vllm_keys;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kvtier_events::{EventMessage, RecvError, Subscriber};
+use kvtier_events::{EventMessage, InstanceId, RecvError, Subscriber};
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use http::{
-    ExtraKeysJson, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson, QueryRequest,
-    QueryResponse,
+    DEFAULT_MAX_BODY_BYTES, ExtraKeysJson, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS,
+    MAX_QUERY_MM_ITEMS, MAX_QUERY_TOKENS, MediumJson, MmItemJson, QueryRequest, QueryResponse,
+    SMALL_BODY,
 };
+pub use sources::{SourceStates, SourceStatesError};
 
-use crate::{LoadTable, Router, VllmSource, VllmSourceHandle};
+use crate::{LoadTable, Router, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle};
 
 /// Capacity of the ingestion channel, in messages.
 pub const INGEST_QUEUE: usize = 65_536;
+
+/// Default most open HTTP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How long stopping waits for the router to apply what the stopped sources sent.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// A source could not be added to a [`RouterService`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddSourceError {
+    /// The service runs a source of that name already (names key the saved states and the
+    /// `source` label of the metrics).
+    #[error("a source called {name:?} is running already")]
+    Duplicate {
+        /// The name.
+        name: String,
+    },
+    /// The source's configuration is invalid.
+    #[error(transparent)]
+    Invalid(#[from] VllmSourceError),
+}
 
 /// Builds and starts a [`RouterService`].
 pub struct RouterServiceBuilder {
@@ -40,6 +81,13 @@ pub struct RouterServiceBuilder {
     snapshot: Option<PathBuf>,
     snapshot_every: Duration,
     loads: Option<LoadTable>,
+    source_states: SourceStates,
+    max_connections: usize,
+    max_concurrent_queries: usize,
+    max_body_bytes: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl RouterServiceBuilder {
@@ -50,18 +98,70 @@ impl RouterServiceBuilder {
         self
     }
 
-    /// Write a snapshot to `path` every `every` and when the service stops. Default: none.
+    /// Write a snapshot to `path` (and the sources' states to
+    /// [`SourceStates::path_for`]`(path)`) every `every` and when the service stops. Default:
+    /// none. `every` must be positive ([`RouterServiceBuilder::start`] refuses zero).
     pub fn with_snapshot(mut self, path: PathBuf, every: Duration) -> Self {
         self.snapshot = Some(path);
-        self.snapshot_every = every.max(Duration::from_millis(10));
+        self.snapshot_every = every;
+        self
+    }
+
+    /// The sources' saved states to resume from (read with [`SourceStates::load`]); a source
+    /// added with [`RouterService::add_vllm`] resumes from the state saved under its name.
+    /// Default: none.
+    pub fn with_source_states(mut self, states: SourceStates) -> Self {
+        self.source_states = states;
         self
     }
 
     /// Accept `POST /load {"instance": "<hex>", "load": 3.5}` into `table` (give the same
     /// table to [`RouterBuilder::with_load_signal`](crate::RouterBuilder::with_load_signal)).
-    /// Default: no `/load` endpoint (404).
+    /// Only instances the router knows are accepted (404 otherwise), and the loads of
+    /// instances that retire are forgotten. Default: no `/load` endpoint (404).
     pub fn with_load_table(mut self, table: LoadTable) -> Self {
         self.loads = Some(table);
+        self
+    }
+
+    /// Most open HTTP connections; one more is answered 503 and closed. Default
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Most queries parsed, hashed and looked up at once, and most bodies over
+    /// [`SMALL_BODY`] read at once. Default: twice the available cores, at least 4.
+    pub fn with_max_concurrent_queries(mut self, n: usize) -> Self {
+        self.max_concurrent_queries = n;
+        self
+    }
+
+    /// Largest request body; larger ones get 413. Default [`DEFAULT_MAX_BODY_BYTES`].
+    pub fn with_max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Time a client has to send a request's headers, counted from its connection or from the
+    /// previous response (so it is also the idle keep-alive timeout). Default 10 s.
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Time a client has to send a whole body (408 after it), which is also the longest a
+    /// query waits for its turn (503 after it) and the longest a write of an answer waits for
+    /// the client to read (the connection is closed after it). Default 30 s.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// How long stopping lets open connections finish before it closes them. Default 2 s.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -69,46 +169,161 @@ impl RouterServiceBuilder {
     ///
     /// # Errors
     ///
-    /// The bind error.
+    /// The bind error; [`std::io::ErrorKind::InvalidInput`] for a zero limit, timeout or
+    /// snapshot interval.
     pub async fn start(self) -> std::io::Result<RouterService> {
+        let invalid = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{what} must be positive"),
+            )
+        };
+        for (what, zero) in [
+            ("the connection limit", self.max_connections == 0),
+            ("the query concurrency", self.max_concurrent_queries == 0),
+            ("the body limit", self.max_body_bytes == 0),
+            ("the header timeout", self.header_timeout.is_zero()),
+            ("the body timeout", self.body_timeout.is_zero()),
+            (
+                "the snapshot interval",
+                self.snapshot.is_some() && self.snapshot_every.is_zero(),
+            ),
+        ] {
+            if zero {
+                return Err(invalid(what));
+            }
+        }
+        let base_messages = self.router.stats().messages;
         let router = Arc::new(RwLock::new(self.router));
+        let sources = sources::Sources::default();
+        let counters = Arc::new(metrics::ServiceCounters::default());
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(metrics::RouterCollector {
             router: router.clone(),
+            service: counters.clone(),
+        }));
+        registry.register_collector(Box::new(sources::SourcesCollector {
+            sources: sources.clone(),
         }));
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(INGEST_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (ingest_stop_tx, ingest_stop_rx) = watch::channel(false);
+        let loads = self.loads.map(|t| Arc::new(http::Loads::new(t)));
+        let shared = Arc::new(Shared {
+            router: router.clone(),
+            sources,
+            loads: loads.clone(),
+            forwarded: AtomicU64::new(0),
+            base_messages,
+            counters,
+            source_states: self.source_states,
+        });
         let app = http::app(http::AppState {
             router: router.clone(),
             metrics: Arc::new(registry),
-            loads: self.loads,
+            loads,
+            limits: http::BodyLimits {
+                max_body: self.max_body_bytes,
+                body_timeout: self.body_timeout,
+            },
+            work: Arc::new(Semaphore::new(self.max_concurrent_queries)),
+            large: Arc::new(Semaphore::new(self.max_concurrent_queries)),
         });
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
-        let ingest = tokio::spawn(ingest(router.clone(), rx, stop_rx.clone()));
+        let http = tokio::spawn(server::serve(
+            listener,
+            app,
+            server::ConnLimits {
+                max_connections: self.max_connections,
+                header_timeout: self.header_timeout,
+                write_timeout: self.body_timeout,
+                shutdown_grace: self.shutdown_grace,
+            },
+            stop_rx.clone(),
+        ));
+        let ingest = tokio::spawn(ingest(router.clone(), rx, ingest_stop_rx));
         let housekeeping = tokio::spawn(housekeeping(
-            router.clone(),
+            shared.clone(),
             self.snapshot.clone(),
             self.snapshot_every,
             stop_rx,
         ));
         Ok(RouterService {
             addr,
-            router,
+            shared,
             events: tx,
             stop: stop_tx,
-            tasks: vec![ingest, housekeeping],
+            ingest_stop: ingest_stop_tx,
+            ingest,
+            housekeeping,
             http,
             snapshot: self.snapshot,
         })
+    }
+}
+
+/// What the service's tasks share.
+struct Shared {
+    router: Arc<RwLock<Router>>,
+    sources: sources::Sources,
+    loads: Option<Arc<http::Loads>>,
+    /// Messages the service's own forwarders (vLLM sources, subscribers) put in the ingest
+    /// queue.
+    forwarded: AtomicU64,
+    /// The router's message count when the service started.
+    base_messages: u64,
+    counters: Arc<metrics::ServiceCounters>,
+    source_states: SourceStates,
+}
+
+impl Shared {
+    /// Waits (at most `wait`) until the router applied every message the service's forwarders
+    /// had queued when this was called. Messages sent through [`RouterService::events`] count
+    /// too, so with such senders the wait may end early.
+    async fn applied_all(&self, wait: Duration) -> bool {
+        let target = self.base_messages + self.forwarded.load(Ordering::Acquire);
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.router.read().stats().messages >= target {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Captures the sources' states, then (once the router has applied what they sent)
+    /// the router, and writes both files (see `sources.rs` for the order). A failure is
+    /// counted, logged on stderr and returned.
+    async fn snapshot(&self, path: &Path, states: Option<SourceStates>) -> Result<(), String> {
+        let states = match states {
+            Some(s) => s,
+            None => self.sources.capture(DRAIN_WAIT).await,
+        };
+        self.applied_all(DRAIN_WAIT).await;
+        let router = self.router.clone();
+        let path_owned = path.to_owned();
+        let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            // Serialised under the read lock, written after releasing it.
+            let bytes = router.read().snapshot_bytes().map_err(|e| e.to_string())?;
+            files::write_atomically(&path_owned, &bytes).map_err(|e| e.to_string())?;
+            states
+                .save(&SourceStates::path_for(&path_owned))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match &written {
+            Ok(()) => metrics::ServiceCounters::bump(&self.counters.snapshots),
+            Err(e) => {
+                metrics::ServiceCounters::bump(&self.counters.snapshot_failures);
+                eprintln!("kvtier router: snapshot {} failed: {e}", path.display());
+            }
+        }
+        written
     }
 }
 
@@ -130,10 +345,12 @@ impl RouterServiceBuilder {
 /// ```
 pub struct RouterService {
     addr: SocketAddr,
-    router: Arc<RwLock<Router>>,
+    shared: Arc<Shared>,
     events: mpsc::Sender<Arc<EventMessage>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    ingest_stop: watch::Sender<bool>,
+    ingest: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
     snapshot: Option<PathBuf>,
 }
@@ -141,12 +358,20 @@ pub struct RouterService {
 impl RouterService {
     /// A builder serving `router`.
     pub fn builder(router: Router) -> RouterServiceBuilder {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         RouterServiceBuilder {
             router,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             snapshot: None,
             snapshot_every: Duration::from_secs(60),
             loads: None,
+            source_states: SourceStates::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_queries: (2 * cores).max(4),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 
@@ -157,7 +382,7 @@ impl RouterService {
 
     /// The shared router (for in-process queries and for attaching replay sources).
     pub fn router(&self) -> &Arc<RwLock<Router>> {
-        &self.router
+        &self.shared.router
     }
 
     /// Where sources send messages. Sending waits when the queue is full (back-pressure on
@@ -175,6 +400,7 @@ impl RouterService {
     pub fn attach_subscriber(&self, mut sub: Subscriber) -> std::io::Result<()> {
         let tx = self.events.clone();
         let stop = self.stop.subscribe();
+        let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("kvtier-router-sub".into())
             .spawn(move || {
@@ -188,6 +414,7 @@ impl RouterService {
                                 if tx.blocking_send(m).is_err() {
                                     return;
                                 }
+                                shared.forwarded.fetch_add(1, Ordering::Release);
                             }
                         }
                         // Lost messages show up as a gap at the router, which repairs it.
@@ -199,45 +426,112 @@ impl RouterService {
         Ok(())
     }
 
-    /// Starts a vLLM/SGLang ZeroMQ source feeding this service; stop it with the handle.
+    /// Starts a vLLM/SGLang ZeroMQ source feeding this service, unmanaged: stop it with the
+    /// handle; its counters are not in `/metrics` and its state is not saved (see
+    /// [`RouterService::add_vllm`]).
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn spawn_vllm(&self, source: VllmSource) -> VllmSourceHandle {
+        let (tx, _forwarder, _forwarded) = self.forwarder();
+        source.spawn(tx)
+    }
+
+    /// A channel for a source's messages, and the task that moves them into the ingest queue
+    /// (it ends when every sender is gone and the channel is drained), counting them.
+    fn forwarder(&self) -> (mpsc::Sender<EventMessage>, JoinHandle<()>, Arc<AtomicU64>) {
         let (tx, mut rx) = mpsc::channel::<EventMessage>(4096);
         let events = self.events.clone();
-        tokio::spawn(async move {
+        let shared = self.shared.clone();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let count = forwarded.clone();
+        let task = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 if events.send(Arc::new(m)).await.is_err() {
                     return;
                 }
+                shared.forwarded.fetch_add(1, Ordering::Release);
+                count.fetch_add(1, Ordering::Release);
             }
         });
-        source.spawn(tx)
+        (tx, task, forwarded)
     }
 
-    /// Stops ingestion, housekeeping and the HTTP server, then writes the final snapshot.
+    /// Starts the vLLM/SGLang source `builder` under `name`, managed by the service: it
+    /// resumes from the state saved under `name` (see
+    /// [`RouterServiceBuilder::with_source_states`]) with event ids that continue the router's,
+    /// its counters are in `/metrics` with `source="<name>"`, its state is saved with every
+    /// snapshot, and [`RouterService::stop`] stops it.
     ///
     /// # Errors
     ///
-    /// The HTTP server's error, or the snapshot's I/O error.
+    /// [`AddSourceError::Duplicate`] when a source of that name runs already,
+    /// [`AddSourceError::Invalid`] when the builder does not build.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn add_vllm(
+        &self,
+        name: impl Into<String>,
+        builder: VllmSourceBuilder,
+    ) -> Result<(), AddSourceError> {
+        let name = name.into();
+        if self.shared.sources.contains(&name) {
+            return Err(AddSourceError::Duplicate { name });
+        }
+        let router = self.shared.router.clone();
+        // MERGE(rcore): `router.read().next_event_id(id)`.
+        let next_event_ids = Arc::new(move |id: InstanceId| {
+            router
+                .read()
+                .instances()
+                .iter()
+                .find(|i| i.instance == id)
+                .map(|i| i.next_event_id)
+        });
+        let builder = sources::resume(
+            builder,
+            self.shared.source_states.get(&name),
+            next_event_ids,
+        );
+        let source = builder.build()?;
+        let (tx, forwarder, forwarded) = self.forwarder();
+        let handle = source.spawn(tx);
+        self.shared.sources.add(sources::RunningSource {
+            name,
+            handle: Arc::new(handle),
+            forwarder,
+            forwarded,
+        });
+        Ok(())
+    }
+
+    /// Stops the managed sources, lets ingestion apply what they sent, stops housekeeping and
+    /// the HTTP server (open connections get the shutdown grace, then are closed), then
+    /// writes the final snapshot.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP server's error, or the final snapshot's.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        // Housekeeping first: a snapshot it has begun completes while ingestion still runs.
+        let _ = self.housekeeping.await;
+        let states = self.shared.sources.stop_all(DRAIN_WAIT).await;
+        self.shared.applied_all(DRAIN_WAIT).await;
+        let _ = self.ingest_stop.send(true);
+        let _ = self.ingest.await;
         let served = self
             .http
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         if let Some(path) = &self.snapshot {
-            let router = self.router.clone();
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || router.read().save_snapshot(&path))
+            self.shared
+                .snapshot(path, Some(states))
                 .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                .map_err(|e| std::io::Error::other(format!("final snapshot: {e}")))?;
         }
         served
     }
@@ -270,7 +564,7 @@ async fn ingest(
 }
 
 async fn housekeeping(
-    router: Arc<RwLock<Router>>,
+    shared: Arc<Shared>,
     snapshot: Option<PathBuf>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -282,14 +576,20 @@ async fn housekeeping(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        router.write().expire(Instant::now());
+        let tidy = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            tidy.router.write().expire(Instant::now());
+            if let Some(loads) = &tidy.loads {
+                loads.forget_unknown(&tidy.router.read());
+            }
+        })
+        .await;
         if let Some(path) = &snapshot
             && last_snapshot.elapsed() >= every
         {
             last_snapshot = Instant::now();
-            let router = router.clone();
-            let path = path.clone();
-            let _ = tokio::task::spawn_blocking(move || router.read().save_snapshot(&path)).await;
+            // Counted and logged; the next interval tries again.
+            let _ = shared.snapshot(path, None).await;
         }
     }
 }
