@@ -61,8 +61,12 @@ use super::stream::{LiveVerdict, SeqTracker};
 
 /// The most data-parallel ranks one source follows; batches naming more ranks are rejected.
 const MAX_RANKS: usize = 1024;
-/// Messages buffered between the socket reader task and the runner.
-const READER_QUEUE: usize = 1024;
+/// Messages buffered between the socket reader task and the runner. Short, so that a batch is
+/// decoded while its bytes are still in cache from the socket read; the TCP buffers behind it
+/// hold what a burst brings.
+const READER_QUEUE: usize = 32;
+/// Messages handled back to back before the stop signal and the idle timer are looked at.
+const BURST: usize = 64;
 /// Pause before connecting again after a connection error.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -494,6 +498,11 @@ impl Runner {
             Counters::bump(&self.counters.connects);
             let mut reader = Reader::spawn(sub);
             let flow = loop {
+                // Fast path: what the reader queued already, without a select or a timer per
+                // message; the stop signal is checked below at least every BURST messages.
+                if self.drain_ready(&mut reader.messages).await == Flow::Stop {
+                    break Flow::Stop;
+                }
                 let idle = self.config.idle_reconnect;
                 let received = tokio::select! {
                     biased;
@@ -512,6 +521,19 @@ impl Runner {
                 return;
             }
         }
+    }
+
+    /// Handles up to [`BURST`] messages the reader has queued already (none if it has not).
+    async fn drain_ready(&mut self, messages: &mut mpsc::Receiver<ZmqMessage>) -> Flow {
+        for _ in 0..BURST {
+            let Ok(message) = messages.try_recv() else {
+                break;
+            };
+            if self.on_live(message).await == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
     }
 
     /// A subscribed SUB socket, or `None` when asked to stop first.
@@ -661,24 +683,46 @@ impl Runner {
     }
 
     /// Sends the pending messages and publishes the converters' counters.
+    ///
+    /// A message goes with `try_send` while the channel has room (no select, no waker); only
+    /// when it is full does sending wait, and then the stop signal can interrupt it.
     async fn flush(&mut self) -> Flow {
         let mut total = VllmConvertStats::default();
         for stream in self.streams.values() {
             total.accumulate(&stream.converter.stats());
         }
         self.counters.set_convert(&total);
-        for message in std::mem::take(&mut self.pending) {
-            let sent = tokio::select! {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut sent = 0u64;
+        let mut flow = Flow::Continue;
+        for message in pending.drain(..) {
+            let message = match self.out.try_send(message) {
+                Ok(()) => {
+                    sent += 1;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    flow = Flow::Stop;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Full(message)) => message,
+            };
+            let delivered = tokio::select! {
                 biased;
                 () = self.stop.fired() => false,
                 sent = self.out.send(message) => sent.is_ok(),
             };
-            if !sent {
-                return Flow::Stop;
+            if !delivered {
+                flow = Flow::Stop;
+                break;
             }
-            Counters::bump(&self.counters.messages);
+            sent += 1;
         }
-        Flow::Continue
+        Counters::add(&self.counters.messages, sent);
+        // Keep the buffer's capacity for the next batch (what is left after a stop is dropped).
+        pending.clear();
+        self.pending = pending;
+        flow
     }
 }
 

@@ -396,6 +396,9 @@ fn medium(head: Head<'_>) -> Result<Option<Medium>, VllmDecodeError> {
     const FIELD: &str = "medium";
     let name = match head {
         Head::Nil => return Ok(None),
+        // What vLLM sends, without the general lookup.
+        Head::Str(b"GPU") => return Ok(Some(Medium::Gpu)),
+        Head::Str(b"CPU") => return Ok(Some(Medium::Cpu)),
         Head::Str(b) => utf8(b, FIELD)?,
         _ => {
             return Err(VllmDecodeError::WrongType {

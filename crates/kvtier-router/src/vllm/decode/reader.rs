@@ -73,14 +73,14 @@ impl<'a> Reader<'a> {
         self.bytes.get(from..self.pos).unwrap_or_default()
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, VllmDecodeError> {
         let b = *self.bytes.get(self.pos).ok_or_else(truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], VllmDecodeError> {
         if n > self.remaining() {
             return Err(truncated());
@@ -90,7 +90,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], VllmDecodeError> {
         let s = self.take(N)?;
         let mut out = [0u8; N];
@@ -211,17 +211,20 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Reads a non-negative integer below 128 without the general dispatch (most token ids and
-    /// small fields), else the general head.
-    #[inline]
+    /// Reads an unsigned integer of up to 32 bits without the general dispatch (token ids),
+    /// else the general head.
+    #[inline(always)]
     pub(super) fn head_fast(&mut self) -> Result<Head<'a>, VllmDecodeError> {
-        match self.bytes.get(self.pos) {
-            Some(&b) if b < 0x80 => {
-                self.pos += 1;
-                Ok(Head::UInt(u64::from(b)))
-            }
-            _ => self.head(),
-        }
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let (value, len) = match *rest {
+            [b, ..] if b < 0x80 => (u64::from(b), 1),
+            [0xcc, b, ..] => (u64::from(b), 2),
+            [0xcd, b0, b1, ..] => (u64::from(u16::from_be_bytes([b0, b1])), 3),
+            [0xce, b0, b1, b2, b3, ..] => (u64::from(u32::from_be_bytes([b0, b1, b2, b3])), 5),
+            _ => return self.head(),
+        };
+        self.pos += len;
+        Ok(Head::UInt(value))
     }
 
     /// Skips one whole value that sits at nesting `depth` (the batch is at depth 1).
