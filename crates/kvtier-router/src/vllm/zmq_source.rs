@@ -354,7 +354,7 @@ impl VllmSource {
     ///
     /// Outside a tokio runtime.
     pub fn spawn(self, out: mpsc::Sender<EventMessage>) -> VllmSourceHandle {
-        self.start(out, None)
+        self.start(Sink::Owned(out), None)
     }
 
     /// Like [`VllmSource::spawn`], and also stops when `shutdown` completes.
@@ -370,14 +370,20 @@ impl VllmSource {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.start(out, Some(Box::pin(shutdown)))
+        self.start(Sink::Owned(out), Some(Box::pin(shutdown)))
     }
 
-    fn start(
-        self,
-        out: mpsc::Sender<EventMessage>,
-        external: Option<BoxFuture>,
-    ) -> VllmSourceHandle {
+    /// Like [`VllmSource::spawn`], into a channel of shared messages, such as the ingestion
+    /// queue of a router service (`RouterService::events`), without a task in between.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn_shared(self, out: mpsc::Sender<Arc<EventMessage>>) -> VllmSourceHandle {
+        self.start(Sink::Shared(out), None)
+    }
+
+    fn start(self, out: Sink, external: Option<BoxFuture>) -> VllmSourceHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let runner = Runner {
@@ -482,7 +488,7 @@ enum Flow {
 struct Runner {
     config: Arc<SourceConfig>,
     counters: Arc<Counters>,
-    out: mpsc::Sender<EventMessage>,
+    out: Sink,
     stop: Stop,
     streams: HashMap<i64, RankStream>,
     /// Messages produced and not yet sent.
@@ -701,16 +707,16 @@ impl Runner {
                     sent += 1;
                     continue;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(None) => {
                     flow = Flow::Stop;
                     break;
                 }
-                Err(mpsc::error::TrySendError::Full(message)) => message,
+                Err(Some(message)) => message,
             };
             let delivered = tokio::select! {
                 biased;
                 () = self.stop.fired() => false,
-                sent = self.out.send(message) => sent.is_ok(),
+                sent = self.out.send(message) => sent,
             };
             if !delivered {
                 flow = Flow::Stop;
@@ -723,6 +729,41 @@ impl Runner {
         pending.clear();
         self.pending = pending;
         flow
+    }
+}
+
+/// Where a source's messages go.
+#[derive(Debug)]
+enum Sink {
+    /// The caller's channel ([`VllmSource::spawn`]).
+    Owned(mpsc::Sender<EventMessage>),
+    /// A router service's ingestion channel ([`VllmSource::spawn_shared`]).
+    Shared(mpsc::Sender<Arc<EventMessage>>),
+}
+
+impl Sink {
+    /// Sends without waiting. `Err(Some(message))`: the channel is full; `Err(None)`: closed.
+    fn try_send(&self, message: EventMessage) -> Result<(), Option<EventMessage>> {
+        use mpsc::error::TrySendError;
+        match self {
+            Self::Owned(tx) => tx.try_send(message).map_err(|e| match e {
+                TrySendError::Full(m) => Some(m),
+                TrySendError::Closed(_) => None,
+            }),
+            Self::Shared(tx) => tx.try_send(Arc::new(message)).map_err(|e| match e {
+                // Not shared with anyone yet: the message comes back whole.
+                TrySendError::Full(m) => Arc::into_inner(m),
+                TrySendError::Closed(_) => None,
+            }),
+        }
+    }
+
+    /// Sends, waiting for room; false if the channel is closed.
+    async fn send(&self, message: EventMessage) -> bool {
+        match self {
+            Self::Owned(tx) => tx.send(message).await.is_ok(),
+            Self::Shared(tx) => tx.send(Arc::new(message)).await.is_ok(),
+        }
     }
 }
 
