@@ -59,7 +59,8 @@ use std::time::{Duration, Instant};
 
 use kvtier_events::{EventKind, EventMessage, InstanceId, Payload};
 use kvtier_router::{
-    Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmSource, decode_vllm_batch,
+    INGEST_QUEUE, Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmSource,
+    decode_vllm_batch,
 };
 use tokio::sync::mpsc;
 
@@ -68,6 +69,9 @@ const EVENTS_PER_BATCH: usize = 64;
 /// Blocks per chain in the 1-block shape (two chains per batch).
 const CHAIN: usize = 32;
 const TOPIC: &[u8] = b"kv";
+/// Messages the consumer applies per receive (the router service's ingest applies 64 per
+/// write lock).
+const PER_APPLY: usize = 64;
 
 /// Blocks per event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -470,23 +474,28 @@ fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
             .with_idle_reconnect(None)
             .build()
             .expect("source");
-        let (tx, mut rx) = mpsc::channel::<EventMessage>(4096);
-        let handle = source.spawn(tx);
+        // As `RouterService::spawn_vllm` does: straight into the ingestion queue, applied 64
+        // messages at a time (the service's ingest task, without its lock).
+        let (tx, mut rx) = mpsc::channel::<Arc<EventMessage>>(INGEST_QUEUE);
+        let handle = source.spawn_shared(tx);
         while handle.stats().connects == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The slow-joiner window: let the subscription reach the publisher.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut router = Router::builder().build();
-        let mut buf = Vec::with_capacity(1024);
+        let mut buf = Vec::with_capacity(PER_APPLY);
         let rss_before = resident_bytes();
         publisher.go.store(true, Ordering::Release);
         let mut created = 0u64;
         let mut start = None;
         let mut cpu_start = 0.0;
         while created < total {
-            let n = match tokio::time::timeout(Duration::from_secs(5), rx.recv_many(&mut buf, 1024))
-                .await
+            let n = match tokio::time::timeout(
+                Duration::from_secs(5),
+                rx.recv_many(&mut buf, PER_APPLY),
+            )
+            .await
             {
                 Ok(n) if n > 0 => n,
                 _ => panic!(

@@ -66,7 +66,7 @@ const MAX_RANKS: usize = 1024;
 /// hold what a burst brings.
 const READER_QUEUE: usize = 32;
 /// Messages handled back to back before the stop signal and the idle timer are looked at.
-const BURST: usize = 64;
+const BURST: usize = 8;
 /// Pause before connecting again after a connection error.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 

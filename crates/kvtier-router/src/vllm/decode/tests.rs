@@ -764,6 +764,41 @@ proptest! {
         let _ = decode_vllm_batch(&bytes);
     }
 
+    /// A payload the decoder accepts is well-formed msgpack (so a skipped event never hides a
+    /// broken boundary), checked against rmpv as the reference reader.
+    #[test]
+    fn accepted_payloads_are_msgpack(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        map_layout in any::<bool>(),
+    ) {
+        let stored = if map_layout {
+            map(vec![
+                ("type", s("BlockStored")),
+                ("block_hashes", ints(&[1, 2])),
+                ("token_ids", ints(&[1, 2, 3, 4, 5, 6, 7, 8])),
+                ("block_size", Value::from(4)),
+                ("medium", s("GPU")),
+                ("extra_keys", sample_extra_keys().0),
+            ])
+        } else {
+            legacy_stored()
+        };
+        let mut bytes = encode(&batch(
+            vec![stored, Value::Array(vec![s("BlockRemoved"), ints(&[1, 2])])],
+            Some(1),
+        ));
+        for (at, byte) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let mut cursor = std::io::Cursor::new(&bytes[..]);
+        let reference = rmpv::decode::read_value_with_max_depth(&mut cursor, 16)
+            .is_ok_and(|_| cursor.position() as usize == bytes.len());
+        if decode_vllm_batch(&bytes).is_ok() {
+            prop_assert!(reference, "accepted a payload rmpv rejects: {bytes:x?}");
+        }
+    }
+
     #[test]
     fn generated_stores_decode_in_both_layouts(
         events in proptest::collection::vec(arb_store(), 0..6),
