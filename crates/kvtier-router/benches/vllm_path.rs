@@ -40,6 +40,11 @@
 //! cargo bench -p kvtier-router --bench vllm_path -- --quick
 //! ```
 //!
+//! To profile one group, run the bench binary (the path `cargo bench --no-run` prints) as its
+//! own child: `--child <zmq|in_process|memory|decode> <1-block|32-block> <blocks>`, for example
+//! `perf record -F 4000 target/release/deps/vllm_path-<hash> --child zmq 1-block 2000000`
+//! (the `decode` child runs for `blocks / 1e6` seconds).
+//!
 //! Every group prints medians of blocks per CPU-second of the consuming thread
 //! (`/proc/thread-self/schedstat`: what one core really did, whatever else ran on the machine)
 //! and, in brackets, per wall-clock second.
