@@ -268,7 +268,7 @@ struct Shared {
     router: Arc<RwLock<Router>>,
     sources: sources::Sources,
     loads: Option<Arc<http::Loads>>,
-    /// Messages the service's own forwarders (vLLM sources, subscribers) put in the ingest
+    /// Messages the service's subscriber threads put in the ingest
     /// queue.
     forwarded: AtomicU64,
     /// The router's message count when the service started.
@@ -278,11 +278,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// Waits (at most `wait`) until the router applied every message the service's forwarders
+    /// Waits (at most `wait`) until the router applied every message its sources and subscriber threads
     /// had queued when this was called. Messages sent through [`RouterService::events`] count
     /// too, so with such senders the wait may end early.
     async fn applied_all(&self, wait: Duration) -> bool {
-        let target = self.base_messages + self.forwarded.load(Ordering::Acquire);
+        let target =
+            self.base_messages + self.forwarded.load(Ordering::Acquire) + self.sources.sent();
         let deadline = Instant::now() + wait;
         loop {
             if self.router.read().stats().messages >= target {
@@ -301,7 +302,7 @@ impl Shared {
     async fn snapshot(&self, path: &Path, states: Option<SourceStates>) -> Result<(), String> {
         let states = match states {
             Some(s) => s,
-            None => self.sources.capture(DRAIN_WAIT).await,
+            None => self.sources.capture().await,
         };
         self.applied_all(DRAIN_WAIT).await;
         let router = self.router.clone();
@@ -430,32 +431,14 @@ impl RouterService {
     /// handle; its counters are not in `/metrics` and its state is not saved (see
     /// [`RouterService::add_vllm`]).
     ///
+    /// The source sends straight into the ingestion queue (no task in between), so its
+    /// messages wait there with those of every other source.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn spawn_vllm(&self, source: VllmSource) -> VllmSourceHandle {
-        let (tx, _forwarder, _forwarded) = self.forwarder();
-        source.spawn(tx)
-    }
-
-    /// A channel for a source's messages, and the task that moves them into the ingest queue
-    /// (it ends when every sender is gone and the channel is drained), counting them.
-    fn forwarder(&self) -> (mpsc::Sender<EventMessage>, JoinHandle<()>, Arc<AtomicU64>) {
-        let (tx, mut rx) = mpsc::channel::<EventMessage>(4096);
-        let events = self.events.clone();
-        let shared = self.shared.clone();
-        let forwarded = Arc::new(AtomicU64::new(0));
-        let count = forwarded.clone();
-        let task = tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                if events.send(Arc::new(m)).await.is_err() {
-                    return;
-                }
-                shared.forwarded.fetch_add(1, Ordering::Release);
-                count.fetch_add(1, Ordering::Release);
-            }
-        });
-        (tx, task, forwarded)
+        source.spawn_shared(self.events.clone())
     }
 
     /// Starts the vLLM/SGLang source `builder` under `name`, managed by the service: it
@@ -497,13 +480,10 @@ impl RouterService {
             next_event_ids,
         );
         let source = builder.build()?;
-        let (tx, forwarder, forwarded) = self.forwarder();
-        let handle = source.spawn(tx);
+        let handle = source.spawn_shared(self.events.clone());
         self.shared.sources.add(sources::RunningSource {
             name,
             handle: Arc::new(handle),
-            forwarder,
-            forwarded,
         });
         Ok(())
     }
@@ -519,7 +499,7 @@ impl RouterService {
         let _ = self.stop.send(true);
         // Housekeeping first: a snapshot it has begun completes while ingestion still runs.
         let _ = self.housekeeping.await;
-        let states = self.shared.sources.stop_all(DRAIN_WAIT).await;
+        let states = self.shared.sources.stop_all().await;
         self.shared.applied_all(DRAIN_WAIT).await;
         let _ = self.ingest_stop.send(true);
         let _ = self.ingest.await;

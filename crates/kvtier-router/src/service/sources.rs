@@ -27,7 +27,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use kvtier_events::InstanceId;
 use parking_lot::Mutex;
@@ -36,7 +35,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use tokio::task::JoinHandle;
 
 use crate::{VllmSourceBuilder, VllmSourceHandle, VllmSourceState, VllmStats};
 
@@ -208,27 +206,20 @@ fn take_u32(rest: &mut &[u8]) -> Option<u32> {
     take(rest, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// One running source of the service.
+/// One running source of the service. It sends straight into the ingest queue
+/// ([`crate::VllmSource::spawn_shared`]), so what it counts as sent is queued.
 pub(crate) struct RunningSource {
     pub(crate) name: String,
     /// Shared only while a capture awaits its state; otherwise the only reference.
     pub(crate) handle: Arc<VllmSourceHandle>,
-    /// The task moving its messages into the ingest queue.
-    pub(crate) forwarder: JoinHandle<()>,
-    /// Messages that task has put in the ingest queue.
-    pub(crate) forwarded: Arc<AtomicU64>,
-}
-
-/// What a capture saw of one source: the messages it had sent when its state was taken.
-struct Captured {
-    sent: u64,
-    forwarded: Arc<AtomicU64>,
 }
 
 /// The service's running sources, shared with the metrics collector.
 #[derive(Clone, Default)]
 pub(crate) struct Sources {
     running: Arc<Mutex<Vec<RunningSource>>>,
+    /// Messages sent by sources that were stopped.
+    stopped_sent: Arc<AtomicU64>,
 }
 
 impl Sources {
@@ -240,56 +231,53 @@ impl Sources {
         self.running.lock().iter().any(|s| s.name == name)
     }
 
-    /// Every source's state, then a wait (at most `wait`) until every message the sources
-    /// sent before their state was taken is in the ingest queue (see the module docs for the
-    /// order of a snapshot).
-    pub(crate) async fn capture(&self, wait: Duration) -> SourceStates {
-        // The lock is not held across an await: the handles are shared for the capture.
-        let running: Vec<(String, Arc<VllmSourceHandle>, Arc<AtomicU64>)> = self
+    /// Messages every source (running or stopped) has put in the ingest queue.
+    pub(crate) fn sent(&self) -> u64 {
+        let running: u64 = self
             .running
             .lock()
             .iter()
-            .map(|s| (s.name.clone(), s.handle.clone(), s.forwarded.clone()))
+            .map(|s| s.handle.stats().messages)
+            .sum();
+        running + self.stopped_sent.load(Ordering::Acquire)
+    }
+
+    /// Every source's state (see the module docs for the order of a snapshot). A state covers
+    /// exactly the messages its source had sent when it was taken, and those are in the
+    /// ingest queue already.
+    pub(crate) async fn capture(&self) -> SourceStates {
+        // The lock is not held across an await: the handles are shared for the capture.
+        let running: Vec<(String, Arc<VllmSourceHandle>)> = self
+            .running
+            .lock()
+            .iter()
+            .map(|s| (s.name.clone(), s.handle.clone()))
             .collect();
         let mut states = SourceStates::default();
-        let mut captured = Vec::with_capacity(running.len());
-        for (name, handle, forwarded) in running {
+        for (name, handle) in running {
             if let Some(bytes) = handle.state().await.map(|st| st.to_bytes()) {
                 states.insert(name, bytes);
             }
-            captured.push(Captured {
-                sent: handle.stats().messages,
-                forwarded,
-            });
         }
-        wait_forwarded(&captured, wait).await;
         states
     }
 
-    /// Captures every source's state, stops it, and waits (at most `wait`) until what it sent
-    /// is in the ingest queue; returns the states.
-    pub(crate) async fn stop_all(&self, wait: Duration) -> SourceStates {
+    /// Captures every source's state and stops it; returns the states.
+    pub(crate) async fn stop_all(&self) -> SourceStates {
         let running = std::mem::take(&mut *self.running.lock());
         let mut states = SourceStates::default();
-        let mut forwarders = Vec::with_capacity(running.len());
         for s in running {
             if let Some(bytes) = s.handle.state().await.map(|st| st.to_bytes()) {
                 states.insert(s.name.clone(), bytes);
             }
             // Only a capture running concurrently shares the handle; dropping the last
             // reference stops the source as well.
-            if let Ok(handle) = Arc::try_unwrap(s.handle) {
-                handle.shutdown().await;
-            }
-            forwarders.push(s.forwarder);
+            let sent = match Arc::try_unwrap(s.handle) {
+                Ok(handle) => handle.shutdown().await.messages,
+                Err(shared) => shared.stats().messages,
+            };
+            self.stopped_sent.fetch_add(sent, Ordering::Release);
         }
-        // A stopped source's forwarder ends once it has queued everything the source sent.
-        let _ = tokio::time::timeout(wait, async {
-            for f in forwarders {
-                let _ = f.await;
-            }
-        })
-        .await;
         states
     }
 
@@ -299,20 +287,6 @@ impl Sources {
             .iter()
             .map(|s| (s.name.clone(), s.handle.stats()))
             .collect()
-    }
-}
-
-/// Waits until each captured source's forwarder has queued what the source had sent.
-async fn wait_forwarded(captured: &[Captured], wait: Duration) {
-    let deadline = tokio::time::Instant::now() + wait;
-    while captured
-        .iter()
-        .any(|c| c.forwarded.load(Ordering::Acquire) < c.sent)
-    {
-        if tokio::time::Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
