@@ -17,7 +17,7 @@ mod common;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -45,11 +45,14 @@ enum Method {
     OnAccess = 4,
 }
 
-/// Shared switch: the method that panics, and whether it keeps panicking (sticky) or only once.
+/// Shared switch: the method that panics, and whether it keeps panicking (sticky) or only once;
+/// or, when `every` is non-zero, every `every`-th call of any method.
 #[derive(Default)]
 struct Trigger {
     method: AtomicU8,
     sticky: AtomicU8,
+    every: AtomicU32,
+    calls: AtomicU32,
 }
 
 impl Trigger {
@@ -64,6 +67,10 @@ impl Trigger {
 
     /// Panics if `m` is armed (before the policy changes anything).
     fn check(&self, m: Method) {
+        let every = self.every.load(Ordering::Relaxed);
+        if every != 0 && self.calls.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
+            panic!("policy panics on demand in {m:?} (periodic)");
+        }
         if self.method.load(Ordering::SeqCst) == m as u8 {
             if self.sticky.load(Ordering::SeqCst) == 0 {
                 self.disarm();
@@ -358,4 +365,44 @@ fn a_block_matched_after_a_remove_panic_is_never_evicted_while_held() {
     drop(all);
     drop(held);
     assert_idle(&m);
+}
+
+#[test]
+fn periodic_panics_under_two_threads_never_deadlock_or_leak() {
+    let trigger = Arc::new(Trigger::default());
+    let m = manager(&trigger);
+    warm(&m);
+    trigger.every.store(37, Ordering::Relaxed);
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let mut panics = 0;
+                for i in 0..400u64 {
+                    let c = chain(1 + (t * 7 + i) % 23, 1 + (i % 5) as usize);
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        let hit = m.match_blocks(&c);
+                        let tail = &c[hit.len()..];
+                        let held = register(&m, tail);
+                        m.release_blocks(held.into_iter().rev().chain(hit.into_iter().rev()));
+                    }));
+                    panics += usize::from(r.is_err());
+                }
+                panics
+            })
+        })
+        .collect();
+    let caught = within("two threads with periodic policy panics", move || {
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .sum::<usize>()
+    });
+    trigger.every.store(0, Ordering::Relaxed);
+    let s = assert_idle(&m);
+    assert!(caught > 0, "some requests saw a panic");
+    assert!(s.policy_panics >= caught as u64, "{s:?} vs {caught}");
+    still_usable(&m, 500);
+    m.reset_inactive_pool().expect("nothing is held");
+    assert_eq!(m.metrics().reset_pool_size, BLOCKS as u64);
 }
