@@ -118,6 +118,9 @@ impl ManagerReplay {
     /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with a fresh
     /// factory from `policy`.
     ///
+    /// The manager holds `capacity` slots (about a hundred bytes each) whatever the trace: for a
+    /// capacity that comes from a user, use [`for_chains`](Self::for_chains).
+    ///
     /// # Errors
     ///
     /// [`ReplayError::Build`] when the manager rejects the configuration (zero capacity).
