@@ -313,6 +313,13 @@ fn sticky_panics_while_unwinding_do_not_abort() {
         let held: Vec<_> = chains.iter().flat_map(|c| m.match_blocks(c)).collect();
         drop(held);
     });
+    scenario(Method::Remove, true, |m, chains| {
+        let held: Vec<_> = chains.iter().flat_map(|c| m.match_blocks(c)).collect();
+        drop(held);
+    });
+    scenario(Method::Evict, true, |m, _| {
+        let _all = m.allocate_blocks(BLOCKS).unwrap();
+    });
 }
 
 #[test]
