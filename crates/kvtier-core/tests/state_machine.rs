@@ -1,6 +1,6 @@
 //! Model-based test of the block manager: proptest generates sequences of operations, each is
 //! applied to a real [`BlockManager`] and to a trivial reference model (one state per slot, a
-//! hash index, a release-ordered inactive queue, expected counters and observer events), and
+//! hash index, the inactive pool in its policy's order, expected counters and observer events), and
 //! after every step the two must agree.
 //!
 //! Checked after every step: the full [`MetricsSnapshot`] (every counter and every gauge) equals
@@ -9,22 +9,32 @@
 //! duplicate flag, `contains` agrees for every hash of the pool, the observer saw exactly the
 //! model's events. Per operation: allocation fails exactly when free + inactive < n, match and
 //! scan results equal the model's, weak upgrades succeed exactly when the model says so, and on
-//! a single shard the evicted hashes are exactly the least recently released ones (`fifo` and
-//! `lru` coincide on manager traffic; see `eviction/lru.rs`).
+//! a single shard the evicted and drained hashes are exactly the policy's order, as its
+//! reference model in `state_machine/order.rs` computes it (for `fifo` and `lru`, which coincide
+//! on manager traffic, the least recently released first).
 //!
-//! Configurations: shards 1 and 4, policies `fifo` and `lru`, both duplication policies; the
-//! manager-wide evict-on-release default is drawn per case.
+//! Configurations: shards 1 and 4 with `fifo` and `lru`; one shard with `freqlease`,
+//! `multi_lru` and `lineage`; both duplication policies each; the manager-wide evict-on-release
+//! default is drawn per case.
 
 mod common;
+#[path = "state_machine/model.rs"]
+mod model;
+#[path = "state_machine/order.rs"]
+mod order;
+#[path = "state_machine/policy_api.rs"]
+mod policy_api;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{Event, Policy, Recorder};
+use common::Recorder;
 use kvtier_core::{
     AllocError, BlockError, BlockManager, CompleteBlock, DuplicationPolicy, G1, ImmutableBlock,
-    MetricsSnapshot, MutableBlock, PinnedBlock, ResetError, SequenceHash, WeakBlock,
+    MutableBlock, PinnedBlock, ResetError, SequenceHash, WeakBlock,
 };
+use model::{Model, St};
+use order::{Access, Policy};
 use proptest::prelude::*;
 
 /// Slots per manager: small, so allocation evicts often.
@@ -41,13 +51,23 @@ fn chains() -> Vec<Vec<SequenceHash>> {
     let r1 = SequenceHash::root(300);
     let c1 = SequenceHash::child_of(r1, 301);
     let c2 = SequenceHash::child_of(c1, 302);
-    let r2 = SequenceHash::root(400);
+    // (Values chosen so that no two blocks share a slot of freqlease's 1,024-entry parent table;
+    // roots 300 and 400 did.)
+    let r2 = SequenceHash::root(500);
     vec![
         vec![r0, a1, a2, a3],
         vec![r0, a1, b2, b3],
         vec![r1, c1, c2],
         vec![r2],
     ]
+}
+
+/// The parent of every non-root hash of the pool.
+fn parents() -> HashMap<SequenceHash, SequenceHash> {
+    chains()
+        .iter()
+        .flat_map(|c| c.windows(2).map(|w| (w[1], w[0])).collect::<Vec<_>>())
+        .collect()
 }
 
 /// Every distinct hash of the pool, then one that is never registered.
@@ -131,202 +151,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum St {
-    Free,
-    Mutable,
-    Staged(SequenceHash),
-    Primary(SequenceHash),
-    Inactive(SequenceHash),
-    Duplicate { hash: SequenceHash, of: usize },
-}
-
-/// The reference model: what every slot holds and what the counters must read.
-struct Model {
-    st: Vec<St>,
-    /// Strong references per slot (handles, pins, duplicates pointing at a primary).
-    refs: Vec<u32>,
-    /// Registration generation per slot (bumped whenever a slot leaves the registered states).
-    generation: Vec<u64>,
-    evict_flag: Vec<bool>,
-    default_evict: bool,
-    index: HashMap<SequenceHash, usize>,
-    /// Inactive slots, least recently released first.
-    queue: VecDeque<usize>,
-    /// Counters (the gauges are derived in `expected_metrics`).
-    c: MetricsSnapshot,
-    events: Vec<Event>,
-    dup: DuplicationPolicy,
-}
-
-impl Model {
-    fn new(dup: DuplicationPolicy, default_evict: bool) -> Self {
-        Self {
-            st: vec![St::Free; BLOCKS],
-            refs: vec![0; BLOCKS],
-            generation: vec![0; BLOCKS],
-            evict_flag: vec![default_evict; BLOCKS],
-            default_evict,
-            index: HashMap::new(),
-            queue: VecDeque::new(),
-            c: MetricsSnapshot::default(),
-            events: Vec::new(),
-            dup,
-        }
-    }
-
-    fn count(&self, f: impl Fn(&St) -> bool) -> usize {
-        self.st.iter().filter(|s| f(s)).count()
-    }
-
-    fn free(&self) -> usize {
-        self.count(|s| *s == St::Free)
-    }
-
-    fn available(&self) -> usize {
-        self.free() + self.queue.len()
-    }
-
-    fn expected_metrics(&self) -> MetricsSnapshot {
-        let mut m = self.c;
-        m.reset_pool_size = self.free() as u64;
-        m.inactive_pool_size = self.queue.len() as u64;
-        m.inflight_mutable = self.count(|s| matches!(s, St::Mutable | St::Staged(_))) as u64;
-        m.inflight_immutable =
-            self.count(|s| matches!(s, St::Primary(_) | St::Duplicate { .. })) as u64;
-        m.registered = self.index.len() as u64;
-        m.total_blocks = BLOCKS as u64;
-        m
-    }
-
-    /// The hash a registered slot holds.
-    fn hash_of(&self, slot: usize) -> SequenceHash {
-        match self.st[slot] {
-            St::Primary(h) | St::Inactive(h) | St::Duplicate { hash: h, .. } => h,
-            other => panic!("slot {slot} is not registered: {other:?}"),
-        }
-    }
-
-    /// Takes a strong reference on a primary, resurrecting it if inactive.
-    fn acquire(&mut self, p: usize) {
-        if let St::Inactive(h) = self.st[p] {
-            assert_eq!(self.refs[p], 0);
-            self.queue.retain(|&s| s != p);
-            self.st[p] = St::Primary(h);
-            self.c.resurrections += 1;
-        }
-        assert!(matches!(self.st[p], St::Primary(_)), "{:?}", self.st[p]);
-        self.refs[p] += 1;
-    }
-
-    fn release(&mut self, slot: usize) {
-        assert!(self.refs[slot] > 0, "release of unreferenced slot {slot}");
-        self.refs[slot] -= 1;
-        if self.refs[slot] > 0 {
-            return;
-        }
-        match self.st[slot] {
-            St::Primary(h) if self.evict_flag[slot] => {
-                self.index.remove(&h);
-                self.free_slot(slot);
-                self.c.released_to_reset += 1;
-                self.events.push(Event::Removed(h));
-            }
-            St::Primary(h) => {
-                self.st[slot] = St::Inactive(h);
-                self.queue.push_back(slot);
-            }
-            St::Duplicate { of, .. } => {
-                self.free_slot(slot);
-                self.c.released_to_reset += 1;
-                self.release(of);
-            }
-            other => panic!("last release of slot {slot} in state {other:?}"),
-        }
-    }
-
-    /// A registered slot leaves the registered states for the reset pool.
-    fn free_slot(&mut self, slot: usize) {
-        self.st[slot] = St::Free;
-        self.generation[slot] += 1;
-        self.evict_flag[slot] = self.default_evict;
-    }
-
-    /// Evicts the inactive block holding `h`; returns its slot (now `Mutable` or `Free`).
-    fn evict(&mut self, h: SequenceHash, to: St) -> usize {
-        let slot = *self
-            .index
-            .get(&h)
-            .unwrap_or_else(|| panic!("evicted {h:?} not registered"));
-        assert_eq!(
-            self.st[slot],
-            St::Inactive(h),
-            "evicted a block that is not inactive"
-        );
-        self.queue.retain(|&s| s != slot);
-        self.index.remove(&h);
-        self.free_slot(slot);
-        self.st[slot] = to;
-        self.c.evictions += 1;
-        self.events.push(Event::Removed(h));
-        slot
-    }
-
-    /// Registers staged `slot` with `h`; returns the slot the returned handle refers to.
-    fn register(&mut self, slot: usize, h: SequenceHash) -> usize {
-        assert_eq!(self.st[slot], St::Staged(h));
-        self.c.registrations += 1;
-        match self.index.get(&h).copied() {
-            None => {
-                self.index.insert(h, slot);
-                self.st[slot] = St::Primary(h);
-                self.refs[slot] = 1;
-                self.c.primaries_created += 1;
-                self.events.push(Event::Registered(h));
-                slot
-            }
-            Some(p) => {
-                self.acquire(p);
-                match self.dup {
-                    DuplicationPolicy::Reject => {
-                        self.st[slot] = St::Free;
-                        self.c.dedups += 1;
-                        p
-                    }
-                    _ => {
-                        self.st[slot] = St::Duplicate { hash: h, of: p };
-                        self.refs[slot] = 1;
-                        self.c.duplicates += 1;
-                        slot
-                    }
-                }
-            }
-        }
-    }
-
-    /// Checks the model's own invariants.
-    fn self_check(&self) {
-        for (slot, st) in self.st.iter().enumerate() {
-            match *st {
-                St::Primary(h) => {
-                    assert!(self.refs[slot] > 0);
-                    assert_eq!(self.index.get(&h), Some(&slot));
-                }
-                St::Inactive(h) => {
-                    assert_eq!(self.refs[slot], 0);
-                    assert!(self.queue.contains(&slot));
-                    assert_eq!(self.index.get(&h), Some(&slot));
-                }
-                St::Duplicate { hash, of } => {
-                    assert!(self.refs[slot] > 0);
-                    assert_eq!(self.st[of], St::Primary(hash));
-                }
-                _ => assert_eq!(self.refs[slot], 0),
-            }
-        }
-    }
-}
-
 /// A strong reference the test holds.
 enum Held {
     Imm(ImmutableBlock<G1>),
@@ -369,7 +193,7 @@ impl Harness {
         let m = BlockManager::<G1>::builder()
             .with_block_count(BLOCKS)
             .with_shards(shards)
-            .with_policy(policy.factory())
+            .with_policy(policy.factory(BLOCKS))
             .with_duplication_policy(dup)
             .with_evict_on_release(default_evict)
             .with_observer(rec.clone())
@@ -379,7 +203,7 @@ impl Harness {
         Self {
             m,
             rec,
-            model: Model::new(dup, default_evict),
+            model: Model::new(dup, default_evict, policy.model(BLOCKS, parents())),
             exact_order: shards == 1,
             unordered_events: false,
             chains: chains(),
@@ -507,6 +331,7 @@ impl Harness {
                     match self.model.index.get(h).copied() {
                         Some(p) => {
                             self.model.acquire(p);
+                            self.model.order.access(*h, Access::Hit);
                             expect.push(p);
                         }
                         None => break,
@@ -539,6 +364,9 @@ impl Harness {
                     let expect = self.model.index.get(h).copied();
                     if let Some(p) = expect {
                         self.model.acquire(p);
+                        if touch {
+                            self.model.order.access(*h, Access::Hit);
+                        }
                     }
                     assert_eq!(
                         b.as_ref().map(|b| b.block_id().index()),
@@ -663,12 +491,13 @@ impl Harness {
         if self.exact_order {
             let expect: Vec<_> = self
                 .model
-                .queue
-                .iter()
+                .order
+                .drain_order()
+                .into_iter()
                 .take(n_evict)
-                .map(|&s| self.model.hash_of(s))
+                .map(|s| self.model.hash_of(s))
                 .collect();
-            assert_eq!(evicted, expect, "least recently released first");
+            assert_eq!(evicted, expect, "the policy's eviction order");
         }
         let mut evicted_slots = Vec::new();
         for &h in &evicted {
@@ -699,9 +528,10 @@ impl Harness {
         let result = self.m.reset_inactive_pool();
         let queued: Vec<_> = self
             .model
-            .queue
-            .iter()
-            .map(|&s| self.model.hash_of(s))
+            .order
+            .drain_order()
+            .into_iter()
+            .map(|s| self.model.hash_of(s))
             .collect();
         let drained = match &result {
             Ok(v) => v.clone(),
@@ -879,6 +709,43 @@ config!(
     lru_four_shards_reject,
     4,
     Policy::Lru,
+    DuplicationPolicy::Reject
+);
+
+config!(
+    freqlease_one_shard_allow,
+    1,
+    Policy::FreqLease,
+    DuplicationPolicy::Allow
+);
+config!(
+    freqlease_one_shard_reject,
+    1,
+    Policy::FreqLease,
+    DuplicationPolicy::Reject
+);
+config!(
+    multi_lru_one_shard_allow,
+    1,
+    Policy::MultiLru,
+    DuplicationPolicy::Allow
+);
+config!(
+    multi_lru_one_shard_reject,
+    1,
+    Policy::MultiLru,
+    DuplicationPolicy::Reject
+);
+config!(
+    lineage_one_shard_allow,
+    1,
+    Policy::Lineage,
+    DuplicationPolicy::Allow
+);
+config!(
+    lineage_one_shard_reject,
+    1,
+    Policy::Lineage,
     DuplicationPolicy::Reject
 );
 

@@ -60,5 +60,6 @@ pub use replay::{ManagerReplay, REPLAY_BLOCK_SIZE, ReleaseOrder, ReplayError, Se
 pub use row::{PROGRESS_EVERY, ReplayRow};
 pub use synthetic::SyntheticConfig;
 pub use trace::{
-    MAX_KEPT_ERRORS, ParseError, ParseMode, Parsed, Request, RequestMeta, Trace, TraceError,
+    MAX_KEPT_ERRORS, ParseError, ParseMode, Parsed, ReadLimits, Request, RequestMeta, Trace,
+    TraceError,
 };

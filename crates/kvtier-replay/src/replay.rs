@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The manager is built with one shard so the eviction order is the policy's exact global
-//! order and a replay is deterministic. All handles are released before the next request, so
+//! order and a replay is deterministic. [`ManagerReplay::for_chains`] sizes it by the trace: a
+//! cache with room for every distinct block of the trace never evicts, so any larger capacity
+//! replays exactly like that one and memory follows the trace, not the capacity asked for. All handles are released before the next request, so
 //! after a replay every slot is free or inactive (`available_blocks() == total_blocks()`).
 
 use std::time::Instant;
@@ -116,6 +118,9 @@ impl ManagerReplay {
     /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with a fresh
     /// factory from `policy`.
     ///
+    /// The manager holds `capacity` slots (about a hundred bytes each) whatever the trace: for a
+    /// capacity that comes from a user, use [`for_chains`](Self::for_chains).
+    ///
     /// # Errors
     ///
     /// [`ReplayError::Build`] when the manager rejects the configuration (zero capacity).
@@ -138,6 +143,56 @@ impl ManagerReplay {
             capacity,
             release,
         })
+    }
+
+    /// Like [`new`](Self::new), for replaying `chains`: the manager gets
+    /// [`effective_capacity`](Self::effective_capacity) slots (never more than the trace's
+    /// distinct blocks), and rows still report `capacity`. Use it when the capacity comes from
+    /// a user: `capacity = 1_000_000_000` then costs what the trace costs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kvtier_replay::{Chains, ManagerReplay, ParseMode, ReleaseOrder, Trace, policy};
+    ///
+    /// let text = "{\"hash_ids\": [0, 1, 2]}\n{\"hash_ids\": [0, 1, 3]}\n";
+    /// let chains = Chains::from_trace(&Trace::parse_str(text, ParseMode::Strict).unwrap().trace);
+    /// let lru = policy("lru").unwrap();
+    /// let mut huge =
+    ///     ManagerReplay::for_chains(&lru, 1_000_000_000, ReleaseOrder::TailFirst, &chains).unwrap();
+    /// assert_eq!(huge.manager().total_blocks(), 4); // the trace's distinct blocks
+    /// let row = huge.run(&chains);
+    /// assert_eq!(row.capacity, Some(1_000_000_000));
+    /// assert_eq!(row.hit_blocks, 2);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn for_chains(
+        policy: &NamedPolicy,
+        capacity: usize,
+        release: ReleaseOrder,
+        chains: &Chains,
+    ) -> Result<Self, ReplayError> {
+        let mut replay = Self::new(policy, Self::effective_capacity(capacity, chains), release)
+            .map_err(|e| match e {
+                ReplayError::Build { source, .. } => ReplayError::Build { capacity, source },
+            })?;
+        replay.capacity = capacity;
+        Ok(replay)
+    }
+
+    /// The slots a replay of `chains` at `capacity` needs: `capacity`, but at most the number of
+    /// distinct blocks of the trace (at least 1). With that many slots nothing is ever evicted
+    /// (a request is never longer than the trace's distinct blocks, and without evictions the
+    /// cached blocks plus a request's missing tail are distinct blocks of the trace), so a
+    /// larger cache replays identically.
+    pub fn effective_capacity(capacity: usize, chains: &Chains) -> usize {
+        if capacity == 0 {
+            return 0;
+        }
+        capacity.min(chains.unique().max(1))
     }
 
     /// The manager being driven (for inspection: metrics, available blocks).

@@ -113,6 +113,9 @@ struct Conversation {
 impl SyntheticConfig {
     /// Generates the trace. Degenerate settings are clamped (at least one prompt, one open
     /// conversation, one turn, one block per prompt and per turn).
+    ///
+    /// Time and memory grow with `requests` (tens of blocks per request at the default
+    /// settings, 8 bytes each); `kvtier replay` caps it at 1,000,000 (about 0.9 GB peak).
     pub fn generate(&self) -> Trace {
         let mut rng = SplitMix(self.seed);
         let mut next_id = 0u64;

@@ -18,14 +18,80 @@
 //! [`ParseMode::Strict`] stops at the first one; [`ParseMode::Lenient`] skips the line, keeps
 //! the error (the first [`MAX_KEPT_ERRORS`] of them; the rest are only counted) and goes on.
 //! An I/O error of the reader aborts in both modes.
+//!
+//! # Limits
+//! A reader may be endless (a pipe) or hostile (gigabytes without a newline), so
+//! [`Trace::from_reader`] reads under [`ReadLimits`]: a line longer than
+//! [`ReadLimits::DEFAULT_MAX_LINE_BYTES`] or an input longer than
+//! [`ReadLimits::DEFAULT_MAX_TOTAL_BYTES`] ends the read with an error instead of exhausting
+//! memory; [`Trace::from_reader_with_limits`] sets other bounds. Memory held is then at most a
+//! small multiple of the bytes read (8 bytes per id, and an id takes at least 2 bytes of JSON).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 /// Most parse errors a lenient parse keeps; further bad lines are counted in
 /// [`Parsed::skipped_lines`] only, so a garbage file cannot exhaust memory.
 pub const MAX_KEPT_ERRORS: usize = 1000;
+
+/// Bounds on what [`Trace::from_reader_with_limits`] reads.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_replay::{ParseMode, ReadLimits, Trace, TraceError};
+///
+/// let limits = ReadLimits::default().with_max_line_bytes(16);
+/// let text = "{\"hash_ids\": [1]}\n{\"hash_ids\": [1, 2, 3, 4, 5]}\n";
+/// let err = Trace::from_reader_with_limits(text.as_bytes(), ParseMode::Lenient, limits);
+/// assert!(matches!(err, Err(TraceError::LineTooLong { line: 1, limit: 16 })));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    max_line_bytes: usize,
+    max_total_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: Self::DEFAULT_MAX_LINE_BYTES,
+            max_total_bytes: Self::DEFAULT_MAX_TOTAL_BYTES,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// Default longest line, 16 MiB (about two million ids; the longest line of the shipped
+    /// Mooncake trace is a few kilobytes).
+    pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+    /// Default largest input, 1 GiB (the shipped trace is 3 MB).
+    pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 1 << 30;
+
+    /// Longest accepted line in bytes, newline excluded. Default
+    /// [`Self::DEFAULT_MAX_LINE_BYTES`]; values below 1 count as 1.
+    pub fn with_max_line_bytes(mut self, n: usize) -> Self {
+        self.max_line_bytes = n.max(1);
+        self
+    }
+
+    /// Most bytes read in total. Default [`Self::DEFAULT_MAX_TOTAL_BYTES`].
+    pub fn with_max_total_bytes(mut self, n: u64) -> Self {
+        self.max_total_bytes = n;
+        self
+    }
+
+    /// The longest accepted line in bytes.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
+    }
+
+    /// The most bytes read in total.
+    pub fn max_total_bytes(&self) -> u64 {
+        self.max_total_bytes
+    }
+}
 
 /// How a parser reacts to a malformed line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +138,23 @@ pub enum TraceError {
     /// A malformed line in [`ParseMode::Strict`].
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// A line is longer than [`ReadLimits::max_line_bytes`] (both modes abort: the rest of the
+    /// line was not read, so the input is no longer aligned on lines).
+    #[error("line {line} is longer than {limit} bytes (the line length limit)")]
+    LineTooLong {
+        /// 1-based number of the line.
+        line: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The input is longer than [`ReadLimits::max_total_bytes`] (both modes abort).
+    #[error("the trace is longer than {limit} bytes (the input size limit), at line {line}")]
+    TooLarge {
+        /// 1-based number of the line being read when the limit was passed.
+        line: usize,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The reader failed (both modes abort).
     #[error("reading trace line {line}: {source}")]
     Io {
@@ -215,24 +298,58 @@ impl Trace {
             .unwrap_or(0)
     }
 
-    /// Parses JSONL from any buffered reader (a file, stdin, a decompressor).
+    /// Parses JSONL from any buffered reader (a file, stdin, a decompressor), under the
+    /// default [`ReadLimits`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Trace::from_reader_with_limits`].
+    pub fn from_reader<R: BufRead>(reader: R, mode: ParseMode) -> Result<Parsed, TraceError> {
+        Self::from_reader_with_limits(reader, mode, ReadLimits::default())
+    }
+
+    /// Parses JSONL from any buffered reader, reading no line longer than
+    /// `limits.max_line_bytes()` and no more than `limits.max_total_bytes()` in all.
     ///
     /// # Errors
     ///
     /// [`TraceError::Parse`] for the first malformed line in [`ParseMode::Strict`];
+    /// [`TraceError::LineTooLong`] / [`TraceError::TooLarge`] when a limit is passed;
     /// [`TraceError::Io`] when the reader fails.
-    pub fn from_reader<R: BufRead>(mut reader: R, mode: ParseMode) -> Result<Parsed, TraceError> {
+    pub fn from_reader_with_limits<R: BufRead>(
+        mut reader: R,
+        mode: ParseMode,
+        limits: ReadLimits,
+    ) -> Result<Parsed, TraceError> {
         let mut out = Parsed::default();
         let mut buf = Vec::with_capacity(4096);
         let mut line = 0usize;
+        let mut total = 0u64;
+        // A line may take its newline on top of the limit.
+        let per_line = (limits.max_line_bytes as u64).saturating_add(1);
         loop {
             buf.clear();
             line += 1;
-            let n = reader
+            let n = (&mut reader)
+                .take(per_line)
                 .read_until(b'\n', &mut buf)
                 .map_err(|source| TraceError::Io { line, source })?;
             if n == 0 {
                 break;
+            }
+            total = total.saturating_add(n as u64);
+            if total > limits.max_total_bytes {
+                return Err(TraceError::TooLarge {
+                    line,
+                    limit: limits.max_total_bytes,
+                });
+            }
+            let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            if content.len() > limits.max_line_bytes {
+                return Err(TraceError::LineTooLong {
+                    line,
+                    limit: limits.max_line_bytes,
+                });
             }
             out.parse_line(&buf, line, mode)?;
         }
@@ -388,6 +505,29 @@ mod tests {
         p.trace.write_jsonl(&mut out).unwrap();
         let q = Trace::parse_slice(&out, ParseMode::Strict).unwrap();
         assert_eq!(p.trace, q.trace);
+    }
+
+    #[test]
+    fn line_and_total_limits_end_the_read() {
+        let text = "{\"hash_ids\": [1]}\n{\"hash_ids\": [1, 2, 3, 4]}\n";
+        let exact = ReadLimits::default().with_max_line_bytes(17);
+        let p = Trace::from_reader_with_limits(text.as_bytes(), ParseMode::Strict, exact);
+        assert!(
+            matches!(p, Err(TraceError::LineTooLong { line: 2, limit: 17 })),
+            "{p:?}"
+        );
+        let wide = ReadLimits::default().with_max_line_bytes(26);
+        let p = Trace::from_reader_with_limits(text.as_bytes(), ParseMode::Strict, wide).unwrap();
+        assert_eq!(p.trace.len(), 2, "a line of exactly the limit is read");
+        let small = ReadLimits::default().with_max_total_bytes(20);
+        let err = Trace::from_reader_with_limits(text.as_bytes(), ParseMode::Lenient, small);
+        assert!(
+            matches!(err, Err(TraceError::TooLarge { line: 2, limit: 20 })),
+            "{err:?}"
+        );
+        let d = ReadLimits::default();
+        assert_eq!(d.max_line_bytes(), 16 << 20);
+        assert_eq!(d.max_total_bytes(), 1 << 30);
     }
 
     #[test]

@@ -22,6 +22,12 @@
 //! - `remove` of an id that is not present returns `false` and changes nothing.
 //! - No method panics on any sequence of calls that respects the first invariant.
 //!
+//! A policy that panics anyway does not take the manager down: the panic reaches the caller of
+//! the manager call that made it, after the manager has put its pools back in order and released
+//! its locks, and the shard replaces the instance with a fresh one from the factory (the blocks
+//! the old one held stay cached and are evicted after the new one's). See
+//! [`MetricsSnapshot::policy_panics`](crate::MetricsSnapshot::policy_panics).
+//!
 //! # Example: a policy of your own
 //!
 //! Most-recently-released first (a stack), plugged into a manager:

@@ -199,7 +199,7 @@ impl<T: Tier> BlockManagerBuilder<T> {
         let (shared, slots) = Shared::build(
             self.block_count,
             shards,
-            policy.as_ref(),
+            policy,
             self.duplication,
             self.evict_on_release,
             self.hooks,

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use crate::blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock};
 use crate::manager::builder::BlockManagerBuilder;
 use crate::manager::slot::Slot;
-use crate::manager::store::{DuplicationPolicy, Shared};
+use crate::manager::store::{DuplicationPolicy, PanicScope, Shared};
 use crate::metrics::{ManagerCollector, MetricsSnapshot};
 use crate::sync::Arc;
 use crate::{SequenceHash, Tier};
@@ -195,7 +195,10 @@ impl<T: Tier> BlockManager<T> {
         evicted: Option<&mut Vec<SequenceHash>>,
     ) -> Result<Vec<MutableBlock<T>>, AllocError> {
         let inner = &*self.inner;
-        match inner.shared.allocate(&inner.slots, n, evicted) {
+        // A policy panic is resumed when the scope ends: by then the slots are held by guards,
+        // which give them back as the panic unwinds.
+        let scope = PanicScope::enter();
+        let result = match inner.shared.allocate(&inner.slots, n, evicted) {
             Some(ids) => Ok(ids
                 .into_iter()
                 .map(|id| MutableBlock::new(inner.slots[id.index()].clone(), inner.block_size))
@@ -204,7 +207,9 @@ impl<T: Tier> BlockManager<T> {
                 requested: n,
                 available: inner.shared.available(),
             }),
-        }
+        };
+        scope.finish();
+        result
     }
 
     fn owns(&self, block: &CompleteBlock<T>) -> bool {
@@ -265,6 +270,7 @@ impl<T: Tier> BlockManager<T> {
     /// policy.
     pub fn match_blocks(&self, hashes: &[SequenceHash]) -> Vec<ImmutableBlock<T>> {
         let inner = &*self.inner;
+        let scope = PanicScope::enter();
         let mut out = Vec::with_capacity(hashes.len());
         let found = inner
             .shared
@@ -275,6 +281,7 @@ impl<T: Tier> BlockManager<T> {
         inner
             .shared
             .touch_tracker(out.iter().map(ImmutableBlock::sequence_hash));
+        scope.finish();
         out
     }
 
@@ -286,6 +293,7 @@ impl<T: Tier> BlockManager<T> {
         touch: bool,
     ) -> Vec<Option<ImmutableBlock<T>>> {
         let inner = &*self.inner;
+        let scope = PanicScope::enter();
         let mut out = Vec::with_capacity(hashes.len());
         let found = inner
             .shared
@@ -298,6 +306,7 @@ impl<T: Tier> BlockManager<T> {
                 .shared
                 .touch_tracker(out.iter().flatten().map(ImmutableBlock::sequence_hash));
         }
+        scope.finish();
         out
     }
 

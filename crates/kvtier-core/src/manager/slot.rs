@@ -56,6 +56,9 @@ pub(crate) struct Slot {
     pub(crate) hash_lo: AtomicU64,
     pub(crate) hash_hi: AtomicU64,
     pub(crate) evict_on_release: AtomicBool,
+    /// Instance of the shard's eviction policy the block was inserted into while inactive (see
+    /// `store/policy.rs`); read and written under the shard lock.
+    policy_epoch: AtomicU32,
     /// For a duplicate: its primary, on which it holds one handle (counted in the primary's
     /// `handles`; both live in the same shard since they share a hash).
     pub(crate) dup_of: Mutex<Option<Arc<Slot>>>,
@@ -72,6 +75,7 @@ impl Slot {
             hash_lo: AtomicU64::new(0),
             hash_hi: AtomicU64::new(0),
             evict_on_release: AtomicBool::new(evict_on_release),
+            policy_epoch: AtomicU32::new(0),
             dup_of: Mutex::new(None),
         })
     }
@@ -102,6 +106,14 @@ impl Slot {
 
     pub(crate) fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn policy_epoch(&self) -> u32 {
+        self.policy_epoch.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_policy_epoch(&self, epoch: u32) {
+        self.policy_epoch.store(epoch, Ordering::Relaxed);
     }
 
     pub(crate) fn evict_on_release(&self) -> bool {

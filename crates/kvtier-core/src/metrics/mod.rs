@@ -31,6 +31,8 @@ pub(crate) struct ShardCounters {
     pub(crate) resurrections: u64,
     pub(crate) released_to_reset: u64,
     pub(crate) policy_violations: u64,
+    /// Eviction-policy calls that panicked (filled in from the shard's policy).
+    pub(crate) policy_panics: u64,
     /// Slots that became Mutable/Staged here minus those that left that state here.
     pub(crate) mutable_delta: i64,
 }
@@ -62,6 +64,10 @@ pub struct MetricsSnapshot {
     /// Victims an eviction policy returned that were not inactive blocks of its shard (a
     /// policy breaking its contract); they were ignored.
     pub policy_violations: u64,
+    /// Eviction-policy calls that panicked. Each panic reached the caller of the manager call
+    /// that made it; the shard then replaced its policy instance with a fresh one from the
+    /// factory (the blocks the old one held stay cached and are evicted after the new one's).
+    pub policy_panics: u64,
     /// `stage` calls.
     pub stagings: u64,
     /// Hashes passed to `match_blocks`.
@@ -106,6 +112,7 @@ impl MetricsSnapshot {
             m.resurrections += c.resurrections;
             m.released_to_reset += c.released_to_reset;
             m.policy_violations += c.policy_violations;
+            m.policy_panics += c.policy_panics;
             mutable += c.mutable_delta;
         }
         for st in shared.stripes.iter() {
@@ -142,7 +149,7 @@ impl fmt::Debug for ManagerCollector {
 impl Collector for ManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let m = MetricsSnapshot::collect(&self.shared);
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "kvtier_allocations",
                 "Slots handed out by allocate_blocks.",
@@ -204,6 +211,11 @@ impl Collector for ManagerCollector {
                 "kvtier_policy_violations",
                 "Eviction victims ignored because they were not inactive blocks.",
                 m.policy_violations,
+            ),
+            (
+                "kvtier_policy_panics",
+                "Eviction-policy calls that panicked (the policy instance was replaced).",
+                m.policy_panics,
             ),
             (
                 "kvtier_released_to_reset",

@@ -90,27 +90,13 @@ impl Shared {
         slots: &[Arc<Slot>],
         to: SlotState,
     ) -> Option<(BlockId, SequenceHash)> {
-        // A user policy may break its contract; a victim is only taken when it really is an
-        // inactive block of this shard. After this many bad answers in a row, give up.
-        const MAX_BAD_VICTIMS: usize = 64;
-        let mut bad = 0;
-        let (id, slot, h) = loop {
-            let id = g.policy.evict()?;
-            match slots.get(id.index()) {
-                Some(slot)
-                    if slot.state() == SlotState::Inactive && g.index.holds(slot.hash(), id) =>
-                {
-                    break (id, slot, slot.hash());
-                }
-                _ => {
-                    g.counters.policy_violations += 1;
-                    bad += 1;
-                    if bad == MAX_BAD_VICTIMS {
-                        return None;
-                    }
-                }
-            }
-        };
+        // A user policy may break its contract (or panic): the shard policy only hands out a
+        // victim that really is an inactive block of this shard.
+        let id = g
+            .policy
+            .evict(&g.index, slots, &mut g.counters.policy_violations)?;
+        let slot = &slots[id.index()];
+        let h = slot.hash();
         g.index.remove(h, id);
         slot.bump_generation();
         slot.set_evict_on_release(self.default_evict_on_release);
@@ -120,7 +106,11 @@ impl Shared {
     }
 
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
-    /// policy victims, each time from the fuller of two random shards. Evicted hashes are appended to `evicted_out`.
+    /// policy victims, each time from the fuller of two random shards. Evicted hashes are
+    /// appended to `evicted_out`.
+    ///
+    /// The caller must hold a [`PanicScope`](super::PanicScope) and turn the ids into guards
+    /// before it ends: a policy panic is resumed there, and the guards give the slots back.
     pub(crate) fn allocate(
         &self,
         slots: &[Arc<Slot>],
@@ -174,7 +164,7 @@ impl Shared {
             }
             let mut g = self.shards[s].lock();
             let need = n - out.len();
-            if !checked && g.free.len() + g.policy.len() < need {
+            if !checked && g.free.len() + g.policy.inactive() < need {
                 drop(g);
                 if self.available() < need {
                     break;

@@ -30,8 +30,10 @@
 //! 3. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
-//!    frequency tracker or other user code runs under a lock; eviction policies (trusted to keep
-//!    their contract, but checked: a wrong victim is ignored) run under their shard's lock.
+//!    frequency tracker or other user code runs under a lock, except eviction policies, which
+//!    run under their shard's lock behind a panic barrier (`policy.rs`): they are checked (a
+//!    wrong victim is ignored) and a panic of theirs is resumed only after every lock is
+//!    released and every slot is back in a consistent state.
 //! 4. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
 //!    (see `slot.rs`).
 //!
@@ -41,7 +43,7 @@
 
 use std::cell::Cell;
 
-use crate::eviction::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
+use crate::eviction::{AccessKind, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
 use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
@@ -51,6 +53,10 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
 
 mod alloc;
+mod policy;
+
+pub(crate) use policy::PanicScope;
+use policy::ShardPolicy;
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,7 +91,7 @@ fn home_hint() -> usize {
 pub(crate) struct Shard {
     index: BlockIndex,
     free: Vec<BlockId>,
-    policy: Box<dyn EvictionPolicy>,
+    policy: ShardPolicy,
     pub(crate) counters: ShardCounters,
 }
 
@@ -93,7 +99,7 @@ pub(crate) struct Shard {
 #[repr(align(128))]
 pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
-    /// `free.len() + policy.len()`, mirrored for lock-free availability reads.
+    /// `free.len() + policy.inactive()`, mirrored for lock-free availability reads.
     available: AtomicUsize,
 }
 
@@ -203,7 +209,7 @@ impl Shared {
     pub(crate) fn build(
         total_blocks: usize,
         shards: usize,
-        factory: &dyn PolicyFactory,
+        factory: Arc<dyn PolicyFactory>,
         duplication: DuplicationPolicy,
         default_evict_on_release: bool,
         hooks: Hooks,
@@ -215,11 +221,14 @@ impl Shared {
                 lock: Mutex::new(Shard {
                     index: BlockIndex::with_capacity(total_blocks / shard_count + 16),
                     free: Vec::with_capacity(total_blocks / shard_count + 16),
-                    policy: factory.build(PolicyContext {
-                        total_blocks,
-                        shard: s,
-                        shards: shard_count,
-                    }),
+                    policy: ShardPolicy::new(
+                        factory.clone(),
+                        PolicyContext {
+                            total_blocks,
+                            shard: s,
+                            shards: shard_count,
+                        },
+                    ),
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
@@ -278,7 +287,7 @@ impl Shared {
         let shard = &self.shards[s];
         shard
             .available
-            .store(g.free.len() + g.policy.len(), Ordering::Relaxed);
+            .store(g.free.len() + g.policy.inactive(), Ordering::Relaxed);
         let mirror = &self.free_mirrors[s].0;
         if mirror.load(Ordering::Relaxed) != g.free.len() {
             mirror.store(g.free.len(), Ordering::Relaxed);
@@ -324,22 +333,26 @@ impl Shared {
     fn count_handle_locked(g: &mut Shard, slot: &Slot) {
         // Only ever changed under this lock: a plain load and store (see `slot.rs`).
         let prev = slot.handles.load(Ordering::Relaxed);
-        slot.handles.store(prev + 1, Ordering::Relaxed);
         if prev == 0 && slot.state() == SlotState::Inactive {
-            g.policy.remove(slot.id);
+            g.policy.remove(slot);
             slot.set_state(SlotState::Primary);
             g.counters.resurrections += 1;
         }
+        slot.handles.store(prev + 1, Ordering::Relaxed);
     }
 
     /// Another handle on a slot the caller already holds one on (`ImmutableBlock::clone`).
     pub(crate) fn add_handle(slot: &Arc<Slot>) -> SlotRef {
+        let scope = PanicScope::enter();
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());
         let mut g = shared.shards[s].lock();
         Self::count_handle_locked(&mut g, slot);
+        shared.sync_available(s, &g);
         drop(g);
-        SlotRef::adopt(slot.clone())
+        let r = SlotRef::adopt(slot.clone());
+        scope.finish();
+        r
     }
 
     /// Registers staged slots (state Staged, hash set, no references), in order; consecutive
@@ -350,6 +363,7 @@ impl Shared {
         staged: impl Iterator<Item = Arc<Slot>>,
         out: &mut Vec<SlotRef>,
     ) {
+        let scope = PanicScope::enter();
         let mut created: Vec<SequenceHash> = Vec::new();
         let mut w = Walker::new(self);
         for slot in staged {
@@ -401,6 +415,7 @@ impl Shared {
                 t.touch(h.mix64());
             }
         }
+        scope.finish();
     }
 
     /// Counts accesses into the manager's frequency tracker, if any (call without locks).
@@ -423,6 +438,7 @@ impl Shared {
         stop_at_miss: bool,
         mut out: impl FnMut(Option<SlotRef>),
     ) -> usize {
+        let scope = PanicScope::enter();
         let mut found = 0;
         let mut w = Walker::new(self);
         for &h in hashes {
@@ -440,6 +456,9 @@ impl Shared {
                 None => out(None),
             }
         }
+        w.finish();
+        drop(w);
+        scope.finish();
         found
     }
 
@@ -466,20 +485,21 @@ impl Shared {
         hash: SequenceHash,
         generation: u64,
     ) -> Option<SlotRef> {
+        let scope = PanicScope::enter();
         let s = self.shard_of(hash);
         let mut g = self.shards[s].lock();
-        if slot.generation() != generation {
-            return None;
-        }
-        match slot.state() {
-            SlotState::Primary | SlotState::Inactive if g.index.holds(hash, slot.id) => {}
-            // A live duplicate (a freed one has a new generation).
-            SlotState::Duplicate if slot.handles.load(Ordering::Relaxed) > 0 => {}
-            _ => return None,
-        }
-        let r = Self::acquire_locked(&mut g, slot);
+        let live = slot.generation() == generation
+            && match slot.state() {
+                SlotState::Primary | SlotState::Inactive => g.index.holds(hash, slot.id),
+                // A live duplicate (a freed one has a new generation).
+                SlotState::Duplicate => slot.handles.load(Ordering::Relaxed) > 0,
+                _ => false,
+            };
+        let r = live.then(|| Self::acquire_locked(&mut g, slot));
         self.sync_available(s, &g);
-        Some(r)
+        drop(g);
+        scope.finish();
+        r
     }
 
     /// Gives back one handle of `slot` under its shard lock; when it was the last, the block
@@ -505,7 +525,7 @@ impl Shared {
             }
             SlotState::Primary => {
                 slot.set_state(SlotState::Inactive);
-                g.policy.insert(slot.id, hash);
+                g.policy.insert(slot, hash);
             }
             SlotState::Duplicate => {
                 slot.bump_generation();
@@ -528,6 +548,7 @@ impl Shared {
 
     /// Gives back one handle (a dropped `ImmutableBlock`); takes the shard lock.
     pub(crate) fn release_one(slot: Arc<Slot>) {
+        let scope = PanicScope::enter();
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());
         let mut removed = Vec::new();
@@ -536,12 +557,14 @@ impl Shared {
         shared.sync_available(s, &g);
         drop(g);
         shared.hooks.evicted(&removed);
+        scope.finish();
         // `slot` (and its `Arc` count) goes last, after every borrow of it.
     }
 
     /// Gives back many handles in order; consecutive handles of one shard share one lock
     /// acquisition.
     pub(crate) fn release_batch(&self, refs: impl Iterator<Item = SlotRef>) {
+        let scope = PanicScope::enter();
         let mut removed = Vec::new();
         let mut foreign = Vec::new();
         let mut w = Walker::new(self);
@@ -563,10 +586,12 @@ impl Shared {
         drop(w);
         drop(foreign);
         self.hooks.evicted(&removed);
+        scope.finish();
     }
 
     /// Moves every inactive block of every shard to the free lists; returns the hashes.
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
+        let scope = PanicScope::enter();
         let mut removed = Vec::new();
         for s in 0..self.shard_count() {
             let mut g = self.shards[s].lock();
@@ -577,13 +602,16 @@ impl Shared {
             self.sync_available(s, &g);
         }
         self.hooks.evicted(&removed);
+        scope.finish();
         removed
     }
 
     /// Per-shard view for snapshots: (free, inactive, registered primaries, counters).
     pub(crate) fn shard_view(&self, s: usize) -> (usize, usize, usize, ShardCounters) {
         let g = self.shards[s].lock();
-        (g.free.len(), g.policy.len(), g.index.len(), g.counters)
+        let mut counters = g.counters;
+        counters.policy_panics = g.policy.panics();
+        (g.free.len(), g.policy.inactive(), g.index.len(), counters)
     }
 
     /// Counts one match (or scan) request in the calling thread's stripe.
