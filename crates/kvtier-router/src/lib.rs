@@ -79,7 +79,9 @@ mod vllm;
 
 pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
-pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
+pub use router::{
+    DEFAULT_MAX_EARLY, InstanceInfo, RepairJob, RepairResult, Router, RouterBuilder, RouterStats,
+};
 pub use service::{
     ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
     QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
