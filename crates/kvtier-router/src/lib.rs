@@ -86,7 +86,7 @@ pub use service::{
     ExtraKeysJson, INGEST_QUEUE, InstanceJson, LoadUpdate, MAX_QUERY_BLOCKS, MediumJson,
     QueryRequest, QueryResponse, RouterService, RouterServiceBuilder,
 };
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, write_snapshot};
 pub use vllm::{
     ExternalHash, VllmBatch, VllmConvertConfig, VllmConvertStats, VllmConverter, VllmDecodeError,
     VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
