@@ -26,6 +26,8 @@ pub(crate) struct InstanceState {
     /// A repair job for this instance is out (taken or queued, not yet applied): no second
     /// one is queued meanwhile.
     pub(crate) repairing: bool,
+    /// Restored from a snapshot and no message applied since (see the router's module docs).
+    pub(crate) restored: bool,
 }
 
 /// Slots and states of the known instances, plus recently retired ids.
@@ -78,6 +80,7 @@ impl Instances {
             last_seen: now,
             policy: EmitPolicy::All,
             repairing: false,
+            restored: false,
         };
         let slot = match self.free.pop() {
             Some(s) => {

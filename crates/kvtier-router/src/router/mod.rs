@@ -17,6 +17,12 @@
 //! them, [`Router::take_repairs`] hands them out, [`Router::apply_repair`] applies what came
 //! back. [`Router::apply`] does all three inline for single-threaded callers.
 //!
+//! An instance restored from a snapshot resumes at the id after the last one the snapshot
+//! holds: with a source, [`Router::catch_up`] (or the first gap) fetches what it published
+//! meanwhile; without one, its first message after the restart is applied where the stream
+//! is, as for a router that joins late. A converter that numbers an engine's events itself
+//! starts at [`Router::next_event_id`], so nothing after a restart is taken for a duplicate.
+//!
 //! A `Shutdown` (or silence longer than the expiry) removes the instance and everything it
 //! held; its id is remembered so late messages do not bring it back. A Remove of an unknown
 //! hash is counted and ignored; a repeated Create changes nothing. Event-id arithmetic never
@@ -159,6 +165,18 @@ impl Router {
             return;
         };
         state.last_seen = now;
+        if state.restored && msg.event_id >= state.next_id {
+            state.restored = false;
+            if msg.event_id > state.next_id && !self.sources.contains_key(&id) {
+                // Restored from a snapshot, with nothing to replay from: what was published
+                // while the router was down is gone, and the router joins the stream where it
+                // is now (as a router that joins late does) instead of waiting for a full
+                // buffer.
+                self.stats.gaps_detected += 1;
+                self.stats.gaps_skipped += 1;
+                state.next_id = msg.event_id;
+            }
+        }
         let next = state.next_id;
         if msg.event_id < next {
             self.stats.duplicates += 1;
@@ -362,6 +380,7 @@ impl Router {
         if let Some(s) = self.instances.get_mut(slot) {
             s.next_id = next_id;
             s.policy = policy;
+            s.restored = true;
         }
         for (medium, hashes) in blocks {
             let _ = self.index.insert(slot, *medium, hashes);
