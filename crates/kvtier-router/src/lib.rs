@@ -11,6 +11,8 @@
 //! | type | role |
 //! |---|---|
 //! | [`Router`], [`RouterBuilder`] | applies messages and dumps, repairs gaps, answers queries |
+//! | [`RepairJob`], [`RepairResult`] | a gap repair fetched outside the router's lock ([`Router::take_repairs`]) |
+//! | [`write_snapshot`], [`SnapshotError`] | snapshot files: serialised under the lock, written after it ([`Router::restore_or_empty`] at start) |
 //! | [`PrefixIndex`], [`QueryScratch`] | the index itself: per hash, the (instance, medium) holders |
 //! | [`RouteAnswer`], [`InstanceOverlap`], [`MediumOverlap`] | per instance and medium, the prefix held (a bound under power-of-two announcements) and the best instance |
 //! | [`LoadSignal`], [`LoadTable`], [`NoLoad`] | how busy instances are: tie-breaks, or a cost with [`RouterBuilder::with_load_weight`] |

@@ -202,7 +202,9 @@ impl PrefixIndex {
             .touch(hashes.iter().map(|h| h.as_u128()), TOUCH_REMOVE);
         let owned = self.owned.get_mut(slot, medium.index());
         let mut removed = 0;
-        for h in hashes {
+        // Last first: a Remove batch lists children first, so its removals are noted in the
+        // order the blocks were given, the order of the slot's own list (see `owned.rs`).
+        for h in hashes.iter().rev() {
             let Some(idx) = self.table.find(h.as_u128()) else {
                 continue;
             };

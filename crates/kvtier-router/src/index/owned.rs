@@ -2,19 +2,20 @@
 //! instance (Cleared, Shutdown, expiry, a dump) walks its own entries instead of the whole
 //! table.
 //!
-//! A list is a queue in the order hashes were given. Losing a hash does not search the list:
-//! the hash is noted in a small `removed` multiset, and stale copies are dropped from the
-//! front of the queue as they reach it (caches evict roughly oldest first, so most removed
-//! hashes are near the front). A hash still held at the front is rotated to the back, a few
-//! per removal, so that long-lived blocks (a system prompt) do not hold the queue up. When
-//! the noted removals outgrow half the live count (random eviction), one sequential pass
-//! drops them all. None of this touches the table: it costs a probe of the small multiset
-//! per removal, no cache miss in the big table.
+//! A list is a queue in the order hashes were given. Losing a hash does not search the
+//! list: the hash is appended to a `removed` queue, and stale copies are dropped from the
+//! front of the list as they reach it. Caches evict roughly oldest first, and the index notes
+//! a Remove batch (children first) last block first, so the hash at the front of the list is
+//! usually the first one noted removed (or the last): a comparison, no search. Otherwise a short `removed` queue is
+//! scanned; any other hash at the front is rotated to the back, a few per removal, so that
+//! long-lived blocks (a system prompt) do not hold the list up. When the noted removals
+//! outgrow half the live count (random eviction), one sequential pass drops them all. None of
+//! this touches the table or a hash map on the way: a removal costs an append and a compare.
 //!
-//! Invariant, for every hash `h` of `(slot, medium)`: the copies of `h` in its queue number
+//! Invariant, for every hash `h` of `(slot, medium)`: the copies of `h` in its list number
 //! `held(h) + removed(h)`, where `held(h)` is 1 when the table holds `(h, slot, medium)` and 0
-//! otherwise. After every write, `removed` totals at most `held / 2 + SLACK`, so a queue holds
-//! at most `1.5 * held + SLACK` hashes.
+//! otherwise and `removed(h)` counts `h` in the `removed` queue. After every write `removed`
+//! holds at most `held / 2 + SLACK` hashes, so a list holds at most `1.5 * held + SLACK`.
 
 use std::collections::VecDeque;
 
@@ -32,13 +33,14 @@ const TOUCH_AHEAD: usize = 16;
 /// The hashes one `(slot, medium)` was given (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Owned {
-    /// Hashes in the order given; includes stale copies counted in `removed`.
+    /// Hashes in the order given; includes the stale copies listed in `removed`.
     queue: VecDeque<u128>,
-    /// Stale copies in `queue`, per hash.
-    removed: HashMap<u128, u32>,
-    /// Sum of `removed`.
-    stale: usize,
+    /// Hashes lost since their copies were last dropped from `queue`, in the order lost.
+    removed: VecDeque<u128>,
 }
+
+/// Longest `removed` queue scanned for the hash at the front of the list.
+const SCAN: usize = 64;
 
 impl Owned {
     /// Notes that `hash` was given.
@@ -47,72 +49,75 @@ impl Owned {
         self.queue.push_back(hash);
     }
 
-    /// Notes that `hash` was lost (one copy in the queue is now stale).
+    /// Notes that `hash` was lost (one copy in the list is now stale).
     #[inline]
     pub(super) fn remove(&mut self, hash: u128) {
-        *self.removed.entry(hash).or_insert(0) += 1;
-        self.stale += 1;
+        self.removed.push_back(hash);
     }
 
     /// Drops stale copies from the front (rotating up to `rotations` held hashes to the
     /// back), then compacts when the stale copies exceed `live / 2 + SLACK`.
     pub(super) fn settle(&mut self, live: usize, mut rotations: usize) {
-        while self.stale > 0 {
-            let Some(&front) = self.queue.front() else {
+        while let Some(&front) = self.queue.front() {
+            if self.removed.back() == Some(&front) {
+                self.removed.pop_back();
+            } else if self.removed.front() == Some(&front) {
+                self.removed.pop_front();
+            } else if self.removed.is_empty() {
                 break;
-            };
-            if self.take_stale(front) {
-                self.queue.pop_front();
+            } else if let Some(at) = self.scan(front) {
+                self.removed.remove(at);
             } else if rotations > 0 {
+                // Held (or stale but not cheaply known to be): move it out of the way. A
+                // stale copy rotated stays listed in `removed` and is dropped later.
                 rotations -= 1;
                 self.queue.rotate_left(1);
+                continue;
             } else {
                 break;
             }
+            self.queue.pop_front();
         }
-        if self.stale > live / 2 + SLACK {
-            let mut removed = std::mem::take(&mut self.removed);
-            self.queue.retain(|h| match removed.get_mut(h) {
-                Some(n) if *n > 0 => {
-                    *n -= 1;
-                    false
-                }
-                _ => true,
-            });
-            self.stale = 0;
-            debug_assert_eq!(self.queue.len(), live);
-            removed.clear();
-            self.removed = removed;
-            if self.queue.capacity() > 4 * self.queue.len().max(SLACK) {
-                self.queue.shrink_to(2 * self.queue.len().max(SLACK));
-            }
-            if self.removed.capacity() > 4 * SLACK {
-                self.removed = HashMap::new();
-            }
+        if self.removed.len() > live / 2 + SLACK {
+            self.compact(live);
         }
     }
 
-    /// If a copy of `hash` is stale, un-notes it and returns true.
-    #[inline]
-    fn take_stale(&mut self, hash: u128) -> bool {
-        let Some(n) = self.removed.get_mut(&hash) else {
-            return false;
-        };
-        *n -= 1;
-        if *n == 0 {
-            self.removed.remove(&hash);
+    /// Where `hash` is in a short `removed` queue (a long one is not scanned).
+    fn scan(&self, hash: u128) -> Option<usize> {
+        if self.removed.len() > SCAN {
+            return None;
         }
-        self.stale -= 1;
-        true
+        self.removed.iter().position(|&h| h == hash)
     }
 
-    /// Copies in the queue, stale ones included.
+    /// Drops every stale copy in one pass over the list.
+    fn compact(&mut self, live: usize) {
+        let mut stale: HashMap<u128, u32> = HashMap::with_capacity(self.removed.len());
+        for h in self.removed.drain(..) {
+            *stale.entry(h).or_insert(0) += 1;
+        }
+        self.queue.retain(|h| match stale.get_mut(h) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+        debug_assert_eq!(self.queue.len(), live);
+        if self.queue.capacity() > 4 * self.queue.len().max(SLACK) {
+            self.queue.shrink_to(2 * self.queue.len().max(SLACK));
+        }
+        self.removed = VecDeque::new();
+    }
+
+    /// Copies in the list, stale ones included.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.queue.len()
     }
 
-    /// Whether the queue holds a copy of `hash`.
+    /// Whether the list holds a copy of `hash`.
     #[cfg(test)]
     pub(super) fn contains(&self, hash: u128) -> bool {
         self.queue.contains(&hash)

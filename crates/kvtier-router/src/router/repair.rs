@@ -174,6 +174,37 @@ impl Router {
     /// [`Router::apply_repair`]. [`Router::apply`] does all of this inline; a service that
     /// shares the router behind a lock calls [`Router::apply_at`], then this, and fetches
     /// elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use kvtier_events::{InstanceId, Payload, Publisher};
+    /// use kvtier_router::Router;
+    /// use parking_lot::RwLock;
+    ///
+    /// let worker = Publisher::new(InstanceId(1));
+    /// let mut sub = worker.subscribe();
+    /// worker.publish(Payload::Heartbeat)?;
+    /// worker.publish(Payload::Heartbeat)?;
+    /// let router = Arc::new(RwLock::new(Router::builder().build()));
+    /// router.write().attach_source(InstanceId(1), Arc::new(worker.clone()));
+    ///
+    /// let _lost = sub.try_recv()?;
+    /// let jobs = {
+    ///     let mut r = router.write();
+    ///     r.apply_at(sub.try_recv()?, Instant::now()); // id 2: a gap before it
+    ///     r.take_repairs()
+    /// };
+    /// for job in jobs {
+    ///     let result = job.fetch(); // no lock held: may take as long as the source does
+    ///     router.write().apply_repair(result);
+    /// }
+    /// assert_eq!(router.read().next_event_id(InstanceId(1)), Some(3));
+    /// assert_eq!(router.read().stats().repaired_by_replay, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn take_repairs(&mut self) -> Vec<RepairJob> {
         std::mem::take(&mut self.repairs)
     }
