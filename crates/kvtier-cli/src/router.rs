@@ -147,11 +147,8 @@ fn restore_router(args: &RouterArgs, builder: impl Fn() -> RouterBuilder) -> Rou
     let Some(path) = &args.snapshot else {
         return builder().build();
     };
-    if !path.exists() {
-        return builder().build();
-    }
-    match Router::load_snapshot(builder(), path) {
-        Ok(r) => {
+    match Router::restore_or_empty(builder(), path) {
+        (r, None) => {
             eprintln!(
                 "loaded snapshot {}: {} instances, {} blocks",
                 path.display(),
@@ -160,12 +157,13 @@ fn restore_router(args: &RouterArgs, builder: impl Fn() -> RouterBuilder) -> Rou
             );
             r
         }
-        Err(e) => {
+        (r, Some(e)) if e.is_missing() => r,
+        (r, Some(e)) => {
             eprintln!(
                 "warning: snapshot {} is damaged or unreadable ({e}); starting empty",
                 path.display()
             );
-            builder().build()
+            r
         }
     }
 }

@@ -14,6 +14,9 @@
 //! # Lock ordering
 //!
 //! One mutex guards the ring, the set and the id counter; it is never held while calling out.
+//! A replay holds it only to clone the message handles asked for, and a dump only to copy the
+//! set (the copy is sorted after the mutex is released): an emitter publishing from a block
+//! manager's hot path never waits for a consumer's repair beyond that copy.
 //! Emitters call [`Publisher::publish`] while holding their own batcher lock (batcher, then
 //! publisher), which keeps one emitter's messages in the order its events happened.
 
@@ -305,24 +308,32 @@ impl ReplaySource for Publisher {
         Ok(st.ring.range(start..=end).cloned().collect())
     }
 
+    /// Copies the set under the publisher's mutex and sorts the copy after releasing it, so
+    /// an emitter publishing meanwhile waits only for the copy.
     fn dump(&self) -> Result<Dump, ReplayError> {
-        let st = self.inner.state.lock();
-        let blocks = Medium::ALL
+        let (copies, event_id, shut_down, policy) = {
+            let st = self.inner.state.lock();
+            let copies: Vec<(Medium, Vec<SequenceHash>)> = Medium::ALL
+                .into_iter()
+                .zip(&st.live)
+                .filter(|(_, set)| !set.is_empty())
+                .map(|(medium, set)| (medium, set.iter().copied().collect()))
+                .collect();
+            (copies, st.last_id, st.shut_down, st.policy)
+        };
+        let blocks = copies
             .into_iter()
-            .zip(&st.live)
-            .filter(|(_, set)| !set.is_empty())
-            .map(|(medium, set)| {
-                let mut hashes: Vec<_> = set.iter().copied().collect();
+            .map(|(medium, mut hashes)| {
                 hashes.sort_unstable_by_key(|h| (h.position(), h.as_u128()));
                 MediumBlocks { medium, hashes }
             })
             .collect();
         Ok(Dump {
             instance: self.inner.instance,
-            event_id: st.last_id,
+            event_id,
             blocks,
-            shut_down: st.shut_down,
-            policy: st.policy,
+            shut_down,
+            policy,
         })
     }
 }

@@ -23,6 +23,11 @@ pub(crate) struct InstanceState {
     pub(crate) early: BTreeMap<u64, Arc<EventMessage>>,
     pub(crate) last_seen: Instant,
     pub(crate) policy: EmitPolicy,
+    /// A repair job for this instance is out (taken or queued, not yet applied): no second
+    /// one is queued meanwhile.
+    pub(crate) repairing: bool,
+    /// Restored from a snapshot and no message applied since (see the router's module docs).
+    pub(crate) restored: bool,
 }
 
 /// Slots and states of the known instances, plus recently retired ids.
@@ -74,6 +79,8 @@ impl Instances {
             early: BTreeMap::new(),
             last_seen: now,
             policy: EmitPolicy::All,
+            repairing: false,
+            restored: false,
         };
         let slot = match self.free.pop() {
             Some(s) => {

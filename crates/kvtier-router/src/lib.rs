@@ -11,6 +11,8 @@
 //! | type | role |
 //! |---|---|
 //! | [`Router`], [`RouterBuilder`] | applies messages and dumps, repairs gaps, answers queries |
+//! | [`RepairJob`], [`RepairResult`] | a gap repair fetched outside the router's lock ([`Router::take_repairs`]) |
+//! | [`write_snapshot`], [`SnapshotError`] | snapshot files: serialised under the lock, written after it ([`Router::restore_or_empty`] at start) |
 //! | [`PrefixIndex`], [`QueryScratch`] | the index itself: per hash, the (instance, medium) holders |
 //! | [`RouteAnswer`], [`InstanceOverlap`], [`MediumOverlap`] | per instance and medium, the prefix held (a bound under power-of-two announcements) and the best instance |
 //! | [`LoadSignal`], [`LoadTable`], [`NoLoad`] | how busy instances are: tie-breaks, or a cost with [`RouterBuilder::with_load_weight`] |
@@ -97,7 +99,9 @@ mod vllm;
 
 pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
-pub use router::{DEFAULT_MAX_EARLY, InstanceInfo, Router, RouterBuilder, RouterStats};
+pub use router::{
+    DEFAULT_MAX_EARLY, InstanceInfo, RepairJob, RepairResult, Router, RouterBuilder, RouterStats,
+};
 #[cfg(feature = "service")]
 pub use service::{
     AddSourceError, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ExtraKeysJson, INGEST_QUEUE,
@@ -105,7 +109,7 @@ pub use service::{
     MmItemJson, QueryRequest, QueryResponse, RouterService, RouterServiceBuilder, SMALL_BODY,
     SourceStates, SourceStatesError,
 };
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, write_snapshot};
 pub use vllm::{
     ExternalHash, ExtraKey, MmPlaceholder, SkipReason, VllmBatch, VllmConvertConfig,
     VllmConvertStats, VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmMmKeys,

@@ -11,6 +11,7 @@
 //! ```text
 //! SequenceHash (u128) ──HolderTable──▶ sorted [slot << 2 | medium]     (4 inline, then spilled)
 //! slot ──counts──▶ [blocks on GPU, CPU, DISK, EXTERNAL]                (kept exact on every write)
+//! slot ──owned──▶ per medium, the hashes given (stale ones dropped lazily)
 //! query(h[0..n]) = walk h[0], h[1], .. while some holder can still extend (see `query`)
 //! ```
 //!
@@ -19,17 +20,21 @@
 //! with at least one holder. Slots are below [`PrefixIndex::MAX_SLOTS`].
 //!
 //! Costs: `insert` and `remove` are one table lookup per hash (expected O(1); a hash held by
-//! more than four holders adds a binary search in its spilled list), `remove_instance` is one
-//! pass over the table, and `query` is one lookup per block it walks, stopping as soon as no
+//! more than four holders adds a binary search in its spilled list), plus an append (insert)
+//! or a probe of a small per-slot multiset (remove) to keep the slot's own list of hashes
+//! (`owned.rs`); `remove_instance` walks that list, so it costs in proportion to the slot's
+//! own entries, not the table's; and `query` is one lookup per block it walks, stopping as soon as no
 //! holder can extend. On a fleet-sized index each lookup is a cache and TLB miss, so batches
 //! and walks load the lines they are about to need first and wait for the misses together
 //! (see `table.rs`); the bench `benches/router.rs` has the figures.
 
+mod owned;
 mod query;
 mod table;
 
 use kvtier_core::{Medium, SequenceHash};
 
+use owned::OwnedLists;
 pub use query::{Overlap, QueryScratch};
 use table::{HolderTable, Removed};
 
@@ -102,8 +107,12 @@ pub struct PrefixIndex {
     table: HolderTable,
     /// Per slot, blocks held per medium (indexed by [`Medium::index`]).
     counts: Vec<[usize; 4]>,
+    /// Per slot and medium, the hashes it was given (walked to forget it; see `owned.rs`).
+    owned: OwnedLists,
     /// (hash, slot, medium) entries stored.
     entries: usize,
+    /// Table lookups made by writes (see [`PrefixIndex::lookups`]).
+    lookups: u64,
 }
 
 impl PrefixIndex {
@@ -157,9 +166,14 @@ impl PrefixIndex {
         self.table
             .touch(hashes.iter().map(|h| h.as_u128()), TOUCH_INSERT);
         let mut added = 0;
+        let owned = self.owned.get_mut(slot, medium.index());
         for h in hashes {
-            added += usize::from(self.table.insert(h.as_u128(), key));
+            if self.table.insert(h.as_u128(), key) {
+                owned.push(h.as_u128());
+                added += 1;
+            }
         }
+        self.lookups += hashes.len() as u64;
         let slot = slot as usize;
         if self.counts.len() <= slot {
             self.counts.resize(slot + 1, [0; 4]);
@@ -186,22 +200,27 @@ impl PrefixIndex {
         let key = Self::key(slot, medium);
         self.table
             .touch(hashes.iter().map(|h| h.as_u128()), TOUCH_REMOVE);
+        let owned = self.owned.get_mut(slot, medium.index());
         let mut removed = 0;
-        for h in hashes {
+        // Last first: a Remove batch lists children first, so its removals are noted in the
+        // order the blocks were given, the order of the slot's own list (see `owned.rs`).
+        for h in hashes.iter().rev() {
             let Some(idx) = self.table.find(h.as_u128()) else {
                 continue;
             };
             match self.table.remove_holder(idx, key) {
-                Removed::Absent => {}
-                Removed::Kept => removed += 1,
-                Removed::Emptied => {
-                    removed += 1;
-                    self.table.delete(idx);
-                }
+                Removed::Absent => continue,
+                Removed::Kept => {}
+                Removed::Emptied => self.table.delete(idx),
             }
+            removed += 1;
+            owned.remove(h.as_u128());
         }
-        self.counts[slot as usize][medium.index()] -= removed;
+        let live = &mut self.counts[slot as usize][medium.index()];
+        *live -= removed;
+        owned.settle(*live, 2 * removed);
         self.entries -= removed;
+        self.lookups += total as u64;
         RemoveOutcome {
             removed,
             unknown: total - removed,
@@ -212,33 +231,35 @@ impl PrefixIndex {
     /// instance cleared its cache, shut down, or is about to be replaced by a dump). Returns
     /// the number of entries removed.
     ///
-    /// One pass over the whole table (skipped when the slot holds nothing there): meant for
-    /// rare events, not per-request work.
+    /// Walks the slot's own list of hashes (at most `1.5 * held + 64` per medium): the cost is
+    /// in proportion to what the slot holds, whatever the rest of the index holds.
     pub fn remove_instance(&mut self, slot: u32, medium: Option<Medium>) -> usize {
         let Some(counts) = self.counts.get_mut(slot as usize) else {
             return 0;
         };
-        let held = match medium {
-            Some(m) => counts[m.index()],
-            None => counts.iter().sum(),
+        let media = match medium {
+            Some(m) => m.index()..m.index() + 1,
+            None => 0..4,
         };
-        if held == 0 {
-            return 0;
+        let mut removed = 0;
+        for m in media {
+            let held = std::mem::take(&mut counts[m]);
+            let (gone, walked) =
+                self.owned
+                    .remove_all(&mut self.table, slot, m, Self::key(slot, Medium::ALL[m]));
+            debug_assert_eq!(gone, held);
+            removed += gone;
+            self.lookups += walked as u64;
         }
-        match medium {
-            Some(m) => counts[m.index()] = 0,
-            None => *counts = [0; 4],
-        }
-        let removed = match medium {
-            Some(m) => {
-                let key = Self::key(slot, m);
-                self.table.remove_where(|k| k == key)
-            }
-            None => self.table.remove_where(|k| k >> 2 == slot),
-        };
-        debug_assert_eq!(removed, held);
         self.entries -= removed;
         removed
+    }
+
+    /// Table lookups made by writes so far: one per hash of an insert or remove batch, one per
+    /// hash of a slot's list walked to forget it or to compact the list. A cost measure for
+    /// tests and benches (it does not depend on timing).
+    pub fn lookups(&self) -> u64 {
+        self.lookups
     }
 
     /// Blocks `slot` holds per medium, indexed by [`Medium::index`] (zeros for an unknown
@@ -290,6 +311,7 @@ impl PrefixIndex {
     pub fn clear(&mut self) {
         self.table.clear();
         self.counts.clear();
+        self.owned.clear();
         self.entries = 0;
     }
 
@@ -327,6 +349,22 @@ impl PrefixIndex {
         }
         assert_eq!(entries, self.entries);
         assert_eq!(counts, self.counts);
+        for (hash, slot, medium) in self.iter() {
+            let list = self.owned.get(slot, medium.index());
+            assert!(
+                list.is_some_and(|l| l.contains(hash.as_u128())),
+                "{hash:?} missing from its list"
+            );
+        }
+        for (slot, c) in self.counts.iter().enumerate() {
+            for (m, &held) in c.iter().enumerate() {
+                let len = self.owned.get(slot as u32, m).map_or(0, |l| l.len());
+                assert!(
+                    len <= held + held / 2 + owned::SLACK,
+                    "list of {len} for {held}"
+                );
+            }
+        }
     }
 }
 

@@ -439,56 +439,6 @@ impl HolderTable {
         self.len -= 1;
     }
 
-    /// Removes every holder for which `drop` is true from every bucket, deleting buckets left
-    /// empty. One pass over the buckets; returns the number of holders removed.
-    pub(super) fn remove_where(&mut self, drop: impl Fn(u32) -> bool) -> usize {
-        let mut removed = 0;
-        let mut idx = 0;
-        while idx < self.slots.len() {
-            let h = self.slots[idx].holders;
-            if h[0] == EMPTY {
-                idx += 1;
-                continue;
-            }
-            let left = if h[0] == SPILL {
-                let i = h[1];
-                let list = &mut self.spill[i as usize];
-                let before = list.len();
-                list.retain(|&k| !drop(k));
-                removed += before - list.len();
-                let left = list.len();
-                if left == 0 {
-                    self.free_spill_vec(i);
-                } else if left < INLINE {
-                    self.unspill(idx, i);
-                }
-                left
-            } else {
-                let mut kept = [EMPTY; INLINE];
-                let mut n = 0;
-                for &k in h.iter().take_while(|&&k| k != EMPTY) {
-                    if drop(k) {
-                        removed += 1;
-                    } else {
-                        kept[n] = k;
-                        n += 1;
-                    }
-                }
-                self.slots[idx].holders = kept;
-                n
-            };
-            if left == 0 {
-                // The next bucket of the cluster shifts into `idx`: look at `idx` again. A
-                // bucket that wraps from the table's start to its end was already visited, and
-                // visiting it again removes nothing.
-                self.delete(idx);
-            } else {
-                idx += 1;
-            }
-        }
-        removed
-    }
-
     /// Every stored key with its holders, in bucket order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u128, &[u32])> + '_ {
         self.slots

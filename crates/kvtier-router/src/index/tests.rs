@@ -359,3 +359,38 @@ fn iter_lists_every_entry() {
         ]
     );
 }
+
+#[test]
+fn own_lists_stay_bounded_under_churn_and_revivals() {
+    // FIFO eviction (oldest chain first, children first) with chains coming back, a
+    // long-lived prompt at the front, and random removals on another medium.
+    let mut index = PrefixIndex::new();
+    let prompt = chain(7, 20);
+    index.insert(0, Medium::Gpu, &prompt).unwrap();
+    let pool: Vec<_> = (0..40).map(|s| chain(1000 + s, 30)).collect();
+    let window = 25;
+    for step in 0..400usize {
+        let new = &pool[step % pool.len()];
+        index.insert(0, Medium::Gpu, new).unwrap();
+        if step >= window {
+            let old = &pool[(step - window) % pool.len()];
+            let rev: Vec<_> = old.iter().rev().copied().collect();
+            assert_eq!(index.remove(0, Medium::Gpu, &rev).removed, old.len());
+        }
+        // The same hash given and lost again and again on the CPU medium.
+        index
+            .insert(0, Medium::Cpu, &prompt[..1 + step % 20])
+            .unwrap();
+        let scattered: Vec<_> = prompt.iter().copied().step_by(1 + step % 3).collect();
+        index.remove(0, Medium::Cpu, &scattered);
+        index.check();
+    }
+    index.insert(0, Medium::Cpu, &prompt[..5]).unwrap();
+    let [gpu, cpu, _, _] = index.blocks_of(0);
+    assert_eq!((gpu, cpu), (20 + window * 30, 5));
+    assert_eq!(index.remove_instance(0, Some(Medium::Cpu)), cpu);
+    index.check();
+    assert_eq!(index.remove_instance(0, None), gpu);
+    assert!(index.is_empty());
+    index.check();
+}

@@ -38,7 +38,7 @@ impl ServiceCounters {
 impl Collector for RouterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let s = self.router.read().stats();
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 18] = [
             (
                 "kvtier_router_messages",
                 "Event messages received.",
@@ -93,6 +93,16 @@ impl Collector for RouterCollector {
                 "kvtier_router_gaps_skipped",
                 "Gaps skipped with nothing to repair them from.",
                 s.gaps_skipped,
+            ),
+            (
+                "kvtier_router_repairs_failed",
+                "Gap repairs (replay, then dump) that failed.",
+                s.repairs_failed,
+            ),
+            (
+                "kvtier_router_bad_event_ids",
+                "Messages and dumps refused for an event id outside 1..u64::MAX.",
+                s.bad_event_ids,
             ),
             (
                 "kvtier_router_shutdowns",

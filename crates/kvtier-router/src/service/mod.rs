@@ -22,7 +22,6 @@
 //! source list's mutex is never held across an `.await` and never taken under the router lock.
 
 mod body;
-mod files;
 mod http;
 mod metrics;
 mod server;
@@ -310,7 +309,7 @@ impl Shared {
         let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
             // Serialised under the read lock, written after releasing it.
             let bytes = router.read().snapshot_bytes().map_err(|e| e.to_string())?;
-            files::write_atomically(&path_owned, &bytes).map_err(|e| e.to_string())?;
+            crate::write_snapshot(&path_owned, &bytes).map_err(|e| e.to_string())?;
             states
                 .save(&SourceStates::path_for(&path_owned))
                 .map_err(|e| e.to_string())
@@ -533,12 +532,48 @@ async fn ingest(
                     return;
                 }
                 let now = Instant::now();
-                let mut r = router.write();
-                for m in batch.drain(..) {
-                    r.apply_at(m, now);
+                let jobs = {
+                    let mut r = router.write();
+                    for m in batch.drain(..) {
+                        r.apply_at(m, now);
+                    }
+                    r.take_repairs()
+                };
+                if !jobs.is_empty() {
+                    spawn_repairs(router.clone(), jobs);
                 }
             }
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Fetches gap repairs on a thread of their own (a replay or a dump may block on the network
+/// for as long as the source takes), applying each result under the write lock and fetching
+/// any repair that result queued. Neither the ingest task nor the lock waits for a source.
+fn spawn_repairs(router: Arc<RwLock<Router>>, jobs: Vec<crate::RepairJob>) {
+    let unrun = jobs.clone();
+    let run = {
+        let router = router.clone();
+        move || {
+            let mut queue = std::collections::VecDeque::from(jobs);
+            while let Some(job) = queue.pop_front() {
+                let result = job.fetch();
+                let mut r = router.write();
+                r.apply_repair(result);
+                queue.extend(r.take_repairs());
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("kvtier-router-repair".into())
+        .spawn(run);
+    if let Err(e) = spawned {
+        // No thread to fetch on: the jobs fail, and their instances' gaps wait for the next
+        // early message (which queues a new job) or the buffer limit.
+        let mut r = router.write();
+        for job in unrun {
+            r.apply_repair(job.fail(kvtier_events::ReplayError::Unavailable(e.to_string())));
         }
     }
 }

@@ -181,9 +181,9 @@ impl SourceStates {
     ///
     /// # Errors
     ///
-    /// The I/O error; `path` is then unchanged.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        super::files::write_atomically(path, &self.to_bytes())
+    /// [`crate::SnapshotError::Io`]; `path` is then unchanged.
+    pub fn save(&self, path: &Path) -> Result<(), crate::SnapshotError> {
+        crate::write_snapshot(path, &self.to_bytes())
     }
 }
 
