@@ -20,7 +20,6 @@ The Rust test asserts every decoded field, so a change here goes with a change t
 """
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -42,8 +41,9 @@ def tokens(seed, blocks):
 
 
 def h(name):
-    """A 32-byte block hash, like vLLM's default sha256 block hashes."""
-    return hashlib.sha256(name.encode()).digest()
+    """A 32-byte block hash (vLLM's default hashes are 32-byte sha256 digests): the name,
+    padded with zeros, so that the Rust test can spell it."""
+    return name.encode().ljust(32, b"\0")
 
 
 def stored(gen, hashes, parent, toks, **extra):
@@ -112,7 +112,7 @@ def full(name):
     ints, nested tuples), hybrid groups, CPU offload, an unknown event type and an unknown
     medium in an otherwise good batch, AllBlocksCleared."""
     g = vllm_structs.GENERATIONS[name]
-    embeds = hashlib.sha256(b"prompt-embeds").digest()
+    embeds = h("prompt-embeds")
     return g, 2, [
         (stored(g, [h("l0"), h("l1")], None, tokens(7, 2), lora_id=1, lora_name="sql-adapter",
                 extra_keys=[("sql-adapter",), ("sql-adapter",)], group_idx=0,
