@@ -113,17 +113,20 @@ def full(name):
     medium in an otherwise good batch, AllBlocksCleared."""
     g = vllm_structs.GENERATIONS[name]
     embeds = h("prompt-embeds")
+    # vLLM >= 0.21 (_gen_mm_extra_hash_keys): an item overlapping a block adds
+    # (identifier, item offset - block start); older vLLM added the identifier alone.
+    image_keys = [(("img-hash-1", 2), "tenant-a"), (("img-hash-1", -2),), None]
     return g, 2, [
         (stored(g, [h("l0"), h("l1")], None, tokens(7, 2), lora_id=1, lora_name="sql-adapter",
                 extra_keys=[("sql-adapter",), ("sql-adapter",)], group_idx=0,
                 kv_cache_spec_kind="full_attention"),
          "LoRA: vLLM puts lora_name first in every block's extra keys"),
         (stored(g, [h("s0"), h("s1"), h("s2")], None, tokens(8, 3),
-                extra_keys=[("img-hash-1", "tenant-a"), ("img-hash-1",), None], group_idx=0,
-                kv_cache_spec_kind="full_attention"),
-         "image placeholder at tokens 2..7 (blocks 0 and 1), cache_salt tenant-a on block 0"),
+                extra_keys=image_keys, group_idx=0, kv_cache_spec_kind="full_attention"),
+         "image placeholder at tokens 2..7: (identifier, offset - block start) in blocks 0 "
+         "and 1, then cache_salt tenant-a on block 0"),
         (stored(g, [h("s0"), h("s1"), h("s2")], None, tokens(8, 3),
-                extra_keys=[("img-hash-1", "tenant-a"), ("img-hash-1",), None], group_idx=1,
+                extra_keys=image_keys, group_idx=1,
                 kv_cache_spec_kind="sliding_window", kv_cache_spec_sliding_window=128),
          "hybrid model: the same blocks in the sliding-window group 1"),
         (stored(g, [h("s0"), h("s1")], None, [], medium="CPU"),
@@ -134,7 +137,8 @@ def full(name):
          "a medium no decoder knows: skipped (UnknownMedium)"),
         (stored(g, [h("p0")], None, tokens(10, 1),
                 extra_keys=[("img-hash-2", 7, embeds, ("img-hash-3", 2), 1.5)]),
-         "one block's extra keys of every kind: str, int, bytes, array, float"),
+         "one block's extra keys of every kind: str (older vLLM's bare mm identifier), int, "
+         "bytes (prompt embeddings), array, float"),
         (removed(g, [h("s2")], group_idx=0), "group 0 removal"),
         (removed(g, [h("s0")], medium="CPU"), "CPU removal, no group"),
         (g.AllBlocksCleared(), "prefix-cache reset"),
