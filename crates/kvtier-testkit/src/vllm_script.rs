@@ -35,6 +35,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::vllm::VllmPublisher;
+#[cfg(doc)]
+use crate::vllm::VllmPublisherBuilder;
 
 /// How long a command waits for the script's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(20);
