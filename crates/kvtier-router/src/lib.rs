@@ -86,7 +86,7 @@ pub use service::{
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{
-    ExternalHash, VllmBatch, VllmConvertConfig, VllmConvertStats, VllmConverter, VllmDecodeError,
-    VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
-    VllmStats, decode_vllm_batch, vllm_instance_id,
+    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmConvertConfig, VllmConvertStats,
+    VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder,
+    VllmSourceError, VllmSourceHandle, VllmStats, decode_vllm_batch, vllm_instance_id,
 };

@@ -201,20 +201,14 @@ impl RouterService {
 
     /// Starts a vLLM/SGLang ZeroMQ source feeding this service; stop it with the handle.
     ///
+    /// The source sends straight into the ingestion queue (no task in between), so its
+    /// messages wait there with those of every other source.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
     pub fn spawn_vllm(&self, source: VllmSource) -> VllmSourceHandle {
-        let (tx, mut rx) = mpsc::channel::<EventMessage>(4096);
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                if events.send(Arc::new(m)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        source.spawn(tx)
+        source.spawn_shared(self.events.clone())
     }
 
     /// Stops ingestion, housekeeping and the HTTP server, then writes the final snapshot.

@@ -192,6 +192,7 @@ struct Entry {
 ///         medium: None,
 ///         group_idx: None,
 ///         cache_kind: None,
+///         extra_keys: None,
 ///     },
 ///     &mut out,
 /// );
@@ -280,6 +281,7 @@ impl VllmConverter {
                 medium,
                 group_idx,
                 cache_kind,
+                ..
             } => {
                 if !self.accept_store(*group_idx, cache_kind.as_deref()) {
                     self.stats.filtered_events += 1;
@@ -315,6 +317,7 @@ impl VllmConverter {
                 self.remove(block_hashes, medium.unwrap_or(Medium::Gpu), out);
             }
             VllmEvent::AllBlocksCleared => self.clear(out),
+            VllmEvent::Skipped { .. } => {}
         }
     }
 

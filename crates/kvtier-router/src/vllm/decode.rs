@@ -1,9 +1,10 @@
 //! Decoding of the msgpack payload of one vLLM / SGLang KV-event batch into [`VllmBatch`].
 //!
-//! Owns only the bytes-to-values step: no hashing, no sequence numbers, no sockets. Decoding
-//! never panics and never allocates more than the input justifies (msgpack lengths are not
-//! trusted for pre-allocation, nesting is capped): any malformed input is a
-//! [`VllmDecodeError`].
+//! Owns only the bytes-to-values step: no hashing, no sequence numbers, no sockets. The
+//! decoder streams over the byte slice (`decode/reader.rs` reads one msgpack head at a time,
+//! `decode/event.rs` types each field as it passes), so the only allocations are the decoded
+//! values. It never panics and never allocates more than the input justifies (msgpack lengths
+//! are capped by the bytes that remain, nesting by 24 levels).
 //!
 //! # Layouts accepted
 //!
@@ -20,6 +21,7 @@
 //!        | ["AllBlocksCleared"]                          (legacy positional events)
 //!        | {"type": "BlockStored", "block_hashes": …, …}  (vLLM ≥ PR #42892: tagged maps)
 //! hash   = int (u64 or negative i64) | bin (newer vLLM: bytes)
+//! extra_keys = nil | [nil | [value, …], …]               (one entry per block)
 //! ```
 //!
 //! Positional events tolerate version skew: missing trailing fields are `None`, extra trailing
@@ -27,15 +29,25 @@
 //! metadata map where vLLM has `lora_name`) are treated as absent. Map events ignore unknown
 //! keys. Fields that matter for placement (`block_hashes`, `token_ids`, `block_size`) are
 //! checked strictly.
+//!
+//! # One bad event is one bad event
+//!
+//! An event the decoder cannot use (an unknown tag, an unknown medium, a missing or mistyped
+//! field) becomes [`VllmEvent::Skipped`] with its [`SkipReason`], and every other event of the
+//! batch is still decoded. Only a payload that is unusable as a whole is a [`VllmDecodeError`]:
+//! not one well-formed msgpack value (so no event boundary can be trusted), trailing bytes,
+//! not an array or map, no `events` array, or a bad `ts` or rank. When the payload is not
+//! well-formed msgpack, that is the error reported, whatever else is wrong with it.
 
 use std::fmt;
-use std::io::Cursor;
 
 use kvtier_core::Medium;
-use rmpv::Value;
 
-/// The deepest msgpack nesting accepted (a batch needs 5 levels; extra keys a few more).
-const MAX_DEPTH: usize = 24;
+use self::reader::{Head, Reader};
+
+mod event;
+mod reader;
+
 /// The longest unknown tag or medium name kept in an error (longer ones are cut).
 const MAX_ECHO: usize = 64;
 
@@ -139,6 +151,10 @@ pub enum VllmEvent {
         group_idx: Option<i64>,
         /// The group's cache kind, for example `full_attention` or `sliding_window`.
         cache_kind: Option<String>,
+        /// vLLM's per-block `extra_keys` (one entry per block hash, `None` = no keys for that
+        /// block); `None` when the event has no `extra_keys` field or it is nil. Kept as sent:
+        /// the decoder does not check that there is one entry per block.
+        extra_keys: Option<Vec<Option<Vec<ExtraKey>>>>,
     },
     /// Blocks left the cache.
     BlockRemoved {
@@ -151,6 +167,118 @@ pub enum VllmEvent {
     },
     /// Every cached block of the engine is gone (prefix-cache reset).
     AllBlocksCleared,
+    /// An event the decoder could not understand; the rest of its batch is still decoded.
+    Skipped {
+        /// Why it was skipped.
+        reason: SkipReason,
+    },
+}
+
+/// Why an event of a batch became [`VllmEvent::Skipped`].
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_router::SkipReason;
+///
+/// assert_eq!(SkipReason::UnknownTag.as_str(), "unknown_tag");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The event's tag names no event type kvtier knows (a newer engine's event).
+    UnknownTag,
+    /// The event names a medium kvtier does not know.
+    UnknownMedium,
+    /// The event is well-formed msgpack but not a usable event: a required field is missing,
+    /// or a field has the wrong type or an out-of-range value.
+    Malformed,
+}
+
+impl SkipReason {
+    /// A stable `snake_case` name (`unknown_tag`, `unknown_medium`, `malformed`), for metric
+    /// names and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTag => "unknown_tag",
+            Self::UnknownMedium => "unknown_medium",
+            Self::Malformed => "malformed",
+        }
+    }
+
+    /// The reason an event that failed with `error` is skipped.
+    fn of(error: &VllmDecodeError) -> Self {
+        match error {
+            VllmDecodeError::UnknownTag { .. } => Self::UnknownTag,
+            VllmDecodeError::UnknownMedium { .. } => Self::UnknownMedium,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// One element of a block's extra-keys tuple, as msgspec encoded it.
+///
+/// vLLM folds multimodal identifiers (strings), `cache_salt` (a string) and other per-block
+/// keys into its block hashes; kvtier folds the same values into its own hashes through
+/// [`ExtraKey::encode_into`].
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_router::ExtraKey;
+///
+/// let mut out = Vec::new();
+/// ExtraKey::Str("salt".into()).encode_into(&mut out);
+/// assert_eq!(out, [&[1u8][..], &4u64.to_le_bytes(), b"salt"].concat());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ExtraKey {
+    /// A msgpack string (valid UTF-8).
+    Str(String),
+    /// A msgpack binary.
+    Bytes(Box<[u8]>),
+    /// A msgpack integer of any width.
+    Int(i128),
+    /// The raw msgpack bytes of any other value (float, bool, nil, array, map, extension, or a
+    /// string that is not UTF-8).
+    Other(Box<[u8]>),
+}
+
+impl ExtraKey {
+    /// Appends the canonical encoding used for hashing: stable across kvtier versions.
+    ///
+    /// One tag byte (`1` string, `2` bytes, `3` integer, `4` other), then the payload's length
+    /// in bytes as a little-endian `u64`, then the payload: the string's UTF-8 bytes, the
+    /// bytes, the integer as 16 little-endian two's-complement bytes (whatever its msgpack
+    /// width), or the value's raw msgpack bytes. The length prefix keeps consecutive keys
+    /// apart (`("ab", "c")` never encodes like `("a", "bc")`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kvtier_router::ExtraKey;
+    ///
+    /// let mut out = Vec::new();
+    /// ExtraKey::Int(-1).encode_into(&mut out);
+    /// assert_eq!(out[0], 3);
+    /// assert_eq!(out[1..9], 16u64.to_le_bytes());
+    /// assert_eq!(out[9..], [0xff; 16]);
+    /// ```
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let int;
+        let (tag, payload): (u8, &[u8]) = match self {
+            Self::Str(s) => (1, s.as_bytes()),
+            Self::Bytes(b) => (2, b),
+            Self::Int(v) => {
+                int = v.to_le_bytes();
+                (3, &int)
+            }
+            Self::Other(raw) => (4, raw),
+        };
+        out.push(tag);
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
 }
 
 /// Why a payload is not a valid event batch.
@@ -189,13 +317,14 @@ pub enum VllmDecodeError {
         /// The field.
         field: &'static str,
     },
-    /// An event's tag names no known event type.
+    /// An event's tag names no known event type (inside a batch: [`SkipReason::UnknownTag`]).
     #[error("unknown event tag {tag:?}")]
     UnknownTag {
         /// The tag (cut to 64 characters).
         tag: String,
     },
-    /// A medium name that kvtier does not know.
+    /// A medium name that kvtier does not know (inside a batch:
+    /// [`SkipReason::UnknownMedium`]).
     #[error("unknown medium {name:?}")]
     UnknownMedium {
         /// The name (cut to 64 characters).
@@ -206,20 +335,25 @@ pub enum VllmDecodeError {
 /// Decodes the msgpack payload of one batch (the third frame of a PUB message, or the second of
 /// a replay reply).
 ///
+/// Events the decoder cannot use become [`VllmEvent::Skipped`] (see the module docs); the rest
+/// of the batch is decoded.
+///
 /// # Errors
 ///
-/// A [`VllmDecodeError`] for anything that is not a batch in one of the accepted layouts (see
-/// the module docs). Never panics.
+/// A [`VllmDecodeError`] when the payload is unusable as a whole: not one well-formed msgpack
+/// value, trailing bytes, not an array or a map, no `events` array, a `ts` that is not a
+/// number, or a rank that is not an integer. Never panics.
 ///
 /// # Examples
 ///
 /// ```
-/// use kvtier_router::{ExternalHash, VllmEvent, decode_vllm_batch};
+/// use kvtier_router::{ExternalHash, SkipReason, VllmEvent, decode_vllm_batch};
 ///
-/// // [1.5, [["BlockRemoved", [7], "GPU"]], 0] as msgpack
+/// // [1.5, [["BlockRemoved", [7], "GPU"], ["BlockMoved"]], 0] as msgpack
 /// let bytes = [
-///     0x93, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0x91, 0x93, 0xac, b'B', b'l', b'o', b'c',
-///     b'k', b'R', b'e', b'm', b'o', b'v', b'e', b'd', 0x91, 0x07, 0xa3, b'G', b'P', b'U', 0x00,
+///     0x93, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0x92, 0x93, 0xac, b'B', b'l', b'o', b'c',
+///     b'k', b'R', b'e', b'm', b'o', b'v', b'e', b'd', 0x91, 0x07, 0xa3, b'G', b'P', b'U',
+///     0x91, 0xaa, b'B', b'l', b'o', b'c', b'k', b'M', b'o', b'v', b'e', b'd', 0x00,
 /// ];
 /// let batch = decode_vllm_batch(&bytes)?;
 /// assert_eq!(batch.ts, 1.5);
@@ -228,44 +362,39 @@ pub enum VllmDecodeError {
 ///     &batch.events[0],
 ///     VllmEvent::BlockRemoved { block_hashes, .. } if block_hashes == &[ExternalHash::Int(7)]
 /// ));
+/// // A newer engine's event type: skipped, the rest of the batch is kept.
+/// assert_eq!(batch.events[1], VllmEvent::Skipped { reason: SkipReason::UnknownTag });
 /// assert!(decode_vllm_batch(&bytes[..10]).is_err());
 /// # Ok::<(), kvtier_router::VllmDecodeError>(())
 /// ```
 pub fn decode_vllm_batch(bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
-    let mut cursor = Cursor::new(bytes);
-    let value = rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH).map_err(|e| {
-        VllmDecodeError::Msgpack {
-            reason: e.to_string(),
-        }
-    })?;
-    // The cursor never moves past the end of `bytes`, so the position fits a usize.
-    let used = usize::try_from(cursor.position()).unwrap_or(bytes.len());
-    if used < bytes.len() {
-        return Err(VllmDecodeError::TrailingBytes {
-            count: bytes.len() - used,
-        });
-    }
-    batch_from_value(value)
+    decode_batch(bytes).map_err(|e| malformed_first(bytes, e))
 }
 
-fn batch_from_value(value: Value) -> Result<VllmBatch, VllmDecodeError> {
-    let (ts, events, rank) = match value {
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            (items.next(), items.next(), items.next())
-        }
-        Value::Map(entries) => {
-            let (mut ts, mut events, mut rank) = (None, None, None);
-            for (key, value) in entries {
-                match key.as_str() {
-                    Some("ts") => ts = Some(value),
-                    Some("events") => events = Some(value),
-                    Some("data_parallel_rank" | "attn_dp_rank") => rank = Some(value),
-                    _ => {}
-                }
-            }
-            (ts, events, rank)
-        }
+/// A batch-level field error stands only if the whole payload is well-formed msgpack; else the
+/// msgpack error (or the trailing bytes) is what is wrong. Runs only on the error path.
+fn malformed_first(bytes: &[u8], error: VllmDecodeError) -> VllmDecodeError {
+    if matches!(
+        error,
+        VllmDecodeError::Msgpack { .. } | VllmDecodeError::TrailingBytes { .. }
+    ) {
+        return error;
+    }
+    let mut r = Reader::new(bytes);
+    match r.skip(1) {
+        Err(msgpack) => msgpack,
+        Ok(()) if r.remaining() > 0 => VllmDecodeError::TrailingBytes {
+            count: r.remaining(),
+        },
+        Ok(()) => error,
+    }
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
+    let mut r = Reader::new(bytes);
+    let batch = match r.head()? {
+        Head::Array(n) => array_batch(&mut r, n)?,
+        Head::Map(n) => map_batch(&mut r, n)?,
         _ => {
             return Err(VllmDecodeError::WrongType {
                 field: "batch",
@@ -273,30 +402,32 @@ fn batch_from_value(value: Value) -> Result<VllmBatch, VllmDecodeError> {
             });
         }
     };
-    let ts = match ts.ok_or(VllmDecodeError::MissingField { field: "ts" })? {
-        Value::F64(v) => v,
-        Value::F32(v) => f64::from(v),
-        Value::Integer(i) => i.as_f64().unwrap_or(f64::NAN),
-        _ => {
-            return Err(VllmDecodeError::WrongType {
-                field: "ts",
-                expected: "a number",
-            });
-        }
+    if r.remaining() > 0 {
+        return Err(VllmDecodeError::TrailingBytes {
+            count: r.remaining(),
+        });
+    }
+    Ok(batch)
+}
+
+/// `[ts, events, rank?, ...]` (extra trailing fields ignored).
+fn array_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError> {
+    if n == 0 {
+        return Err(VllmDecodeError::MissingField { field: "ts" });
+    }
+    let ts = ts(r.head()?)?;
+    if n < 2 {
+        return Err(VllmDecodeError::MissingField { field: "events" });
+    }
+    let events = events(r)?;
+    let dp_rank = if n >= 3 {
+        event::opt_int(r.head()?, "data_parallel_rank")?
+    } else {
+        None
     };
-    let events = match events.ok_or(VllmDecodeError::MissingField { field: "events" })? {
-        Value::Array(events) => events
-            .into_iter()
-            .map(event_from_value)
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => {
-            return Err(VllmDecodeError::WrongType {
-                field: "events",
-                expected: "an array",
-            });
-        }
-    };
-    let dp_rank = opt_int(rank, "data_parallel_rank")?;
+    for _ in 3..n {
+        r.skip(2)?;
+    }
     Ok(VllmBatch {
         ts,
         events,
@@ -304,299 +435,97 @@ fn batch_from_value(value: Value) -> Result<VllmBatch, VllmDecodeError> {
     })
 }
 
-/// The fields of one event, by name, whichever layout carried them.
-struct Fields {
-    tag: String,
-    /// Positional layout: the values after the tag. Map layout: empty.
-    positional: Vec<Value>,
-    /// Map layout: the `(name, value)` pairs other than the tag.
-    named: Vec<(Value, Value)>,
-}
-
-/// Positions (after the tag) of the fields of the legacy array layout.
-const STORED_FIELDS: [&str; 10] = [
-    "block_hashes",
-    "parent_block_hash",
-    "token_ids",
-    "block_size",
-    "lora_id",
-    "medium",
-    "lora_name",
-    "extra_keys",
-    "group_idx",
-    "kv_cache_spec_kind",
-];
-const REMOVED_FIELDS: [&str; 3] = ["block_hashes", "medium", "group_idx"];
-/// Positional fields after this index are optional extensions: a type mismatch there means
-/// another engine's extension, not a malformed event.
-const STRICT_POSITIONS_STORED: usize = 6;
-const STRICT_POSITIONS_REMOVED: usize = 2;
-
-impl Fields {
-    fn parse(value: Value) -> Result<Self, VllmDecodeError> {
-        match value {
-            Value::Array(items) => {
-                let mut items = items.into_iter();
-                let tag = match items.next() {
-                    Some(Value::String(s)) => s.into_str().ok_or(VllmDecodeError::WrongType {
-                        field: "type",
-                        expected: "UTF-8",
-                    })?,
-                    Some(_) => {
-                        return Err(VllmDecodeError::WrongType {
-                            field: "type",
-                            expected: "a string tag",
-                        });
-                    }
-                    None => return Err(VllmDecodeError::MissingField { field: "type" }),
-                };
-                Ok(Self {
-                    tag,
-                    positional: items.collect(),
-                    named: Vec::new(),
-                })
+/// `{"ts": …, "events": …, "data_parallel_rank" | "attn_dp_rank": …}` (other keys ignored; the
+/// last of a repeated key wins).
+fn map_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError> {
+    let (mut ts_field, mut events_field, mut rank_field) = (None, None, None);
+    for _ in 0..n {
+        let key_start = r.pos();
+        let key = match r.head()? {
+            Head::Str(key) => key,
+            _ => {
+                r.rewind(key_start);
+                r.skip(2)?;
+                r.skip(2)?;
+                continue;
             }
-            Value::Map(entries) => {
-                let mut tag = None;
-                let mut named = Vec::with_capacity(entries.len());
-                for (key, value) in entries {
-                    if key.as_str() == Some("type") {
-                        tag = Some(match value {
-                            Value::String(s) => s.into_str().ok_or(VllmDecodeError::WrongType {
-                                field: "type",
-                                expected: "UTF-8",
-                            })?,
-                            _ => {
-                                return Err(VllmDecodeError::WrongType {
-                                    field: "type",
-                                    expected: "a string tag",
-                                });
-                            }
-                        });
-                    } else {
-                        named.push((key, value));
-                    }
-                }
-                Ok(Self {
-                    tag: tag.ok_or(VllmDecodeError::MissingField { field: "type" })?,
-                    positional: Vec::new(),
-                    named,
-                })
+        };
+        match key {
+            b"ts" => ts_field = Some(field(r, |r| ts(r.head()?))?),
+            b"events" => events_field = Some(field(r, events)?),
+            b"data_parallel_rank" | b"attn_dp_rank" => {
+                rank_field = Some(field(r, |r| {
+                    event::opt_int(r.head()?, "data_parallel_rank")
+                })?);
             }
-            _ => Err(VllmDecodeError::WrongType {
-                field: "event",
-                expected: "an array or a map",
-            }),
+            _ => r.skip(2)?,
         }
     }
+    let ts = ts_field.ok_or(VllmDecodeError::MissingField { field: "ts" })??;
+    let events = events_field.ok_or(VllmDecodeError::MissingField { field: "events" })??;
+    let dp_rank = rank_field.transpose()?.flatten();
+    Ok(VllmBatch {
+        ts,
+        events,
+        dp_rank,
+    })
+}
 
-    /// Takes field `name` out (positional layouts look it up through `layout`).
-    fn take(&mut self, layout: &[&str], name: &str) -> Option<Value> {
-        if self.positional.is_empty() {
-            let at = self
-                .named
-                .iter()
-                .position(|(k, _)| k.as_str() == Some(name))?;
-            return Some(std::mem::replace(&mut self.named[at].1, Value::Nil));
+/// Reads one batch field with `read`; a field error is returned inside `Ok` with the reader
+/// past the field, a msgpack error as `Err`.
+fn field<'a, T>(
+    r: &mut Reader<'a>,
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, VllmDecodeError>,
+) -> Result<Result<T, VllmDecodeError>, VllmDecodeError> {
+    let start = r.pos();
+    match read(r) {
+        Ok(value) => Ok(Ok(value)),
+        Err(e @ VllmDecodeError::Msgpack { .. }) => Err(e),
+        Err(e) => {
+            r.rewind(start);
+            r.skip(2)?;
+            Ok(Err(e))
         }
-        let at = layout.iter().position(|f| *f == name)?;
-        self.positional
-            .get_mut(at)
-            .map(|v| std::mem::replace(v, Value::Nil))
-    }
-
-    /// Whether `name` is an optional extension in the positional layout (tolerant typing).
-    fn lenient(&self, layout: &[&str], strict: usize, name: &str) -> bool {
-        !self.positional.is_empty() && layout.iter().position(|f| *f == name) >= Some(strict)
     }
 }
 
-fn event_from_value(value: Value) -> Result<VllmEvent, VllmDecodeError> {
-    let mut f = Fields::parse(value)?;
-    match f.tag.as_str() {
-        "BlockStored" => {
-            let l = &STORED_FIELDS;
-            let block_hashes = hashes(f.take(l, "block_hashes"), "block_hashes")?;
-            let parent = match f.take(l, "parent_block_hash") {
-                None | Some(Value::Nil) => None,
-                Some(v) => Some(hash(v, "parent_block_hash")?),
-            };
-            let token_ids = tokens(f.take(l, "token_ids"))?;
-            let block_size = match f.take(l, "block_size") {
-                None | Some(Value::Nil) => {
-                    return Err(VllmDecodeError::MissingField {
-                        field: "block_size",
-                    });
-                }
-                Some(Value::Integer(i)) => i.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or(
-                    VllmDecodeError::OutOfRange {
-                        field: "block_size",
-                    },
-                )?,
-                Some(_) => {
-                    return Err(VllmDecodeError::WrongType {
-                        field: "block_size",
-                        expected: "an integer",
-                    });
-                }
-            };
-            let lora_id = opt_int(f.take(l, "lora_id"), "lora_id")?;
-            let medium = medium(f.take(l, "medium"))?;
-            let lenient = |f: &Fields, name| f.lenient(l, STRICT_POSITIONS_STORED, name);
-            let lora_name = optional(
-                lenient(&f, "lora_name"),
-                opt_str(f.take(l, "lora_name"), "lora_name"),
-            )?;
-            let group_idx = optional(
-                lenient(&f, "group_idx"),
-                opt_int(f.take(l, "group_idx"), "group_idx"),
-            )?;
-            let cache_kind = optional(
-                lenient(&f, "kv_cache_spec_kind"),
-                opt_str(f.take(l, "kv_cache_spec_kind"), "kv_cache_spec_kind"),
-            )?;
-            Ok(VllmEvent::BlockStored {
-                block_hashes,
-                parent,
-                token_ids,
-                block_size,
-                lora_id,
-                lora_name,
-                medium,
-                group_idx,
-                cache_kind,
-            })
-        }
-        "BlockRemoved" => {
-            let l = &REMOVED_FIELDS;
-            let block_hashes = hashes(f.take(l, "block_hashes"), "block_hashes")?;
-            let medium = medium(f.take(l, "medium"))?;
-            let group_idx = optional(
-                f.lenient(l, STRICT_POSITIONS_REMOVED, "group_idx"),
-                opt_int(f.take(l, "group_idx"), "group_idx"),
-            )?;
-            Ok(VllmEvent::BlockRemoved {
-                block_hashes,
-                medium,
-                group_idx,
-            })
-        }
-        "AllBlocksCleared" => Ok(VllmEvent::AllBlocksCleared),
-        other => Err(VllmDecodeError::UnknownTag { tag: echo(other) }),
-    }
-}
-
-/// A lenient field's type error becomes `None`; a strict one stays an error.
-fn optional<T>(
-    lenient: bool,
-    result: Result<Option<T>, VllmDecodeError>,
-) -> Result<Option<T>, VllmDecodeError> {
-    match result {
-        Err(VllmDecodeError::WrongType { .. } | VllmDecodeError::OutOfRange { .. }) if lenient => {
-            Ok(None)
-        }
-        other => other,
-    }
-}
-
-fn hash(value: Value, field: &'static str) -> Result<ExternalHash, VllmDecodeError> {
-    match value {
-        Value::Integer(i) => {
-            if let Some(v) = i.as_u64() {
-                Ok(ExternalHash::from(v))
-            } else if let Some(v) = i.as_i64() {
-                Ok(ExternalHash::from(v))
-            } else {
-                Err(VllmDecodeError::OutOfRange { field })
-            }
-        }
-        Value::Binary(b) => Ok(ExternalHash::from(b)),
+fn ts(head: Head<'_>) -> Result<f64, VllmDecodeError> {
+    match head {
+        Head::F64(v) => Ok(v),
+        Head::F32(v) => Ok(f64::from(v)),
+        Head::UInt(v) => Ok(v as f64),
+        Head::NInt(v) => Ok(v as f64),
         _ => Err(VllmDecodeError::WrongType {
-            field,
-            expected: "an integer or bytes",
+            field: "ts",
+            expected: "a number",
         }),
     }
 }
 
-fn hashes(value: Option<Value>, field: &'static str) -> Result<Vec<ExternalHash>, VllmDecodeError> {
-    match value {
-        None | Some(Value::Nil) => Err(VllmDecodeError::MissingField { field }),
-        Some(Value::Array(items)) => items.into_iter().map(|v| hash(v, field)).collect(),
-        Some(_) => Err(VllmDecodeError::WrongType {
-            field,
-            expected: "an array of hashes",
-        }),
-    }
-}
-
-fn tokens(value: Option<Value>) -> Result<Vec<u32>, VllmDecodeError> {
-    const FIELD: &str = "token_ids";
-    match value {
-        None | Some(Value::Nil) => Err(VllmDecodeError::MissingField { field: FIELD }),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::Integer(i) => i
-                    .as_u64()
-                    .and_then(|t| u32::try_from(t).ok())
-                    .ok_or(VllmDecodeError::OutOfRange { field: FIELD }),
-                _ => Err(VllmDecodeError::WrongType {
-                    field: FIELD,
-                    expected: "an array of integers",
-                }),
-            })
-            .collect(),
-        Some(_) => Err(VllmDecodeError::WrongType {
-            field: FIELD,
-            expected: "an array of integers",
-        }),
-    }
-}
-
-fn opt_int(value: Option<Value>, field: &'static str) -> Result<Option<i64>, VllmDecodeError> {
-    match value {
-        None | Some(Value::Nil) => Ok(None),
-        Some(Value::Integer(i)) => i
-            .as_i64()
-            .map(Some)
-            .ok_or(VllmDecodeError::OutOfRange { field }),
-        Some(_) => Err(VllmDecodeError::WrongType {
-            field,
-            expected: "an integer or nil",
-        }),
-    }
-}
-
-fn opt_str(value: Option<Value>, field: &'static str) -> Result<Option<String>, VllmDecodeError> {
-    match value {
-        None | Some(Value::Nil) => Ok(None),
-        Some(Value::String(s)) => s.into_str().map(Some).ok_or(VllmDecodeError::WrongType {
-            field,
-            expected: "UTF-8",
-        }),
-        Some(_) => Err(VllmDecodeError::WrongType {
-            field,
-            expected: "a string or nil",
-        }),
-    }
-}
-
-/// Parses a medium name: kvtier's names in any case, plus the engines' aliases.
-fn medium(value: Option<Value>) -> Result<Option<Medium>, VllmDecodeError> {
-    let Some(name) = opt_str(value, "medium")? else {
-        return Ok(None);
+/// The events array: each event decoded, or skipped with its reason.
+fn events(r: &mut Reader<'_>) -> Result<Vec<VllmEvent>, VllmDecodeError> {
+    let Head::Array(n) = r.head()? else {
+        return Err(VllmDecodeError::WrongType {
+            field: "events",
+            expected: "an array",
+        });
     };
-    if let Some(m) = Medium::from_name(&name) {
-        return Ok(Some(m));
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining()));
+    for _ in 0..n {
+        let start = r.pos();
+        match event::parse_event(r, 3) {
+            Ok(event) => out.push(event),
+            Err(e) => {
+                // The event's own bytes must still be msgpack, or no boundary can be trusted.
+                r.rewind(start);
+                r.skip(3)?;
+                out.push(VllmEvent::Skipped {
+                    reason: SkipReason::of(&e),
+                });
+            }
+        }
     }
-    // vLLM's offloading connectors name their tiers CPU and STORAGE (vllm/distributed/kv_events.py).
-    if ["STORAGE", "SSD", "LOCAL_DISK"]
-        .iter()
-        .any(|alias| alias.eq_ignore_ascii_case(&name))
-    {
-        return Ok(Some(Medium::Disk));
-    }
-    Err(VllmDecodeError::UnknownMedium { name: echo(&name) })
+    Ok(out)
 }
 
 fn echo(s: &str) -> String {

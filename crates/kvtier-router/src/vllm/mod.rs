@@ -22,7 +22,9 @@ mod stream;
 mod zmq_source;
 
 pub use convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
-pub use decode::{ExternalHash, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch};
+pub use decode::{
+    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch,
+};
 pub use stats::VllmStats;
 pub use zmq_source::{
     VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, vllm_instance_id,

@@ -34,6 +34,7 @@ fn stored(hashes: &[i128], parent: Option<i128>, tokens: &[u32]) -> VllmEvent {
         medium: None,
         group_idx: None,
         cache_kind: None,
+        extra_keys: None,
     }
 }
 
