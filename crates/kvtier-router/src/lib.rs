@@ -14,7 +14,8 @@
 //! | [`PrefixIndex`], [`QueryScratch`] | the index itself: per hash, the (instance, medium) holders |
 //! | [`RouteAnswer`], [`InstanceOverlap`], [`MediumOverlap`] | per instance and medium, the prefix held (a bound under power-of-two announcements) and the best instance |
 //! | [`LoadSignal`], [`LoadTable`], [`NoLoad`] | how busy instances are: tie-breaks, or a cost with [`RouterBuilder::with_load_weight`] |
-//! | [`VllmSource`] | a vLLM/SGLang engine's ZeroMQ stream, re-hashed to kvtier sequence hashes, gaps replayed |
+//! | [`VllmSource`] | a vLLM/SGLang engine's ZeroMQ stream, re-hashed to kvtier sequence hashes, gaps replayed, state for warm restarts ([`VllmSourceState`]) |
+//! | [`vllm_request_hashes`] | a request's hashes with vLLM's extra keys (salt, multimodal items) folded in as the converter folds them |
 //! | [`RouterService`] | ingestion task, expiry and snapshots, `POST /query`, `/metrics` |
 //!
 //! # Example
@@ -86,7 +87,8 @@ pub use service::{
 };
 pub use snapshot::SnapshotError;
 pub use vllm::{
-    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmConvertConfig, VllmConvertStats,
-    VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmSource, VllmSourceBuilder,
-    VllmSourceError, VllmSourceHandle, VllmStats, decode_vllm_batch, vllm_instance_id,
+    ExternalHash, ExtraKey, MmPlaceholder, SkipReason, StartEventIds, VllmBatch, VllmConvertConfig,
+    VllmConvertStats, VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmMmKeys,
+    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, VllmSourceState,
+    VllmStateError, VllmStats, decode_vllm_batch, vllm_instance_id, vllm_request_hashes,
 };

@@ -2,170 +2,105 @@
 //!
 //! vLLM and SGLang publish their own block hashes, which a kvtier router cannot compute from a
 //! request's tokens. The converter re-hashes every stored block with kvtier's [`BlockHasher`]
-//! (the configured [`HashScheme`], the event's block size, and [`ExtraKeys`] made of the
-//! configured model name plus the event's LoRA), chaining onto the kvtier hash of the block's
-//! parent, so the router's index answers token queries with ordinary
-//! [`BlockHasher::sequence_hashes`]. It keeps the map that makes this possible:
+//! (the configured [`kvtier_core::HashScheme`], the event's block size, and
+//! [`kvtier_core::ExtraKeys`] made of the configured model name plus the event's LoRA), folds
+//! in the block's other vLLM extra keys
+//! (multimodal items, `cache_salt`; see `keys.rs` and [`crate::vllm_request_hashes`]), and
+//! chains onto the kvtier hash of the block's parent, so the router's index answers token
+//! queries with ordinary [`BlockHasher::sequence_hashes`].
+//!
+//! # What vLLM sends (vLLM `distributed/kv_events.py`, `v1/core/block_pool.py`)
+//!
+//! - `BlockStored{block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium,
+//!   lora_name, extra_keys, group_idx, kv_cache_spec_kind}`: the block pool emits one when a
+//!   request's newly computed full blocks enter the prefix cache, as a chain (parent first).
+//!   vLLM does not deduplicate: two requests that compute the same prefix at once cache two
+//!   physical copies under one hash, each announced.
+//! - `BlockRemoved{block_hashes, medium, group_idx}`: one per physical copy evicted, so a hash
+//!   stored twice is removed twice.
+//! - `AllBlocksCleared`: the prefix cache was reset.
+//! - The offloading connector announces the copies it writes to another medium (`CPU`) as
+//!   `BlockStored` with empty `token_ids` and no parent, and their eviction as `BlockRemoved`
+//!   on that medium.
+//!
+//! # What the converter keeps and does
 //!
 //! ```text
-//! external hash ──▶ (kvtier SequenceHash, media bitmask)     one map per instance
+//! fingerprint(external) ──▶ (kvtier hash, parent fingerprint, copies per medium)   (map.rs)
+//! parent fingerprint    ──▶ stores waiting for that parent                        (pending.rs)
 //!
-//! BlockStored{hashes, parent, tokens}:
-//!     parent None            → chain from the root (block index 0)
-//!     parent known           → chain from its kvtier hash (block index = its position + 1)
-//!     parent unknown         → every block is `unplaceable` (events were lost): skipped
-//!     block i = extend_chain(prev, hash_block(index + i, tokens[i*bs .. (i+1)*bs]))
-//!     → Create { medium, hashes by position ascending }
-//! BlockRemoved{hashes}       → Remove { mapped hashes by position descending }; unknown counted
-//! AllBlocksCleared           → Cleared { medium: None }; the map is emptied
+//! BlockStored, tokens:   parent None → root; parent known (held, ghost or learnt from another
+//!                        rank) → chain from it, and every ancestor this engine is not marked
+//!                        as holding on that medium is held again (a running request holds its
+//!                        whole prefix); parent unknown → kept pending until it is known
+//!                        block i = fold(hash_block(index + i, tokens_i), extra_keys_i)
+//!                        copies[medium] += 1 → Create on 0 → 1 only
+//! BlockStored, no tokens: every block whose hash is known gets a copy on that medium
+//!                        (offloaded copies); an unknown one is unplaceable
+//! BlockRemoved           copies[medium] -= 1 → Remove on 1 → 0 only (children first)
+//! AllBlocksCleared       Cleared { medium: None }; entries become ghosts, pending dropped
+//! Skipped{reason}        counted per reason
 //! ```
+//!
+//! Consecutive events of a batch that give the same kind of message on the same medium
+//! become one message (order preserved).
 //!
 //! # Invariants
 //!
-//! - Event ids of one converter are 1, 2, 3, ... with no hole, whatever happens (gaps, resets).
-//! - A map entry exists exactly while the block is on at least one medium the converter was
-//!   told about; a medium's `BlockRemoved` clears only that medium's bit.
-//! - An external hash always maps to the same kvtier hash while its entry lives (the kvtier
-//!   hash is a pure function of the tokens of the block's whole prefix).
+//! - Event ids of one converter are contiguous (1, 2, 3, ... unless started elsewhere), with
+//!   no hole whatever happens.
+//! - A hash is announced created on a medium exactly when its copy count there goes 0 → 1,
+//!   and removed exactly when it goes 1 → 0.
+//! - An external hash maps to one kvtier hash while its entry lives (the kvtier hash is a
+//!   pure function of the tokens and keys of the block's whole prefix); a store that maps it
+//!   to another one replaces it, and the old hash is announced removed first.
+//! - Ghosts (entries without copies) and pending stores are bounded
+//!   ([`VllmConvertConfig::with_max_ghosts`], [`VllmConvertConfig::with_max_pending_blocks`]).
 //!
 //! # Limitations
 //!
-//! Per-block `extra_keys` (multimodal identifiers, `cache_salt`) are not folded into the kvtier
-//! hash: such blocks are indexed as if they held text only. That can only mislead routing (the
-//! engine recomputes what it lacks), never corrupt data.
+//! - Prompt-embedding keys are folded like any key, but no query can produce them.
+//! - A restart of the engine that goes unseen (the router was down and the new engine's
+//!   sequence already passed the old one's) looks like a gap, not a reset.
+
+use std::borrow::Cow;
 
 use hashbrown::HashMap;
-use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
+use kvtier_core::{BlockHasher, Medium, SequenceHash};
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
 
-use super::decode::{ExternalHash, VllmBatch, VllmEvent};
+use super::decode::{ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmEvent};
+use super::keys::{LoraKey, fold, foldable};
+use map::{BlockMap, Entry, fingerprint};
+use pending::{Pending, PendingStore};
+
+mod config;
+mod counters;
+mod map;
+mod pending;
+
+pub use config::{VllmConvertConfig, VllmGroupFilter, VllmMmKeys};
+pub use counters::VllmConvertStats;
+
+pub(crate) use map::Entry as MapEntry;
 
 /// The most `(block size, LoRA)` hashers kept; the cache is emptied when full.
-const MAX_HASHERS: usize = 256;
+const MAX_HASHERS: usize = 64;
+/// The longest ancestor chain walked to re-establish or import a prefix.
+const MAX_WALK: usize = 1 << 16;
 
-/// Which KV-cache groups of hybrid models (vLLM `group_idx`) the converter indexes.
-///
-/// Hybrid models publish one event stream per group, with the same block hashes; a
-/// sliding-window group evicts early blocks long before the full-attention group does, so
-/// indexing every group would remove prefixes that are still reusable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum VllmGroupFilter {
-    /// Events without a group, and groups whose `kv_cache_spec_kind` is `full_attention` or
-    /// `mla_attention` (the default). A group that never announced its kind counts as
-    /// full attention only if it is group 0.
-    #[default]
-    FullAttention,
-    /// Only this group (events without a group are kept too).
-    Index(i64),
-    /// Every event, whatever its group.
-    All,
-}
-
-/// How a [`VllmConverter`] hashes blocks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VllmConvertConfig {
-    /// The scheme of the kvtier hashes (default [`HashScheme::Kvtier`]); queries must use the
-    /// same.
-    pub scheme: HashScheme,
-    /// Block size used when an event says 0 (default 16).
-    pub default_block_size: usize,
-    /// Model name bound into every hash through [`ExtraKeys::with_model`] (default none).
-    pub model: Option<String>,
-    /// Which groups of hybrid models are indexed (default [`VllmGroupFilter::FullAttention`]).
-    pub groups: VllmGroupFilter,
-}
-
-impl Default for VllmConvertConfig {
-    fn default() -> Self {
-        Self {
-            scheme: HashScheme::Kvtier,
-            default_block_size: 16,
-            model: None,
-            groups: VllmGroupFilter::FullAttention,
-        }
-    }
-}
-
-impl VllmConvertConfig {
-    /// Sets the hash scheme (default [`HashScheme::Kvtier`]).
-    pub fn with_scheme(mut self, scheme: HashScheme) -> Self {
-        self.scheme = scheme;
-        self
-    }
-
-    /// Sets the block size used when an event says 0 (default 16).
-    pub fn with_default_block_size(mut self, block_size: usize) -> Self {
-        self.default_block_size = block_size;
-        self
-    }
-
-    /// Sets the model name bound into every hash (default none).
-    pub fn with_model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-
-    /// Sets the group filter (default [`VllmGroupFilter::FullAttention`]).
-    pub fn with_groups(mut self, groups: VllmGroupFilter) -> Self {
-        self.groups = groups;
-        self
-    }
-
-    /// The [`ExtraKeys`] of blocks stored under `lora` (the LoRA adapter name, if any).
-    ///
-    /// A query for such blocks hashes its tokens with these keys.
-    pub fn extra_keys(&self, lora: Option<&str>) -> ExtraKeys {
-        let mut keys = ExtraKeys::new();
-        if let Some(model) = &self.model {
-            keys = keys.with_model(model.clone());
-        }
-        if let Some(lora) = lora {
-            keys = keys.with_lora(lora);
-        }
-        keys
-    }
-}
-
-/// Counters of one converter (monotonic).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct VllmConvertStats {
-    /// Blocks mapped and announced as created.
-    pub stored_blocks: u64,
-    /// Blocks announced as removed.
-    pub removed_blocks: u64,
-    /// Stored blocks skipped: unknown parent, missing tokens, or an unusable block size.
-    pub unplaceable_blocks: u64,
-    /// Removed hashes that were not mapped on that medium.
-    pub unknown_removes: u64,
-    /// Stored blocks that were already mapped on the same medium (announced again).
-    pub duplicate_stores: u64,
-    /// Events dropped by the group filter.
-    pub filtered_events: u64,
-    /// `Cleared` messages emitted (engine resets and unrepairable gaps).
-    pub clears: u64,
-}
-
-impl VllmConvertStats {
-    /// Adds `other` to `self`, field by field.
-    pub fn accumulate(&mut self, other: &VllmConvertStats) {
-        self.stored_blocks += other.stored_blocks;
-        self.removed_blocks += other.removed_blocks;
-        self.unplaceable_blocks += other.unplaceable_blocks;
-        self.unknown_removes += other.unknown_removes;
-        self.duplicate_stores += other.duplicate_stores;
-        self.filtered_events += other.filtered_events;
-        self.clears += other.clears;
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    hash: SequenceHash,
-    /// Bit `Medium::index()` set while the block is on that medium.
-    media: u8,
+/// A chain of blocks to place: one `BlockStored` event, or a pending one.
+struct Chain<'a> {
+    /// Fingerprints of the blocks, parent first.
+    blocks: &'a [u64],
+    tokens: &'a [u32],
+    /// Tokens per block, already defaulted.
+    block_size: usize,
+    lora: LoraKey<'a>,
+    extra_keys: Option<&'a [Option<Vec<ExtraKey>>]>,
+    medium: Medium,
+    /// Per block, whether the engine removed it while the chain waited (empty: none).
+    removed: &'a [bool],
 }
 
 /// Converts the events of one engine instance (one data-parallel rank) into kvtier messages.
@@ -209,12 +144,23 @@ pub struct VllmConverter {
     instance: InstanceId,
     config: VllmConvertConfig,
     next_event_id: u64,
-    map: HashMap<ExternalHash, Entry>,
+    map: BlockMap,
+    pending: Pending,
     /// Hashers by `(block size, LoRA name)`; `None` when that pair cannot make a hasher.
-    hashers: HashMap<(usize, Option<String>), Option<BlockHasher>>,
+    hashers: Vec<(usize, Option<String>, Option<BlockHasher>)>,
     /// What the group filter decided for each group seen on a store.
     groups: HashMap<i64, bool>,
     stats: VllmConvertStats,
+    /// Index in the output vector where the current call started: messages from there on
+    /// may be extended (coalescing).
+    run_start: usize,
+    /// Reused buffers.
+    fps: Vec<u64>,
+    hashes: Vec<SequenceHash>,
+    walk: Vec<u64>,
+    fold_scratch: Vec<u8>,
+    /// Fingerprints learnt while stores wait: their waiting children are placed next.
+    learnt: Vec<u64>,
 }
 
 impl VllmConverter {
@@ -222,12 +168,19 @@ impl VllmConverter {
     pub fn new(instance: InstanceId, config: VllmConvertConfig) -> Self {
         Self {
             instance,
+            map: BlockMap::new(config.max_ghosts),
+            pending: Pending::new(config.max_pending_blocks),
             config,
             next_event_id: 1,
-            map: HashMap::new(),
-            hashers: HashMap::new(),
+            hashers: Vec::new(),
             groups: HashMap::new(),
             stats: VllmConvertStats::default(),
+            run_start: 0,
+            fps: Vec::new(),
+            hashes: Vec::new(),
+            walk: Vec::new(),
+            fold_scratch: Vec::new(),
+            learnt: Vec::new(),
         }
     }
 
@@ -241,35 +194,110 @@ impl VllmConverter {
         self.next_event_id
     }
 
-    /// The counters so far.
-    pub fn stats(&self) -> VllmConvertStats {
-        self.stats
-    }
-
-    /// How many external hashes are mapped.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no external hash is mapped.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// The kvtier hash an external hash is mapped to, if it is.
-    pub fn lookup(&self, external: &ExternalHash) -> Option<SequenceHash> {
-        self.map.get(external).map(|e| e.hash)
-    }
-
-    /// Converts every event of `batch`, in order, appending the messages to `out`.
-    pub fn apply_batch(&mut self, batch: &VllmBatch, out: &mut Vec<EventMessage>) {
-        for event in &batch.events {
-            self.apply_event(event, out);
+    /// Makes the next message carry event id `id` (for example the router's next expected id
+    /// for this instance after a restart). Ids 0 and `u64::MAX` are ignored.
+    pub fn set_next_event_id(&mut self, id: u64) {
+        if id != 0 && id != u64::MAX {
+            self.next_event_id = id;
         }
     }
 
-    /// Converts one event, appending zero or one message to `out`.
+    /// The counters so far.
+    pub fn stats(&self) -> VllmConvertStats {
+        let mut stats = self.stats;
+        stats.pending_blocks = self.pending.blocks() as u64;
+        stats
+    }
+
+    /// How many blocks are held on at least one medium.
+    pub fn len(&self) -> usize {
+        self.map.held()
+    }
+
+    /// Whether no block is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.held() == 0
+    }
+
+    /// The kvtier hash of a block held on at least one medium.
+    pub fn lookup(&self, external: &ExternalHash) -> Option<SequenceHash> {
+        self.map
+            .get(fingerprint(external))
+            .filter(|e| !e.is_ghost())
+            .map(Entry::hash)
+    }
+
+    /// How many copies of a block the engine holds on `medium` (saturating at `u16::MAX`).
+    pub fn copies(&self, external: &ExternalHash, medium: Medium) -> u16 {
+        self.map
+            .get(fingerprint(external))
+            .map_or(0, |e| e.copies_on(medium))
+    }
+
+    /// Blocks waiting for an unknown parent.
+    pub fn pending_blocks(&self) -> usize {
+        self.pending.blocks()
+    }
+
+    /// Entries in the map (held blocks and remembered ghosts).
+    pub fn map_entries(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Bytes the map's tables occupy (buckets, control bytes, ghost queue); pending stores
+    /// and hashers are not counted.
+    pub fn map_bytes(&self) -> usize {
+        self.map.table_bytes()
+    }
+
+    /// Converts every event of `batch`, in order, appending the messages to `out`.
+    /// Consecutive events that give the same kind of message on the same medium share one
+    /// message.
+    pub fn apply_batch(&mut self, batch: &VllmBatch, out: &mut Vec<EventMessage>) {
+        self.apply_batch_with_peers(batch, &[], out);
+    }
+
+    /// Like [`VllmConverter::apply_batch`], also recognising parents and offloaded blocks from
+    /// the mappings of `peers` (other ranks of the same source).
+    pub(crate) fn apply_batch_with_peers(
+        &mut self,
+        batch: &VllmBatch,
+        peers: &[&VllmConverter],
+        out: &mut Vec<EventMessage>,
+    ) {
+        self.run_start = out.len();
+        for event in &batch.events {
+            self.event(event, peers, out);
+        }
+    }
+
+    /// Converts one event, appending zero or more messages to `out` (one, unless a block
+    /// replaced another hash or waiting stores were placed on another medium).
     pub fn apply_event(&mut self, event: &VllmEvent, out: &mut Vec<EventMessage>) {
+        self.run_start = out.len();
+        self.event(event, &[], out);
+    }
+
+    /// Places the stores that wait for parents `peer` knows.
+    pub(crate) fn resolve_from_peer(&mut self, peer: &VllmConverter, out: &mut Vec<EventMessage>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.run_start = out.len();
+        let mut parents = std::mem::take(&mut self.walk);
+        parents.clear();
+        parents.extend(self.pending.parents());
+        for &fp in &parents {
+            if self.map.get(fp).is_none() && self.import(fp, peer).is_some() {
+                self.learnt.push(fp);
+            }
+        }
+        parents.clear();
+        self.walk = parents;
+        self.place_learnt(&[peer], out);
+    }
+
+    fn event(&mut self, event: &VllmEvent, peers: &[&VllmConverter], out: &mut Vec<EventMessage>) {
         match event {
             VllmEvent::BlockStored {
                 block_hashes,
@@ -281,29 +309,36 @@ impl VllmConverter {
                 medium,
                 group_idx,
                 cache_kind,
-                ..
+                extra_keys,
             } => {
                 if !self.accept_store(*group_idx, cache_kind.as_deref()) {
                     self.stats.filtered_events += 1;
                     return;
                 }
-                // vLLM keys LoRA blocks by name; engines that only send the numeric id get a
-                // stable stand-in name (documented on `VllmSourceBuilder`).
-                let lora = match (lora_name, lora_id) {
-                    (Some(name), _) => Some(name.clone()),
-                    (None, Some(id)) => Some(format!("lora-id:{id}")),
-                    (None, None) => None,
-                };
                 let medium = medium.unwrap_or(Medium::Gpu);
-                self.store(
-                    block_hashes,
-                    parent.as_ref(),
-                    token_ids,
-                    *block_size,
-                    lora,
-                    medium,
-                    out,
-                );
+                let mut fps = std::mem::take(&mut self.fps);
+                fps.clear();
+                fps.extend(block_hashes.iter().map(fingerprint));
+                if token_ids.is_empty() {
+                    self.store_copies(&fps, medium, peers, out);
+                    self.place_learnt(peers, out);
+                } else {
+                    let chain = Chain {
+                        blocks: &fps,
+                        tokens: token_ids,
+                        block_size: self.block_size(*block_size),
+                        lora: LoraKey {
+                            name: lora_name.as_deref(),
+                            id: *lora_id,
+                        },
+                        extra_keys: extra_keys.as_deref(),
+                        medium,
+                        removed: &[],
+                    };
+                    self.store(&chain, parent.as_ref().map(fingerprint), peers, out);
+                    self.place_learnt(peers, out);
+                }
+                self.fps = fps;
             }
             VllmEvent::BlockRemoved {
                 block_hashes,
@@ -317,98 +352,280 @@ impl VllmConverter {
                 self.remove(block_hashes, medium.unwrap_or(Medium::Gpu), out);
             }
             VllmEvent::AllBlocksCleared => self.clear(out),
-            VllmEvent::Skipped { .. } => {}
+            VllmEvent::Skipped { reason } => match reason {
+                SkipReason::UnknownTag => self.stats.skipped_unknown_tag += 1,
+                SkipReason::UnknownMedium => self.stats.skipped_unknown_medium += 1,
+                _ => self.stats.skipped_malformed += 1,
+            },
         }
     }
 
-    /// Forgets every mapped block and emits `Cleared { medium: None }`.
+    /// Forgets which blocks the engine holds and emits `Cleared { medium: None }`.
     ///
-    /// Used for `AllBlocksCleared`, and by the source when events were lost for good (the
-    /// router must then drop what it believed the instance held).
+    /// Used for `AllBlocksCleared` and engine restarts. The mappings are kept as ghosts (up
+    /// to the bound), so that the engine's next stores under them are placed; stores waiting
+    /// for a parent are dropped (counted as unplaceable).
     pub fn clear(&mut self, out: &mut Vec<EventMessage>) {
-        self.map.clear();
+        self.map.clear_copies();
+        let dropped = self.pending.clear() as u64;
+        self.stats.unplaceable_blocks += dropped;
+        self.stats.pending_dropped += dropped;
         self.stats.clears += 1;
         self.emit(Payload::Cleared { medium: None }, out);
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the fields of one BlockStored event"
-    )]
+    fn block_size(&self, block_size: usize) -> usize {
+        if block_size == 0 {
+            self.config.default_block_size
+        } else {
+            block_size
+        }
+    }
+
+    /// Places one chain under `parent` (`None`: a root), or keeps it pending.
     fn store(
         &mut self,
-        block_hashes: &[ExternalHash],
-        parent: Option<&ExternalHash>,
-        token_ids: &[u32],
-        block_size: usize,
-        lora: Option<String>,
-        medium: Medium,
+        chain: &Chain<'_>,
+        parent: Option<u64>,
+        peers: &[&VllmConverter],
         out: &mut Vec<EventMessage>,
     ) {
-        let n = block_hashes.len() as u64;
-        let parent = match parent {
+        let n = chain.blocks.len();
+        let prev = match parent {
             None => None,
-            Some(p) => match self.map.get(p) {
-                Some(entry) => Some(entry.hash),
+            Some(fp) => match self.known(fp, peers) {
+                Some(hash) => {
+                    self.reestablish(fp, chain.medium, out);
+                    Some(hash)
+                }
                 None => {
-                    self.stats.unplaceable_blocks += n;
+                    self.keep_pending(chain, fp);
                     return;
                 }
             },
         };
-        let block_size = if block_size == 0 {
-            self.config.default_block_size
-        } else {
-            block_size
+        let lora_name: Option<Cow<'_, str>> = match (chain.lora.name, chain.lora.id) {
+            (Some(name), _) => Some(Cow::Borrowed(name)),
+            (None, Some(id)) => Some(Cow::Owned(format!("lora-id:{id}"))),
+            (None, None) => None,
         };
-        let Some(hasher) = self.hasher(block_size, lora) else {
-            self.stats.unplaceable_blocks += n;
+        let Some(hasher) = self.hasher(chain.block_size, lora_name.as_deref()) else {
+            self.stats.unplaceable_blocks += n as u64;
             return;
         };
-        let first_index = parent.map_or(0, |p| p.position() as usize + 1);
-        let bit = 1u8 << medium.index();
-        let mut prev = parent;
-        let mut created = Vec::with_capacity(block_hashes.len());
-        for (i, external) in block_hashes.iter().enumerate() {
-            let block = i
-                .checked_mul(block_size)
-                .and_then(|start| token_ids.get(start..start.checked_add(block_size)?));
-            let Some(Ok(block_hash)) = block.map(|t| hasher.hash_block(first_index + i, t)) else {
+        let first_index = prev.map_or(0, |p: SequenceHash| p.position() as usize + 1);
+        let mut prev = prev;
+        let mut parent_fp = parent.unwrap_or(0);
+        let bs = chain.block_size;
+        let medium = chain.medium;
+        // Hashes created by this chain, announced together.
+        let mut created = std::mem::take(&mut self.hashes);
+        created.clear();
+        for (i, &fp) in chain.blocks.iter().enumerate() {
+            let tokens = i
+                .checked_mul(bs)
+                .and_then(|start| chain.tokens.get(start..start.checked_add(bs)?));
+            let Some(Ok(block_hash)) = tokens.map(|t| hasher.hash_block(first_index + i, t)) else {
                 // Missing tokens: this block and its descendants cannot be placed.
-                self.stats.unplaceable_blocks += (block_hashes.len() - i) as u64;
+                self.stats.unplaceable_blocks += (n - i) as u64;
                 break;
             };
+            let keys = chain
+                .extra_keys
+                .and_then(|all| all.get(i))
+                .and_then(Option::as_deref)
+                .map_or(&[][..], |keys| foldable(keys, chain.lora));
+            let block_hash = fold(block_hash, keys, &mut self.fold_scratch);
             let hash = hasher.extend_chain(prev, block_hash);
-            let entry = self
-                .map
-                .entry(external.clone())
-                .or_insert(Entry { hash, media: 0 });
-            if entry.hash == hash && entry.media & bit != 0 {
-                self.stats.duplicate_stores += 1;
+            let stored = if chain.removed.get(i) == Some(&true) {
+                // Stored and removed while it waited: keep the mapping for its children only.
+                let replaced = self.map.upsert(fp, hash, parent_fp);
+                self.map.note_ghost(fp);
+                map::Stored {
+                    replaced,
+                    first: false,
+                }
+            } else {
+                let stored = self.map.store_copy(fp, hash, parent_fp, medium);
+                if !stored.first {
+                    self.stats.duplicate_stores += 1;
+                }
+                stored
+            };
+            if let Some((old, copies)) = stored.replaced {
+                // Announce what came before, then the old hash's removal, in order.
+                self.push_hashes(EventKind::Create, medium, &created, out);
+                created.clear();
+                self.stats.conflicting_stores += 1;
+                for m in Medium::ALL {
+                    if copies[m.index()] > 0 {
+                        self.stats.removed_blocks += 1;
+                        self.push_hashes(EventKind::Remove, m, &[old], out);
+                    }
+                }
             }
-            if entry.hash != hash {
-                // Same external hash, other content: the engine's hash collided or it reused
-                // the hash for another prefix. The newest store wins.
-                entry.hash = hash;
-                entry.media = 0;
+            if stored.first {
+                self.stats.stored_blocks += 1;
+                created.push(hash);
             }
-            entry.media |= bit;
-            created.push(hash);
+            if !self.pending.is_empty() {
+                self.learnt.push(fp);
+            }
             prev = Some(hash);
+            parent_fp = fp;
         }
-        if created.is_empty() {
-            return;
+        if !created.is_empty() {
+            self.push_hashes(EventKind::Create, medium, &created, out);
         }
-        self.stats.stored_blocks += created.len() as u64;
-        self.emit(
-            Payload::Batch(EventBatch {
-                medium,
-                kind: EventKind::Create,
-                hashes: created,
-                policy: EmitPolicy::All,
-            }),
-            out,
-        );
+        created.clear();
+        self.hashes = created;
+    }
+
+    /// One more copy of a mapped block on `medium`; announced if it is the first there.
+    fn add_copy(
+        &mut self,
+        fp: u64,
+        hash: SequenceHash,
+        medium: Medium,
+        out: &mut Vec<EventMessage>,
+    ) {
+        match self.map.add_copy(fp, medium) {
+            Some(true) => {
+                self.stats.stored_blocks += 1;
+                self.push_hashes(EventKind::Create, medium, &[hash], out);
+            }
+            Some(false) => self.stats.duplicate_stores += 1,
+            None => {}
+        }
+    }
+
+    /// Copies of known blocks on `medium` (a store without tokens: offloaded copies).
+    fn store_copies(
+        &mut self,
+        fps: &[u64],
+        medium: Medium,
+        peers: &[&VllmConverter],
+        out: &mut Vec<EventMessage>,
+    ) {
+        for &fp in fps {
+            match self.known(fp, peers) {
+                Some(hash) => {
+                    self.add_copy(fp, hash, medium, out);
+                    if !self.pending.is_empty() {
+                        self.learnt.push(fp);
+                    }
+                }
+                None => self.stats.unplaceable_blocks += 1,
+            }
+        }
+    }
+
+    /// The kvtier hash of `fp`: from this map (ghosts included) or imported from a peer.
+    fn known(&mut self, fp: u64, peers: &[&VllmConverter]) -> Option<SequenceHash> {
+        if let Some(entry) = self.map.get(fp) {
+            return Some(entry.hash());
+        }
+        peers.iter().find_map(|peer| self.import(fp, peer))
+    }
+
+    /// Copies `fp`'s mapping and its ancestors' from `peer` as ghosts (up to the first
+    /// ancestor known here).
+    fn import(&mut self, fp: u64, peer: &VllmConverter) -> Option<SequenceHash> {
+        let first = peer.map.get(fp)?;
+        let hash = first.hash();
+        let mut at = fp;
+        let mut entry = *first;
+        for _ in 0..MAX_WALK {
+            self.map.upsert(at, entry.hash(), entry.parent);
+            self.map.note_ghost(at);
+            self.stats.learnt_from_peers += 1;
+            let parent = entry.parent;
+            if parent == 0 || self.map.get(parent).is_some() {
+                break;
+            }
+            match peer.map.get(parent) {
+                Some(p) if p.hash().position() < entry.hash().position() => {
+                    at = parent;
+                    entry = *p;
+                }
+                _ => break,
+            }
+        }
+        Some(hash)
+    }
+
+    /// Marks `fp` and its ancestors as held on `medium` (up to the first that is), announcing
+    /// them root first: a stored block's request holds its whole prefix.
+    fn reestablish(&mut self, fp: u64, medium: Medium, out: &mut Vec<EventMessage>) {
+        let mut walk = std::mem::take(&mut self.walk);
+        walk.clear();
+        let mut at = fp;
+        let mut position = u32::MAX;
+        while let Some(entry) = self.map.get(at) {
+            let entry_position = entry.hash().position();
+            if entry.copies_on(medium) > 0 || entry_position >= position || walk.len() >= MAX_WALK {
+                break;
+            }
+            walk.push(at);
+            position = entry_position;
+            if entry.parent == 0 {
+                break;
+            }
+            at = entry.parent;
+        }
+        for &fp in walk.iter().rev() {
+            if let Some(entry) = self.map.get(fp) {
+                let hash = entry.hash();
+                self.stats.reestablished_blocks += 1;
+                self.add_copy(fp, hash, medium, out);
+            }
+        }
+        walk.clear();
+        self.walk = walk;
+    }
+
+    /// Keeps `chain` until `parent` is known.
+    fn keep_pending(&mut self, chain: &Chain<'_>, parent: u64) {
+        let store = PendingStore {
+            blocks: chain.blocks.to_vec(),
+            tokens: chain.tokens.to_vec(),
+            block_size: chain.block_size,
+            lora_name: chain.lora.name.map(str::to_owned),
+            lora_id: chain.lora.id,
+            extra_keys: chain.extra_keys.map(<[_]>::to_vec),
+            medium: chain.medium,
+            removed: chain.removed.to_vec(),
+        };
+        let dropped = self.pending.push(parent, store) as u64;
+        self.stats.unplaceable_blocks += dropped;
+        self.stats.pending_dropped += dropped;
+    }
+
+    /// Places the stores waiting for the fingerprints learnt so far, and for those their
+    /// placement teaches, until none is left.
+    fn place_learnt(&mut self, peers: &[&VllmConverter], out: &mut Vec<EventMessage>) {
+        while let Some(fp) = self.learnt.pop() {
+            if self.pending.is_empty() {
+                self.learnt.clear();
+                break;
+            }
+            for store in self.pending.take(fp) {
+                self.stats.placed_late += store.blocks.len() as u64;
+                let chain = Chain {
+                    blocks: &store.blocks,
+                    tokens: &store.tokens,
+                    block_size: store.block_size,
+                    lora: LoraKey {
+                        name: store.lora_name.as_deref(),
+                        id: store.lora_id,
+                    },
+                    extra_keys: store.extra_keys.as_deref(),
+                    medium: store.medium,
+                    removed: &store.removed,
+                };
+                self.store(&chain, Some(fp), peers, out);
+            }
+        }
     }
 
     fn remove(
@@ -417,51 +634,45 @@ impl VllmConverter {
         medium: Medium,
         out: &mut Vec<EventMessage>,
     ) {
-        let bit = 1u8 << medium.index();
-        let mut removed = Vec::with_capacity(block_hashes.len());
+        let mut removed = std::mem::take(&mut self.hashes);
+        removed.clear();
         for external in block_hashes {
-            match self.map.get_mut(external) {
-                Some(entry) if entry.media & bit != 0 => {
-                    entry.media &= !bit;
-                    removed.push(entry.hash);
-                    if entry.media == 0 {
-                        self.map.remove(external);
-                    }
+            match self.map.drop_copy(fingerprint(external), medium) {
+                Some((hash, true)) => removed.push(hash),
+                Some((_, false)) => self.stats.released_copies += 1,
+                None if self.pending.mark_removed(fingerprint(external)) => {
+                    self.stats.pending_removes += 1;
                 }
-                _ => self.stats.unknown_removes += 1,
+                None => self.stats.unknown_removes += 1,
             }
         }
-        if removed.is_empty() {
-            return;
+        if !removed.is_empty() {
+            // Children before parents; equal positions keep the engine's order.
+            removed.sort_by_key(|h| std::cmp::Reverse(h.position()));
+            self.stats.removed_blocks += removed.len() as u64;
+            self.push_hashes(EventKind::Remove, medium, &removed, out);
         }
-        // Children before parents; equal positions keep the engine's order.
-        removed.sort_by_key(|h| std::cmp::Reverse(h.position()));
-        self.stats.removed_blocks += removed.len() as u64;
-        self.emit(
-            Payload::Batch(EventBatch {
-                medium,
-                kind: EventKind::Remove,
-                hashes: removed,
-                policy: EmitPolicy::All,
-            }),
-            out,
-        );
+        removed.clear();
+        self.hashes = removed;
     }
 
-    fn hasher(&mut self, block_size: usize, lora: Option<String>) -> Option<BlockHasher> {
-        // A stream that cycles through endless LoRA names must not grow the cache forever.
-        if self.hashers.len() >= MAX_HASHERS
-            && !self.hashers.contains_key(&(block_size, lora.clone()))
+    fn hasher(&mut self, block_size: usize, lora: Option<&str>) -> Option<BlockHasher> {
+        if let Some((_, _, hasher)) = self
+            .hashers
+            .iter()
+            .find(|(bs, l, _)| *bs == block_size && l.as_deref() == lora)
         {
+            return hasher.clone();
+        }
+        // A stream that cycles through endless LoRA names must not grow the cache forever.
+        if self.hashers.len() >= MAX_HASHERS {
             self.hashers.clear();
         }
-        let config = &self.config;
+        let hasher =
+            BlockHasher::new(block_size, self.config.scheme, self.config.extra_keys(lora)).ok();
         self.hashers
-            .entry((block_size, lora))
-            .or_insert_with_key(|(bs, lora)| {
-                BlockHasher::new(*bs, config.scheme, config.extra_keys(lora.as_deref())).ok()
-            })
-            .clone()
+            .push((block_size, lora.map(str::to_owned), hasher.clone()));
+        hasher
     }
 
     fn accept_store(&mut self, group: Option<i64>, kind: Option<&str>) -> bool {
@@ -476,7 +687,9 @@ impl VllmConverter {
                 None => group == 0,
             },
         };
-        self.groups.insert(group, accept);
+        if self.groups.get(&group) != Some(&accept) {
+            self.groups.insert(group, accept);
+        }
         accept
     }
 
@@ -492,14 +705,87 @@ impl VllmConverter {
         }
     }
 
+    /// Appends `hashes` to the last message of this call if it is a batch of the same kind on
+    /// the same medium, or to a new message.
+    fn push_hashes(
+        &mut self,
+        kind: EventKind,
+        medium: Medium,
+        hashes: &[SequenceHash],
+        out: &mut Vec<EventMessage>,
+    ) {
+        if hashes.is_empty() {
+            return;
+        }
+        if out.len() > self.run_start
+            && let Some(last) = out.last_mut()
+            && last.instance == self.instance
+            && let Payload::Batch(batch) = &mut last.payload
+            && batch.kind == kind
+            && batch.medium == medium
+        {
+            batch.hashes.extend_from_slice(hashes);
+            return;
+        }
+        self.emit(
+            Payload::Batch(EventBatch {
+                medium,
+                kind,
+                hashes: hashes.to_vec(),
+                policy: EmitPolicy::All,
+            }),
+            out,
+        );
+    }
+
     fn emit(&mut self, payload: Payload, out: &mut Vec<EventMessage>) {
         out.push(EventMessage {
             instance: self.instance,
             event_id: self.next_event_id,
             payload,
         });
-        self.next_event_id += 1;
+        self.next_event_id = self.next_event_id.saturating_add(1);
     }
+
+    /// The parts of the converter a source state carries: next event id, group decisions,
+    /// map entries and ghost queue.
+    pub(crate) fn export(&self) -> ConverterState {
+        let mut groups: Vec<(i64, bool)> = self.groups.iter().map(|(g, a)| (*g, *a)).collect();
+        groups.sort_unstable();
+        ConverterState {
+            next_event_id: self.next_event_id,
+            groups,
+            entries: self.map.iter().map(|(fp, e)| (fp, *e)).collect(),
+            ghosts: self.map.ghost_queue().collect(),
+        }
+    }
+
+    /// A converter resumed from `state`.
+    pub(crate) fn restore(
+        instance: InstanceId,
+        config: VllmConvertConfig,
+        state: &ConverterState,
+    ) -> Self {
+        let mut conv = Self::new(instance, config);
+        conv.set_next_event_id(state.next_event_id);
+        conv.groups = state.groups.iter().copied().collect();
+        for &(fp, entry) in &state.entries {
+            conv.map.restore(fp, entry);
+        }
+        for &fp in &state.ghosts {
+            conv.map.restore_ghost(fp);
+        }
+        conv
+    }
+}
+
+/// What a source state carries of one converter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConverterState {
+    pub(crate) next_event_id: u64,
+    pub(crate) groups: Vec<(i64, bool)>,
+    pub(crate) entries: Vec<(u64, MapEntry)>,
+    pub(crate) ghosts: Vec<u64>,
 }
 
 #[cfg(test)]

@@ -10,22 +10,35 @@
 //!                                                   ─▶ VllmConverter (convert.rs) ─▶ EventMessage
 //! ```
 //!
-//! - [`decode_vllm_batch`]: msgpack payload → [`VllmBatch`], never panics.
-//! - [`VllmConverter`]: per instance, external hash → kvtier hash, contiguous event ids.
-//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay.
+//! - [`decode_vllm_batch`]: msgpack payload → [`VllmBatch`], never panics; a bad event is a
+//!   [`VllmEvent::Skipped`], not a bad batch.
+//! - [`VllmConverter`]: per instance, external hash → kvtier hash, copy counts per medium,
+//!   offloaded copies, blocks under forgotten parents, contiguous event ids, one message per
+//!   run of same-kind events.
+//! - [`vllm_request_hashes`] (`keys.rs`): vLLM's extra keys (salt, multimodal items) folded
+//!   into a request's hashes exactly as the converter folds them into stored blocks.
+//! - [`VllmSource`]: the tokio task with the sockets, gap detection and replay;
+//!   [`VllmSourceState`] (`state.rs`) lets it resume after a restart.
 
 mod convert;
 mod decode;
+mod keys;
 mod replay;
+mod state;
 mod stats;
 mod stream;
 mod zmq_source;
 
-pub use convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
+pub use convert::{
+    VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter, VllmMmKeys,
+};
 pub use decode::{
     ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch,
 };
+pub use keys::{MmPlaceholder, vllm_request_hashes};
+pub use state::{VllmSourceState, VllmStateError};
 pub use stats::VllmStats;
 pub use zmq_source::{
-    VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle, vllm_instance_id,
+    StartEventIds, VllmSource, VllmSourceBuilder, VllmSourceError, VllmSourceHandle,
+    vllm_instance_id,
 };

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::convert::VllmConvertStats;
 
+/// How many converter counters there are ([`VllmConvertStats::fields`]).
+const CONVERT_FIELDS: usize = 18;
+
 /// A snapshot of a source's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -29,29 +32,218 @@ pub struct VllmStats {
     pub replayed_batches: u64,
     /// Replay requests that did not finish with the end marker.
     pub replay_failures: u64,
-    /// Gaps the replay buffer could not fill; each emitted `Cleared` for the instance.
+    /// Gaps the replay buffer could not fill; the stream continues after them without
+    /// clearing the instance (later stores re-establish what it holds).
     pub unrepairable_gaps: u64,
     /// Batches dropped because they were applied already.
     pub duplicates: u64,
     /// Publisher restarts seen (the live sequence went back); each emitted `Cleared`.
     pub resets: u64,
-    /// Payloads or frames that could not be decoded, or that named a data-parallel rank past
-    /// the 1024 a source follows (skipped).
+    /// Frames that are not a `[topic, seq, payload]` message, or batches that named a
+    /// data-parallel rank past the 1024 a source follows (skipped).
     pub decode_errors: u64,
-    /// Blocks announced as created.
+    /// Payloads that could not be decoded, live or replayed (a batch undecodable in both is
+    /// counted twice); skipped without clearing anything.
+    pub undecodable_batches: u64,
+    /// Blocks announced as created (a first copy on a medium).
     pub stored_blocks: u64,
-    /// Blocks announced as removed.
+    /// Blocks announced as removed (the last copy on a medium went).
     pub removed_blocks: u64,
-    /// Stored blocks that could not be placed (unknown parent, missing tokens).
+    /// Stored copies of blocks already held on that medium.
+    pub duplicate_stores: u64,
+    /// Removed copies that were not the last on their medium.
+    pub released_copies: u64,
+    /// Blocks that could not be placed (offloaded copies of unknown hashes, missing tokens,
+    /// pending blocks dropped).
     pub unplaceable_blocks: u64,
+    /// Of those, blocks dropped while waiting for their parent.
+    pub pending_dropped: u64,
+    /// Blocks waiting for their parent now (a gauge).
+    pub pending_blocks: u64,
+    /// Blocks placed after waiting for their parent.
+    pub placed_late: u64,
+    /// Ancestors held again because a store under them showed the engine holds them.
+    pub reestablished_blocks: u64,
+    /// Mappings learnt from another rank of the same source.
+    pub learnt_from_peers: u64,
+    /// Stores that mapped a known external hash to another kvtier hash.
+    pub conflicting_stores: u64,
+    /// Removed copies of blocks waiting for their parent.
+    pub pending_removes: u64,
     /// Removed hashes that were not known.
     pub unknown_removes: u64,
-    /// Stored blocks that were known already.
-    pub duplicate_stores: u64,
     /// Events dropped by the group filter.
     pub filtered_events: u64,
-    /// `Cleared` messages sent (engine resets, unrepairable gaps, `AllBlocksCleared`).
+    /// `Cleared` messages sent (engine resets, `AllBlocksCleared`).
     pub clears: u64,
+    /// Events skipped because their tag is unknown.
+    pub skipped_unknown_tag: u64,
+    /// Events skipped because their medium is unknown.
+    pub skipped_unknown_medium: u64,
+    /// Events skipped because they are malformed.
+    pub skipped_malformed: u64,
+}
+
+impl VllmStats {
+    /// Every counter as `(metric suffix, help, value)`, for example
+    /// `("skipped_events_unknown_tag", "...", 3)`; [`VllmStats::pending_blocks`], a gauge, is
+    /// in [`VllmStats::gauges`] instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kvtier_router::VllmStats;
+    ///
+    /// let counters = VllmStats::default().counters();
+    /// assert!(counters.iter().any(|(name, _, _)| *name == "undecodable_batches"));
+    /// ```
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![
+            (
+                "connects",
+                "SUB socket connections (1 plus reconnects)",
+                self.connects,
+            ),
+            ("batches", "live batches received and decoded", self.batches),
+            ("events", "events in the batches applied", self.events),
+            (
+                "messages",
+                "kvtier messages sent to the router",
+                self.messages,
+            ),
+            (
+                "gaps_detected",
+                "sequence gaps seen on the live stream",
+                self.gaps_detected,
+            ),
+            (
+                "replays_requested",
+                "replay requests sent",
+                self.replays_requested,
+            ),
+            (
+                "replayed_batches",
+                "replayed batches applied",
+                self.replayed_batches,
+            ),
+            (
+                "replay_failures",
+                "replay requests that did not end with the end marker",
+                self.replay_failures,
+            ),
+            (
+                "unrepairable_gaps",
+                "gaps the replay buffer could not fill",
+                self.unrepairable_gaps,
+            ),
+            (
+                "duplicate_batches",
+                "batches dropped as applied already",
+                self.duplicates,
+            ),
+            ("resets", "publisher restarts seen", self.resets),
+            (
+                "decode_errors",
+                "malformed frames and batches naming too many ranks",
+                self.decode_errors,
+            ),
+            (
+                "undecodable_batches",
+                "batches whose payload could not be decoded (skipped)",
+                self.undecodable_batches,
+            ),
+            (
+                "stored_blocks",
+                "blocks announced as created",
+                self.stored_blocks,
+            ),
+            (
+                "removed_blocks",
+                "blocks announced as removed",
+                self.removed_blocks,
+            ),
+            (
+                "duplicate_stores",
+                "stored copies of blocks already held on that medium",
+                self.duplicate_stores,
+            ),
+            (
+                "released_copies",
+                "removed copies that were not the last on their medium",
+                self.released_copies,
+            ),
+            (
+                "unplaceable_blocks",
+                "blocks that could not be placed",
+                self.unplaceable_blocks,
+            ),
+            (
+                "pending_dropped_blocks",
+                "blocks dropped while waiting for their parent",
+                self.pending_dropped,
+            ),
+            (
+                "placed_late_blocks",
+                "blocks placed after waiting for their parent",
+                self.placed_late,
+            ),
+            (
+                "reestablished_blocks",
+                "ancestors held again because a store showed them held",
+                self.reestablished_blocks,
+            ),
+            (
+                "learnt_from_peers",
+                "mappings learnt from another rank of the source",
+                self.learnt_from_peers,
+            ),
+            (
+                "conflicting_stores",
+                "stores that remapped a known hash",
+                self.conflicting_stores,
+            ),
+            (
+                "pending_removes",
+                "removed blocks that were waiting for their parent",
+                self.pending_removes,
+            ),
+            (
+                "unknown_removes",
+                "removed hashes that were not known",
+                self.unknown_removes,
+            ),
+            (
+                "filtered_events",
+                "events dropped by the group filter",
+                self.filtered_events,
+            ),
+            ("clears", "Cleared messages sent", self.clears),
+            (
+                "skipped_events_unknown_tag",
+                "events skipped: unknown tag",
+                self.skipped_unknown_tag,
+            ),
+            (
+                "skipped_events_unknown_medium",
+                "events skipped: unknown medium",
+                self.skipped_unknown_medium,
+            ),
+            (
+                "skipped_events_malformed",
+                "events skipped: malformed",
+                self.skipped_malformed,
+            ),
+        ]
+    }
+
+    /// Every gauge as `(metric suffix, help, value)`: `pending_blocks`.
+    pub fn gauges(&self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![(
+            "pending_blocks",
+            "blocks waiting for their parent",
+            self.pending_blocks,
+        )]
+    }
 }
 
 /// The live counters; one writer (the source task).
@@ -69,8 +261,9 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) resets: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) undecodable_batches: AtomicU64,
     /// The converters' counters, summed over every rank (stored, not added).
-    convert: [AtomicU64; 7],
+    convert: [AtomicU64; CONVERT_FIELDS],
 }
 
 impl Counters {
@@ -86,16 +279,7 @@ impl Counters {
 
     /// Publishes the converters' summed counters.
     pub(crate) fn set_convert(&self, total: &VllmConvertStats) {
-        let values = [
-            total.stored_blocks,
-            total.removed_blocks,
-            total.unplaceable_blocks,
-            total.unknown_removes,
-            total.duplicate_stores,
-            total.filtered_events,
-            total.clears,
-        ];
-        for (slot, value) in self.convert.iter().zip(values) {
+        for (slot, value) in self.convert.iter().zip(total.fields()) {
             slot.store(value, Ordering::Relaxed);
         }
     }
@@ -103,15 +287,7 @@ impl Counters {
     /// A snapshot.
     pub(crate) fn snapshot(&self) -> VllmStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let [
-            stored,
-            removed,
-            unplaceable,
-            unknown,
-            dup_stores,
-            filtered,
-            clears,
-        ] = self.convert.each_ref().map(get);
+        let c = VllmConvertStats::from_fields(self.convert.each_ref().map(get));
         VllmStats {
             connects: get(&self.connects),
             batches: get(&self.batches),
@@ -125,13 +301,57 @@ impl Counters {
             duplicates: get(&self.duplicates),
             resets: get(&self.resets),
             decode_errors: get(&self.decode_errors),
-            stored_blocks: stored,
-            removed_blocks: removed,
-            unplaceable_blocks: unplaceable,
-            unknown_removes: unknown,
-            duplicate_stores: dup_stores,
-            filtered_events: filtered,
-            clears,
+            undecodable_batches: get(&self.undecodable_batches),
+            stored_blocks: c.stored_blocks,
+            removed_blocks: c.removed_blocks,
+            duplicate_stores: c.duplicate_stores,
+            released_copies: c.released_copies,
+            unplaceable_blocks: c.unplaceable_blocks,
+            pending_dropped: c.pending_dropped,
+            pending_blocks: c.pending_blocks,
+            placed_late: c.placed_late,
+            reestablished_blocks: c.reestablished_blocks,
+            learnt_from_peers: c.learnt_from_peers,
+            conflicting_stores: c.conflicting_stores,
+            pending_removes: c.pending_removes,
+            unknown_removes: c.unknown_removes,
+            filtered_events: c.filtered_events,
+            clears: c.clears,
+            skipped_unknown_tag: c.skipped_unknown_tag,
+            skipped_unknown_medium: c.skipped_unknown_medium,
+            skipped_malformed: c.skipped_malformed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_listed_once_with_its_value() {
+        let counters = Counters::default();
+        Counters::add(&counters.undecodable_batches, 3);
+        let convert = VllmConvertStats {
+            skipped_unknown_tag: 5,
+            pending_blocks: 7,
+            ..Default::default()
+        };
+        counters.set_convert(&convert);
+        let stats = counters.snapshot();
+        let listed = stats.counters();
+        let value = |name: &str| listed.iter().find(|(n, _, _)| *n == name).map(|c| c.2);
+        assert_eq!(value("undecodable_batches"), Some(3));
+        assert_eq!(value("skipped_events_unknown_tag"), Some(5));
+        assert_eq!(
+            stats.gauges(),
+            [("pending_blocks", "blocks waiting for their parent", 7)]
+        );
+        let mut names: Vec<_> = listed.iter().map(|c| c.0).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), listed.len(), "unique names");
+        // Every field but the gauge is a counter: 31 fields in all.
+        assert_eq!(listed.len() + stats.gauges().len(), 31);
     }
 }

@@ -42,6 +42,18 @@ pub(crate) struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// A tracker resumed after a restart with `last_applied` as the last batch applied.
+    ///
+    /// The next live batch continues the stream (`last + 1`), opens a gap that is replayed
+    /// (`> last + 1`), or, at or before `last`, shows that the publisher restarted meanwhile
+    /// (nothing was replayed yet, so it cannot be a duplicate).
+    pub(crate) fn restored(last_applied: Option<u64>) -> Self {
+        Self {
+            last_applied,
+            last_live: last_applied,
+        }
+    }
+
     /// Judges a batch received live with sequence number `seq`, and records it as seen live.
     ///
     /// Call it once per live batch: after a [`LiveVerdict::Gap`] or [`LiveVerdict::Join`] the
@@ -128,6 +140,19 @@ mod tests {
         assert_eq!(t.on_live(4), LiveVerdict::Duplicate);
         assert_eq!(t.on_live(5), LiveVerdict::Duplicate);
         assert_eq!(t.on_live(6), LiveVerdict::Apply);
+    }
+
+    #[test]
+    fn a_restored_tracker_continues_replays_or_resets() {
+        let mut t = SeqTracker::restored(Some(9));
+        assert_eq!(t.on_live(10), LiveVerdict::Apply);
+        let mut t = SeqTracker::restored(Some(9));
+        assert_eq!(t.on_live(14), LiveVerdict::Gap { from: 10, to: 13 });
+        // The engine restarted while the router was down.
+        let mut t = SeqTracker::restored(Some(9));
+        assert_eq!(t.on_live(2), LiveVerdict::Reset);
+        let mut t = SeqTracker::restored(None);
+        assert_eq!(t.on_live(3), LiveVerdict::Join { to: 2 });
     }
 
     #[test]

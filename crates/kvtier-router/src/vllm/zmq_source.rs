@@ -22,17 +22,32 @@
 //! - **gap** (`seq > last + 1`): counted, then batches `last + 1 ..` are requested from the
 //!   replay endpoint and applied in order, duplicates skipped; if the replay does not cover the
 //!   gap (no replay endpoint, the buffer starts later, nothing comes back in time) the gap is
-//!   *unrepairable*: the instance gets `Cleared { medium: None }` (the router forgets its blocks:
-//!   stale blocks would attract requests the instance can no longer serve cheaply) and the stream
-//!   continues from what arrived;
+//!   *unrepairable*: it is counted and the stream continues from what arrived, without clearing
+//!   the instance (what it held before the gap mostly still is; a store under a block removed
+//!   in the gap re-establishes it, and blocks whose parent was stored in the gap wait for it);
 //! - **duplicate** (`seq <= last`, after a replay ran ahead of the live stream): dropped;
 //! - **restart** (the live sequence goes back): `Cleared`, and the stream starts over;
 //! - **late join** (the first batch seen has `seq > 0`): with a replay endpoint and
 //!   [`VllmSourceBuilder::with_catch_up_on_join`] (default on), the buffered history is fetched
 //!   first (best effort: blocks whose parents predate the buffer are unplaceable).
 //!
-//! Malformed frames and payloads are counted ([`VllmStats::decode_errors`]) and skipped; they
-//! never stop the task. The SUB socket is re-created when it has been idle for
+//! Malformed frames are counted ([`VllmStats::decode_errors`]) and skipped. A batch whose
+//! payload cannot be decoded at all is counted ([`VllmStats::undecodable_batches`]) and
+//! dropped; the next batch shows the hole and the replay fetches it again. If the replayed
+//! payload cannot be decoded either, it is counted again and stands for an empty batch of its
+//! sequence number: it clears nothing, and the stream goes on. Bad events inside a decodable batch are skipped one by one
+//! (see [`VllmConverter`]). Nothing of this stops the task.
+//!
+//! # Warm restarts
+//!
+//! [`VllmSourceHandle::state`] returns a [`VllmSourceState`] consistent with every message sent
+//! so far (per rank: last applied sequence number, converter map, next event id). A source
+//! built [`VllmSourceBuilder::with_state`] resumes each rank from there: its next live batch
+//! continues the stream, or opens a gap replayed from `last + 1` (not a late-join replay from
+//! 0, which would count stores twice), or, if the sequence went back, shows the engine
+//! restarted (`Cleared`). [`VllmSourceBuilder::with_start_event_ids`] starts each instance's
+//! event ids where its router expects them, so no message after a restart is a duplicate or a
+//! gap there. The SUB socket is re-created when it has been idle for
 //! [`VllmSourceBuilder::with_idle_reconnect`] (the `zeromq` crate does not reconnect a SUB whose
 //! publisher went away); batches lost meanwhile are a gap like any other.
 //!
@@ -49,13 +64,14 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use kvtier_core::{BlockHasher, HashError, HashScheme};
 use kvtier_events::{EventMessage, InstanceId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use zeromq::{Endpoint, Socket, SocketRecv, SubSocket, ZmqMessage};
 
 use super::convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
 use super::decode::{VllmBatch, decode_vllm_batch};
 use super::replay;
+use super::state::{RankState, VllmSourceState};
 use super::stats::{Counters, VllmStats};
 use super::stream::{LiveVerdict, SeqTracker};
 
@@ -67,6 +83,8 @@ const MAX_RANKS: usize = 1024;
 const READER_QUEUE: usize = 32;
 /// Messages handled back to back before the stop signal and the idle timer are looked at.
 const BURST: usize = 8;
+/// State requests waiting for the task.
+const STATE_QUEUE: usize = 8;
 /// Pause before connecting again after a connection error.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
@@ -114,6 +132,28 @@ pub enum VllmSourceError {
         /// Which setting.
         what: &'static str,
     },
+    /// The state given to [`VllmSourceBuilder::with_state`] was taken from another source.
+    #[error("state of source {found:?} given to source {expected:?}")]
+    StateOfOtherSource {
+        /// This source's name.
+        expected: String,
+        /// The name in the state.
+        found: String,
+    },
+}
+
+/// The event id each instance's converter starts at (see
+/// [`VllmSourceBuilder::with_start_event_ids`]).
+pub type StartEventIds = Arc<dyn Fn(InstanceId) -> Option<u64> + Send + Sync>;
+
+/// [`StartEventIds`] with a `Debug` for the configuration.
+#[derive(Clone)]
+struct StartIds(StartEventIds);
+
+impl std::fmt::Debug for StartIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartIds(..)")
+    }
 }
 
 /// Builds a [`VllmSource`].
@@ -146,6 +186,7 @@ pub struct VllmSourceBuilder {
     /// The source's configuration as given; `build` checks it and applies the rank offset.
     config: SourceConfig,
     dp_rank_offset: i64,
+    state: Option<Arc<VllmSourceState>>,
 }
 
 impl VllmSourceBuilder {
@@ -221,6 +262,25 @@ impl VllmSourceBuilder {
         self
     }
 
+    /// Resumes from `state`, taken from a source with the same name (default: none, start
+    /// empty). Each rank continues after its last applied batch: batches it missed are replayed
+    /// from there (a gap), not from 0.
+    pub fn with_state(mut self, state: VllmSourceState) -> Self {
+        self.state = Some(Arc::new(state));
+        self
+    }
+
+    /// Sets the event id each instance's converter starts at: `f(instance)` (the router's
+    /// next expected id for it), or the state's / 1 when `f` says `None` (default: none). So no
+    /// message after a restart is discarded as a duplicate or opens a gap.
+    pub fn with_start_event_ids(
+        mut self,
+        f: Arc<dyn Fn(InstanceId) -> Option<u64> + Send + Sync>,
+    ) -> Self {
+        self.config.start_event_ids = Some(StartIds(f));
+        self
+    }
+
     /// Adds `rank` to the ports of both endpoints, as vLLM and SGLang do for data-parallel rank
     /// `rank` (default 0).
     pub fn with_dp_rank_offset(mut self, rank: i64) -> Self {
@@ -235,8 +295,17 @@ impl VllmSourceBuilder {
     /// [`VllmSourceError::InvalidEndpoint`] for an endpoint that is not `tcp://host:port` (or
     /// whose port overflows with the rank offset), [`VllmSourceError::Hash`] if the default
     /// block size or the model name cannot make a hasher, [`VllmSourceError::ZeroDuration`]
-    /// for a zero replay timeout or idle period.
+    /// for a zero replay timeout or idle period, [`VllmSourceError::StateOfOtherSource`] for a
+    /// state taken from a source with another name.
     pub fn build(self) -> Result<VllmSource, VllmSourceError> {
+        if let Some(state) = &self.state
+            && state.name() != self.config.name
+        {
+            return Err(VllmSourceError::StateOfOtherSource {
+                expected: self.config.name.clone(),
+                found: state.name().to_owned(),
+            });
+        }
         let mut config = self.config;
         config.endpoint = checked_endpoint(&config.endpoint, self.dp_rank_offset)?;
         config.replay_endpoint = config
@@ -262,6 +331,7 @@ impl VllmSourceBuilder {
         }
         Ok(VllmSource {
             config: Arc::new(config),
+            state: self.state,
         })
     }
 }
@@ -299,12 +369,14 @@ struct SourceConfig {
     idle_reconnect: Option<Duration>,
     catch_up_on_join: bool,
     max_replay_batches: usize,
+    start_event_ids: Option<StartIds>,
 }
 
 /// A configured subscription to one engine's KV-event stream (see the module docs).
 #[derive(Clone, Debug)]
 pub struct VllmSource {
     config: Arc<SourceConfig>,
+    state: Option<Arc<VllmSourceState>>,
 }
 
 impl VllmSource {
@@ -322,8 +394,10 @@ impl VllmSource {
                 idle_reconnect: Some(Duration::from_secs(30)),
                 catch_up_on_join: true,
                 max_replay_batches: 100_000,
+                start_event_ids: None,
             },
             dp_rank_offset: 0,
+            state: None,
         }
     }
 
@@ -385,7 +459,22 @@ impl VllmSource {
 
     fn start(self, out: Sink, external: Option<BoxFuture>) -> VllmSourceHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (state_tx, state_rx) = mpsc::channel(STATE_QUEUE);
         let counters = Arc::new(Counters::default());
+        let mut streams = HashMap::new();
+        for rank in self.state.iter().flat_map(|s| &s.ranks) {
+            let instance = vllm_instance_id(&self.config.name, rank.rank);
+            let mut converter =
+                VllmConverter::restore(instance, self.config.convert.clone(), &rank.converter);
+            start_at(&self.config, &mut converter);
+            streams.insert(
+                rank.rank,
+                RankStream {
+                    tracker: SeqTracker::restored(rank.last_applied),
+                    converter,
+                },
+            );
+        }
         let runner = Runner {
             config: self.config,
             counters: counters.clone(),
@@ -395,12 +484,14 @@ impl VllmSource {
                 external,
                 fired: false,
             },
-            streams: HashMap::new(),
+            state_requests: state_rx,
+            streams,
             pending: Vec::new(),
         };
         VllmSourceHandle {
             counters,
             stop: stop_tx,
+            state_requests: state_tx,
             task: tokio::spawn(runner.run()),
         }
     }
@@ -448,6 +539,7 @@ impl Stop {
 pub struct VllmSourceHandle {
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
+    state_requests: mpsc::Sender<oneshot::Sender<VllmSourceState>>,
     task: JoinHandle<()>,
 }
 
@@ -455,6 +547,15 @@ impl VllmSourceHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> VllmStats {
         self.counters.snapshot()
+    }
+
+    /// The source's state, consistent with every message it has sent so far (`None` if the
+    /// task ended). The task answers between batches: while it waits for a replay, the
+    /// answer waits too (at most the replay timeout).
+    pub async fn state(&self) -> Option<VllmSourceState> {
+        let (tx, rx) = oneshot::channel();
+        self.state_requests.send(tx).await.ok()?;
+        rx.await.ok()
     }
 
     /// Whether the task has ended (shutdown, or the consumer closed the channel).
@@ -490,6 +591,7 @@ struct Runner {
     counters: Arc<Counters>,
     out: Sink,
     stop: Stop,
+    state_requests: mpsc::Receiver<oneshot::Sender<VllmSourceState>>,
     streams: HashMap<i64, RankStream>,
     /// Messages produced and not yet sent.
     pending: Vec<EventMessage>,
@@ -513,6 +615,10 @@ impl Runner {
                 let received = tokio::select! {
                     biased;
                     () = self.stop.fired() => break Flow::Stop,
+                    Some(reply) = self.state_requests.recv() => {
+                        let _ = reply.send(self.export_state());
+                        continue;
+                    }
                     received = recv_within(&mut reader.messages, idle) => received,
                 };
                 let Some(message) = received else {
@@ -555,25 +661,48 @@ impl Runner {
             let connected = tokio::select! {
                 biased;
                 () = self.stop.fired() => return None,
+                Some(reply) = self.state_requests.recv() => {
+                    let _ = reply.send(self.export_state());
+                    continue;
+                }
                 result = attempt => result.is_ok(),
             };
             if connected {
                 return Some(sub);
             }
-            tokio::select! {
-                biased;
-                () = self.stop.fired() => return None,
-                () = tokio::time::sleep(RECONNECT_PAUSE) => {}
+            let pause = tokio::time::sleep(RECONNECT_PAUSE);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = self.stop.fired() => return None,
+                    Some(reply) = self.state_requests.recv() => {
+                        let _ = reply.send(self.export_state());
+                    }
+                    () = &mut pause => break,
+                }
             }
         }
     }
 
     async fn on_live(&mut self, message: ZmqMessage) -> Flow {
-        let Some((seq, batch)) = self.decode_live(&message) else {
-            Counters::bump(&self.counters.decode_errors);
-            return Flow::Continue;
+        let (seq, batch) = match self.decode_live(&message) {
+            Live::Batch(seq, batch) => {
+                Counters::bump(&self.counters.batches);
+                (seq, batch)
+            }
+            Live::Undecodable => {
+                // Its sequence number is not trusted (the payload is broken); the next batch
+                // shows the gap, and the repair skips the batch if the replay brings the same
+                // undecodable bytes.
+                Counters::bump(&self.counters.undecodable_batches);
+                return Flow::Continue;
+            }
+            Live::Malformed => {
+                Counters::bump(&self.counters.decode_errors);
+                return Flow::Continue;
+            }
         };
-        Counters::bump(&self.counters.batches);
         let rank = batch.dp_rank.unwrap_or(0);
         let Some(stream) = rank_stream(&mut self.streams, &self.config, rank) else {
             Counters::bump(&self.counters.decode_errors);
@@ -607,13 +736,36 @@ impl Runner {
     }
 
     /// The sequence number and batch of a live message `[topic, BE64 seq, payload]`.
-    fn decode_live(&self, message: &ZmqMessage) -> Option<(u64, VllmBatch)> {
-        if message.len() != 3 {
-            return None;
+    fn decode_live(&self, message: &ZmqMessage) -> Live {
+        let (Some(seq), Some(payload), 3) = (message.get(1), message.get(2), message.len()) else {
+            return Live::Malformed;
+        };
+        let Ok(seq) = <[u8; 8]>::try_from(&seq[..]).map(u64::from_be_bytes) else {
+            return Live::Malformed;
+        };
+        match decode_vllm_batch(payload) {
+            Ok(batch) => Live::Batch(seq, batch),
+            Err(_) => Live::Undecodable,
         }
-        let seq = <[u8; 8]>::try_from(&message.get(1)?[..]).ok()?;
-        let batch = decode_vllm_batch(message.get(2)?).ok()?;
-        Some((u64::from_be_bytes(seq), batch))
+    }
+
+    /// Every rank's sequence position and converter (between batches: consistent with every
+    /// message sent).
+    fn export_state(&self) -> VllmSourceState {
+        let mut ranks: Vec<RankState> = self
+            .streams
+            .iter()
+            .map(|(rank, stream)| RankState {
+                rank: *rank,
+                last_applied: stream.tracker.last_applied(),
+                converter: stream.converter.export(),
+            })
+            .collect();
+        ranks.sort_by_key(|r| r.rank);
+        VllmSourceState {
+            name: self.config.name.clone(),
+            ranks,
+        }
     }
 
     /// Fetches batches `from..` of `rank` from the replay endpoint and applies those that
@@ -638,9 +790,13 @@ impl Runner {
             Counters::bump(&self.counters.replay_failures);
         }
         for (seq, payload) in outcome.batches {
-            let Ok(batch) = decode_vllm_batch(&payload) else {
-                Counters::bump(&self.counters.decode_errors);
-                continue;
+            let batch = match decode_vllm_batch(&payload) {
+                Ok(batch) => batch,
+                Err(_) => {
+                    // The same bytes the engine sent live: skipping them is all there is to do.
+                    Counters::bump(&self.counters.undecodable_batches);
+                    empty_batch(rank)
+                }
             };
             if batch.dp_rank.unwrap_or(0) != rank || seq < from {
                 continue;
@@ -658,7 +814,7 @@ impl Runner {
 
     /// Applies a batch that arrives out of the live flow (replayed, or held during a repair)
     /// unless it was applied already; if batches before it are still missing, the gap is
-    /// unrepairable. Returns whether it was applied.
+    /// unrepairable: counted, and the stream goes on. Returns whether it was applied.
     fn apply_held(&mut self, rank: i64, seq: u64, batch: &VllmBatch) -> bool {
         let Some(stream) = self.streams.get_mut(&rank) else {
             return false;
@@ -673,18 +829,35 @@ impl Runner {
             .is_some_and(|last| seq > last + 1)
         {
             Counters::bump(&self.counters.unrepairable_gaps);
-            stream.converter.clear(&mut self.pending);
         }
         self.apply(rank, seq, batch);
         true
     }
 
+    /// Applies `batch` to `rank`'s converter, with the other ranks' mappings as peers, and
+    /// lets the other ranks place what waited for mappings it taught.
     fn apply(&mut self, rank: i64, seq: u64, batch: &VllmBatch) {
-        let Some(stream) = self.streams.get_mut(&rank) else {
-            return;
-        };
-        stream.converter.apply_batch(batch, &mut self.pending);
-        stream.tracker.applied(seq);
+        if self.streams.len() == 1 {
+            if let Some(stream) = self.streams.get_mut(&rank) {
+                stream.converter.apply_batch(batch, &mut self.pending);
+                stream.tracker.applied(seq);
+            }
+        } else {
+            let Some(mut stream) = self.streams.remove(&rank) else {
+                return;
+            };
+            let peers: Vec<&VllmConverter> = self.streams.values().map(|s| &s.converter).collect();
+            stream
+                .converter
+                .apply_batch_with_peers(batch, &peers, &mut self.pending);
+            for other in self.streams.values_mut() {
+                other
+                    .converter
+                    .resolve_from_peer(&stream.converter, &mut self.pending);
+            }
+            stream.tracker.applied(seq);
+            self.streams.insert(rank, stream);
+        }
         Counters::add(&self.counters.events, batch.events.len() as u64);
     }
 
@@ -776,10 +949,43 @@ fn rank_stream<'a>(
     if !streams.contains_key(&rank) && streams.len() >= MAX_RANKS {
         return None;
     }
-    Some(streams.entry(rank).or_insert_with(|| RankStream {
-        tracker: SeqTracker::default(),
-        converter: VllmConverter::new(vllm_instance_id(&config.name, rank), config.convert.clone()),
+    Some(streams.entry(rank).or_insert_with(|| {
+        let mut converter =
+            VllmConverter::new(vllm_instance_id(&config.name, rank), config.convert.clone());
+        start_at(config, &mut converter);
+        RankStream {
+            tracker: SeqTracker::default(),
+            converter,
+        }
     }))
+}
+
+/// Starts `converter`'s event ids where [`VllmSourceBuilder::with_start_event_ids`] says.
+fn start_at(config: &SourceConfig, converter: &mut VllmConverter) {
+    if let Some(StartIds(f)) = &config.start_event_ids
+        && let Some(id) = f(converter.instance())
+    {
+        converter.set_next_event_id(id);
+    }
+}
+
+/// A live message, decoded.
+enum Live {
+    /// A batch and its sequence number.
+    Batch(u64, VllmBatch),
+    /// A payload that is not a batch.
+    Undecodable,
+    /// Not a `[topic, seq, payload]` message.
+    Malformed,
+}
+
+/// What an undecodable batch of `rank` stands for.
+fn empty_batch(rank: i64) -> VllmBatch {
+    VllmBatch {
+        ts: 0.0,
+        events: Vec::new(),
+        dp_rank: Some(rank),
+    }
 }
 
 /// A task that owns the SUB socket and forwards its messages.

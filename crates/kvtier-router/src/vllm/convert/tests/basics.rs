@@ -1,66 +1,9 @@
-//! Converter tests: chains, parents, unknown parents, duplicates, removes, media, groups, ids.
+//! Chains, LoRA, block sizes, removes, media, clears, groups, schemes, skipped events.
 
-use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium, SequenceHash};
-use kvtier_events::{EventKind, EventMessage, InstanceId, Payload};
+use kvtier_core::{BlockHasher, ExtraKeys, HashScheme, Medium};
+use kvtier_events::{EventKind, InstanceId, Payload};
 
 use super::*;
-
-const BS: usize = 4;
-
-fn config() -> VllmConvertConfig {
-    VllmConvertConfig::default().with_model("m")
-}
-
-fn hasher(lora: Option<&str>) -> BlockHasher {
-    BlockHasher::new(BS, HashScheme::Kvtier, config().extra_keys(lora)).unwrap()
-}
-
-fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
-    (0..(blocks * BS) as u32).map(|t| seed * 1000 + t).collect()
-}
-
-fn h(v: i128) -> ExternalHash {
-    ExternalHash::Int(v)
-}
-
-fn stored(hashes: &[i128], parent: Option<i128>, tokens: &[u32]) -> VllmEvent {
-    VllmEvent::BlockStored {
-        block_hashes: hashes.iter().map(|&v| h(v)).collect(),
-        parent: parent.map(h),
-        token_ids: tokens.to_vec(),
-        block_size: BS,
-        lora_id: None,
-        lora_name: None,
-        medium: None,
-        group_idx: None,
-        cache_kind: None,
-        extra_keys: None,
-    }
-}
-
-fn removed(hashes: &[i128], medium: Option<Medium>) -> VllmEvent {
-    VllmEvent::BlockRemoved {
-        block_hashes: hashes.iter().map(|&v| h(v)).collect(),
-        medium,
-        group_idx: None,
-    }
-}
-
-fn apply(conv: &mut VllmConverter, event: VllmEvent) -> Vec<EventMessage> {
-    let mut out = Vec::new();
-    conv.apply_event(&event, &mut out);
-    out
-}
-
-fn batch_of(msg: &EventMessage) -> (EventKind, Medium, Vec<SequenceHash>) {
-    match &msg.payload {
-        Payload::Batch(b) => {
-            assert_eq!(b.policy, EmitPolicy::All);
-            (b.kind, b.medium, b.hashes.clone())
-        }
-        other => panic!("not a batch: {other:?}"),
-    }
-}
 
 #[test]
 fn chains_across_events_match_hashing_the_whole_prefix() {
@@ -120,11 +63,12 @@ fn lora_and_model_change_the_hashes() {
 }
 
 #[test]
-fn unknown_parent_is_unplaceable_and_emits_nothing() {
+fn unknown_parent_waits_and_emits_nothing() {
     let mut conv = VllmConverter::new(InstanceId(1), config());
     let out = apply(&mut conv, stored(&[7, 8], Some(99), &tokens(1, 2)));
     assert!(out.is_empty());
-    assert_eq!(conv.stats().unplaceable_blocks, 2);
+    assert_eq!(conv.stats().unplaceable_blocks, 0);
+    assert_eq!(conv.stats().pending_blocks, 2);
     assert!(conv.is_empty());
     // Nothing was emitted, so the next message is still event 1.
     assert_eq!(conv.next_event_id(), 1);
@@ -155,18 +99,6 @@ fn zero_block_size_uses_the_default() {
 }
 
 #[test]
-fn duplicates_are_counted_and_announced_again() {
-    let mut conv = VllmConverter::new(InstanceId(1), config());
-    let t = tokens(1, 2);
-    let first = apply(&mut conv, stored(&[1, 2], None, &t));
-    let again = apply(&mut conv, stored(&[1, 2], None, &t));
-    assert_eq!(batch_of(&first[0]).2, batch_of(&again[0]).2);
-    assert_eq!(again[0].event_id, 2);
-    assert_eq!(conv.stats().duplicate_stores, 2);
-    assert_eq!(conv.len(), 2);
-}
-
-#[test]
 fn removes_are_mapped_sorted_and_forgotten() {
     let mut conv = VllmConverter::new(InstanceId(1), config());
     let t = tokens(1, 3);
@@ -182,9 +114,6 @@ fn removes_are_mapped_sorted_and_forgotten() {
     // Removing again: all unknown, no message.
     assert!(apply(&mut conv, removed(&[1], None)).is_empty());
     assert_eq!(conv.stats().unknown_removes, 2);
-    // A child stored under a removed parent is unplaceable.
-    assert!(apply(&mut conv, stored(&[4], Some(3), &tokens(2, 1))).is_empty());
-    assert_eq!(conv.stats().unplaceable_blocks, 1);
 }
 
 #[test]
@@ -208,7 +137,9 @@ fn media_are_tracked_separately() {
     assert!(apply(&mut conv, removed(&[1], Some(Medium::Disk))).is_empty());
     let cpu_gone = apply(&mut conv, removed(&[1], Some(Medium::Cpu)));
     assert_eq!(batch_of(&cpu_gone[0]).1, Medium::Cpu);
-    assert_eq!(conv.lookup(&h(1)), None);
+    // The GPU store of its child showed the engine holds block 1 on the GPU again.
+    assert_eq!(conv.copies(&h(1), Medium::Cpu), 0);
+    assert_eq!(conv.copies(&h(1), Medium::Gpu), 1);
 }
 
 #[test]
@@ -219,7 +150,6 @@ fn clear_empties_the_map_and_keeps_ids_contiguous() {
     assert_eq!(out[0].payload, Payload::Cleared { medium: None });
     assert_eq!(out[0].event_id, 2);
     assert!(conv.is_empty());
-    assert!(apply(&mut conv, stored(&[2], Some(1), &tokens(2, 1))).is_empty());
     let mut more = Vec::new();
     conv.clear(&mut more);
     assert_eq!(more[0].event_id, 3);
@@ -291,4 +221,33 @@ fn xxh3_compat_scheme_is_honoured() {
         .unwrap()
         .sequence_hashes(&t);
     assert_eq!(batch_of(&out[0]).2, expected);
+}
+
+#[test]
+fn skipped_events_are_counted_per_reason_and_the_rest_applied() {
+    let mut conv = VllmConverter::new(InstanceId(1), config());
+    let t = tokens(1, 1);
+    let skipped = |reason| VllmEvent::Skipped { reason };
+    let out = apply_all(
+        &mut conv,
+        vec![
+            skipped(SkipReason::UnknownTag),
+            stored(&[1], None, &t),
+            skipped(SkipReason::UnknownMedium),
+            skipped(SkipReason::Malformed),
+            skipped(SkipReason::UnknownTag),
+        ],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(batch_of(&out[0]).2, hasher(None).sequence_hashes(&t));
+    let stats = conv.stats();
+    assert_eq!(
+        (
+            stats.skipped_unknown_tag,
+            stats.skipped_unknown_medium,
+            stats.skipped_malformed
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(stats.clears, 0, "a bad event clears nothing");
 }
