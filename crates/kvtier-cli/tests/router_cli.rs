@@ -1,7 +1,7 @@
 //! `kvtier router` end to end, through the built binary.
 //!
 //! A stand-in for vLLM's ZeroMQ KV-event publisher
-//! (`crates/kvtier-router/tests/python/vllm_publisher.py`, pyzmq + msgpack in the venv that
+//! (`crates/kvtier-router/tests/python/vllm_publisher.py`, pyzmq + msgspec with vLLM's struct definitions, in the venv that
 //! `scripts/python-env.sh` creates) plays its fixed scenario to a real `kvtier router
 //! --vllm ...` process: phase 1 stores chain A (4 blocks) and chain B (2 blocks, under a LoRA);
 //! phase 2 removes, skips one sequence number on the live socket (repaired from the replay

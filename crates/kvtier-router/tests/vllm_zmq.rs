@@ -1,6 +1,6 @@
 //! [`VllmSource`] against a real ZeroMQ publisher with vLLM's wire layout.
 //!
-//! `tests/python/vllm_publisher.py` (pyzmq + msgpack, in the venv that
+//! `tests/python/vllm_publisher.py` (pyzmq + msgspec with vLLM's struct definitions, in the venv that
 //! `scripts/python-env.sh` creates on first use) binds a PUB and a ROUTER replay socket on
 //! free 127.0.0.1 ports and plays a fixed scenario: chains of blocks with bytes and integer
 //! hashes, in both event layouts vLLM has used, a LoRA, a filtered sliding-window group,

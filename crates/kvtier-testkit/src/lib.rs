@@ -4,7 +4,8 @@
 //! ([`workspace_root`]), the Python virtual environment that `scripts/python-env.sh` builds
 //! and the `KVTIER_SKIP_PYTHON_TESTS` switch ([`python`]), free local ports ([`net`]), child
 //! processes that never outlive a test and whose output is read line by line ([`process`]),
-//! the stand-in for vLLM's ZeroMQ KV-event publisher ([`vllm`]), and a std-only HTTP/1.1
+//! the stand-in for vLLM's ZeroMQ KV-event publisher ([`vllm`], scripted by the test in
+//! [`vllm_script`]), and a std-only HTTP/1.1
 //! client ([`http`]). It owns no assertions about kvtier itself: what a test checks stays in
 //! the test. It depends on std only, is never published, and is only ever a
 //! `[dev-dependencies]` entry; nothing in a shipped crate may use it.
@@ -18,6 +19,7 @@
 //! | [`net`] | [`net::free_port`] |
 //! | [`process`] | [`process::ChildGuard`] (kill on drop), [`process::Lines`] (stdout lines) |
 //! | [`vllm`] | [`vllm::VllmPublisher`], `crates/kvtier-router/tests/python/vllm_publisher.py` |
+//! | [`vllm_script`] | [`vllm_script::ScriptedPublisher`]: the same script publishing the test's own batches |
 //! | [`http`] | [`http::request`], [`http::get`], [`http::post`] |
 //!
 //! # Example
@@ -69,6 +71,7 @@ pub mod process;
 pub mod python;
 pub mod rng;
 pub mod vllm;
+pub mod vllm_script;
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
 //! The Python that tests run real publishers with.
 //!
-//! `scripts/python-env.sh` creates a virtual environment with pyzmq and msgpack (once, under
-//! `target/py-venv` unless `KVTIER_PY_VENV` says otherwise) and prints its interpreter's path;
-//! [`python`] runs it once per test process. Tests that need Python call
+//! `scripts/python-env.sh` creates a virtual environment with pyzmq, msgpack and msgspec
+//! (once, under `target/py-venv` unless `KVTIER_PY_VENV` says otherwise) and prints its
+//! interpreter's path; [`python`] runs it once per test process. Tests that need Python call
 //! [`skip_python_tests`] first, so that `KVTIER_SKIP_PYTHON_TESTS=1` skips them where there is
 //! no Python or no access to PyPI.
 

@@ -1,9 +1,10 @@
 //! A stand-in for vLLM's ZeroMQ KV-event publisher, as a child process.
 //!
-//! [`VllmPublisher`] runs `crates/kvtier-router/tests/python/vllm_publisher.py` (pyzmq +
-//! msgpack, in the venv of [`python`]): it binds a PUB socket and a
-//! ROUTER replay socket on 127.0.0.1 and plays a fixed scenario, paced by control lines on
-//! its stdin and reporting progress on its stdout:
+//! [`VllmPublisher`] runs `crates/kvtier-router/tests/python/vllm_publisher.py` (pyzmq, and
+//! msgspec with vLLM's struct definitions from `vllm_structs.py`, in the venv of
+//! [`python`](crate::python)): it binds a PUB socket and a ROUTER replay socket on 127.0.0.1
+//! and plays a fixed scenario, paced by control lines on its stdin and reporting progress on
+//! its stdout:
 //!
 //! ```text
 //! READY          printed once both sockets are bound (start() waits for it)
@@ -14,6 +15,9 @@
 //!
 //! The script's docstring describes the scenario's events. What the scenario must produce is
 //! for each test to say; this module only runs the process.
+//!
+//! [`VllmPublisherBuilder::start_scripted`] starts the same script in its scripted mode
+//! instead, where the test publishes batches of its own: see [`crate::vllm_script`].
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,6 +26,7 @@ use std::time::Duration;
 use crate::net::free_port;
 use crate::process::{ChildGuard, Lines};
 use crate::python::python;
+use crate::vllm_script::ScriptedPublisher;
 use crate::workspace_root;
 
 /// The publisher script, relative to the workspace root.
@@ -63,6 +68,12 @@ impl VllmPublisher {
         self.lines.wait_line(want, within)
     }
 
+    /// Skips stdout lines until `find` maps one to `Some`, and returns that; `None` if the
+    /// script exited or `within` ran out (see [`Lines::find_map`]).
+    pub fn find_line<T>(&self, within: Duration, find: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        self.lines.find_map(within, find)
+    }
+
     /// The PUB socket's and the replay socket's ports.
     pub fn ports(&self) -> (u16, u16) {
         (self.pub_port, self.replay_port)
@@ -87,6 +98,7 @@ pub struct VllmPublisherBuilder {
     dp_rank: i64,
     timeout: Duration,
     drop_from_buffer: bool,
+    scripted: bool,
 }
 
 impl Default for VllmPublisherBuilder {
@@ -97,6 +109,7 @@ impl Default for VllmPublisherBuilder {
             dp_rank: 0,
             timeout: Duration::from_secs(60),
             drop_from_buffer: false,
+            scripted: false,
         }
     }
 }
@@ -132,6 +145,17 @@ impl VllmPublisherBuilder {
     pub fn with_drop_from_buffer(mut self) -> Self {
         self.drop_from_buffer = true;
         self
+    }
+
+    /// Starts the script in its scripted mode (`--scripted`) and waits until it printed
+    /// `READY`: the test publishes its own batches ([`ScriptedPublisher::publish`]).
+    ///
+    /// # Panics
+    ///
+    /// If python cannot be set up or started, or no attempt became ready.
+    pub fn start_scripted(mut self) -> ScriptedPublisher {
+        self.scripted = true;
+        ScriptedPublisher::new(self.start())
     }
 
     /// Starts the script and waits until it printed `READY`.
@@ -171,6 +195,9 @@ impl VllmPublisherBuilder {
             .stderr(Stdio::inherit());
         if self.drop_from_buffer {
             command.arg("--drop-from-buffer");
+        }
+        if self.scripted {
+            command.arg("--scripted");
         }
         command
     }

@@ -464,15 +464,7 @@ impl RouterService {
             return Err(AddSourceError::Duplicate { name });
         }
         let router = self.shared.router.clone();
-        // MERGE(rcore): `router.read().next_event_id(id)`.
-        let next_event_ids = Arc::new(move |id: InstanceId| {
-            router
-                .read()
-                .instances()
-                .iter()
-                .find(|i| i.instance == id)
-                .map(|i| i.next_event_id)
-        });
+        let next_event_ids = Arc::new(move |id: InstanceId| router.read().next_event_id(id));
         let builder = sources::resume(
             builder,
             self.shared.source_states.get(&name),

@@ -410,6 +410,10 @@ fn medium(head: Head<'_>) -> Result<Option<Medium>, VllmDecodeError> {
     if let Some(m) = Medium::from_name(name) {
         return Ok(Some(m));
     }
+    // SGLang's hierarchical cache names its host tier CPU_PINNED.
+    if name.eq_ignore_ascii_case("CPU_PINNED") {
+        return Ok(Some(Medium::Cpu));
+    }
     // vLLM's offloading connectors name their tiers CPU and STORAGE (vllm/distributed/kv_events.py).
     if ["STORAGE", "SSD", "LOCAL_DISK"]
         .iter()

@@ -1,10 +1,3 @@
-//! MERGE: this file moves to `crates/kvtier-cli/tests/router_restart.rs` once the `golden`
-//! branch (`kvtier_testkit::vllm_script`, the scripted msgspec publisher) and the `vconvert`
-//! branch (contract C3, wired in `crates/kvtier-router/src/service/sources.rs`'s `shim`) are
-//! merged. Cargo does not build files in this folder. It passed on a trial merge of
-//! http + vconvert + rcore + golden with the shims replaced, and fails there without them
-//! (duplicates discarded after the restart).
-//!
 //! `kvtier router --snapshot` restarts warm: an engine's batches published before the router
 //! stopped, while it was down, and after it came back are all indexed, and none is discarded
 //! as a duplicate or lost to a gap.
