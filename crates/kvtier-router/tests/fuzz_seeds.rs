@@ -29,7 +29,7 @@ use kvtier_events::{
     Dump, EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, MediumBlocks, Payload,
     WireFormat,
 };
-use kvtier_router::{Router, VllmConvertConfig, VllmConverter, decode_vllm_batch};
+use kvtier_router::{Router, VllmConvertConfig, VllmConverter, VllmSourceState, decode_vllm_batch};
 use rmpv::Value;
 
 /// Seeds per target: file name → bytes.
@@ -647,7 +647,23 @@ fn all_seeds() -> Seeds {
     all.insert("router_stream", stream_seeds());
     all.insert("router_snapshot", snapshot_seeds());
     all.insert("router_snapshot_body", snapshot_body_seeds());
+    all.insert("vllm_state", state_seeds());
     all
+}
+
+/// Saved vLLM source states. Only a running source makes a state with ranks and entries, so
+/// the seeds are empty states: valid framing and checksum for the fuzzer to start from.
+fn state_seeds() -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "empty.bin".to_owned(),
+        VllmSourceState::empty("engine-a").to_bytes(),
+    );
+    out.insert(
+        "empty_unnamed.bin".to_owned(),
+        VllmSourceState::empty("").to_bytes(),
+    );
+    out
 }
 
 /// The snapshot file around `body`, as `router_snapshot_body` frames it.
@@ -708,6 +724,11 @@ fn check_valid(target: &str, name: &str, bytes: &[u8]) {
                 rest = tail;
             }
             assert!(frames > 1, "{name}: a stream of one message");
+        }
+        "vllm_state" => {
+            let state =
+                VllmSourceState::from_bytes(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(state.to_bytes(), bytes, "{name}: not stable");
         }
         "router_snapshot" => {
             let router = Router::from_snapshot_bytes(Router::builder(), bytes)
