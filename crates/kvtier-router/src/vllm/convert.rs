@@ -757,7 +757,12 @@ impl VllmConverter {
         ConverterState {
             next_event_id: self.next_event_id,
             groups,
-            entries: self.map.iter().map(|(fp, e)| (fp, *e)).collect(),
+            entries: {
+                let mut entries: Vec<(u64, MapEntry)> =
+                    self.map.iter().map(|(fp, e)| (fp, *e)).collect();
+                entries.sort_unstable_by_key(|&(fp, _)| fp);
+                entries
+            },
             ghosts: self.map.ghost_queue().collect(),
         }
     }

@@ -62,7 +62,7 @@ fn map_entries_are_small_and_own_no_heap() {
     assert_eq!(conv.len(), n);
     let per_block = conv.map_bytes() as f64 / n as f64;
     eprintln!("converter map: {per_block:.1} bytes per block at {n} blocks");
-    assert!(per_block <= 96.0, "{per_block} bytes per block");
+    assert!(per_block <= 76.0, "{per_block} bytes per block");
 }
 
 #[test]
