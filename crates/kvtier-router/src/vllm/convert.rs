@@ -266,9 +266,26 @@ impl VllmConverter {
         out: &mut Vec<EventMessage>,
     ) {
         self.run_start = out.len();
+        self.prefetch(batch);
         for event in &batch.events {
             self.event(event, peers, out);
         }
+    }
+
+    /// Brings the map slots of every block `batch` names into the cache before its events
+    /// are applied, so that their cache misses overlap.
+    fn prefetch(&mut self, batch: &VllmBatch) {
+        let mut fps = std::mem::take(&mut self.fps);
+        fps.clear();
+        for event in &batch.events {
+            if let VllmEvent::BlockStored { block_hashes, .. }
+            | VllmEvent::BlockRemoved { block_hashes, .. } = event
+            {
+                fps.extend(block_hashes.iter().map(fingerprint));
+            }
+        }
+        self.map.prefetch(&fps);
+        self.fps = fps;
     }
 
     /// Converts one event, appending zero or more messages to `out` (one, unless a block
