@@ -154,6 +154,9 @@ pub struct VllmConverter {
     /// Index in the output vector where the current call started: messages from there on
     /// may be extended (coalescing).
     run_start: usize,
+    /// Blocks the current batch names: the capacity a new message starts with, so that
+    /// coalescing a batch's events into it does not grow it step by step.
+    batch_blocks: usize,
     /// Reused buffers.
     fps: Vec<u64>,
     hashes: Vec<SequenceHash>,
@@ -176,6 +179,7 @@ impl VllmConverter {
             groups: HashMap::new(),
             stats: VllmConvertStats::default(),
             run_start: 0,
+            batch_blocks: 0,
             fps: Vec::new(),
             hashes: Vec::new(),
             walk: Vec::new(),
@@ -270,6 +274,7 @@ impl VllmConverter {
         for event in &batch.events {
             self.event(event, peers, out);
         }
+        self.batch_blocks = 0;
     }
 
     /// Brings the map slots of every block `batch` names into the cache before its events
@@ -285,6 +290,7 @@ impl VllmConverter {
             }
         }
         self.map.prefetch(&fps);
+        self.batch_blocks = fps.len();
         self.fps = fps;
     }
 
@@ -749,7 +755,11 @@ impl VllmConverter {
             Payload::Batch(EventBatch {
                 medium,
                 kind,
-                hashes: hashes.to_vec(),
+                hashes: {
+                    let mut all = Vec::with_capacity(hashes.len().max(self.batch_blocks));
+                    all.extend_from_slice(hashes);
+                    all
+                },
                 policy: EmitPolicy::All,
             }),
             out,
