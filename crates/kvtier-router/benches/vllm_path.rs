@@ -15,7 +15,8 @@
 //!
 //! Groups (throughput in blocks per second, on one core):
 //!
-//! - `decode`: bytes to [`VllmBatch`] with [`decode_vllm_batch`], over 16 batches in a ring.
+//! - `decode`: bytes to [`VllmBatch`] with a [`VllmDecoder`] (each batch given back to it,
+//!   as the source does), over 16 batches in a ring.
 //! - `in_process`: the ZeroMQ-less ceiling on one thread: make the batch (a copy and a few
 //!   patched bytes), decode, convert ([`VllmConverter`]), apply to a [`Router`].
 //! - `zmq`: the whole path. A publisher thread sends the pre-encoded batches as fast as its
@@ -91,8 +92,7 @@ use std::time::{Duration, Instant};
 
 use kvtier_events::{EventKind, EventMessage, InstanceId, Payload};
 use kvtier_router::{
-    INGEST_QUEUE, Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmSource,
-    decode_vllm_batch,
+    INGEST_QUEUE, Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmDecoder, VllmSource,
 };
 use tokio::sync::mpsc;
 
@@ -325,13 +325,14 @@ fn bench_decode(shape: Shape, seconds: f64) -> Measured {
             b
         })
         .collect();
+    let mut decoder = VllmDecoder::new();
     let (blocks, wall, cpu) = timed(|| {
         let start = Instant::now();
         let mut blocks = 0u64;
         while start.elapsed().as_secs_f64() < seconds {
             for b in &batches {
-                let batch: VllmBatch = decode_vllm_batch(black_box(b)).expect("valid batch");
-                black_box(&batch);
+                let batch: VllmBatch = decoder.decode(black_box(b)).expect("valid batch");
+                decoder.recycle(black_box(batch));
                 blocks += t.blocks as u64;
             }
         }
@@ -349,6 +350,7 @@ fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut router = Router::builder().build();
+    let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
@@ -357,8 +359,9 @@ fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
         let mut created = 0;
         for k in 0..batches {
             t.fill(k, &mut bytes);
-            let batch = decode_vllm_batch(&bytes).expect("valid batch");
+            let batch = decoder.decode(&bytes).expect("valid batch");
             converter.apply_batch(&batch, &mut messages);
+            decoder.recycle(batch);
             for m in messages.drain(..) {
                 created += created_blocks(&m);
                 router.apply(m);
@@ -574,6 +577,7 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     let t = Template::new(shape);
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
     let mut converter = VllmConverter::new(InstanceId(1), config);
+    let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
@@ -581,8 +585,9 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     let ((), wall, cpu) = timed(|| {
         for k in 0..batches {
             t.fill(k, &mut bytes);
-            let batch = decode_vllm_batch(&bytes).expect("valid batch");
+            let batch = decoder.decode(&bytes).expect("valid batch");
             converter.apply_batch(&batch, &mut messages);
+            decoder.recycle(batch);
             messages.clear();
         }
     });
