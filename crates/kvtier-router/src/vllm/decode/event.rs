@@ -254,9 +254,12 @@ impl Parts {
         match field {
             Field::BlockHashes => self.block_hashes = hashes(r, spares)?,
             Field::Parent => {
-                self.parent = match r.head()? {
-                    Head::Nil => None,
-                    head => Some(hash(head, "parent_block_hash", spares)?),
+                self.parent = match r.bin8_fast() {
+                    Some(bytes) => Some(spares.bytes(bytes)),
+                    None => match r.head()? {
+                        Head::Nil => None,
+                        head => Some(hash(head, "parent_block_hash", spares)?),
+                    },
                 }
             }
             Field::TokenIds => self.token_ids = tokens(r, spares)?,
@@ -327,7 +330,10 @@ fn hashes(
         Head::Array(n) => {
             let mut out = spares.hashes(capacity(n, r));
             for _ in 0..n {
-                out.push(hash(r.head()?, FIELD, spares)?);
+                out.push(match r.bin8_fast() {
+                    Some(bytes) => spares.bytes(bytes),
+                    None => hash(r.head()?, FIELD, spares)?,
+                });
             }
             Ok(Some(out))
         }
