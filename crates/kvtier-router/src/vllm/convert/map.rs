@@ -170,10 +170,10 @@ impl Table {
         ((u128::from(fp) * n as u128) >> 64) as usize
     }
 
-    /// The slot holding `fp`.
+    /// The slot holding `fp` (never one for 0, the mark of an empty slot).
     pub(super) fn find(&self, fp: u64) -> Option<usize> {
         let n = self.slots.len();
-        if n == 0 {
+        if n == 0 || fp == 0 {
             return None;
         }
         let mut i = Self::home(fp, n);
@@ -399,6 +399,10 @@ impl BlockMap {
     /// Inserts or replaces `fp`'s entry as given (used when restoring state).
     #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore(&mut self, fp: u64, entry: Entry) {
+        if fp == 0 {
+            // No fingerprint is 0 (it marks empty slots): only a damaged state holds one.
+            return;
+        }
         if let Some(old) = self.entries.insert(fp, entry)
             && !old.is_ghost()
         {
@@ -412,6 +416,9 @@ impl BlockMap {
     /// Appends `fp` to the ghost queue as it was saved (used when restoring state).
     #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore_ghost(&mut self, fp: u64) {
+        if fp == 0 {
+            return;
+        }
         self.ghosts.push_back(fp);
         self.trim_ghosts();
     }

@@ -137,3 +137,20 @@ fn converter_throughput() {
         assert_eq!(conv.len(), 0);
     }
 }
+
+#[test]
+fn a_state_with_fingerprint_zero_restores_without_it() {
+    // 0 marks an empty slot of the map's table: only a damaged state can carry it.
+    let mut conv = VllmConverter::new(InstanceId(1), config());
+    let a = tokens(1, 2);
+    apply(&mut conv, stored(&[1, 2], None, &a));
+    let good = conv.export();
+    let mut damaged = good.clone();
+    let (_, entry) = damaged.entries[0];
+    damaged.entries.insert(0, (0, entry));
+    damaged.ghosts.extend([0, 0]);
+    let resumed = VllmConverter::restore(InstanceId(1), config(), &damaged);
+    assert_eq!(resumed.export(), good);
+    assert_eq!(resumed.len(), 2);
+    assert_eq!(resumed.copies(&h(2), Medium::Gpu), 1);
+}
