@@ -15,7 +15,8 @@
 //!
 //! Groups (throughput in blocks per second, on one core):
 //!
-//! - `decode`: bytes to [`VllmBatch`] with [`decode_vllm_batch`], over 16 batches in a ring.
+//! - `decode`: bytes to [`VllmBatch`] with a [`VllmDecoder`] (each batch given back to it,
+//!   as the source does), over 16 batches in a ring.
 //! - `in_process`: the ZeroMQ-less ceiling on one thread: make the batch (a copy and a few
 //!   patched bytes), decode, convert ([`VllmConverter`]), apply to a [`Router`].
 //! - `zmq`: the whole path. A publisher thread sends the pre-encoded batches as fast as its
@@ -49,37 +50,38 @@
 //! (`/proc/thread-self/schedstat`: what one core really did, whatever else ran on the machine)
 //! and, in brackets, per wall-clock second.
 //!
-//! Reference figures, 2026-12-04, 2 M distinct blocks per run, median of 5 runs, blocks per
-//! CPU-second (2-core shared VM with other builds running: wall-clock figures were 30–40%
-//! lower). "Before" is the same bench on the code before the streaming decoder, the source's
-//! `try_send`/burst loop and `spawn_shared` (commit 2569736, with `spawn_vllm`'s forwarding
-//! task):
+//! Reference figures, 2026-12-04, 2 M distinct blocks per run, blocks per CPU-second, the
+//! medians of 3 runs; each cell gives the two of two rounds that alternated the old and the
+//! new binary (a 2-core VM shared with other builds: the same binary varies by up to a
+//! quarter from one round to the next, memory-bound groups the most). "Before" is the merged
+//! code before the converter's table, batch prefetch and message reservation and the
+//! recycling [`VllmDecoder`] (merge 9ee0ec3); "now" is after them:
 //!
 //! | group | 1-block before | 1-block now | 32-block before | 32-block now |
 //! |---|---:|---:|---:|---:|
-//! | decode | 0.95 M | 4.12 M | 1.70 M | 12.1 M |
-//! | memory (decode + convert) | 465 k | 762 k | 620 k | 973 k |
-//! | in_process (+ router) | 339 k | 512 k | 511 k | 782 k |
-//! | zmq (whole path) | 192 k | 370 k | 451 k | 689 k |
-//! | zmq: resident bytes per indexed block | 261 | 256 | 259 | 253 |
-//! | memory: converter's bytes per block | 185 | 184 | 185 | 184 |
+//! | decode | 3.87 / 3.87 M | 7.52 / 7.56 M | 11.6 / 11.9 M | 16.2 / 16.7 M |
+//! | memory (decode + convert) | 1.03 / 1.22 M | 1.28 / 1.64 M | 1.34 / 1.60 M | 1.67 / 1.96 M |
+//! | in_process (+ router) | 798 / 956 k | 1.10 / 1.19 M | 959 / 991 k | 1.03 / 1.25 M |
+//! | zmq (whole path) | 672 / 714 k | 955 / 970 k | 862 / 946 k | 963 k / 1.11 M |
+//! | zmq: resident bytes per indexed block | 156 | 131 | 155 | 130 |
+//! | memory: converter's bytes per block | 86 | 61 | 86 | 61 |
 //!
-//! Where a block's CPU time goes now (1-block / 32-block events, nanoseconds, differences of
-//! the medians above): decode 245 / 80; converter (re-hash, the external-hash map, one message
-//! per event) 1 070 / 950; router apply and index 640 / 250; source and ZeroMQ (socket reads,
-//! sequence tracking, the channel, an `Arc` per message) 750 / 170. The 2 M blocks/s goal
-//! (500 ns a block) is out of reach while the converter alone costs twice that: it clones the
-//! external hash (an allocation) into a map keyed by it, allocates a `Vec` and a message per
-//! event, and its map and the index are far larger than the caches (a random miss per lookup).
-//! On the 1-block path glibc's `malloc` is a fifth of all cycles, over a quarter of it
-//! `malloc_consolidate`, triggered by the large buffers (socket reads, event arrays) freed
-//! between many small ones.
+//! Where a 1-block event's block goes now (`perf record` of the `zmq` child, the consuming
+//! thread): the converter is about a third of the cycles. Its cost is memory
+//! latency: the batch prefetch (every named block's home slot, read in one loop so that the
+//! misses overlap) and the probes that still miss take most of it, then growing the table
+//! (a rehash of every entry, twice on average, and page faults on the new table) and the
+//! re-hash of the tokens (`BlockHasher::hash_block`, XXH3 streamed). The router's index
+//! insert and its holder table are about a sixth; the decoder a tenth (it no longer
+//! allocates: a recycled batch's vectors and 32-byte boxes are reused); the kernel a quarter
+//! (TCP receive, and page faults of the growing tables). The 2 M blocks/s goal (500 ns a
+//! block) is reached by decode + convert on 32-block events only; the router, the socket and
+//! the source's loop add 300–450 ns a block.
 //!
-//! Resident memory per block: the converter's map is 184 bytes of the ~255 (a 64-byte bucket
-//! — a 32-byte `ExternalHash`, i128-aligned, and a 32-byte entry — at hashbrown's load factor,
-//! plus the boxed 32-byte hash with its malloc header); the router's index is the other ~70.
-//! Keying the map by a 16-byte digest of the external hash, with an 8-aligned value, would
-//! bring the whole path near 110–130 bytes per block.
+//! Resident memory per block: the converter's map is 61 bytes of the ~130: an open-addressing
+//! table of 40-byte slots (fingerprint, kvtier hash, parent fingerprint, copy counts; no
+//! control bytes) grown by half at 13/16 full, so 50–75 bytes per entry depending on where
+//! the count falls; the router's index is the other ~70.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -91,8 +93,7 @@ use std::time::{Duration, Instant};
 
 use kvtier_events::{EventKind, EventMessage, InstanceId, Payload};
 use kvtier_router::{
-    INGEST_QUEUE, Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmSource,
-    decode_vllm_batch,
+    INGEST_QUEUE, Router, VllmBatch, VllmConvertConfig, VllmConverter, VllmDecoder, VllmSource,
 };
 use tokio::sync::mpsc;
 
@@ -325,13 +326,14 @@ fn bench_decode(shape: Shape, seconds: f64) -> Measured {
             b
         })
         .collect();
+    let mut decoder = VllmDecoder::new();
     let (blocks, wall, cpu) = timed(|| {
         let start = Instant::now();
         let mut blocks = 0u64;
         while start.elapsed().as_secs_f64() < seconds {
             for b in &batches {
-                let batch: VllmBatch = decode_vllm_batch(black_box(b)).expect("valid batch");
-                black_box(&batch);
+                let batch: VllmBatch = decoder.decode(black_box(b)).expect("valid batch");
+                decoder.recycle(black_box(batch));
                 blocks += t.blocks as u64;
             }
         }
@@ -349,6 +351,7 @@ fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut router = Router::builder().build();
+    let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
@@ -357,8 +360,9 @@ fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
         let mut created = 0;
         for k in 0..batches {
             t.fill(k, &mut bytes);
-            let batch = decode_vllm_batch(&bytes).expect("valid batch");
+            let batch = decoder.decode(&bytes).expect("valid batch");
             converter.apply_batch(&batch, &mut messages);
+            decoder.recycle(batch);
             for m in messages.drain(..) {
                 created += created_blocks(&m);
                 router.apply(m);
@@ -574,6 +578,7 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     let t = Template::new(shape);
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
     let mut converter = VllmConverter::new(InstanceId(1), config);
+    let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
@@ -581,8 +586,9 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     let ((), wall, cpu) = timed(|| {
         for k in 0..batches {
             t.fill(k, &mut bytes);
-            let batch = decode_vllm_batch(&bytes).expect("valid batch");
+            let batch = decoder.decode(&bytes).expect("valid batch");
             converter.apply_batch(&batch, &mut messages);
+            decoder.recycle(batch);
             messages.clear();
         }
     });

@@ -112,8 +112,8 @@ pub use service::{
 pub use snapshot::{SnapshotError, write_snapshot};
 pub use vllm::{
     ExternalHash, ExtraKey, MmPlaceholder, SkipReason, VllmBatch, VllmConvertConfig,
-    VllmConvertStats, VllmConverter, VllmDecodeError, VllmEvent, VllmGroupFilter, VllmMmKeys,
-    VllmSourceState, VllmStateError, VllmStats, decode_vllm_batch, vllm_request_hashes,
+    VllmConvertStats, VllmConverter, VllmDecodeError, VllmDecoder, VllmEvent, VllmGroupFilter,
+    VllmMmKeys, VllmSourceState, VllmStateError, VllmStats, decode_vllm_batch, vllm_request_hashes,
 };
 #[cfg(feature = "zmq")]
 pub use vllm::{

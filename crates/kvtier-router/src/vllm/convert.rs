@@ -154,6 +154,9 @@ pub struct VllmConverter {
     /// Index in the output vector where the current call started: messages from there on
     /// may be extended (coalescing).
     run_start: usize,
+    /// Blocks the current batch names: the capacity a new message starts with, so that
+    /// coalescing a batch's events into it does not grow it step by step.
+    batch_blocks: usize,
     /// Reused buffers.
     fps: Vec<u64>,
     hashes: Vec<SequenceHash>,
@@ -176,6 +179,7 @@ impl VllmConverter {
             groups: HashMap::new(),
             stats: VllmConvertStats::default(),
             run_start: 0,
+            batch_blocks: 0,
             fps: Vec::new(),
             hashes: Vec::new(),
             walk: Vec::new(),
@@ -266,9 +270,28 @@ impl VllmConverter {
         out: &mut Vec<EventMessage>,
     ) {
         self.run_start = out.len();
+        self.prefetch(batch);
         for event in &batch.events {
             self.event(event, peers, out);
         }
+        self.batch_blocks = 0;
+    }
+
+    /// Brings the map slots of every block `batch` names into the cache before its events
+    /// are applied, so that their cache misses overlap.
+    fn prefetch(&mut self, batch: &VllmBatch) {
+        let mut fps = std::mem::take(&mut self.fps);
+        fps.clear();
+        for event in &batch.events {
+            if let VllmEvent::BlockStored { block_hashes, .. }
+            | VllmEvent::BlockRemoved { block_hashes, .. } = event
+            {
+                fps.extend(block_hashes.iter().map(fingerprint));
+            }
+        }
+        self.map.prefetch(&fps);
+        self.batch_blocks = fps.len();
+        self.fps = fps;
     }
 
     /// Converts one event, appending zero or more messages to `out` (one, unless a block
@@ -732,7 +755,11 @@ impl VllmConverter {
             Payload::Batch(EventBatch {
                 medium,
                 kind,
-                hashes: hashes.to_vec(),
+                hashes: {
+                    let mut all = Vec::with_capacity(hashes.len().max(self.batch_blocks));
+                    all.extend_from_slice(hashes);
+                    all
+                },
                 policy: EmitPolicy::All,
             }),
             out,
@@ -757,7 +784,12 @@ impl VllmConverter {
         ConverterState {
             next_event_id: self.next_event_id,
             groups,
-            entries: self.map.iter().map(|(fp, e)| (fp, *e)).collect(),
+            entries: {
+                let mut entries: Vec<(u64, MapEntry)> =
+                    self.map.iter().map(|(fp, e)| (fp, *e)).collect();
+                entries.sort_unstable_by_key(|&(fp, _)| fp);
+                entries
+            },
             ghosts: self.map.ghost_queue().collect(),
         }
     }

@@ -47,6 +47,9 @@ use self::reader::{Head, Reader};
 
 mod event;
 mod reader;
+mod spares;
+
+use self::spares::Spares;
 
 /// The longest unknown tag or medium name kept in an error (longer ones are cut).
 const MAX_ECHO: usize = 64;
@@ -368,7 +371,55 @@ pub enum VllmDecodeError {
 /// # Ok::<(), kvtier_router::VllmDecodeError>(())
 /// ```
 pub fn decode_vllm_batch(bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
-    decode_batch(bytes).map_err(|e| malformed_first(bytes, e))
+    decode_batch(bytes, &mut Spares::default()).map_err(|e| malformed_first(bytes, e))
+}
+
+/// [`decode_vllm_batch`] for a stream of batches: decodes into the allocations of the batches
+/// given back with [`VllmDecoder::recycle`] (the events' hash and token vectors, 32-byte hash
+/// boxes), so that a busy stream's batches mostly cost no allocation. The batches it gives are
+/// the same as [`decode_vllm_batch`]'s.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_router::{VllmDecoder, decode_vllm_batch};
+///
+/// // [ts, [["BlockRemoved", [7]]], 0], as msgpack.
+/// let bytes = [0x93, 0x00, 0x91, 0x92, 0xac, b'B', b'l', b'o', b'c', b'k', b'R', b'e', b'm',
+///     b'o', b'v', b'e', b'd', 0x91, 0x07, 0x00];
+/// let mut decoder = VllmDecoder::new();
+/// for _ in 0..3 {
+///     let batch = decoder.decode(&bytes)?;
+///     assert_eq!(batch, decode_vllm_batch(&bytes)?);
+///     decoder.recycle(batch);
+/// }
+/// # Ok::<(), kvtier_router::VllmDecodeError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct VllmDecoder {
+    spares: Spares,
+}
+
+impl VllmDecoder {
+    /// A decoder without spares yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one batch, like [`decode_vllm_batch`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`decode_vllm_batch`].
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
+        decode_batch(bytes, &mut self.spares).map_err(|e| malformed_first(bytes, e))
+    }
+
+    /// Gives back a batch that is no longer needed, for the next batches to reuse its
+    /// allocations (a bounded number of them; the rest is freed).
+    pub fn recycle(&mut self, batch: VllmBatch) {
+        self.spares.reclaim(batch);
+    }
 }
 
 /// A batch-level field error stands only if the whole payload is well-formed msgpack; else the
@@ -390,11 +441,11 @@ fn malformed_first(bytes: &[u8], error: VllmDecodeError) -> VllmDecodeError {
     }
 }
 
-fn decode_batch(bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
+fn decode_batch(bytes: &[u8], spares: &mut Spares) -> Result<VllmBatch, VllmDecodeError> {
     let mut r = Reader::new(bytes);
     let batch = match r.head()? {
-        Head::Array(n) => array_batch(&mut r, n)?,
-        Head::Map(n) => map_batch(&mut r, n)?,
+        Head::Array(n) => array_batch(&mut r, n, spares)?,
+        Head::Map(n) => map_batch(&mut r, n, spares)?,
         _ => {
             return Err(VllmDecodeError::WrongType {
                 field: "batch",
@@ -411,7 +462,11 @@ fn decode_batch(bytes: &[u8]) -> Result<VllmBatch, VllmDecodeError> {
 }
 
 /// `[ts, events, rank?, ...]` (extra trailing fields ignored).
-fn array_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError> {
+fn array_batch(
+    r: &mut Reader<'_>,
+    n: u32,
+    spares: &mut Spares,
+) -> Result<VllmBatch, VllmDecodeError> {
     if n == 0 {
         return Err(VllmDecodeError::MissingField { field: "ts" });
     }
@@ -419,7 +474,7 @@ fn array_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError>
     if n < 2 {
         return Err(VllmDecodeError::MissingField { field: "events" });
     }
-    let events = events(r)?;
+    let events = events(r, spares)?;
     let dp_rank = if n >= 3 {
         event::opt_int(r.head()?, "data_parallel_rank")?
     } else {
@@ -437,7 +492,11 @@ fn array_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError>
 
 /// `{"ts": …, "events": …, "data_parallel_rank" | "attn_dp_rank": …}` (other keys ignored; the
 /// last of a repeated key wins).
-fn map_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError> {
+fn map_batch(
+    r: &mut Reader<'_>,
+    n: u32,
+    spares: &mut Spares,
+) -> Result<VllmBatch, VllmDecodeError> {
     let (mut ts_field, mut events_field, mut rank_field) = (None, None, None);
     for _ in 0..n {
         let key_start = r.pos();
@@ -452,7 +511,7 @@ fn map_batch(r: &mut Reader<'_>, n: u32) -> Result<VllmBatch, VllmDecodeError> {
         };
         match key {
             b"ts" => ts_field = Some(field(r, |r| ts(r.head()?))?),
-            b"events" => events_field = Some(field(r, events)?),
+            b"events" => events_field = Some(field(r, |r| events(r, spares))?),
             b"data_parallel_rank" | b"attn_dp_rank" => {
                 rank_field = Some(field(r, |r| {
                     event::opt_int(r.head()?, "data_parallel_rank")
@@ -503,17 +562,17 @@ fn ts(head: Head<'_>) -> Result<f64, VllmDecodeError> {
 }
 
 /// The events array: each event decoded, or skipped with its reason.
-fn events(r: &mut Reader<'_>) -> Result<Vec<VllmEvent>, VllmDecodeError> {
+fn events(r: &mut Reader<'_>, spares: &mut Spares) -> Result<Vec<VllmEvent>, VllmDecodeError> {
     let Head::Array(n) = r.head()? else {
         return Err(VllmDecodeError::WrongType {
             field: "events",
             expected: "an array",
         });
     };
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining()));
+    let mut out = spares.events(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining()));
     for _ in 0..n {
         let start = r.pos();
-        match event::parse_event(r, 3) {
+        match event::parse_event(r, 3, spares) {
             Ok(event) => out.push(event),
             Err(e) => {
                 // The event's own bytes must still be msgpack, or no boundary can be trusted.

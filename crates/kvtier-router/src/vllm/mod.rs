@@ -44,7 +44,8 @@ pub use convert::{
     VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter, VllmMmKeys,
 };
 pub use decode::{
-    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmEvent, decode_vllm_batch,
+    ExternalHash, ExtraKey, SkipReason, VllmBatch, VllmDecodeError, VllmDecoder, VllmEvent,
+    decode_vllm_batch,
 };
 pub use keys::{MmPlaceholder, vllm_request_hashes};
 pub use state::{VllmSourceState, VllmStateError};

@@ -69,7 +69,7 @@ use tokio::task::JoinHandle;
 use zeromq::{Endpoint, Socket, SocketRecv, SubSocket, ZmqMessage};
 
 use super::convert::{VllmConvertConfig, VllmConvertStats, VllmConverter, VllmGroupFilter};
-use super::decode::{VllmBatch, decode_vllm_batch};
+use super::decode::{VllmBatch, VllmDecoder, decode_vllm_batch};
 use super::replay;
 use super::state::{RankState, VllmSourceState};
 use super::stats::{Counters, VllmStats};
@@ -487,6 +487,7 @@ impl VllmSource {
             state_requests: state_rx,
             streams,
             pending: Vec::new(),
+            decoder: VllmDecoder::new(),
         };
         VllmSourceHandle {
             counters,
@@ -595,6 +596,8 @@ struct Runner {
     streams: HashMap<i64, RankStream>,
     /// Messages produced and not yet sent.
     pending: Vec<EventMessage>,
+    /// Decodes live batches into the allocations of those already applied.
+    decoder: VllmDecoder,
 }
 
 impl Runner {
@@ -732,18 +735,19 @@ impl Runner {
                 self.apply_held(rank, seq, &batch);
             }
         }
+        self.decoder.recycle(batch);
         self.flush().await
     }
 
     /// The sequence number and batch of a live message `[topic, BE64 seq, payload]`.
-    fn decode_live(&self, message: &ZmqMessage) -> Live {
+    fn decode_live(&mut self, message: &ZmqMessage) -> Live {
         let (Some(seq), Some(payload), 3) = (message.get(1), message.get(2), message.len()) else {
             return Live::Malformed;
         };
         let Ok(seq) = <[u8; 8]>::try_from(&seq[..]).map(u64::from_be_bytes) else {
             return Live::Malformed;
         };
-        match decode_vllm_batch(payload) {
+        match self.decoder.decode(payload) {
             Ok(batch) => Live::Batch(seq, batch),
             Err(_) => Live::Undecodable,
         }

@@ -10,7 +10,9 @@
 //! value 32 B  kvtier hash (2 × u64) │ parent fingerprint (0 = root) │ copies [u16; 4]
 //! ```
 //!
-//! One bucket is 40 bytes plus hashbrown's control byte; no entry owns a heap allocation.
+//! One slot is 40 bytes (no control bytes: fingerprint 0 marks an empty slot), in an
+//! open-addressing table that grows by half its size at 13/16 full, so ~50–75 bytes per
+//! entry; no entry owns a heap allocation.
 //!
 //! # Invariants
 //!
@@ -22,11 +24,9 @@
 //! - Fingerprints are 64-bit: two external hashes of one engine collide with probability
 //!   about n²/2⁶⁵ (10⁻⁶ for 6 M blocks), which can only mislead routing.
 
+use kvtier_core::{Medium, SequenceHash};
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-
-use hashbrown::HashMap;
-use kvtier_core::{Medium, SequenceHash};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::super::decode::ExternalHash;
@@ -129,6 +129,209 @@ impl BuildHasher for FpBuild {
     }
 }
 
+/// One slot of the table: a fingerprint (0: empty) and its entry, 40 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    fp: u64,
+    entry: Entry,
+}
+
+impl Slot {
+    const EMPTY: Self = Self {
+        fp: 0,
+        entry: Entry {
+            hash: [0; 2],
+            parent: 0,
+            copies: [0; 4],
+        },
+    };
+}
+
+/// The most entries a table of `slots` slots takes before it grows (13/16 of it).
+fn max_len(slots: usize) -> usize {
+    slots / 16 * 13 + slots % 16 * 13 / 16
+}
+
+/// An open-addressing table of fingerprints, with linear probing and backward-shift deletion.
+///
+/// A fingerprint's home slot is `fp × slots / 2⁶⁴` (a multiply, no power of two), so the
+/// table grows by half its size (not double), and keeps between ~50 and ~75 bytes per entry;
+/// as homes follow the order of fingerprints, growing reinserts almost sequentially. Key 0
+/// marks an empty slot (fingerprints are never 0), so no control bytes are needed.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    slots: Vec<Slot>,
+    pub(super) len: usize,
+}
+
+impl Table {
+    /// The home slot of `fp` in a table of `n` slots (`n > 0`).
+    fn home(fp: u64, n: usize) -> usize {
+        ((u128::from(fp) * n as u128) >> 64) as usize
+    }
+
+    /// The slot holding `fp` (never one for 0, the mark of an empty slot).
+    pub(super) fn find(&self, fp: u64) -> Option<usize> {
+        let n = self.slots.len();
+        if n == 0 || fp == 0 {
+            return None;
+        }
+        let mut i = Self::home(fp, n);
+        loop {
+            let at = self.slots[i].fp;
+            if at == fp {
+                return Some(i);
+            }
+            if at == 0 {
+                return None;
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+    }
+
+    /// Reads `fp`'s home slot and returns its key, to bring the slot into the cache before
+    /// it is probed (a load the processor overlaps with others, as no later work depends
+    /// on it but the caller's `black_box`).
+    pub(super) fn touch(&self, fp: u64) -> u64 {
+        let n = self.slots.len();
+        if n == 0 {
+            return 0;
+        }
+        let home = Self::home(fp, n);
+        // A probe usually runs past the home slot's line: bring the next one in too.
+        self.slots[home].fp ^ self.slots[(home + 2).min(n - 1)].fp
+    }
+
+    pub(super) fn get(&self, fp: u64) -> Option<&Entry> {
+        self.find(fp).map(|i| &self.slots[i].entry)
+    }
+
+    pub(super) fn get_mut(&mut self, fp: u64) -> Option<&mut Entry> {
+        self.find(fp).map(|i| &mut self.slots[i].entry)
+    }
+
+    /// The slot of `fp`, inserting `make()` when it has none; `true` when it was inserted.
+    pub(super) fn slot(&mut self, fp: u64, make: impl FnOnce() -> Entry) -> (&mut Entry, bool) {
+        if let Some(i) = self.find(fp) {
+            return (&mut self.slots[i].entry, false);
+        }
+        if self.len + 1 > max_len(self.slots.len()) {
+            self.grow();
+        }
+        let i = self.vacant(fp);
+        self.slots[i] = Slot { fp, entry: make() };
+        self.len += 1;
+        (&mut self.slots[i].entry, true)
+    }
+
+    /// The first empty slot on `fp`'s probe path (`fp` is not in the table, which has room).
+    fn vacant(&self, fp: u64) -> usize {
+        let n = self.slots.len();
+        let mut i = Self::home(fp, n);
+        while self.slots[i].fp != 0 {
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+        i
+    }
+
+    #[cfg(any(feature = "zmq", test))]
+    /// Inserts or replaces `fp`'s entry.
+    pub(super) fn insert(&mut self, fp: u64, entry: Entry) -> Option<Entry> {
+        let (slot, inserted) = self.slot(fp, || entry);
+        if inserted {
+            None
+        } else {
+            Some(std::mem::replace(slot, entry))
+        }
+    }
+
+    /// Removes `fp`'s entry, shifting the rest of its cluster back so no probe path breaks.
+    pub(super) fn remove(&mut self, fp: u64) -> Option<Entry> {
+        let found = self.find(fp)?;
+        let removed = self.slots[found].entry;
+        let n = self.slots.len();
+        let mut hole = found;
+        let mut j = found;
+        loop {
+            j = if j + 1 == n { 0 } else { j + 1 };
+            let at = self.slots[j].fp;
+            if at == 0 {
+                break;
+            }
+            // The entry at `j` may fill the hole when the hole is on its probe path.
+            let home = Self::home(at, n);
+            if (j + n - home) % n >= (j + n - hole) % n {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+        }
+        self.slots[hole] = Slot::EMPTY;
+        self.len -= 1;
+        Some(removed)
+    }
+
+    /// A table with room for `len` entries, of the entries kept by `keep`, in slot order.
+    fn rebuilt(&self, slots: usize, keep: impl FnMut(&&Slot) -> bool) -> Self {
+        let mut table = Self {
+            slots: vec![Slot::EMPTY; slots],
+            len: 0,
+        };
+        for slot in self.slots.iter().filter(|s| s.fp != 0).filter(keep) {
+            let i = table.vacant(slot.fp);
+            table.slots[i] = *slot;
+            table.len += 1;
+        }
+        table
+    }
+
+    fn grow(&mut self) {
+        let n = self.slots.len();
+        let slots = (n + n / 2).max(16);
+        *self = self.rebuilt(slots, |_| true);
+    }
+
+    /// Keeps the first `keep` entries in slot order.
+    pub(super) fn truncate(&mut self, mut keep: usize) {
+        if self.len <= keep {
+            return;
+        }
+        let mut slots = 16;
+        while max_len(slots) < keep {
+            slots += slots / 2;
+        }
+        *self = self.rebuilt(slots, |_| {
+            let kept = keep > 0;
+            keep = keep.saturating_sub(1);
+            kept
+        });
+    }
+
+    #[cfg(any(feature = "zmq", test))]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
+        self.slots
+            .iter()
+            .filter(|s| s.fp != 0)
+            .map(|s| (s.fp, &s.entry))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Entry)> {
+        self.slots
+            .iter_mut()
+            .filter(|s| s.fp != 0)
+            .map(|s| (s.fp, &mut s.entry))
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.slots.len() * size_of::<Slot>()
+    }
+}
+
 /// What [`BlockMap::store_copy`] did.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stored {
@@ -141,7 +344,7 @@ pub(crate) struct Stored {
 /// Fingerprint → [`Entry`], with the ghost queue.
 #[derive(Debug)]
 pub(crate) struct BlockMap {
-    entries: HashMap<u64, Entry, FpBuild>,
+    entries: Table,
     ghosts: VecDeque<u64>,
     max_ghosts: usize,
     /// Entries with at least one copy.
@@ -152,7 +355,7 @@ impl BlockMap {
     /// An empty map that remembers at most `max_ghosts` ghosts.
     pub(crate) fn new(max_ghosts: usize) -> Self {
         Self {
-            entries: HashMap::with_hasher(FpBuild),
+            entries: Table::default(),
             ghosts: VecDeque::new(),
             max_ghosts,
             held: 0,
@@ -166,18 +369,25 @@ impl BlockMap {
 
     /// Every entry, ghosts included.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len
+    }
+
+    /// Loads the home slots of `fps` into the cache, all at once: a batch's misses overlap
+    /// instead of costing one memory latency per block when each is probed.
+    pub(crate) fn prefetch(&self, fps: &[u64]) {
+        let seen = fps.iter().fold(0, |acc, &fp| acc ^ self.entries.touch(fp));
+        std::hint::black_box(seen);
     }
 
     /// The entry of `fp`, ghost or not.
     pub(crate) fn get(&self, fp: u64) -> Option<&Entry> {
-        self.entries.get(&fp)
+        self.entries.get(fp)
     }
 
     /// Every `(fingerprint, entry)`, in no order.
     #[cfg(any(feature = "zmq", test))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
-        self.entries.iter().map(|(k, v)| (*k, v))
+        self.entries.iter()
     }
 
     /// The ghost queue, oldest first (may hold stale keys).
@@ -189,6 +399,10 @@ impl BlockMap {
     /// Inserts or replaces `fp`'s entry as given (used when restoring state).
     #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore(&mut self, fp: u64, entry: Entry) {
+        if fp == 0 {
+            // No fingerprint is 0 (it marks empty slots): only a damaged state holds one.
+            return;
+        }
         if let Some(old) = self.entries.insert(fp, entry)
             && !old.is_ghost()
         {
@@ -202,6 +416,9 @@ impl BlockMap {
     /// Appends `fp` to the ghost queue as it was saved (used when restoring state).
     #[cfg(any(feature = "zmq", test))]
     pub(crate) fn restore_ghost(&mut self, fp: u64) {
+        if fp == 0 {
+            return;
+        }
         self.ghosts.push_back(fp);
         self.trim_ghosts();
     }
@@ -218,28 +435,23 @@ impl BlockMap {
         hash: SequenceHash,
         parent: u64,
     ) -> Option<(SequenceHash, [u16; 4])> {
-        match self.entries.entry(fp) {
-            hashbrown::hash_map::Entry::Occupied(mut slot) => {
-                let entry = slot.get_mut();
-                if entry.hash() != hash {
-                    let replaced = (!entry.is_ghost()).then(|| (entry.hash(), entry.copies));
-                    if replaced.is_some() {
-                        self.held -= 1;
-                    }
-                    *entry = Entry::new(hash, parent);
-                    return replaced;
-                }
-                if entry.parent == 0 && parent != 0 {
-                    // Learnt without its parent (from a peer's root); now it is known.
-                    entry.parent = parent;
-                }
-                None
-            }
-            hashbrown::hash_map::Entry::Vacant(slot) => {
-                slot.insert(Entry::new(hash, parent));
-                None
-            }
+        let (entry, inserted) = self.entries.slot(fp, || Entry::new(hash, parent));
+        if inserted {
+            return None;
         }
+        if entry.hash() != hash {
+            let replaced = (!entry.is_ghost()).then(|| (entry.hash(), entry.copies));
+            if replaced.is_some() {
+                self.held -= 1;
+            }
+            *entry = Entry::new(hash, parent);
+            return replaced;
+        }
+        if entry.parent == 0 && parent != 0 {
+            // Learnt without its parent (from a peer's root); now it is known.
+            entry.parent = parent;
+        }
+        None
     }
 
     /// [`BlockMap::upsert`] then [`BlockMap::add_copy`] in one lookup: the hot path of a
@@ -251,10 +463,7 @@ impl BlockMap {
         parent: u64,
         medium: Medium,
     ) -> Stored {
-        let entry = self
-            .entries
-            .entry(fp)
-            .or_insert_with(|| Entry::new(hash, parent));
+        let (entry, _) = self.entries.slot(fp, || Entry::new(hash, parent));
         let mut replaced = None;
         if entry.hash() != hash {
             if !entry.is_ghost() {
@@ -276,7 +485,7 @@ impl BlockMap {
 
     /// Records that `fp`'s entry is (now) a ghost, so that the bound on ghosts applies to it.
     pub(crate) fn note_ghost(&mut self, fp: u64) {
-        if self.entries.get(&fp).is_some_and(Entry::is_ghost) {
+        if self.entries.get(fp).is_some_and(Entry::is_ghost) {
             self.ghosts.push_back(fp);
             self.trim_ghosts();
         }
@@ -285,7 +494,7 @@ impl BlockMap {
     /// Adds one copy of `fp` on `medium`; returns whether it is the first there (`None`: no
     /// such entry).
     pub(crate) fn add_copy(&mut self, fp: u64, medium: Medium) -> Option<bool> {
-        let entry = self.entries.get_mut(&fp)?;
+        let entry = self.entries.get_mut(fp)?;
         let was_ghost = entry.is_ghost();
         let count = &mut entry.copies[medium.index()];
         let first = *count == 0;
@@ -299,7 +508,7 @@ impl BlockMap {
     /// Drops one copy of `fp` on `medium`: `Some((hash, last))` when it had one there, with
     /// `last` set when it was the last copy on that medium.
     pub(crate) fn drop_copy(&mut self, fp: u64, medium: Medium) -> Option<(SequenceHash, bool)> {
-        let entry = self.entries.get_mut(&fp)?;
+        let entry = self.entries.get_mut(fp)?;
         let count = &mut entry.copies[medium.index()];
         if *count == 0 {
             return None;
@@ -320,17 +529,10 @@ impl BlockMap {
     pub(crate) fn clear_copies(&mut self) {
         self.ghosts.clear();
         self.held = 0;
-        if self.entries.len() > self.max_ghosts {
-            let mut keep = self.max_ghosts;
-            self.entries.retain(|_, _| {
-                let kept = keep > 0;
-                keep = keep.saturating_sub(1);
-                kept
-            });
-        }
-        for (fp, entry) in &mut self.entries {
+        self.entries.truncate(self.max_ghosts);
+        for (fp, entry) in self.entries.iter_mut() {
             entry.copies = [0; 4];
-            self.ghosts.push_back(*fp);
+            self.ghosts.push_back(fp);
         }
     }
 
@@ -340,22 +542,14 @@ impl BlockMap {
             let Some(fp) = self.ghosts.pop_front() else {
                 break;
             };
-            if self.entries.get(&fp).is_some_and(Entry::is_ghost) {
-                self.entries.remove(&fp);
+            if self.entries.get(fp).is_some_and(Entry::is_ghost) {
+                self.entries.remove(fp);
             }
         }
     }
 
-    /// Bytes the map's tables occupy (buckets, control bytes and ghost queue), for memory
-    /// accounting.
+    /// Bytes the map's tables occupy (slots and ghost queue), for memory accounting.
     pub(crate) fn table_bytes(&self) -> usize {
-        let buckets = self
-            .entries
-            .capacity()
-            .div_ceil(7)
-            .saturating_mul(8)
-            .next_power_of_two();
-        let bucket = size_of::<(u64, Entry)>() + 1;
-        buckets * bucket + self.ghosts.capacity() * size_of::<u64>()
+        self.entries.bytes() + self.ghosts.capacity() * size_of::<u64>()
     }
 }

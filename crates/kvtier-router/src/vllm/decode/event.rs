@@ -5,11 +5,13 @@
 //! batch decoder then skips that event's bytes and records a [`VllmEvent::Skipped`], so an
 //! error here never leaves the reader in the middle of a value that the caller cannot step
 //! over. Nothing here allocates except the decoded values themselves (one `Vec` for the hashes,
-//! one for the tokens, one boxed slice per byte-string hash).
+//! one for the tokens, one boxed slice per byte-string hash), and those come from the
+//! [`Spares`] of earlier batches when there are any.
 
 use kvtier_core::Medium;
 
 use super::reader::{Head, Reader};
+use super::spares::Spares;
 use super::{ExternalHash, ExtraKey, VllmDecodeError, VllmEvent, echo};
 
 /// The fields an event can carry.
@@ -107,10 +109,14 @@ impl Tag {
 ///
 /// Any [`VllmDecodeError`]; the reader is then somewhere inside the event (the caller rewinds
 /// and skips it).
-pub(super) fn parse_event(r: &mut Reader<'_>, depth: usize) -> Result<VllmEvent, VllmDecodeError> {
+pub(super) fn parse_event(
+    r: &mut Reader<'_>,
+    depth: usize,
+    spares: &mut Spares,
+) -> Result<VllmEvent, VllmDecodeError> {
     match r.head()? {
-        Head::Array(n) => positional(r, n, depth),
-        Head::Map(n) => named(r, n, depth),
+        Head::Array(n) => positional(r, n, depth, spares),
+        Head::Map(n) => named(r, n, depth, spares),
         _ => Err(VllmDecodeError::WrongType {
             field: "event",
             expected: "an array or a map",
@@ -119,7 +125,12 @@ pub(super) fn parse_event(r: &mut Reader<'_>, depth: usize) -> Result<VllmEvent,
 }
 
 /// `[tag, field, field, ...]`: missing trailing fields are absent, extra ones ignored.
-fn positional(r: &mut Reader<'_>, n: u32, depth: usize) -> Result<VllmEvent, VllmDecodeError> {
+fn positional(
+    r: &mut Reader<'_>,
+    n: u32,
+    depth: usize,
+    spares: &mut Spares,
+) -> Result<VllmEvent, VllmDecodeError> {
     if n == 0 {
         return Err(VllmDecodeError::MissingField { field: "type" });
     }
@@ -139,7 +150,7 @@ fn positional(r: &mut Reader<'_>, n: u32, depth: usize) -> Result<VllmEvent, Vll
         match layout.get(i) {
             Some(&field) => {
                 let start = r.pos();
-                if let Err(e) = parts.read(r, field, depth + 1) {
+                if let Err(e) = parts.read(r, field, depth + 1, spares) {
                     let lenient = matches!(
                         e,
                         VllmDecodeError::WrongType { .. } | VllmDecodeError::OutOfRange { .. }
@@ -159,7 +170,12 @@ fn positional(r: &mut Reader<'_>, n: u32, depth: usize) -> Result<VllmEvent, Vll
 
 /// `{"type": tag, name: value, ...}`: unknown keys ignored, known ones strictly typed, the tag
 /// anywhere (msgspec writes it first).
-fn named(r: &mut Reader<'_>, n: u32, depth: usize) -> Result<VllmEvent, VllmDecodeError> {
+fn named(
+    r: &mut Reader<'_>,
+    n: u32,
+    depth: usize,
+    spares: &mut Spares,
+) -> Result<VllmEvent, VllmDecodeError> {
     let mut tag = None;
     let mut parts = Parts::default();
     // Fields that failed, kept until the tag says whether they matter.
@@ -198,7 +214,7 @@ fn named(r: &mut Reader<'_>, n: u32, depth: usize) -> Result<VllmEvent, VllmDeco
             continue;
         }
         let start = r.pos();
-        if let Err(e) = parts.read(r, field, depth + 1) {
+        if let Err(e) = parts.read(r, field, depth + 1, spares) {
             r.rewind(start);
             r.skip(depth + 1)?;
             errors.push((field, e));
@@ -233,16 +249,20 @@ impl Parts {
         r: &mut Reader<'_>,
         field: Field,
         depth: usize,
+        spares: &mut Spares,
     ) -> Result<(), VllmDecodeError> {
         match field {
-            Field::BlockHashes => self.block_hashes = hashes(r)?,
+            Field::BlockHashes => self.block_hashes = hashes(r, spares)?,
             Field::Parent => {
-                self.parent = match r.head()? {
-                    Head::Nil => None,
-                    head => Some(hash(head, "parent_block_hash")?),
+                self.parent = match r.bin8_fast() {
+                    Some(bytes) => Some(spares.bytes(bytes)),
+                    None => match r.head()? {
+                        Head::Nil => None,
+                        head => Some(hash(head, "parent_block_hash", spares)?),
+                    },
                 }
             }
-            Field::TokenIds => self.token_ids = tokens(r)?,
+            Field::TokenIds => self.token_ids = tokens(r, spares)?,
             Field::BlockSize => self.block_size = block_size(r.head()?)?,
             Field::LoraId => self.lora_id = opt_int(r.head()?, "lora_id")?,
             Field::Medium => self.medium = medium(r.head()?)?,
@@ -284,11 +304,15 @@ fn capacity(n: u32, r: &Reader<'_>) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining())
 }
 
-fn hash(head: Head<'_>, field: &'static str) -> Result<ExternalHash, VllmDecodeError> {
+fn hash(
+    head: Head<'_>,
+    field: &'static str,
+    spares: &mut Spares,
+) -> Result<ExternalHash, VllmDecodeError> {
     match head {
         Head::UInt(v) => Ok(ExternalHash::from(v)),
         Head::NInt(v) => Ok(ExternalHash::from(v)),
-        Head::Bin(b) => Ok(ExternalHash::from(b)),
+        Head::Bin(b) => Ok(spares.bytes(b)),
         _ => Err(VllmDecodeError::WrongType {
             field,
             expected: "an integer or bytes",
@@ -296,14 +320,20 @@ fn hash(head: Head<'_>, field: &'static str) -> Result<ExternalHash, VllmDecodeE
     }
 }
 
-fn hashes(r: &mut Reader<'_>) -> Result<Option<Vec<ExternalHash>>, VllmDecodeError> {
+fn hashes(
+    r: &mut Reader<'_>,
+    spares: &mut Spares,
+) -> Result<Option<Vec<ExternalHash>>, VllmDecodeError> {
     const FIELD: &str = "block_hashes";
     match r.head()? {
         Head::Nil => Ok(None),
         Head::Array(n) => {
-            let mut out = Vec::with_capacity(capacity(n, r));
+            let mut out = spares.hashes(capacity(n, r));
             for _ in 0..n {
-                out.push(hash(r.head()?, FIELD)?);
+                out.push(match r.bin8_fast() {
+                    Some(bytes) => spares.bytes(bytes),
+                    None => hash(r.head()?, FIELD, spares)?,
+                });
             }
             Ok(Some(out))
         }
@@ -314,12 +344,12 @@ fn hashes(r: &mut Reader<'_>) -> Result<Option<Vec<ExternalHash>>, VllmDecodeErr
     }
 }
 
-fn tokens(r: &mut Reader<'_>) -> Result<Option<Vec<u32>>, VllmDecodeError> {
+fn tokens(r: &mut Reader<'_>, spares: &mut Spares) -> Result<Option<Vec<u32>>, VllmDecodeError> {
     const FIELD: &str = "token_ids";
     match r.head()? {
         Head::Nil => Ok(None),
         Head::Array(n) => {
-            let mut out = Vec::with_capacity(capacity(n, r));
+            let mut out = spares.tokens(capacity(n, r));
             for _ in 0..n {
                 let token = match r.head_fast()? {
                     Head::UInt(v) => u32::try_from(v)

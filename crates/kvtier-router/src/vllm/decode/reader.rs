@@ -227,6 +227,20 @@ impl<'a> Reader<'a> {
         Ok(Head::UInt(value))
     }
 
+    /// Reads a `bin 8` value (how msgspec writes a 32-byte hash) without the general dispatch;
+    /// `None`, reading nothing, when the next value is anything else.
+    #[inline(always)]
+    pub(super) fn bin8_fast(&mut self) -> Option<&'a [u8]> {
+        let rest = self.bytes.get(self.pos..)?;
+        let [0xc4, n, ..] = *rest else {
+            return None;
+        };
+        let end = 2 + usize::from(n);
+        let bytes = rest.get(2..end)?;
+        self.pos += end;
+        Some(bytes)
+    }
+
     /// Skips one whole value that sits at nesting `depth` (the batch is at depth 1).
     ///
     /// # Errors

@@ -7,6 +7,7 @@ use super::*;
 
 mod extra_keys;
 mod layouts;
+mod reuse;
 mod tolerance;
 
 fn s(v: &str) -> Value {
@@ -58,7 +59,7 @@ fn decode_one(event: Value) -> Result<VllmEvent, VllmDecodeError> {
 fn parse_one(event: Value) -> Result<VllmEvent, VllmDecodeError> {
     let bytes = encode(&event);
     let mut r = Reader::new(&bytes);
-    let parsed = event::parse_event(&mut r, 3);
+    let parsed = event::parse_event(&mut r, 3, &mut spares::Spares::default());
     let in_batch = decode_one(event).expect("a well-formed event never fails its batch");
     match &parsed {
         Ok(e) => {

@@ -62,7 +62,7 @@ fn map_entries_are_small_and_own_no_heap() {
     assert_eq!(conv.len(), n);
     let per_block = conv.map_bytes() as f64 / n as f64;
     eprintln!("converter map: {per_block:.1} bytes per block at {n} blocks");
-    assert!(per_block <= 96.0, "{per_block} bytes per block");
+    assert!(per_block <= 76.0, "{per_block} bytes per block");
 }
 
 #[test]
@@ -136,4 +136,21 @@ fn converter_throughput() {
         );
         assert_eq!(conv.len(), 0);
     }
+}
+
+#[test]
+fn a_state_with_fingerprint_zero_restores_without_it() {
+    // 0 marks an empty slot of the map's table: only a damaged state can carry it.
+    let mut conv = VllmConverter::new(InstanceId(1), config());
+    let a = tokens(1, 2);
+    apply(&mut conv, stored(&[1, 2], None, &a));
+    let good = conv.export();
+    let mut damaged = good.clone();
+    let (_, entry) = damaged.entries[0];
+    damaged.entries.insert(0, (0, entry));
+    damaged.ghosts.extend([0, 0]);
+    let resumed = VllmConverter::restore(InstanceId(1), config(), &damaged);
+    assert_eq!(resumed.export(), good);
+    assert_eq!(resumed.len(), 2);
+    assert_eq!(resumed.copies(&h(2), Medium::Gpu), 1);
 }

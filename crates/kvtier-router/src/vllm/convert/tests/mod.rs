@@ -14,6 +14,7 @@ mod copies;
 mod keys;
 mod model;
 mod placement;
+mod table;
 
 const BS: usize = 4;
 

@@ -218,7 +218,11 @@ fn map_events_accept_the_tag_anywhere_and_ignore_other_types_fields() {
     // A tag that is not UTF-8 is malformed, not unknown.
     let bad_utf8 = [0x91, 0xa2, 0xff, 0xfe];
     assert!(matches!(
-        event::parse_event(&mut Reader::new(&bad_utf8), 3),
+        event::parse_event(
+            &mut Reader::new(&bad_utf8),
+            3,
+            &mut spares::Spares::default()
+        ),
         Err(VllmDecodeError::WrongType { field: "type", .. })
     ));
     let in_batch = [&[0x92, 0x00, 0x91][..], &bad_utf8].concat();
@@ -239,7 +243,7 @@ fn arb_hash() -> impl Strategy<Value = ExternalHash> {
     ]
 }
 
-fn hash_value(h: &ExternalHash) -> Value {
+pub(super) fn hash_value(h: &ExternalHash) -> Value {
     match h {
         ExternalHash::Int(v) => match u64::try_from(*v) {
             Ok(u) => Value::from(u),
@@ -254,7 +258,7 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> Value) -> Value {
 }
 
 /// A store event and its encodings in both layouts (every field present).
-fn arb_store() -> impl Strategy<Value = (VllmEvent, Value, Value)> {
+pub(super) fn arb_store() -> impl Strategy<Value = (VllmEvent, Value, Value)> {
     (
         proptest::collection::vec(arb_hash(), 0..5),
         proptest::option::of(arb_hash()),

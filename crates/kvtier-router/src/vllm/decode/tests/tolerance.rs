@@ -286,9 +286,9 @@ proptest! {
             let i = at.index(bytes.len());
             bytes[i] = byte;
         }
-        // rmpv counts depth its own way (a 7-level payload can exceed its 16), so the reference
-        // gets room enough to judge well-formedness alone; the decoder's own cap is tested apart.
         let mut cursor = std::io::Cursor::new(&bytes[..]);
+        // rmpv counts nesting its own way (a map nested in an array inside a map key already
+        // passes 16 at 7 levels): its limit must only stop runaway input, not judge depth.
         let reference = rmpv::decode::read_value_with_max_depth(&mut cursor, 1024)
             .is_ok_and(|_| cursor.position() as usize == bytes.len());
         if decode_vllm_batch(&bytes).is_ok() {
