@@ -33,10 +33,11 @@ const TOUCH_AHEAD: usize = 16;
 /// The hashes one `(slot, medium)` was given (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Owned {
-    /// Hashes in the order given; includes the stale copies listed in `removed`.
-    queue: VecDeque<u128>,
+    /// Hashes in the order given (their low 64 bits, which find them in the table with the
+    /// slot: see `HolderTable::find_low`); includes the stale copies listed in `removed`.
+    queue: VecDeque<u64>,
     /// Hashes lost since their copies were last dropped from `queue`, in the order lost.
-    removed: VecDeque<u128>,
+    removed: VecDeque<u64>,
 }
 
 /// Longest `removed` queue scanned for the hash at the front of the list.
@@ -46,13 +47,13 @@ impl Owned {
     /// Notes that `hash` was given.
     #[inline]
     pub(super) fn push(&mut self, hash: u128) {
-        self.queue.push_back(hash);
+        self.queue.push_back(hash as u64);
     }
 
     /// Notes that `hash` was lost (one copy in the list is now stale).
     #[inline]
     pub(super) fn remove(&mut self, hash: u128) {
-        self.removed.push_back(hash);
+        self.removed.push_back(hash as u64);
     }
 
     /// Drops stale copies from the front (rotating up to `rotations` held hashes to the
@@ -84,7 +85,7 @@ impl Owned {
     }
 
     /// Where `hash` is in a short `removed` queue (a long one is not scanned).
-    fn scan(&self, hash: u128) -> Option<usize> {
+    fn scan(&self, hash: u64) -> Option<usize> {
         if self.removed.len() > SCAN {
             return None;
         }
@@ -93,7 +94,7 @@ impl Owned {
 
     /// Drops every stale copy in one pass over the list.
     fn compact(&mut self, live: usize) {
-        let mut stale: HashMap<u128, u32> = HashMap::with_capacity(self.removed.len());
+        let mut stale: HashMap<u64, u32> = HashMap::with_capacity(self.removed.len());
         for h in self.removed.drain(..) {
             *stale.entry(h).or_insert(0) += 1;
         }
@@ -120,7 +121,7 @@ impl Owned {
     /// Whether the list holds a copy of `hash`.
     #[cfg(test)]
     pub(super) fn contains(&self, hash: u128) -> bool {
-        self.queue.contains(&hash)
+        self.queue.contains(&(hash as u64))
     }
 }
 
@@ -162,12 +163,13 @@ impl OwnedLists {
         let list = std::mem::take(&mut lists[medium].queue);
         lists[medium] = Owned::default();
         let mut removed = 0;
-        table.touch(list.iter().take(TOUCH_AHEAD).copied(), 3);
-        for (at, &hash) in list.iter().enumerate() {
+        // A key's home depends on its low 64 bits only, so they are enough to touch it.
+        table.touch(list.iter().take(TOUCH_AHEAD).map(|&l| u128::from(l)), 3);
+        for (at, &low) in list.iter().enumerate() {
             if let Some(&ahead) = list.get(at + TOUCH_AHEAD) {
-                table.touch(std::iter::once(ahead), 3);
+                table.touch(std::iter::once(u128::from(ahead)), 3);
             }
-            let Some(idx) = table.find(hash) else {
+            let Some(idx) = table.find_low(low, key) else {
                 continue;
             };
             match table.remove_holder(idx, key) {

@@ -154,10 +154,14 @@ pub(super) struct HolderTable {
 /// only in position or parent apart.
 #[inline]
 fn mix(key: u128) -> u64 {
-    let lo = (key as u64) ^ 0x243F_6A88_85A3_08D3;
-    let hi = ((key >> 64) as u64) ^ 0x1319_8A2E_0370_7344;
-    let m = u128::from(lo) * u128::from(hi);
-    (m as u64) ^ ((m >> 64) as u64)
+    // Only the low 64 bits (a sequence hash's chained XXH3 hash, already uniform) decide the
+    // home bucket, so that a key can also be found from them alone (`find_low`, used by the
+    // per-instance lists, which keep 8 bytes per entry instead of 16). The finaliser of
+    // SplitMix64 spreads them over the high bits the home is taken from.
+    let mut z = key as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl HolderTable {
@@ -252,6 +256,28 @@ impl HolderTable {
         }
         self.slots[idx] = slot;
         self.len += 1;
+    }
+
+    /// The bucket of a key whose low 64 bits are `low` and that `holder` holds, if any (two
+    /// keys that share their low 64 bits — a chained hash — and a holder are taken as one: a
+    /// 2^-64 chance per pair).
+    pub(super) fn find_low(&self, low: u64, holder: u32) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut idx = self.home(u128::from(low));
+        let mut dist = 0;
+        loop {
+            let s = &self.slots[idx];
+            if s.is_free() || self.distance(idx, s.key) < dist {
+                return None;
+            }
+            if s.key as u64 == low && self.holders(idx).binary_search(&holder).is_ok() {
+                return Some(idx);
+            }
+            idx = (idx + 1) & self.mask;
+            dist += 1;
+        }
     }
 
     /// Bucket of `key`, if stored.
