@@ -133,8 +133,8 @@ async fn a_full_channel_loses_and_reorders_nothing() {
     assert_in_order(&got, &source);
     let stats = handle.shutdown().await;
     assert_eq!(stats.messages, 2 * EVENTS);
-    assert_eq!(stats.stored_blocks, 2 * EVENTS);
-    assert_eq!(stats.unplaceable_blocks, 0);
+    assert_eq!(stats.convert.stored_blocks, 2 * EVENTS);
+    assert_eq!(stats.convert.unplaceable_blocks, 0);
 }
 
 #[tokio::test]

@@ -275,7 +275,10 @@ async fn a_restored_source_resumes_where_the_state_was_taken() {
     assert_eq!(stats.gaps_detected, 1, "{stats:?}");
     assert_eq!(stats.unrepairable_gaps, 0, "{stats:?}");
     assert_eq!(stats.resets, 0, "{stats:?}");
-    assert_eq!(stats.released_copies, 1, "block 1's second copy: {stats:?}");
+    assert_eq!(
+        stats.convert.released_copies, 1,
+        "block 1's second copy: {stats:?}"
+    );
     let router_stats = router.stats();
     assert_eq!(router_stats.duplicates, 0, "{router_stats:?}");
     assert_eq!(router_stats.gaps_detected, 0, "{router_stats:?}");
@@ -291,7 +294,7 @@ async fn a_restored_source_resumes_where_the_state_was_taken() {
     );
     assert_eq!(held(&router, &b, instance, Medium::Gpu), 0);
     assert_eq!(
-        stats.stored_blocks, 2,
+        stats.convert.stored_blocks, 2,
         "c0, and block 2's CPU copy: {stats:?}"
     );
     let block2 = &hasher().sequence_hashes(&a)[1..2];
@@ -335,9 +338,12 @@ async fn an_undecodable_batch_is_skipped_without_clearing() {
         "live, then replayed: {stats:?}"
     );
     assert_eq!(stats.unrepairable_gaps, 0, "{stats:?}");
-    assert_eq!(stats.clears, 0, "{stats:?}");
+    assert_eq!(stats.convert.clears, 0, "{stats:?}");
     assert_eq!(
-        (stats.skipped_unknown_tag, stats.skipped_unknown_medium),
+        (
+            stats.convert.skipped_unknown_tag,
+            stats.convert.skipped_unknown_medium
+        ),
         (1, 1),
         "{stats:?}"
     );

@@ -330,7 +330,10 @@ async fn an_undecodable_batch_does_not_forget_earlier_blocks() {
         counter(&stats, "undecodable_batches") >= 2,
         "counted: {stats:?}"
     );
-    assert_eq!(stats.clears, 0, "no Cleared for a bad batch: {stats:?}");
+    assert_eq!(
+        stats.convert.clears, 0,
+        "no Cleared for a bad batch: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,7 +612,7 @@ async fn skipped_events_and_unplaceable_blocks_are_counted() {
     assert_eq!(counter(&stats, "skipped_events_malformed"), 1, "{stats:?}");
     assert_eq!(counter(&stats, "unplaceable_blocks"), 1, "{stats:?}");
     assert_eq!(
-        stats.pending_blocks, 2,
+        stats.convert.pending_blocks, 2,
         "waiting for their parent: {stats:?}"
     );
 }

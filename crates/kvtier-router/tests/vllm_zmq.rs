@@ -264,18 +264,18 @@ async fn gap_is_repaired_by_replay_and_hashes_match_tokens() {
         "the two malformed messages: {stats:?}"
     );
     assert_eq!(
-        stats.unplaceable_blocks, 1,
+        stats.convert.unplaceable_blocks, 1,
         "d0 waited for its parent until the clear: {stats:?}"
     );
-    assert_eq!(stats.pending_dropped, 1, "{stats:?}");
-    assert_eq!(stats.reestablished_blocks, 1, "a0: {stats:?}");
-    assert_eq!(stats.unknown_removes, 1, "{stats:?}");
+    assert_eq!(stats.convert.pending_dropped, 1, "{stats:?}");
+    assert_eq!(stats.convert.reestablished_blocks, 1, "a0: {stats:?}");
+    assert_eq!(stats.convert.unknown_removes, 1, "{stats:?}");
     assert_eq!(
-        stats.filtered_events, 1,
+        stats.convert.filtered_events, 1,
         "the sliding-window copy: {stats:?}"
     );
     assert_eq!(stats.messages, 9, "{stats:?}");
-    assert_eq!(stats.clears, 1, "{stats:?}");
+    assert_eq!(stats.convert.clears, 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,16 +304,19 @@ async fn gap_missing_from_the_replay_buffer_is_counted_and_clears_nothing() {
     assert_eq!(stats.gaps_detected, 1, "{stats:?}");
     assert_eq!(stats.unrepairable_gaps, 1, "{stats:?}");
     assert_eq!(
-        (stats.unplaceable_blocks, stats.pending_dropped),
+        (
+            stats.convert.unplaceable_blocks,
+            stats.convert.pending_dropped
+        ),
         (2, 2),
         "c2 and d0 waited until the clear: {stats:?}"
     );
-    assert_eq!(stats.unknown_removes, 2, "424242, c1: {stats:?}");
+    assert_eq!(stats.convert.unknown_removes, 2, "424242, c1: {stats:?}");
     assert_eq!(
-        stats.pending_removes, 1,
+        stats.convert.pending_removes, 1,
         "c2 (12345) while it waited: {stats:?}"
     );
-    assert_eq!(stats.clears, 1, "{stats:?}");
+    assert_eq!(stats.convert.clears, 1, "{stats:?}");
     assert_eq!(
         (stats.decode_errors, stats.undecodable_batches),
         (1, 1),

@@ -45,48 +45,13 @@ pub struct VllmStats {
     /// Payloads that could not be decoded, live or replayed (a batch undecodable in both is
     /// counted twice); skipped without clearing anything.
     pub undecodable_batches: u64,
-    /// Blocks announced as created (a first copy on a medium).
-    pub stored_blocks: u64,
-    /// Blocks announced as removed (the last copy on a medium went).
-    pub removed_blocks: u64,
-    /// Stored copies of blocks already held on that medium.
-    pub duplicate_stores: u64,
-    /// Removed copies that were not the last on their medium.
-    pub released_copies: u64,
-    /// Blocks that could not be placed (offloaded copies of unknown hashes, missing tokens,
-    /// pending blocks dropped).
-    pub unplaceable_blocks: u64,
-    /// Of those, blocks dropped while waiting for their parent.
-    pub pending_dropped: u64,
-    /// Blocks waiting for their parent now (a gauge).
-    pub pending_blocks: u64,
-    /// Blocks placed after waiting for their parent.
-    pub placed_late: u64,
-    /// Ancestors held again because a store under them showed the engine holds them.
-    pub reestablished_blocks: u64,
-    /// Mappings learnt from another rank of the same source.
-    pub learnt_from_peers: u64,
-    /// Stores that mapped a known external hash to another kvtier hash.
-    pub conflicting_stores: u64,
-    /// Removed copies of blocks waiting for their parent.
-    pub pending_removes: u64,
-    /// Removed hashes that were not known.
-    pub unknown_removes: u64,
-    /// Events dropped by the group filter.
-    pub filtered_events: u64,
-    /// `Cleared` messages sent (engine resets, `AllBlocksCleared`).
-    pub clears: u64,
-    /// Events skipped because their tag is unknown.
-    pub skipped_unknown_tag: u64,
-    /// Events skipped because their medium is unknown.
-    pub skipped_unknown_medium: u64,
-    /// Events skipped because they are malformed.
-    pub skipped_malformed: u64,
+    /// The converters' counters, summed over every rank.
+    pub convert: VllmConvertStats,
 }
 
 impl VllmStats {
     /// Every counter as `(metric suffix, help, value)`, for example
-    /// `("skipped_events_unknown_tag", "...", 3)`; [`VllmStats::pending_blocks`], a gauge, is
+    /// `("skipped_events_unknown_tag", "...", 3)`; [`VllmConvertStats::pending_blocks`], a gauge, is
     /// in [`VllmStats::gauges`] instead.
     ///
     /// # Examples
@@ -155,83 +120,83 @@ impl VllmStats {
             (
                 "stored_blocks",
                 "blocks announced as created",
-                self.stored_blocks,
+                self.convert.stored_blocks,
             ),
             (
                 "removed_blocks",
                 "blocks announced as removed",
-                self.removed_blocks,
+                self.convert.removed_blocks,
             ),
             (
                 "duplicate_stores",
                 "stored copies of blocks already held on that medium",
-                self.duplicate_stores,
+                self.convert.duplicate_stores,
             ),
             (
                 "released_copies",
                 "removed copies that were not the last on their medium",
-                self.released_copies,
+                self.convert.released_copies,
             ),
             (
                 "unplaceable_blocks",
                 "blocks that could not be placed",
-                self.unplaceable_blocks,
+                self.convert.unplaceable_blocks,
             ),
             (
                 "pending_dropped_blocks",
                 "blocks dropped while waiting for their parent",
-                self.pending_dropped,
+                self.convert.pending_dropped,
             ),
             (
                 "placed_late_blocks",
                 "blocks placed after waiting for their parent",
-                self.placed_late,
+                self.convert.placed_late,
             ),
             (
                 "reestablished_blocks",
                 "ancestors held again because a store showed them held",
-                self.reestablished_blocks,
+                self.convert.reestablished_blocks,
             ),
             (
                 "learnt_from_peers",
                 "mappings learnt from another rank of the source",
-                self.learnt_from_peers,
+                self.convert.learnt_from_peers,
             ),
             (
                 "conflicting_stores",
                 "stores that remapped a known hash",
-                self.conflicting_stores,
+                self.convert.conflicting_stores,
             ),
             (
                 "pending_removes",
                 "removed blocks that were waiting for their parent",
-                self.pending_removes,
+                self.convert.pending_removes,
             ),
             (
                 "unknown_removes",
                 "removed hashes that were not known",
-                self.unknown_removes,
+                self.convert.unknown_removes,
             ),
             (
                 "filtered_events",
                 "events dropped by the group filter",
-                self.filtered_events,
+                self.convert.filtered_events,
             ),
-            ("clears", "Cleared messages sent", self.clears),
+            ("clears", "Cleared messages sent", self.convert.clears),
             (
                 "skipped_events_unknown_tag",
                 "events skipped: unknown tag",
-                self.skipped_unknown_tag,
+                self.convert.skipped_unknown_tag,
             ),
             (
                 "skipped_events_unknown_medium",
                 "events skipped: unknown medium",
-                self.skipped_unknown_medium,
+                self.convert.skipped_unknown_medium,
             ),
             (
                 "skipped_events_malformed",
                 "events skipped: malformed",
-                self.skipped_malformed,
+                self.convert.skipped_malformed,
             ),
         ]
     }
@@ -241,7 +206,7 @@ impl VllmStats {
         vec![(
             "pending_blocks",
             "blocks waiting for their parent",
-            self.pending_blocks,
+            self.convert.pending_blocks,
         )]
     }
 }
@@ -302,24 +267,7 @@ impl Counters {
             resets: get(&self.resets),
             decode_errors: get(&self.decode_errors),
             undecodable_batches: get(&self.undecodable_batches),
-            stored_blocks: c.stored_blocks,
-            removed_blocks: c.removed_blocks,
-            duplicate_stores: c.duplicate_stores,
-            released_copies: c.released_copies,
-            unplaceable_blocks: c.unplaceable_blocks,
-            pending_dropped: c.pending_dropped,
-            pending_blocks: c.pending_blocks,
-            placed_late: c.placed_late,
-            reestablished_blocks: c.reestablished_blocks,
-            learnt_from_peers: c.learnt_from_peers,
-            conflicting_stores: c.conflicting_stores,
-            pending_removes: c.pending_removes,
-            unknown_removes: c.unknown_removes,
-            filtered_events: c.filtered_events,
-            clears: c.clears,
-            skipped_unknown_tag: c.skipped_unknown_tag,
-            skipped_unknown_medium: c.skipped_unknown_medium,
-            skipped_malformed: c.skipped_malformed,
+            convert: c,
         }
     }
 }
