@@ -9,14 +9,8 @@ use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
 use kvtier_router::{PrefixIndex, Router};
 
-fn chain(n: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut v = vec![SequenceHash::root(seed)];
-    for i in 1..n {
-        let parent = v[i - 1];
-        v.push(SequenceHash::child_of(parent, seed * 131 + i as u64));
-    }
-    v
-}
+mod common;
+use common::chain;
 
 /// Lookups made by `remove_instance(0, None)` on an index where slot 0 holds 100 blocks
 /// (after some churn) and slot 1 holds `others`.

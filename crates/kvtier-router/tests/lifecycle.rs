@@ -11,23 +11,8 @@ use kvtier_events::{
 };
 use kvtier_router::{LoadTable, QueryScratch, Router, SnapshotError};
 
-fn chain(n: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut v = vec![SequenceHash::root(seed)];
-    for i in 1..n {
-        let parent = v[i - 1];
-        v.push(SequenceHash::child_of(parent, seed * 131 + i as u64));
-    }
-    v
-}
-
-fn create(hashes: &[SequenceHash]) -> Payload {
-    Payload::Batch(EventBatch {
-        medium: Medium::Gpu,
-        kind: EventKind::Create,
-        hashes: hashes.to_vec(),
-        policy: EmitPolicy::All,
-    })
-}
+mod common;
+use common::{chain, create};
 
 fn remove(hashes: &[SequenceHash]) -> Payload {
     Payload::Batch(EventBatch {

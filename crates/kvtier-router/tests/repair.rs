@@ -9,29 +9,13 @@ use std::time::{Duration, Instant};
 
 use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{
-    Dump, EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload, Publisher,
-    ReplayError, ReplaySource,
+    Dump, EmitPolicy, EventMessage, InstanceId, Payload, Publisher, ReplayError, ReplaySource,
 };
 use kvtier_router::{QueryScratch, Router, RouterService};
 use parking_lot::RwLock;
 
-fn chain(n: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut v = vec![SequenceHash::root(seed)];
-    for i in 1..n {
-        let parent = v[i - 1];
-        v.push(SequenceHash::child_of(parent, seed * 131 + i as u64));
-    }
-    v
-}
-
-fn create(hashes: &[SequenceHash]) -> Payload {
-    Payload::Batch(EventBatch {
-        medium: Medium::Gpu,
-        kind: EventKind::Create,
-        hashes: hashes.to_vec(),
-        policy: EmitPolicy::All,
-    })
-}
+mod common;
+use common::{chain, create};
 
 fn msg(instance: u128, event_id: u64, payload: Payload) -> Arc<EventMessage> {
     Arc::new(EventMessage {

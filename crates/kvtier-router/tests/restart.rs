@@ -13,14 +13,8 @@ use kvtier_events::{
 };
 use kvtier_router::{QueryScratch, Router, write_snapshot};
 
-fn chain(n: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut v = vec![SequenceHash::root(seed)];
-    for i in 1..n {
-        let parent = v[i - 1];
-        v.push(SequenceHash::child_of(parent, seed * 131 + i as u64));
-    }
-    v
-}
+mod common;
+use common::chain;
 
 fn batch(kind: EventKind, hashes: &[SequenceHash]) -> Payload {
     Payload::Batch(EventBatch {

@@ -5,18 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kvtier_core::{Medium, SequenceHash};
+use kvtier_core::Medium;
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
 use kvtier_router::{Router, SnapshotError, write_snapshot};
 
-fn chain(n: usize, seed: u64) -> Vec<SequenceHash> {
-    let mut v = vec![SequenceHash::root(seed)];
-    for i in 1..n {
-        let parent = v[i - 1];
-        v.push(SequenceHash::child_of(parent, seed * 131 + i as u64));
-    }
-    v
-}
+mod common;
+use common::chain;
 
 fn router_with(instances: u128) -> Router {
     let mut r = Router::builder().build();

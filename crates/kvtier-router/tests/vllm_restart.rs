@@ -7,22 +7,22 @@
 //! (`[ts, [events...], rank]`, events as tagged arrays). Needs no Python.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvtier_core::{BlockHasher, HashScheme, Medium};
 use kvtier_events::{EventMessage, InstanceId};
-use kvtier_router::{
-    QueryScratch, Router, VllmSource, VllmSourceHandle, VllmSourceState, VllmStats,
-    vllm_instance_id,
-};
+use kvtier_router::{QueryScratch, Router, VllmSource, VllmSourceState, vllm_instance_id};
 use parking_lot::Mutex;
 use rmpv::Value;
 use tokio::sync::mpsc;
 use zeromq::{PubSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
+#[path = "common/source.rs"]
+mod source;
+use source::wait_stats;
+
 const BS: usize = 4;
 const NAME: &str = "restarting-engine";
-const WAIT: Duration = Duration::from_secs(20);
 
 type Buffer = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 
@@ -161,18 +161,6 @@ fn removed(hashes: &[u64], medium: &str) -> Value {
 
 fn hasher() -> BlockHasher {
     BlockHasher::new(BS, HashScheme::Kvtier, Default::default()).unwrap()
-}
-
-async fn wait_stats(handle: &VllmSourceHandle, what: &str, done: impl Fn(&VllmStats) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done(&handle.stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            handle.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Applies every message that arrives within a short quiet period.

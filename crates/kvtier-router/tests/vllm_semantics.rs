@@ -27,7 +27,7 @@
 //!
 //! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip these tests where there is no Python.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvtier_core::{BlockHasher, Medium, SequenceHash};
 use kvtier_events::{EventKind, EventMessage, InstanceId, Payload};
@@ -42,11 +42,14 @@ use kvtier_testkit::vllm_script::{
 };
 use tokio::sync::mpsc;
 
+#[path = "common/source.rs"]
+mod source;
+use source::{WAIT, wait_stats};
+
 const BLOCK_SIZE: usize = 4;
 const MODEL: &str = "test-model";
 const NAME: &str = "engine-under-test";
 const TOPIC: &str = "kv-events";
-const WAIT: Duration = Duration::from_secs(20);
 /// The wire generation of the tests' batches, unless a test says otherwise.
 const GEN: Generation = Generation::V4Map;
 
@@ -206,18 +209,6 @@ impl Engine {
             .iter()
             .find(|o| o.instance == self.instance)
             .map_or([0; 4], |o| Medium::ALL.map(|m| o.matched(m)))
-    }
-}
-
-async fn wait_stats(handle: &VllmSourceHandle, what: &str, done: impl Fn(&VllmStats) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done(&handle.stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            handle.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -18,17 +18,20 @@ use std::time::{Duration, Instant};
 
 use kvtier_core::{BlockHasher, HashScheme, Medium, SequenceHash};
 use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
-use kvtier_router::{VllmSource, VllmSourceBuilder, VllmSourceHandle, VllmStats, vllm_instance_id};
+use kvtier_router::{VllmSource, VllmSourceBuilder, VllmSourceHandle, vllm_instance_id};
 use kvtier_testkit::net::free_port;
 use kvtier_testkit::python::skip_python_tests;
 use kvtier_testkit::vllm::{VllmPublisher, VllmPublisherBuilder};
 use tokio::sync::mpsc;
 
+#[path = "common/source.rs"]
+mod source;
+use source::{WAIT, wait_stats};
+
 const BLOCK_SIZE: usize = 4;
 const MODEL: &str = "test-model";
 const NAME: &str = "engine-under-test";
 const TOPIC: &str = "kv-events";
-const WAIT: Duration = Duration::from_secs(20);
 
 /// A publisher on [`TOPIC`] (killed when dropped, whatever the test's outcome).
 fn publisher() -> VllmPublisherBuilder {
@@ -126,18 +129,6 @@ async fn recv_n(rx: &mut mpsc::Receiver<EventMessage>, n: usize, got: &mut Vec<E
                 got.len() + 1
             ),
         }
-    }
-}
-
-async fn wait_stats(handle: &VllmSourceHandle, what: &str, done: impl Fn(&VllmStats) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done(&handle.stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            handle.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
