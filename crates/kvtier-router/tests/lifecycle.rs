@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{
-    EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload, Publisher, ReplaySource,
+    EmitPolicy, EventBatch, EventKind, InstanceId, Payload, Publisher, ReplaySource,
 };
 use kvtier_router::{LoadTable, QueryScratch, Router, SnapshotError};
 
 mod common;
-use common::{chain, create};
+use common::{chain, create, gpu_prefix, msg};
 
 fn remove(hashes: &[SequenceHash]) -> Payload {
     Payload::Batch(EventBatch {
@@ -21,23 +21,6 @@ fn remove(hashes: &[SequenceHash]) -> Payload {
         hashes: hashes.iter().rev().copied().collect(),
         policy: EmitPolicy::All,
     })
-}
-
-fn msg(instance: u128, event_id: u64, payload: Payload) -> EventMessage {
-    EventMessage {
-        instance: InstanceId(instance),
-        event_id,
-        payload,
-    }
-}
-
-fn gpu_prefix(router: &Router, hashes: &[SequenceHash], instance: u128) -> u32 {
-    router
-        .query(hashes, &mut QueryScratch::default())
-        .overlaps
-        .iter()
-        .find(|o| o.instance == InstanceId(instance))
-        .map_or(0, |o| o.matched(Medium::Gpu))
 }
 
 #[test]

@@ -7,32 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{
     Dump, EmitPolicy, EventMessage, InstanceId, Payload, Publisher, ReplayError, ReplaySource,
 };
-use kvtier_router::{QueryScratch, Router, RouterService};
+use kvtier_router::{Router, RouterService};
 use parking_lot::RwLock;
 
 mod common;
-use common::{chain, create};
-
-fn msg(instance: u128, event_id: u64, payload: Payload) -> Arc<EventMessage> {
-    Arc::new(EventMessage {
-        instance: InstanceId(instance),
-        event_id,
-        payload,
-    })
-}
-
-fn gpu_prefix(router: &Router, hashes: &[SequenceHash], instance: u128) -> u32 {
-    router
-        .query(hashes, &mut QueryScratch::default())
-        .overlaps
-        .iter()
-        .find(|o| o.instance == InstanceId(instance))
-        .map_or(0, |o| o.matched(Medium::Gpu))
-}
+use common::{chain, create, gpu_prefix, msg};
 
 /// A publisher whose replay (and dump) waits at a barrier: entered, then released by the test.
 struct BlockingSource {
@@ -128,7 +110,7 @@ fn a_blocked_replay_holds_no_lock() {
         let mut r = router
             .try_write_for(Duration::from_secs(5))
             .expect("the write lock is free during a replay");
-        r.apply_at(msg(2, 1, create(&b)), Instant::now());
+        r.apply_at(msg(2, 1, create(&b)).into(), Instant::now());
     }
     {
         let r = router
@@ -232,7 +214,7 @@ fn the_service_ingests_and_answers_while_a_replay_blocks() {
     source.wait_entered();
     let release = Release(source.clone());
 
-    events.blocking_send(msg(2, 1, create(&b))).unwrap();
+    events.blocking_send(msg(2, 1, create(&b)).into()).unwrap();
     let start = Instant::now();
     loop {
         let r = service

@@ -11,10 +11,10 @@ use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{
     EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload, Publisher, ReplaySource,
 };
-use kvtier_router::{QueryScratch, Router, write_snapshot};
+use kvtier_router::{Router, write_snapshot};
 
 mod common;
-use common::chain;
+use common::{chain, gpu_prefix};
 
 fn batch(kind: EventKind, hashes: &[SequenceHash]) -> Payload {
     Payload::Batch(EventBatch {
@@ -23,15 +23,6 @@ fn batch(kind: EventKind, hashes: &[SequenceHash]) -> Payload {
         hashes: hashes.to_vec(),
         policy: EmitPolicy::All,
     })
-}
-
-fn gpu_prefix(router: &Router, hashes: &[SequenceHash], instance: u128) -> u32 {
-    router
-        .query(hashes, &mut QueryScratch::default())
-        .overlaps
-        .iter()
-        .find(|o| o.instance == InstanceId(instance))
-        .map_or(0, |o| o.matched(Medium::Gpu))
 }
 
 /// Every block the publisher's stream says it holds is indexed for it, and nothing else.

@@ -1,4 +1,5 @@
-//! Fixtures shared by the router's test files: hash chains and Create payloads.
+//! Fixtures shared by the router's test files: hash chains, Create payloads, messages and the
+//! GPU prefix a router sees for an instance.
 //!
 //! Each test crate uses a different subset, hence the `dead_code` allowance.
 
@@ -8,7 +9,8 @@
 )]
 
 use kvtier_core::{Medium, SequenceHash};
-use kvtier_events::{EmitPolicy, EventBatch, EventKind, Payload};
+use kvtier_events::{EmitPolicy, EventBatch, EventKind, EventMessage, InstanceId, Payload};
+use kvtier_router::{QueryScratch, Router};
 
 /// A chain of `n` sequence hashes from the root `seed` (children named from the seed, so two
 /// seeds give disjoint chains).
@@ -29,4 +31,23 @@ pub fn create(hashes: &[SequenceHash]) -> Payload {
         hashes: hashes.to_vec(),
         policy: EmitPolicy::All,
     })
+}
+
+/// Message `event_id` of instance `instance`.
+pub fn msg(instance: u128, event_id: u64, payload: Payload) -> EventMessage {
+    EventMessage {
+        instance: InstanceId(instance),
+        event_id,
+        payload,
+    }
+}
+
+/// How many leading blocks of `hashes` the router believes `instance` holds on the GPU.
+pub fn gpu_prefix(router: &Router, hashes: &[SequenceHash], instance: u128) -> u32 {
+    router
+        .query(hashes, &mut QueryScratch::default())
+        .overlaps
+        .iter()
+        .find(|o| o.instance == InstanceId(instance))
+        .map_or(0, |o| o.matched(Medium::Gpu))
 }
