@@ -28,6 +28,9 @@ use kvtier_testkit::python::skip_python_tests;
 use kvtier_testkit::vllm::VllmPublisher;
 use serde_json::{Value, json};
 
+mod common;
+use common::{RouterProcess, WAIT};
+
 /// Tokens per block, in the script and in the router's `--block-size`.
 const BLOCK_SIZE: usize = 4;
 const MODEL: &str = "test-model";
@@ -35,9 +38,6 @@ const LORA: &str = "sql-adapter";
 const ENGINE: &str = "engine";
 /// The data-parallel rank the publisher stamps on its batches.
 const DP_RANK: i64 = 3;
-/// Deadline of every wait (generous: nothing here asserts timing).
-const WAIT: Duration = Duration::from_secs(30);
-const LISTENING: &str = "kvtier router listening on http://";
 
 /// The script's `tokens(seed, blocks)`.
 fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
@@ -53,64 +53,6 @@ fn vllm_spec(publisher: &VllmPublisher) -> String {
         publisher.endpoint(),
         publisher.replay_endpoint()
     )
-}
-
-/// A running `kvtier router`.
-struct RouterProcess {
-    process: ChildGuard,
-    addr: SocketAddr,
-}
-
-impl RouterProcess {
-    /// Starts `kvtier router --listen 127.0.0.1:0 ARGS` and waits for its listening line.
-    fn start(args: &[&str], stderr: Stdio) -> Self {
-        let mut process = ChildGuard::spawn(
-            Command::new(env!("CARGO_BIN_EXE_kvtier"))
-                .args(["router", "--listen", "127.0.0.1:0"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(stderr),
-        );
-        let lines = process.stdout_lines();
-        let addr = lines
-            .find_map(WAIT, |line| {
-                let addr = line.strip_prefix(LISTENING)?.trim();
-                Some(
-                    addr.parse::<SocketAddr>()
-                        .unwrap_or_else(|e| panic!("listening line {line:?}: {e}")),
-                )
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "kvtier router {args:?} printed no listening line; exit: {:?}",
-                    process.wait_exit(Duration::from_secs(5))
-                )
-            });
-        // Keep draining stdout so that the router never blocks on a full pipe.
-        lines.drain();
-        RouterProcess { process, addr }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit with success. The signal may go out
-    /// right after the listening line: the router installs its handlers before printing it
-    /// (a regression: it once printed first and a prompt SIGTERM lost the final snapshot).
-    fn terminate(&mut self) {
-        let pid = self.process.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}: {status}");
-        let status = self
-            .process
-            .wait_exit(WAIT)
-            .expect("the router exits after SIGTERM");
-        assert!(
-            status.success(),
-            "the router exits cleanly on SIGTERM: {status}"
-        );
-    }
 }
 
 /// `POST /query` by tokens, with the model's extra keys (and a LoRA).

@@ -11,22 +11,22 @@
 //! Set `KVTIER_SKIP_PYTHON_TESTS=1` to skip it.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kvtier_router::vllm_instance_id;
 use kvtier_testkit::http;
-use kvtier_testkit::process::ChildGuard;
 use kvtier_testkit::python::skip_python_tests;
 use kvtier_testkit::vllm::VllmPublisher;
 use kvtier_testkit::vllm_script::{Batch, Event, Generation, Hash, ScriptedPublisher, Stored};
 use serde_json::{Value, json};
 
+mod common;
+use common::{RouterProcess, WAIT};
+
 const BLOCK_SIZE: usize = 4;
 const MODEL: &str = "restart-model";
 const ENGINE: &str = "engine";
-const WAIT: Duration = Duration::from_secs(30);
-const LISTENING: &str = "kvtier router listening on http://";
 
 /// Tokens of chain `seed`, `blocks` long.
 fn tokens(seed: u32, blocks: usize) -> Vec<u32> {
@@ -52,43 +52,6 @@ fn store(seed: u32, blocks: usize) -> Batch {
 fn remove_last(seed: u32, blocks: usize) -> Batch {
     let last = hashes(seed, blocks).pop().expect("a block");
     Batch::new(Generation::V4Map, vec![Event::removed(vec![last], "GPU")])
-}
-
-struct RouterProcess {
-    process: ChildGuard,
-    addr: SocketAddr,
-}
-
-impl RouterProcess {
-    fn start(args: &[&str]) -> Self {
-        let mut process = ChildGuard::spawn(
-            Command::new(env!("CARGO_BIN_EXE_kvtier"))
-                .args(["router", "--listen", "127.0.0.1:0"])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit()),
-        );
-        let lines = process.stdout_lines();
-        let addr = lines
-            .find_map(WAIT, |line| {
-                line.strip_prefix(LISTENING)?.trim().parse().ok()
-            })
-            .expect("the router's listening line");
-        lines.drain();
-        RouterProcess { process, addr }
-    }
-
-    fn terminate(&mut self) {
-        let pid = self.process.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let status = self.process.wait_exit(WAIT).expect("exit after SIGTERM");
-        assert!(status.success(), "{status}");
-    }
 }
 
 /// The leading GPU blocks of `tokens` that `instance` holds (0 when it is not listed).
@@ -183,7 +146,7 @@ fn a_restarted_router_indexes_what_was_published_before_during_and_after_its_dow
     ];
 
     // Before: chain 1 (4 blocks), and a one-block chain that shows the router is listening.
-    let mut router = RouterProcess::start(&args);
+    let mut router = RouterProcess::start(&args, Stdio::inherit());
     let mut published = 1 + publish_until_seen(&mut publisher, router.addr, &instance, 100);
     publisher.publish(&store(1, 4));
     assert!(
@@ -199,7 +162,7 @@ fn a_restarted_router_indexes_what_was_published_before_during_and_after_its_dow
     published += 2;
 
     // After: the restarted router answers from its snapshot at once, then catches up.
-    let mut router = RouterProcess::start(&args);
+    let mut router = RouterProcess::start(&args, Stdio::inherit());
     let addr = router.addr;
     assert_eq!(
         matched(addr, &tokens(1, 4), &instance),
