@@ -8,14 +8,15 @@
 //! and hash (a strongly referenced block is never evicted) with the model's `use_count` and
 //! duplicate flag, `contains` agrees for every hash of the pool, the observer saw exactly the
 //! model's events. Per operation: allocation fails exactly when free + inactive < n, match and
-//! scan results equal the model's, weak upgrades succeed exactly when the model says so, and on
-//! a single shard the evicted and drained hashes are exactly the policy's order, as its
+//! scan results equal the model's, weak upgrades succeed exactly when the model says so, and at
+//! every shard count the evicted and drained hashes are exactly the policy's order, as its
 //! reference model in `state_machine/order.rs` computes it (for `fifo` and `lru`, which coincide
-//! on manager traffic, the least recently released first).
+//! on manager traffic, the least recently released first): the manager keeps one eviction order
+//! whatever its shard count.
 //!
-//! Configurations: shards 1 and 4 with `fifo` and `lru`; one shard with `freqlease`,
-//! `multi_lru` and `lineage`; both duplication policies each; the manager-wide evict-on-release
-//! default is drawn per case.
+//! Configurations: every policy at 1 and 4 shards, `fifo` and `lru` also at 8 (one slot per
+//! shard); both duplication policies each; the manager-wide evict-on-release default is drawn
+//! per case.
 
 mod common;
 #[path = "state_machine/model.rs"]
@@ -204,7 +205,7 @@ impl Harness {
             m,
             rec,
             model: Model::new(dup, default_evict, policy.model(BLOCKS, parents())),
-            exact_order: shards == 1,
+            exact_order: true,
             unordered_events: false,
             chains: chains(),
             pool: pool(),
@@ -554,7 +555,7 @@ impl Harness {
         for &h in &drained {
             self.model.evict(h, St::Free);
         }
-        // Shards drain one after another; their relative order is not specified.
+        // Drained in the one policy order, whatever the shard count.
         self.unordered_events = !self.exact_order;
         let in_use = BLOCKS - self.model.free();
         match result {
@@ -745,6 +746,55 @@ config!(
 config!(
     lineage_one_shard_reject,
     1,
+    Policy::Lineage,
+    DuplicationPolicy::Reject
+);
+
+config!(
+    fifo_eight_shards_allow,
+    8,
+    Policy::Fifo,
+    DuplicationPolicy::Allow
+);
+config!(
+    lru_eight_shards_reject,
+    8,
+    Policy::Lru,
+    DuplicationPolicy::Reject
+);
+config!(
+    freqlease_four_shards_allow,
+    4,
+    Policy::FreqLease,
+    DuplicationPolicy::Allow
+);
+config!(
+    freqlease_four_shards_reject,
+    4,
+    Policy::FreqLease,
+    DuplicationPolicy::Reject
+);
+config!(
+    multi_lru_four_shards_allow,
+    4,
+    Policy::MultiLru,
+    DuplicationPolicy::Allow
+);
+config!(
+    multi_lru_four_shards_reject,
+    4,
+    Policy::MultiLru,
+    DuplicationPolicy::Reject
+);
+config!(
+    lineage_four_shards_allow,
+    4,
+    Policy::Lineage,
+    DuplicationPolicy::Allow
+);
+config!(
+    lineage_four_shards_reject,
+    4,
     Policy::Lineage,
     DuplicationPolicy::Reject
 );

@@ -20,9 +20,9 @@
 //! active (held by a request) are not in the pool and are protected by the manager anyway; if a
 //! block's parent is active or gone, the block is the root of its own subtree here. A child
 //! whose parent was evicted (possible only after the child left the pool and came back) cannot
-//! be reached by prefix matching and is treated as a root. Nothing needs more than one shard's
-//! view of the pool, but the rule is only meaningful over *all* blocks, so the factory asks for
-//! a single shard.
+//! be reached by prefix matching and is treated as a root. The rule is only meaningful over *all*
+//! blocks, so the factory says it needs one instance for every block; a `BlockManager` always
+//! builds exactly that, at any shard count.
 //!
 //! # Structure and collisions
 //! One hash map indexes the pool by a `(position, 32-bit fragment)` key. The entry for key `k`
@@ -57,7 +57,8 @@ use crate::{BlockId, SeqHashMap, SequenceHash};
 
 /// Builds `lineage` policies: leaves first, oldest leaf first (see the module docs).
 ///
-/// Name: `"lineage"`. Requires a single shard ([`PolicyFactory::requires_single_shard`]).
+/// Name: `"lineage"`. Needs one instance for every block
+/// ([`PolicyFactory::requires_single_shard`]), which a `BlockManager` builds at any shard count.
 ///
 /// # Examples
 ///

@@ -11,10 +11,11 @@
 //!   lookups and registrations                 ->  on_access(hash, kind)   (optional signal)
 //! ```
 //!
-//! Every call is made with the owning shard's lock held, from one thread at a time, so a policy
-//! is plain single-threaded code (`&mut self`). A manager may be split into shards; each shard
-//! builds its own policy instance from the factory, unless the factory says it needs a global
-//! view ([`PolicyFactory::requires_single_shard`]).
+//! Every call is made with the manager's policy lock held, from one thread at a time, so a
+//! policy is plain single-threaded code (`&mut self`). A manager may split its index into
+//! shards, but it builds exactly one policy instance (`PolicyContext { shard: 0, shards: 1, .. }`)
+//! that sees every block: the eviction order, and so the hit rate, do not depend on the shard
+//! count.
 //!
 //! # Invariants a policy must keep
 //! - `evict` returns only ids that were inserted and not yet removed or evicted, each once.
@@ -141,23 +142,29 @@ pub trait EvictionPolicy: Send + 'static {
 pub struct PolicyContext {
     /// Slots in the whole manager; every [`BlockId`] passed to the policy is below this.
     pub total_blocks: usize,
-    /// Index of the shard this instance serves.
+    /// Index of the shard this instance serves (always 0 for a [`BlockManager`]'s instance).
+    ///
+    /// [`BlockManager`]: crate::BlockManager
     pub shard: usize,
-    /// Number of shards (each has its own instance).
+    /// Number of instances sharing the blocks (always 1 for a `BlockManager`'s instance, which
+    /// serves every shard of its index).
     pub shards: usize,
 }
 
-/// Builds one [`EvictionPolicy`] per shard of a manager.
+/// Builds the [`EvictionPolicy`] instance of a manager (one per manager).
 pub trait PolicyFactory: Send + Sync + 'static {
     /// Short lower-case name (`lru`, `fifo`, ...), used in metrics and reports.
     fn name(&self) -> &str;
 
-    /// Builds the policy for one shard.
+    /// Builds the policy for `ctx`.
     fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy>;
 
     /// Whether the policy's guarantees need one instance to see every block (for example a
-    /// lineage policy that must see children before evicting a parent). The manager then uses a
-    /// single shard. Default: `false`.
+    /// lineage policy that must see children before evicting a parent). A [`BlockManager`]
+    /// always gives its one instance every block, at any shard count, so this only informs
+    /// other users of the factory. Default: `false`.
+    ///
+    /// [`BlockManager`]: crate::BlockManager
     fn requires_single_shard(&self) -> bool {
         false
     }

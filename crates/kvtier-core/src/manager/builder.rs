@@ -13,8 +13,7 @@ use crate::sync::Arc;
 /// Largest block size (tokens per block) a manager accepts (the hashing layer's limit).
 pub const MAX_BLOCK_SIZE: usize = crate::BlockHasher::MAX_BLOCK_SIZE;
 
-/// Largest shard count a manager accepts (shards are chosen by the 8-bit run tag, and an
-/// allocation tracks which shards it has tried in a 128-bit mask).
+/// Largest shard count a manager accepts (shards are chosen by the 8-bit run tag).
 pub const MAX_SHARDS: usize = 128;
 
 /// Why a manager could not be built.
@@ -121,9 +120,10 @@ impl<T: Tier> BlockManagerBuilder<T> {
         self
     }
 
-    /// Number of independently locked shards (rounded up to a power of two). Default: four per
-    /// available core, at most 64; forced to 1 when the policy needs a global view. Use 1 for
-    /// an exact single eviction order (trace replay).
+    /// Number of independently locked shards of the index and free lists (rounded up to a power
+    /// of two, at most the block count). Default: four per available core, at most 64. The
+    /// eviction order is one for the whole manager whatever the shard count, so a
+    /// single-threaded run evicts the same blocks (and gets the same hit rate) with any value.
     pub fn with_shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
         self
@@ -186,14 +186,12 @@ impl<T: Tier> BlockManagerBuilder<T> {
             });
         }
         let policy = self.policy.unwrap_or_else(default_policy);
-        let shards = if policy.requires_single_shard() {
-            1
-        } else {
-            self.shards.unwrap_or_else(|| {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores * 4).min(64)
-            })
-        };
+        // One policy instance serves every shard, so a policy needing a global view
+        // (`requires_single_shard`) gets it at any shard count.
+        let shards = self.shards.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores * 4).min(64)
+        });
         // Never more shards than blocks: every shard should be able to hold something.
         let shards = shards.min(self.block_count.next_power_of_two()).max(1);
         let (shared, slots) = Shared::build(

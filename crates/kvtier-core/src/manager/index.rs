@@ -77,11 +77,6 @@ impl BlockIndex {
         }
     }
 
-    /// Slot ids of every primary, in table order.
-    pub(crate) fn ids(&self) -> impl Iterator<Item = BlockId> + '_ {
-        self.table.iter().map(|e| BlockId::new(e.id))
-    }
-
     /// Number of primaries.
     pub(crate) fn len(&self) -> usize {
         self.table.len()

@@ -56,9 +56,12 @@ pub(crate) struct Slot {
     pub(crate) hash_lo: AtomicU64,
     pub(crate) hash_hi: AtomicU64,
     pub(crate) evict_on_release: AtomicBool,
-    /// Instance of the shard's eviction policy the block was inserted into while inactive (see
+    /// Instance of the manager's eviction policy the block was inserted into while inactive (see
     /// `store/policy.rs`); read and written under the shard lock.
     policy_epoch: AtomicU32,
+    /// Bumped (under the shard lock) each time the block becomes inactive: a victim the policy
+    /// gave up is taken only if the slot still has the version it had then (`store/alloc.rs`).
+    version: AtomicU32,
     /// For a duplicate: its primary, on which it holds one handle (counted in the primary's
     /// `handles`; both live in the same shard since they share a hash).
     pub(crate) dup_of: Mutex<Option<Arc<Slot>>>,
@@ -76,6 +79,7 @@ impl Slot {
             hash_hi: AtomicU64::new(0),
             evict_on_release: AtomicBool::new(evict_on_release),
             policy_epoch: AtomicU32::new(0),
+            version: AtomicU32::new(0),
             dup_of: Mutex::new(None),
         })
     }
@@ -114,6 +118,16 @@ impl Slot {
 
     pub(crate) fn set_policy_epoch(&self, epoch: u32) {
         self.policy_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    pub(crate) fn version(&self) -> u32 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new inactive period (call under the shard lock, before the policy sees it).
+    pub(crate) fn bump_version(&self) {
+        self.version
+            .store(self.version().wrapping_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn evict_on_release(&self) -> bool {

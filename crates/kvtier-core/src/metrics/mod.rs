@@ -30,9 +30,6 @@ pub(crate) struct ShardCounters {
     pub(crate) dedups: u64,
     pub(crate) resurrections: u64,
     pub(crate) released_to_reset: u64,
-    pub(crate) policy_violations: u64,
-    /// Eviction-policy calls that panicked (filled in from the shard's policy).
-    pub(crate) policy_panics: u64,
     /// Slots that became Mutable/Staged here minus those that left that state here.
     pub(crate) mutable_delta: i64,
 }
@@ -61,11 +58,11 @@ pub struct MetricsSnapshot {
     pub resurrections: u64,
     /// Blocks whose last reference returned their slot straight to the reset pool.
     pub released_to_reset: u64,
-    /// Victims an eviction policy returned that were not inactive blocks of its shard (a
-    /// policy breaking its contract); they were ignored.
+    /// Victims the eviction policy returned that were not inactive blocks it held (a policy
+    /// breaking its contract); they were ignored.
     pub policy_violations: u64,
     /// Eviction-policy calls that panicked. Each panic reached the caller of the manager call
-    /// that made it; the shard then replaced its policy instance with a fresh one from the
+    /// that made it; the manager then replaced its policy instance with a fresh one from the
     /// factory (the blocks the old one held stay cached and are evicted after the new one's).
     pub policy_panics: u64,
     /// `stage` calls.
@@ -99,6 +96,7 @@ impl MetricsSnapshot {
             ..Default::default()
         };
         let mut mutable: i64 = 0;
+        (m.policy_panics, m.policy_violations) = shared.policy_faults();
         for s in 0..shared.shard_count() {
             let (free, inactive, registered, c) = shared.shard_view(s);
             m.reset_pool_size += free as u64;
@@ -111,8 +109,6 @@ impl MetricsSnapshot {
             m.dedups += c.dedups;
             m.resurrections += c.resurrections;
             m.released_to_reset += c.released_to_reset;
-            m.policy_violations += c.policy_violations;
-            m.policy_panics += c.policy_panics;
             mutable += c.mutable_delta;
         }
         for st in shared.stripes.iter() {

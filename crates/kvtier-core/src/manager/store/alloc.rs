@@ -1,56 +1,21 @@
-//! Allocation: taking slots from the free lists and, when they run dry, from the eviction
-//! policies; giving unregistered slots back.
+//! Allocation: taking slots from the free lists and, when they run dry, victims of the manager's
+//! eviction policy; giving unregistered slots back.
 //!
 //! All or nothing: free slots first (the home shard, then any shard whose free-slot mirror is
-//! non-zero), then victims, each round from the fuller of two randomly sampled shards. Before a
-//! shard that cannot cover the rest on its own is touched, the total over all shards is checked,
-//! so a failed allocation never destroys a cached block.
+//! non-zero), then victims in the policy's order. Before any victim is taken the total of free
+//! and inactive blocks over all shards is checked, so a failed allocation never destroys a cached
+//! block (exactly so when no other thread races it). Which shard a free slot comes from depends
+//! on the calling thread; which blocks are evicted never does (see `mod.rs`, "One eviction
+//! order").
 
-use std::cell::Cell;
-
-use super::{Shard, Shared, home_hint};
+use super::{Shard, ShardGuard, Shared, Victim, Walker};
 use crate::manager::slot::{Slot, SlotState};
 use crate::sync::{Arc, Ordering};
 use crate::{BlockId, SequenceHash};
 
-thread_local! {
-    /// Per-thread xorshift state for eviction-shard choices (seeded from the home shard).
-    static RNG: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The calling thread's next pseudo-random number (xorshift, seeded from the home shard).
-fn next_random() -> u64 {
-    RNG.with(|c| {
-        let mut x = c.get();
-        if x == 0 {
-            x = (home_hint() as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.set(x);
-        x
-    })
-}
-
-/// A uniformly chosen index in `0..n` (`n <= 128`) whose bit in `skip` is clear (`None` if
-/// every one is set).
-fn pick_shard(n: usize, skip: u128) -> Option<usize> {
-    let start = (next_random() % n as u64) as usize;
-    (0..n)
-        .map(|k| (start + k) % n)
-        .find(|&i| skip & (1u128 << i) == 0)
-}
-
 impl Shared {
     /// Takes free slots from shard `s` into `out` (at most `want`).
-    pub(super) fn take_free(
-        &self,
-        g: &mut Shard,
-        slots: &[Arc<Slot>],
-        want: usize,
-        out: &mut Vec<BlockId>,
-    ) {
+    fn take_free(&self, g: &mut Shard, slots: &[Arc<Slot>], want: usize, out: &mut Vec<BlockId>) {
         let take = want.min(g.free.len());
         if take == 0 {
             return;
@@ -63,51 +28,60 @@ impl Shared {
         g.counters.mutable_delta += take as i64;
     }
 
-    /// Evicts up to `want` policy victims of one shard into `out`.
-    pub(super) fn take_victims(
-        &self,
-        g: &mut Shard,
-        slots: &[Arc<Slot>],
-        want: usize,
-        out: &mut Vec<BlockId>,
-        evicted: &mut Vec<SequenceHash>,
-    ) {
-        for _ in 0..want {
-            let Some((id, h)) = self.evict_one(g, slots, SlotState::Mutable) else {
-                break;
-            };
-            g.counters.mutable_delta += 1;
-            evicted.push(h);
-            out.push(id);
+    /// Fills `out` up to `n` from the free lists (home shard first). Locks only shards that have
+    /// free slots: in steady state none has, and locking every shard of a busy manager would
+    /// make concurrent allocators trade cache lines.
+    fn take_free_anywhere(&self, slots: &[Arc<Slot>], n: usize, out: &mut Vec<BlockId>) {
+        let home = self.home();
+        for k in 0..self.shard_count() {
+            if out.len() == n {
+                return;
+            }
+            let s = (home + k) & self.shard_mask;
+            if self.free_mirrors[s].0.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut g = self.shards[s].lock();
+            self.take_free(&mut g, slots, n - out.len(), out);
+            self.sync_available(s, &g);
         }
     }
 
-    /// Takes the policy's victim out of the index and leaves its slot in `to` (Mutable for an
-    /// allocation, Reset when draining). Returns the slot and the hash it held.
-    pub(super) fn evict_one(
+    /// Takes victim `v` under its shard lock (through `w`) if it still is the inactive block the
+    /// policy gave up: same inactive version, still in the index. Leaves the slot in `to`
+    /// (Mutable for an allocation, Reset when draining) and returns the locked shard and the
+    /// hash the slot held; `None` for a stale victim (matched since, and back in the policy if
+    /// it became inactive again).
+    pub(super) fn take_victim<'w, 'a>(
         &self,
-        g: &mut Shard,
+        w: &'w mut Walker<'a>,
         slots: &[Arc<Slot>],
+        v: Victim,
         to: SlotState,
-    ) -> Option<(BlockId, SequenceHash)> {
-        // A user policy may break its contract (or panic): the shard policy only hands out a
-        // victim that really is an inactive block of this shard.
-        let id = g
-            .policy
-            .evict(&g.index, slots, &mut g.counters.policy_violations)?;
-        let slot = &slots[id.index()];
+    ) -> Option<(&'w mut ShardGuard<'a>, SequenceHash)> {
+        let slot = &slots[v.id.index()];
+        // Read before the lock: if the slot was re-registered under another hash meanwhile, its
+        // version changed too, and the checks below fail under whichever lock this names.
         let h = slot.hash();
-        g.index.remove(h, id);
+        let g = w.shard(self.shard_of(h));
+        if slot.state() != SlotState::Inactive
+            || slot.version() != v.version
+            || !g.index.holds(h, v.id)
+        {
+            return None;
+        }
+        g.index.remove(h, v.id);
+        g.inactive -= 1;
         slot.bump_generation();
         slot.set_evict_on_release(self.default_evict_on_release);
         slot.set_state(to);
         g.counters.evictions += 1;
-        Some((id, h))
+        Some((g, h))
     }
 
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
-    /// policy victims, each time from the fuller of two random shards. Evicted hashes are
-    /// appended to `evicted_out`.
+    /// victims of the manager's policy, in its order. Evicted hashes are appended to
+    /// `evicted_out`.
     ///
     /// The caller must hold a [`PanicScope`](super::PanicScope) and turn the ids into guards
     /// before it ends: a policy panic is resumed there, and the guards give the slots back.
@@ -123,60 +97,34 @@ impl Shared {
         if n > self.total_blocks {
             return None;
         }
-        let shards = self.shard_count();
-        let home = self.home();
         let mut out = Vec::with_capacity(n);
-        for k in 0..shards {
-            let s = (home + k) & self.shard_mask;
-            // Lock only shards that have free slots: in steady state none has, and locking every
-            // shard of a busy manager would make concurrent allocators trade cache lines.
-            if self.free_mirrors[s].0.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let mut g = self.shards[s].lock();
-            self.take_free(&mut g, slots, n - out.len(), &mut out);
-            self.sync_available(s, &g);
-            drop(g);
-            if out.len() == n {
-                self.count_allocation(n, n);
-                return Some(out);
-            }
+        self.take_free_anywhere(slots, n, &mut out);
+        if out.len() == n {
+            self.count_allocation(n, n);
+            return Some(out);
         }
-        // Not enough free slots: evict. Each round takes what it can from the fuller of two
-        // random shards (so every shard's policy ages its blocks at a similar pace, and
-        // concurrent allocators rarely pick the same shard). A cached block is never destroyed
-        // for an allocation that cannot succeed: before a shard that cannot cover the rest on
-        // its own is touched, the total over all shards is checked.
-        let mut drained: u128 = 0;
-        let mut checked = false;
+        // Not enough free slots: evict, but never a cached block for an allocation that cannot
+        // succeed.
         let mut evicted = Vec::new();
-        while out.len() < n {
-            let (Some(a), Some(b)) = (pick_shard(shards, drained), pick_shard(shards, drained))
-            else {
-                break;
-            };
-            let avail = |i: usize| self.shards[i].available.load(Ordering::Relaxed);
-            let (avail_a, avail_b) = (avail(a), avail(b));
-            let s = if avail_a >= avail_b { a } else { b };
-            if avail_a.max(avail_b) == 0 {
-                drained |= (1u128 << a) | (1u128 << b);
-                continue;
-            }
-            let mut g = self.shards[s].lock();
-            let need = n - out.len();
-            if !checked && g.free.len() + g.policy.inactive() < need {
-                drop(g);
-                if self.available() < need {
+        if self.available() >= n - out.len() {
+            let mut victims = Vec::new();
+            while out.len() < n {
+                victims.clear();
+                self.pop_victims(slots, n - out.len(), &mut victims);
+                if victims.is_empty() {
                     break;
                 }
-                checked = true;
-                g = self.shards[s].lock();
+                let mut w = Walker::new(self);
+                for &v in &victims {
+                    if let Some((g, h)) = self.take_victim(&mut w, slots, v, SlotState::Mutable) {
+                        g.counters.mutable_delta += 1;
+                        evicted.push(h);
+                        out.push(v.id);
+                    }
+                }
             }
-            self.take_free(&mut g, slots, need, &mut out);
-            let need = n - out.len();
-            self.take_victims(&mut g, slots, need, &mut out, &mut evicted);
-            self.sync_available(s, &g);
-            drained |= 1u128 << s;
+            // Slots another thread freed while the policy ran dry.
+            self.take_free_anywhere(slots, n, &mut out);
         }
         self.hooks.evicted(&evicted);
         if let Some(e) = evicted_out {

@@ -20,21 +20,37 @@
 //! - *Reset* slots sit in some shard's free list.
 //! - *Mutable* / *Staged* slots are owned by their guard and by no shard.
 //! - *Primary* / *Inactive* / *Duplicate* slots are owned by the shard of their hash. A primary
-//!   is in that shard's `index`; an inactive primary is also in that shard's eviction policy.
+//!   is in that shard's `index`; an inactive primary is also in the manager's eviction policy.
+//!
+//! # One eviction order
+//! The shards split the index, the handle counts and the free lists, but not the eviction order:
+//! the manager has exactly one policy instance (built for one shard of `total_blocks`), behind
+//! its own lock. Every `insert` / `remove` / `on_access` is applied to it in the critical section
+//! of the shard that changes the slot, so a single-threaded run feeds the policy exactly the
+//! same calls whatever the shard count, and evicts exactly the same blocks: the hit rate does not
+//! depend on sharding, and nothing random or thread-bound decides a victim. Allocation pops
+//! victims under the policy lock alone, then takes each under its shard lock after checking it
+//! is still the inactive block that was popped (state `Inactive`, same inactive `version`, still
+//! in the index); one that was matched meanwhile is skipped, and is back in the policy if it
+//! became inactive again. A slot is marked inactive *before* the policy's `insert` and active
+//! *after* its `remove`, so under the policy lock "held by the policy" implies "inactive": a
+//! victim that is not inactive there is the policy's fault (`policy_violations`), never a race.
 //!
 //! # Lock ordering
 //! 1. At most one shard lock is held at a time (batch operations release one before taking the
 //!    next).
-//! 2. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
+//! 2. The policy lock is taken either alone or under one shard lock, never a shard lock under
+//!    it.
+//! 3. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
-//! 3. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
+//! 4. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
-//!    frequency tracker or other user code runs under a lock, except eviction policies, which
-//!    run under their shard's lock behind a panic barrier (`policy.rs`): they are checked (a
-//!    wrong victim is ignored) and a panic of theirs is resumed only after every lock is
-//!    released and every slot is back in a consistent state.
-//! 4. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
+//!    frequency tracker or other user code runs under a lock, except the eviction policy, which
+//!    runs under the policy lock behind a panic barrier (`policy.rs`): it is checked (a wrong
+//!    victim is ignored) and a panic of its is resumed only after every lock is released and
+//!    every slot is back in a consistent state.
+//! 5. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
 //!    (see `slot.rs`).
 //!
 //! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
@@ -42,6 +58,7 @@
 //! manager is quiescent.
 
 use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 
 use crate::eviction::{AccessKind, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
@@ -56,7 +73,7 @@ mod alloc;
 mod policy;
 
 pub(crate) use policy::PanicScope;
-use policy::ShardPolicy;
+use policy::{ManagerPolicy, Victim};
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,19 +104,54 @@ fn home_hint() -> usize {
     })
 }
 
-/// One shard: the primaries whose run tag falls here, a free list, an eviction policy, counters.
+/// One shard: the primaries whose run tag falls here, a free list, counters.
 pub(crate) struct Shard {
     index: BlockIndex,
     free: Vec<BlockId>,
-    policy: ShardPolicy,
+    /// Inactive primaries of this shard (all of them are in the manager's policy, or orphans).
+    inactive: usize,
     pub(crate) counters: ShardCounters,
+}
+
+/// The manager's policy padded to its own cache lines.
+#[repr(align(128))]
+struct PaddedPolicy(Mutex<ManagerPolicy>);
+
+/// A locked shard, plus the policy lock taken on demand under it (lock order rule 2). Both are
+/// released together when the guard drops.
+pub(crate) struct ShardGuard<'a> {
+    shard: MutexGuard<'a, Shard>,
+    policy: Option<MutexGuard<'a, ManagerPolicy>>,
+    policy_lock: &'a Mutex<ManagerPolicy>,
+}
+
+impl ShardGuard<'_> {
+    /// The manager's policy, locked on first use.
+    #[inline]
+    fn policy(&mut self) -> &mut ManagerPolicy {
+        let lock = self.policy_lock;
+        self.policy.get_or_insert_with(|| lock.lock())
+    }
+}
+
+impl Deref for ShardGuard<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
+impl DerefMut for ShardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
 }
 
 /// A shard padded to its own cache lines.
 #[repr(align(128))]
 pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
-    /// `free.len() + policy.inactive()`, mirrored for lock-free availability reads.
+    /// `free.len() + inactive`, mirrored for lock-free availability reads.
     available: AtomicUsize,
 }
 
@@ -139,6 +191,7 @@ pub(crate) struct Shared {
     /// Process-unique id of the manager (never 0).
     pub(crate) manager_id: u64,
     shards: Box<[PaddedShard]>,
+    policy: PaddedPolicy,
     free_mirrors: Box<[FreeMirror]>,
     shard_mask: usize,
     pub(crate) total_blocks: usize,
@@ -168,7 +221,7 @@ pub(crate) struct Stripe {
 /// the previous lock first (lock order rule 1).
 struct Walker<'a> {
     shared: &'a Shared,
-    current: Option<(usize, MutexGuard<'a, Shard>)>,
+    current: Option<(usize, ShardGuard<'a>)>,
 }
 
 impl<'a> Walker<'a> {
@@ -180,10 +233,10 @@ impl<'a> Walker<'a> {
     }
 
     #[inline]
-    fn shard(&mut self, s: usize) -> &mut Shard {
+    fn shard(&mut self, s: usize) -> &mut ShardGuard<'a> {
         if self.current.as_ref().map(|(c, _)| *c) != Some(s) {
             self.finish();
-            self.current = Some((s, self.shared.shards[s].lock()));
+            self.current = Some((s, self.shared.lock_shard(s)));
         }
         match &mut self.current {
             Some((_, g)) => g,
@@ -217,27 +270,30 @@ impl Shared {
     ) -> (Arc<Shared>, Box<[Arc<Slot>]>) {
         let shard_count = shards.max(1).next_power_of_two();
         let shard_vec: Vec<PaddedShard> = (0..shard_count)
-            .map(|s| PaddedShard {
+            .map(|_| PaddedShard {
                 lock: Mutex::new(Shard {
                     index: BlockIndex::with_capacity(total_blocks / shard_count + 16),
                     free: Vec::with_capacity(total_blocks / shard_count + 16),
-                    policy: ShardPolicy::new(
-                        factory.clone(),
-                        PolicyContext {
-                            total_blocks,
-                            shard: s,
-                            shards: shard_count,
-                        },
-                    ),
+                    inactive: 0,
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
             })
             .collect();
+        // One instance for the whole manager, whatever the shard count (see the module docs).
+        let policy = ManagerPolicy::new(
+            factory.clone(),
+            PolicyContext {
+                total_blocks,
+                shard: 0,
+                shards: 1,
+            },
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
             manager_id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shards: shard_vec.into_boxed_slice(),
+            policy: PaddedPolicy(Mutex::new(policy)),
             free_mirrors: (0..shard_count).map(|_| FreeMirror::default()).collect(),
             shard_mask: shard_count - 1,
             total_blocks,
@@ -272,6 +328,27 @@ impl Shared {
         self.shards.len()
     }
 
+    /// Locks shard `s` (the policy lock is taken later, on demand).
+    #[inline]
+    fn lock_shard(&self, s: usize) -> ShardGuard<'_> {
+        ShardGuard {
+            shard: self.shards[s].lock(),
+            policy: None,
+            policy_lock: &self.policy.0,
+        }
+    }
+
+    /// Up to `want` victims of the manager's policy (policy lock only, lock order rule 2).
+    fn pop_victims(&self, slots: &[Arc<Slot>], want: usize, out: &mut Vec<Victim>) {
+        self.policy.0.lock().evict(slots, want, out);
+    }
+
+    /// Policy calls that panicked and wrong victims the policy returned.
+    pub(crate) fn policy_faults(&self) -> (u64, u64) {
+        let p = self.policy.0.lock();
+        (p.panics(), p.violations())
+    }
+
     #[inline]
     pub(crate) fn shard_of(&self, hash: SequenceHash) -> usize {
         hash.run_tag() as usize & self.shard_mask
@@ -287,7 +364,7 @@ impl Shared {
         let shard = &self.shards[s];
         shard
             .available
-            .store(g.free.len() + g.policy.inactive(), Ordering::Relaxed);
+            .store(g.free.len() + g.inactive, Ordering::Relaxed);
         let mirror = &self.free_mirrors[s].0;
         if mirror.load(Ordering::Relaxed) != g.free.len() {
             mirror.store(g.free.len(), Ordering::Relaxed);
@@ -323,19 +400,21 @@ impl Shared {
     /// Adds a strong reference to a registered slot under its shard lock, resurrecting it from
     /// the inactive pool if it was there.
     #[inline]
-    fn acquire_locked(g: &mut Shard, slot: &Arc<Slot>) -> SlotRef {
+    fn acquire_locked(g: &mut ShardGuard<'_>, slot: &Arc<Slot>) -> SlotRef {
         Self::count_handle_locked(g, slot);
         SlotRef::adopt(slot.clone())
     }
 
     /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
     #[inline]
-    fn count_handle_locked(g: &mut Shard, slot: &Slot) {
+    fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) {
         // Only ever changed under this lock: a plain load and store (see `slot.rs`).
         let prev = slot.handles.load(Ordering::Relaxed);
         if prev == 0 && slot.state() == SlotState::Inactive {
-            g.policy.remove(slot);
+            // Out of the policy before it is marked active (see "One eviction order").
+            g.policy().remove(slot);
             slot.set_state(SlotState::Primary);
+            g.inactive -= 1;
             g.counters.resurrections += 1;
         }
         slot.handles.store(prev + 1, Ordering::Relaxed);
@@ -346,7 +425,7 @@ impl Shared {
         let scope = PanicScope::enter();
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());
-        let mut g = shared.shards[s].lock();
+        let mut g = shared.lock_shard(s);
         Self::count_handle_locked(&mut g, slot);
         shared.sync_available(s, &g);
         drop(g);
@@ -379,7 +458,7 @@ impl Shared {
                     g.index.insert(hash, slot.id);
                     slot.handles.store(1, Ordering::Relaxed);
                     slot.set_state(SlotState::Primary);
-                    g.policy.on_access(hash, AccessKind::Register);
+                    g.policy().on_access(hash, AccessKind::Register);
                     g.counters.primaries_created += 1;
                     if self.hooks.is_active() || self.tracker.is_some() {
                         created.push(hash);
@@ -388,7 +467,7 @@ impl Shared {
                 }
                 Some(pid) => {
                     let primary = Self::acquire_locked(g, &slots[pid.index()]);
-                    g.policy.on_access(hash, AccessKind::Hit);
+                    g.policy().on_access(hash, AccessKind::Hit);
                     match self.duplication {
                         DuplicationPolicy::Reject => {
                             slot.set_state(SlotState::Reset);
@@ -447,7 +526,7 @@ impl Shared {
                 Some(id) => {
                     let r = Self::acquire_locked(g, &slots[id.index()]);
                     if touch {
-                        g.policy.on_access(h, AccessKind::Hit);
+                        g.policy().on_access(h, AccessKind::Hit);
                     }
                     found += 1;
                     out(Some(r));
@@ -487,7 +566,7 @@ impl Shared {
     ) -> Option<SlotRef> {
         let scope = PanicScope::enter();
         let s = self.shard_of(hash);
-        let mut g = self.shards[s].lock();
+        let mut g = self.lock_shard(s);
         let live = slot.generation() == generation
             && match slot.state() {
                 SlotState::Primary | SlotState::Inactive => g.index.holds(hash, slot.id),
@@ -504,7 +583,7 @@ impl Shared {
 
     /// Gives back one handle of `slot` under its shard lock; when it was the last, the block
     /// becomes inactive (or its slot free). Returns the hashes that left the manager.
-    fn release_locked(&self, g: &mut Shard, slot: &Slot, removed: &mut Vec<SequenceHash>) {
+    fn release_locked(&self, g: &mut ShardGuard<'_>, slot: &Slot, removed: &mut Vec<SequenceHash>) {
         let prev = slot.handles.load(Ordering::Relaxed);
         debug_assert!(prev > 0, "handle released twice");
         slot.handles
@@ -524,8 +603,12 @@ impl Shared {
                 removed.push(hash);
             }
             SlotState::Primary => {
+                // Marked inactive, under a new version, before the policy sees it (see "One
+                // eviction order").
+                slot.bump_version();
                 slot.set_state(SlotState::Inactive);
-                g.policy.insert(slot, hash);
+                g.inactive += 1;
+                g.policy().insert(slot, hash);
             }
             SlotState::Duplicate => {
                 slot.bump_generation();
@@ -552,7 +635,7 @@ impl Shared {
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());
         let mut removed = Vec::new();
-        let mut g = shared.shards[s].lock();
+        let mut g = shared.lock_shard(s);
         shared.release_locked(&mut g, &slot, &mut removed);
         shared.sync_available(s, &g);
         drop(g);
@@ -589,17 +672,25 @@ impl Shared {
         scope.finish();
     }
 
-    /// Moves every inactive block of every shard to the free lists; returns the hashes.
+    /// Moves every inactive block to the free lists, in the policy's eviction order; returns the
+    /// hashes.
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
         let scope = PanicScope::enter();
         let mut removed = Vec::new();
-        for s in 0..self.shard_count() {
-            let mut g = self.shards[s].lock();
-            while let Some((id, h)) = self.evict_one(&mut g, slots, SlotState::Reset) {
-                g.free.push(id);
-                removed.push(h);
+        let mut victims = Vec::new();
+        loop {
+            victims.clear();
+            self.pop_victims(slots, 256, &mut victims);
+            if victims.is_empty() {
+                break;
             }
-            self.sync_available(s, &g);
+            let mut w = Walker::new(self);
+            for v in &victims {
+                if let Some((g, h)) = self.take_victim(&mut w, slots, *v, SlotState::Reset) {
+                    g.free.push(v.id);
+                    removed.push(h);
+                }
+            }
         }
         self.hooks.evicted(&removed);
         scope.finish();
@@ -609,9 +700,7 @@ impl Shared {
     /// Per-shard view for snapshots: (free, inactive, registered primaries, counters).
     pub(crate) fn shard_view(&self, s: usize) -> (usize, usize, usize, ShardCounters) {
         let g = self.shards[s].lock();
-        let mut counters = g.counters;
-        counters.policy_panics = g.policy.panics();
-        (g.free.len(), g.policy.inactive(), g.index.len(), counters)
+        (g.free.len(), g.inactive, g.index.len(), g.counters)
     }
 
     /// Counts one match (or scan) request in the calling thread's stripe.
