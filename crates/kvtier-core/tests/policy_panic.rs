@@ -7,7 +7,11 @@
 //! handled but never handed out, taken from the pool but never given back), so the pools no
 //! longer added up and `reset_inactive_pool` reported blocks in use forever.
 //!
-//! What must hold: the panic reaches the caller of the manager call that made it; afterwards
+//! Policy calls are recorded under the shard lock and applied later, under the policy lock, by
+//! the next call that needs the policy's answer (an allocation that evicts, a metrics snapshot,
+//! `reset_inactive_pool`) or that fills an event buffer.
+//!
+//! What must hold: the panic reaches the caller of the manager call that applied it; afterwards
 //! every shard allocates, registers, matches and releases from this thread and from another
 //! one (under a timeout, so a deadlock fails the test instead of hanging it), the metrics stay
 //! consistent, and once everything is released the manager is idle and fully drainable.
@@ -219,7 +223,7 @@ fn warm(m: &BlockManager<G1>) -> Vec<Vec<SequenceHash>> {
     chains
 }
 
-/// The manager call `call` made while `method` panics (once, or on every call while the caller
+/// The manager call `call` made (applied by a metrics snapshot) while `method` panics (once, or on every call while the caller
 /// unwinds when `sticky`) must panic, within the deadline.
 fn panic_in<F>(m: &BlockManager<G1>, trigger: &Arc<Trigger>, method: Method, sticky: bool, call: F)
 where
@@ -228,7 +232,11 @@ where
     let (m, trigger) = (m.clone(), trigger.clone());
     within(&format!("the panicking call ({method:?})"), move || {
         trigger.arm(method, sticky);
-        expect_policy_panic(&format!("{method:?} panic reaches the caller"), || call(&m));
+        expect_policy_panic(&format!("{method:?} panic reaches the caller"), || {
+            call(&m);
+            // Applies the recorded policy calls (if `call` did not already).
+            let _ = m.metrics();
+        });
         trigger.disarm();
     });
 }

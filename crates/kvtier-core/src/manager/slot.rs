@@ -56,11 +56,9 @@ pub(crate) struct Slot {
     pub(crate) hash_lo: AtomicU64,
     pub(crate) hash_hi: AtomicU64,
     pub(crate) evict_on_release: AtomicBool,
-    /// Instance of the manager's eviction policy the block was inserted into while inactive (see
-    /// `store/policy.rs`); read and written under the shard lock.
-    policy_epoch: AtomicU32,
-    /// Bumped (under the shard lock) each time the block becomes inactive: a victim the policy
-    /// gave up is taken only if the slot still has the version it had then (`store/alloc.rs`).
+    /// Bumped (under the shard lock) each time the block becomes inactive: policy events carry
+    /// it, and a victim the policy gave up is taken only if the slot still has the version the
+    /// policy held (`store/policy.rs`).
     version: AtomicU32,
     /// For a duplicate: its primary, on which it holds one handle (counted in the primary's
     /// `handles`; both live in the same shard since they share a hash).
@@ -78,7 +76,6 @@ impl Slot {
             hash_lo: AtomicU64::new(0),
             hash_hi: AtomicU64::new(0),
             evict_on_release: AtomicBool::new(evict_on_release),
-            policy_epoch: AtomicU32::new(0),
             version: AtomicU32::new(0),
             dup_of: Mutex::new(None),
         })
@@ -112,22 +109,15 @@ impl Slot {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn policy_epoch(&self) -> u32 {
-        self.policy_epoch.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_policy_epoch(&self, epoch: u32) {
-        self.policy_epoch.store(epoch, Ordering::Relaxed);
-    }
-
     pub(crate) fn version(&self) -> u32 {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Starts a new inactive period (call under the shard lock, before the policy sees it).
+    /// Starts a new inactive period (call under the shard lock). Never 0, which the policy
+    /// uses for "not held".
     pub(crate) fn bump_version(&self) {
-        self.version
-            .store(self.version().wrapping_add(1), Ordering::Relaxed);
+        let next = self.version().wrapping_add(1).max(1);
+        self.version.store(next, Ordering::Relaxed);
     }
 
     pub(crate) fn evict_on_release(&self) -> bool {

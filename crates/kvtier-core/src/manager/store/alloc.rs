@@ -8,7 +8,7 @@
 //! on the calling thread; which blocks are evicted never does (see `mod.rs`, "One eviction
 //! order").
 
-use super::{Shard, ShardGuard, Shared, Victim, Walker};
+use super::{Shard, Shared};
 use crate::manager::slot::{Slot, SlotState};
 use crate::sync::{Arc, Ordering};
 use crate::{BlockId, SequenceHash};
@@ -47,38 +47,6 @@ impl Shared {
         }
     }
 
-    /// Takes victim `v` under its shard lock (through `w`) if it still is the inactive block the
-    /// policy gave up: same inactive version, still in the index. Leaves the slot in `to`
-    /// (Mutable for an allocation, Reset when draining) and returns the locked shard and the
-    /// hash the slot held; `None` for a stale victim (matched since, and back in the policy if
-    /// it became inactive again).
-    pub(super) fn take_victim<'w, 'a>(
-        &self,
-        w: &'w mut Walker<'a>,
-        slots: &[Arc<Slot>],
-        v: Victim,
-        to: SlotState,
-    ) -> Option<(&'w mut ShardGuard<'a>, SequenceHash)> {
-        let slot = &slots[v.id.index()];
-        // Read before the lock: if the slot was re-registered under another hash meanwhile, its
-        // version changed too, and the checks below fail under whichever lock this names.
-        let h = slot.hash();
-        let g = w.shard(self.shard_of(h));
-        if slot.state() != SlotState::Inactive
-            || slot.version() != v.version
-            || !g.index.holds(h, v.id)
-        {
-            return None;
-        }
-        g.index.remove(h, v.id);
-        g.inactive -= 1;
-        slot.bump_generation();
-        slot.set_evict_on_release(self.default_evict_on_release);
-        slot.set_state(to);
-        g.counters.evictions += 1;
-        Some((g, h))
-    }
-
     /// Takes `n` slots, all or nothing: free slots first (home shard, then the others), then
     /// victims of the manager's policy, in its order. Evicted hashes are appended to
     /// `evicted_out`.
@@ -106,23 +74,13 @@ impl Shared {
         // Not enough free slots: evict, but never a cached block for an allocation that cannot
         // succeed.
         let mut evicted = Vec::new();
-        if self.available() >= n - out.len() {
-            let mut victims = Vec::new();
-            while out.len() < n {
-                victims.clear();
-                self.pop_victims(slots, n - out.len(), &mut victims);
-                if victims.is_empty() {
-                    break;
-                }
-                let mut w = Walker::new(self);
-                for &v in &victims {
-                    if let Some((g, h)) = self.take_victim(&mut w, slots, v, SlotState::Mutable) {
-                        g.counters.mutable_delta += 1;
-                        evicted.push(h);
-                        out.push(v.id);
-                    }
-                }
-            }
+        let need = n - out.len();
+        if self.available() >= need {
+            self.evict_into(slots, need, SlotState::Mutable, |g, id, h| {
+                g.counters.mutable_delta += 1;
+                evicted.push(h);
+                out.push(id);
+            });
             // Slots another thread freed while the policy ran dry.
             self.take_free_anywhere(slots, n, &mut out);
         }

@@ -25,29 +25,37 @@
 //! # One eviction order
 //! The shards split the index, the handle counts and the free lists, but not the eviction order:
 //! the manager has exactly one policy instance (built for one shard of `total_blocks`), behind
-//! its own lock. Every `insert` / `remove` / `on_access` is applied to it in the critical section
-//! of the shard that changes the slot, so a single-threaded run feeds the policy exactly the
-//! same calls whatever the shard count, and evicts exactly the same blocks: the hit rate does not
-//! depend on sharding, and nothing random or thread-bound decides a victim. Allocation pops
-//! victims under the policy lock alone, then takes each under its shard lock after checking it
-//! is still the inactive block that was popped (state `Inactive`, same inactive `version`, still
-//! in the index); one that was matched meanwhile is skipped, and is back in the policy if it
-//! became inactive again. A slot is marked inactive *before* the policy's `insert` and active
-//! *after* its `remove`, so under the policy lock "held by the policy" implies "inactive": a
-//! victim that is not inactive there is the policy's fault (`policy_violations`), never a race.
+//! its own lock. Policy calls (`insert` / `remove` / `on_access`) are not made under the shard
+//! lock: they are recorded there, stamped with a per-thread sequence number, in the shard's
+//! event buffer (Caffeine's design). The policy lock is taken only to evict (allocation,
+//! `reset_inactive_pool`), for a metrics snapshot, or when a buffer reaches `FLUSH_AT` events;
+//! each time every buffer is applied first, merged by sequence number. So a single-threaded run
+//! feeds the policy exactly the same calls in the same order whatever the shard count, and
+//! evicts exactly the same blocks: the hit rate does not depend on sharding, and nothing random
+//! or thread-bound decides a victim.
+//!
+//! Events of different threads may be applied out of order. Each carries the slot's inactive
+//! `version` (bumped under the shard lock each time the block becomes inactive), and the policy
+//! wrapper (`policy.rs`) keeps, per slot, the version it holds and the newest it saw, so stale
+//! inserts and removes are dropped and the instance holds exactly the slots whose newest event
+//! is an insert (no inactive block is ever lost from it, none is held twice). A victim is taken
+//! under its shard lock only if it is still inactive with the version the policy held and still
+//! in the index; one that was matched meanwhile is skipped (its own later events put it back if
+//! it becomes inactive again).
 //!
 //! # Lock ordering
 //! 1. At most one shard lock is held at a time (batch operations release one before taking the
 //!    next).
-//! 2. The policy lock is taken either alone or under one shard lock, never a shard lock under
-//!    it.
+//! 2. The policy lock is taken with no shard lock held; under it, shard locks are taken one at a
+//!    time (to collect event buffers and to take victims). A guard whose buffer filled up applies
+//!    the events only after releasing its shard lock.
 //! 3. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
 //! 4. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
 //!    frequency tracker or other user code runs under a lock, except the eviction policy, which
-//!    runs under the policy lock behind a panic barrier (`policy.rs`): it is checked (a wrong
+//!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
 //! 5. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
@@ -73,7 +81,10 @@ mod alloc;
 mod policy;
 
 pub(crate) use policy::PanicScope;
-use policy::{ManagerPolicy, Victim};
+use policy::{Event, EventKind, ManagerPolicy, Victim};
+
+/// Events a shard buffers before the operation that filled it applies them all.
+const FLUSH_AT: usize = 256;
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,8 +119,11 @@ fn home_hint() -> usize {
 pub(crate) struct Shard {
     index: BlockIndex,
     free: Vec<BlockId>,
-    /// Inactive primaries of this shard (all of them are in the manager's policy, or orphans).
+    /// Inactive primaries of this shard (each in the manager's policy, an orphan, or announced
+    /// by a buffered insert event).
     inactive: usize,
+    /// Policy calls recorded under this lock, not yet applied.
+    events: Vec<Event>,
     pub(crate) counters: ShardCounters,
 }
 
@@ -117,33 +131,51 @@ pub(crate) struct Shard {
 #[repr(align(128))]
 struct PaddedPolicy(Mutex<ManagerPolicy>);
 
-/// A locked shard, plus the policy lock taken on demand under it (lock order rule 2). Both are
-/// released together when the guard drops.
+/// A locked shard that records policy events; when its buffer fills up, dropping the guard
+/// applies every shard's pending events (after the shard lock is released: lock order rule 2).
 pub(crate) struct ShardGuard<'a> {
-    shard: MutexGuard<'a, Shard>,
-    policy: Option<MutexGuard<'a, ManagerPolicy>>,
-    policy_lock: &'a Mutex<ManagerPolicy>,
+    shard: Option<MutexGuard<'a, Shard>>,
+    shared: &'a Shared,
+    flush: bool,
 }
 
 impl ShardGuard<'_> {
-    /// The manager's policy, locked on first use.
+    /// Records a policy call, applied at the next flush in this thread's order.
     #[inline]
-    fn policy(&mut self) -> &mut ManagerPolicy {
-        let lock = self.policy_lock;
-        self.policy.get_or_insert_with(|| lock.lock())
+    fn record(&mut self, kind: EventKind) {
+        let events = &mut self.events;
+        events.push(Event::new(kind));
+        if events.len() >= FLUSH_AT {
+            self.flush = true;
+        }
     }
 }
 
 impl Deref for ShardGuard<'_> {
     type Target = Shard;
     fn deref(&self) -> &Shard {
-        &self.shard
+        match &self.shard {
+            Some(g) => g,
+            None => unreachable!("the shard stays locked until the guard drops"),
+        }
     }
 }
 
 impl DerefMut for ShardGuard<'_> {
     fn deref_mut(&mut self) -> &mut Shard {
-        &mut self.shard
+        match &mut self.shard {
+            Some(g) => g,
+            None => unreachable!("the shard stays locked until the guard drops"),
+        }
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.shard.take());
+        if self.flush {
+            self.shared.flush();
+        }
     }
 }
 
@@ -275,6 +307,7 @@ impl Shared {
                     index: BlockIndex::with_capacity(total_blocks / shard_count + 16),
                     free: Vec::with_capacity(total_blocks / shard_count + 16),
                     inactive: 0,
+                    events: Vec::new(),
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
@@ -328,25 +361,139 @@ impl Shared {
         self.shards.len()
     }
 
-    /// Locks shard `s` (the policy lock is taken later, on demand).
+    /// Locks shard `s` for an operation that may record policy events.
     #[inline]
     fn lock_shard(&self, s: usize) -> ShardGuard<'_> {
         ShardGuard {
-            shard: self.shards[s].lock(),
-            policy: None,
-            policy_lock: &self.policy.0,
+            shard: Some(self.shards[s].lock()),
+            shared: self,
+            flush: false,
         }
     }
 
-    /// Up to `want` victims of the manager's policy (policy lock only, lock order rule 2).
-    fn pop_victims(&self, slots: &[Arc<Slot>], want: usize, out: &mut Vec<Victim>) {
-        self.policy.0.lock().evict(slots, want, out);
+    /// Applies every shard's pending events to the policy, in each thread's order (the caller
+    /// holds the policy lock and no shard lock). Single-threaded, this is exactly the order the
+    /// calls were made in, whatever the shard count.
+    fn flush_locked(&self, p: &mut ManagerPolicy) {
+        let mut taken: Vec<Vec<Event>> = Vec::new();
+        for shard in self.shards.iter() {
+            let mut g = shard.lock.lock();
+            if !g.events.is_empty() {
+                let spare = p.spare.pop().unwrap_or_default();
+                taken.push(std::mem::replace(&mut g.events, spare));
+            }
+        }
+        match taken.len() {
+            0 => {}
+            1 => taken[0].iter().for_each(|e| p.apply(e)),
+            _ => {
+                // Merge by sequence number, taking buffer heads only.
+                let mut heads = vec![0usize; taken.len()];
+                loop {
+                    let mut best: Option<(usize, u64)> = None;
+                    for (b, buf) in taken.iter().enumerate() {
+                        if let Some(e) = buf.get(heads[b])
+                            && best.is_none_or(|(_, s)| e.seq < s)
+                        {
+                            best = Some((b, e.seq));
+                        }
+                    }
+                    let Some((b, _)) = best else { break };
+                    p.apply(&taken[b][heads[b]]);
+                    heads[b] += 1;
+                }
+            }
+        }
+        for mut buf in taken {
+            buf.clear();
+            p.spare.push(buf);
+        }
     }
 
-    /// Policy calls that panicked and wrong victims the policy returned.
+    /// Applies every shard's pending events to the policy (call with no lock held).
+    pub(crate) fn flush(&self) {
+        let scope = PanicScope::enter();
+        let mut p = self.policy.0.lock();
+        self.flush_locked(&mut p);
+        drop(p);
+        scope.finish();
+    }
+
+    /// Takes victim `v` under its shard lock (the caller holds the policy lock) if it still is
+    /// the inactive block the policy gave up: same inactive version, still in the index. Leaves
+    /// the slot in `to` (Mutable for an allocation, Reset when draining), then runs `then` under
+    /// the lock. `false` for a stale victim (matched since, and back in the policy through its
+    /// own events if it became inactive again).
+    fn take_victim(
+        &self,
+        slots: &[Arc<Slot>],
+        v: Victim,
+        to: SlotState,
+        then: impl FnOnce(&mut Shard, SequenceHash),
+    ) -> bool {
+        let Some(slot) = slots.get(v.id.index()) else {
+            return false;
+        };
+        // Read before the lock: if the slot was re-registered under another hash meanwhile, its
+        // version changed too, and the checks below fail under whichever lock this names.
+        let h = slot.hash();
+        let s = self.shard_of(h);
+        let mut g = self.shards[s].lock();
+        if slot.state() != SlotState::Inactive
+            || slot.version() != v.version
+            || !g.index.holds(h, v.id)
+        {
+            return false;
+        }
+        g.index.remove(h, v.id);
+        g.inactive -= 1;
+        slot.bump_generation();
+        slot.set_evict_on_release(self.default_evict_on_release);
+        slot.set_state(to);
+        g.counters.evictions += 1;
+        then(&mut g, h);
+        self.sync_available(s, &g);
+        true
+    }
+
+    /// Takes up to `want` victims (flushing pending events first); for each, `then` runs under
+    /// its shard lock. Stops when `want` are taken or the policy has none left.
+    fn evict_into(
+        &self,
+        slots: &[Arc<Slot>],
+        want: usize,
+        to: SlotState,
+        mut then: impl FnMut(&mut Shard, BlockId, SequenceHash),
+    ) -> usize {
+        let mut p = self.policy.0.lock();
+        self.flush_locked(&mut p);
+        let mut taken = 0;
+        let mut victims = Vec::new();
+        while taken < want {
+            victims.clear();
+            p.evict(want - taken, &mut victims);
+            if victims.is_empty() {
+                break;
+            }
+            for &v in &victims {
+                if self.take_victim(slots, v, to, |g, h| then(g, v.id, h)) {
+                    taken += 1;
+                }
+            }
+        }
+        taken
+    }
+
+    /// Policy calls that panicked and wrong victims the policy returned (pending events are
+    /// applied first).
     pub(crate) fn policy_faults(&self) -> (u64, u64) {
-        let p = self.policy.0.lock();
-        (p.panics(), p.violations())
+        let scope = PanicScope::enter();
+        let mut p = self.policy.0.lock();
+        self.flush_locked(&mut p);
+        let r = (p.panics(), p.violations());
+        drop(p);
+        scope.finish();
+        r
     }
 
     #[inline]
@@ -411,8 +558,10 @@ impl Shared {
         // Only ever changed under this lock: a plain load and store (see `slot.rs`).
         let prev = slot.handles.load(Ordering::Relaxed);
         if prev == 0 && slot.state() == SlotState::Inactive {
-            // Out of the policy before it is marked active (see "One eviction order").
-            g.policy().remove(slot);
+            g.record(EventKind::Remove {
+                id: slot.id,
+                version: slot.version(),
+            });
             slot.set_state(SlotState::Primary);
             g.inactive -= 1;
             g.counters.resurrections += 1;
@@ -458,7 +607,10 @@ impl Shared {
                     g.index.insert(hash, slot.id);
                     slot.handles.store(1, Ordering::Relaxed);
                     slot.set_state(SlotState::Primary);
-                    g.policy().on_access(hash, AccessKind::Register);
+                    g.record(EventKind::Access {
+                        hash,
+                        kind: AccessKind::Register,
+                    });
                     g.counters.primaries_created += 1;
                     if self.hooks.is_active() || self.tracker.is_some() {
                         created.push(hash);
@@ -467,7 +619,10 @@ impl Shared {
                 }
                 Some(pid) => {
                     let primary = Self::acquire_locked(g, &slots[pid.index()]);
-                    g.policy().on_access(hash, AccessKind::Hit);
+                    g.record(EventKind::Access {
+                        hash,
+                        kind: AccessKind::Hit,
+                    });
                     match self.duplication {
                         DuplicationPolicy::Reject => {
                             slot.set_state(SlotState::Reset);
@@ -526,7 +681,10 @@ impl Shared {
                 Some(id) => {
                     let r = Self::acquire_locked(g, &slots[id.index()]);
                     if touch {
-                        g.policy().on_access(h, AccessKind::Hit);
+                        g.record(EventKind::Access {
+                            hash: h,
+                            kind: AccessKind::Hit,
+                        });
                     }
                     found += 1;
                     out(Some(r));
@@ -603,12 +761,14 @@ impl Shared {
                 removed.push(hash);
             }
             SlotState::Primary => {
-                // Marked inactive, under a new version, before the policy sees it (see "One
-                // eviction order").
                 slot.bump_version();
                 slot.set_state(SlotState::Inactive);
                 g.inactive += 1;
-                g.policy().insert(slot, hash);
+                g.record(EventKind::Insert {
+                    id: slot.id,
+                    version: slot.version(),
+                    hash,
+                });
             }
             SlotState::Duplicate => {
                 slot.bump_generation();
@@ -677,21 +837,10 @@ impl Shared {
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
         let scope = PanicScope::enter();
         let mut removed = Vec::new();
-        let mut victims = Vec::new();
-        loop {
-            victims.clear();
-            self.pop_victims(slots, 256, &mut victims);
-            if victims.is_empty() {
-                break;
-            }
-            let mut w = Walker::new(self);
-            for v in &victims {
-                if let Some((g, h)) = self.take_victim(&mut w, slots, *v, SlotState::Reset) {
-                    g.free.push(v.id);
-                    removed.push(h);
-                }
-            }
-        }
+        self.evict_into(slots, usize::MAX, SlotState::Reset, |g, id, h| {
+            g.free.push(id);
+            removed.push(h);
+        });
         self.hooks.evicted(&removed);
         scope.finish();
         removed

@@ -33,7 +33,6 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use crate::eviction::{AccessKind, EvictionPolicy, LruFactory, PolicyContext, PolicyFactory};
-use crate::manager::slot::{Slot, SlotState};
 use crate::sync::Arc;
 use crate::{BlockId, SequenceHash};
 
@@ -100,33 +99,83 @@ impl Drop for PanicScope {
     }
 }
 
-/// One eviction-policy instance for the whole manager behind a panic barrier, with the orphans
-/// of replaced instances and the count of wrong answers.
+/// A policy call recorded under a shard lock, applied later under the policy lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EventKind {
+    /// The block became inactive, starting inactive period `version`.
+    Insert {
+        id: BlockId,
+        version: u32,
+        hash: SequenceHash,
+    },
+    /// The block left inactive period `version` without being evicted (matched, upgraded).
+    Remove { id: BlockId, version: u32 },
+    /// A hit or registration signal.
+    Access {
+        hash: SequenceHash,
+        kind: AccessKind,
+    },
+}
+
+/// An [`EventKind`] with its place in the recording thread's order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Event {
+    pub(crate) seq: u64,
+    pub(crate) kind: EventKind,
+}
+
+thread_local! {
+    /// Per-thread event counter: events of one thread are applied in the order it made them.
+    static SEQ: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Event {
+    /// Stamps `kind` with the calling thread's next sequence number.
+    #[inline]
+    pub(crate) fn new(kind: EventKind) -> Event {
+        let seq = SEQ.with(|c| {
+            let v = c.get().wrapping_add(1);
+            c.set(v);
+            v
+        });
+        Event { seq, kind }
+    }
+}
+
+/// Whether inactive version `a` is newer than `b` (versions wrap).
+#[inline]
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// One eviction-policy instance for the whole manager behind a panic barrier, fed from the
+/// shards' event buffers, with the orphans of replaced instances and the count of wrong answers.
 ///
-/// It lives behind its own lock, taken after a shard lock (to apply `insert` / `remove` /
-/// `on_access` in the same critical section that changes the slot) or alone (to choose
-/// victims); never a shard lock under it. Victims are only *candidates*: the allocator takes
-/// each one under its shard lock after checking it is still the inactive block the policy
-/// gave up (see `alloc.rs`).
+/// Events of different threads may arrive out of order, so the instance is never told about a
+/// block directly: `held[id]` is the inactive version the instance holds for slot `id` (0: none)
+/// and `seen[id]` the newest version any event named. An insert older than `seen` is stale (its
+/// remove, or a newer insert, was applied first) and is dropped; a remove applies only to the
+/// version held; an insert of a newer version first removes the older one. So whatever the order,
+/// the instance ends up holding exactly the slots whose newest event is an insert, once each.
 pub(crate) struct ManagerPolicy {
     policy: Box<dyn EvictionPolicy>,
     factory: Arc<dyn PolicyFactory>,
     ctx: PolicyContext,
-    /// Bumped each time the instance is replaced; an inactive slot whose `policy_epoch` differs
-    /// is an orphan (held by no instance).
-    epoch: u32,
-    /// Orphan candidates collected for `collected_epoch`; each is checked again when used.
-    orphans: Vec<BlockId>,
-    collected_epoch: u32,
+    held: Vec<u32>,
+    seen: Vec<u32>,
+    /// Blocks a replaced instance held, lowest slot last (popped first); checked when taken.
+    orphans: Vec<Victim>,
     /// Policy calls that panicked.
     panics: u64,
-    /// Victims the instance returned that were not inactive blocks it held.
+    /// Victims the instance returned that were not blocks it held.
     violations: u64,
+    /// Emptied event buffers, handed back to the shards.
+    pub(crate) spare: Vec<Vec<Event>>,
 }
 
-/// A victim the policy gave up: the slot and the inactive version it had then. The allocator
-/// takes it only if the slot is still inactive with that version (otherwise a release made it
-/// inactive again after the pop, and it is back in the policy under its new version).
+/// A victim the policy gave up: the slot and the inactive version it held. The allocator takes
+/// it only if the slot is still inactive with that version (otherwise it was matched since, and
+/// its own later events put it back in the policy if it became inactive again).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Victim {
     pub(crate) id: BlockId,
@@ -140,11 +189,12 @@ impl ManagerPolicy {
             policy: factory.build(ctx),
             factory,
             ctx,
-            epoch: 0,
+            held: vec![0; ctx.total_blocks],
+            seen: vec![0; ctx.total_blocks],
             orphans: Vec::new(),
-            collected_epoch: 0,
             panics: 0,
             violations: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -153,7 +203,7 @@ impl ManagerPolicy {
         self.panics
     }
 
-    /// Victims returned that were not inactive blocks held by the instance.
+    /// Victims returned that were not blocks held by the instance.
     pub(crate) fn violations(&self) -> u64 {
         self.violations
     }
@@ -176,7 +226,6 @@ impl ManagerPolicy {
     #[cold]
     fn replace(&mut self) {
         self.panics += 1;
-        self.epoch = self.epoch.wrapping_add(1);
         let (factory, ctx) = (&self.factory, self.ctx);
         let fresh = catch_unwind(AssertUnwindSafe(|| factory.build(ctx))).unwrap_or_else(|p| {
             defer(p);
@@ -186,57 +235,77 @@ impl ManagerPolicy {
         if let Err(p) = catch_unwind(AssertUnwindSafe(move || drop(old))) {
             defer(p);
         }
+        let mut newly: Vec<Victim> = self
+            .held
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .map(|(i, v)| Victim {
+                id: BlockId::new(i as u32),
+                version: std::mem::take(v),
+            })
+            .collect();
+        // A stack: the lowest new slot is popped first, but after the older orphans.
+        newly.reverse();
+        newly.append(&mut self.orphans);
+        self.orphans = newly;
     }
 
-    /// A registered block became inactive. The caller holds the block's shard lock and has
-    /// already marked the slot `Inactive` with a new version (so every victim the policy can
-    /// return is seen inactive here).
-    #[inline]
-    pub(crate) fn insert(&mut self, slot: &Slot, hash: SequenceHash) {
-        slot.set_policy_epoch(self.epoch);
-        let id = slot.id;
-        // On a panic the block stays inactive as an orphan of the replaced instance.
-        self.call(|p| p.insert(id, hash));
-    }
-
-    /// An inactive block left the pool without being evicted (matched, upgraded). The caller
-    /// holds the block's shard lock and marks the slot active only after this call.
-    #[inline]
-    pub(crate) fn remove(&mut self, slot: &Slot) {
-        if slot.policy_epoch() == self.epoch {
-            let id = slot.id;
-            // On a panic the replaced instance's copy of the block goes with it.
-            self.call(|p| p.remove(id));
+    /// Applies one recorded event (see the type docs for out-of-order events).
+    pub(crate) fn apply(&mut self, e: &Event) {
+        match e.kind {
+            EventKind::Insert { id, version, hash } => {
+                let i = id.index();
+                if i >= self.held.len() || !newer(version, self.seen[i]) {
+                    return;
+                }
+                self.seen[i] = version;
+                if self.held[i] != 0 {
+                    self.held[i] = 0;
+                    self.call(|p| p.remove(id));
+                }
+                // Recorded first: on a panic the block stays evictable as an orphan.
+                self.held[i] = version;
+                self.call(|p| p.insert(id, hash));
+            }
+            EventKind::Remove { id, version } => {
+                let i = id.index();
+                if i >= self.held.len() {
+                    return;
+                }
+                if newer(version, self.seen[i]) {
+                    self.seen[i] = version;
+                }
+                if self.held[i] == version {
+                    self.held[i] = 0;
+                    self.call(|p| p.remove(id));
+                }
+            }
+            EventKind::Access { hash, kind } => {
+                self.call(|p| p.on_access(hash, kind));
+            }
         }
     }
 
-    /// Forwards a hit or registration signal.
-    #[inline]
-    pub(crate) fn on_access(&mut self, hash: SequenceHash, kind: AccessKind) {
-        self.call(|p| p.on_access(hash, kind));
-    }
-
     /// Appends up to `want` victims to `out`, in the instance's order, then orphans of replaced
-    /// instances. A victim that is not an inactive block of the current instance counts as a
-    /// violation and is skipped; after [`MAX_BAD_VICTIMS`] of them in a row the instance is
-    /// considered empty for this call.
-    pub(crate) fn evict(&mut self, slots: &[Arc<Slot>], want: usize, out: &mut Vec<Victim>) {
+    /// instances. A victim the instance did not hold counts as a violation and is skipped; after
+    /// [`MAX_BAD_VICTIMS`] of them in a row the instance is considered empty for this call.
+    pub(crate) fn evict(&mut self, want: usize, out: &mut Vec<Victim>) {
         let start = out.len();
         let mut bad = 0;
         while out.len() - start < want {
             let Some(Some(id)) = self.call(|p| p.evict()) else {
                 break;
             };
-            let epoch = self.epoch;
-            match Self::inactive_slot(id, slots, |e| e == epoch) {
-                Some(slot) => {
+            match self.held.get_mut(id.index()) {
+                Some(v) if *v != 0 => {
                     bad = 0;
                     out.push(Victim {
                         id,
-                        version: slot.version(),
+                        version: std::mem::take(v),
                     });
                 }
-                None => {
+                _ => {
                     self.violations += 1;
                     bad += 1;
                     if bad == MAX_BAD_VICTIMS {
@@ -246,51 +315,10 @@ impl ManagerPolicy {
             }
         }
         while out.len() - start < want {
-            let Some(v) = self.next_orphan(slots) else {
+            let Some(v) = self.orphans.pop() else {
                 break;
             };
             out.push(v);
         }
-    }
-
-    /// An orphan of a replaced instance, collected once per replacement by scanning the slots.
-    fn next_orphan(&mut self, slots: &[Arc<Slot>]) -> Option<Victim> {
-        let epoch = self.epoch;
-        if self.panics == 0 {
-            return None;
-        }
-        if self.collected_epoch != epoch {
-            self.collected_epoch = epoch;
-            self.orphans.clear();
-            self.orphans.extend(
-                slots
-                    .iter()
-                    .filter(|s| s.state() == SlotState::Inactive && s.policy_epoch() != epoch)
-                    .map(|s| s.id),
-            );
-            // Popped from the back: the lowest slot goes first.
-            self.orphans.reverse();
-        }
-        while let Some(id) = self.orphans.pop() {
-            if let Some(slot) = Self::inactive_slot(id, slots, |e| e != epoch) {
-                return Some(Victim {
-                    id,
-                    version: slot.version(),
-                });
-            }
-        }
-        None
-    }
-
-    /// The slot `id` if it is inactive and its policy epoch passes `epoch_ok`.
-    fn inactive_slot(
-        id: BlockId,
-        slots: &[Arc<Slot>],
-        epoch_ok: impl Fn(u32) -> bool,
-    ) -> Option<&Slot> {
-        slots
-            .get(id.index())
-            .map(|s| &**s)
-            .filter(|s| s.state() == SlotState::Inactive && epoch_ok(s.policy_epoch()))
     }
 }
