@@ -1,6 +1,13 @@
 //! kvtier-core behind [`BlockManagerOps`], and the list of every eviction backend kvtier-core
 //! exports ([`kvtier_backends`]).
 //!
+//! A [`KvtierFactory`] builds managers in the default [`BlockManager`] configuration (its
+//! default shard count) unless told otherwise ([`KvtierFactory::with_shards`]), and releases a
+//! request's handles the way every engine can, one `drop(ImmutableBlock)` at a time, front to
+//! back ([`Release::PerHandle`]). kvtier's batch `release_blocks` ([`Release::Batch`]) is a
+//! separate configuration whose label says so: kvbm has no batch release, so only per-handle
+//! figures compare the two systems like for like.
+//!
 //! Keys are built the way a serving engine would: `SequenceHash::root(chain[0])`, then
 //! `SequenceHash::child_of(previous, chain[i])`, so position and parent fragment are set.
 
@@ -16,8 +23,9 @@ use crate::ops::{BlockManagerOps, ManagerFactory};
 /// Builds the policy factory of one backend for a manager of `capacity` blocks.
 pub type PolicyMaker = fn(capacity: usize) -> Arc<dyn PolicyFactory>;
 
-/// Every eviction backend exported by kvtier-core, with default settings, in report order (the
-/// manager's default policy, `freqlease`, first).
+/// Every eviction backend exported by kvtier-core, with default settings (the manager's default
+/// shard count, per-handle release), in report order (the manager's default policy,
+/// `freqlease`, first).
 ///
 /// This is the one place to extend when kvtier-core exports a new backend; the criterion
 /// benches, the smoke run and `vs-kvbm` all iterate over it.
@@ -47,34 +55,81 @@ pub fn kvtier_backends() -> Vec<KvtierFactory> {
     ]
 }
 
+/// How a kvtier manager gets a request's handles back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Release {
+    /// `drop(Vec<ImmutableBlock>)`: one drop per handle, front to back, as an engine (and
+    /// kvbm) does. The default, and the only mode headline figures use.
+    #[default]
+    PerHandle,
+    /// `BlockManager::release_blocks` in the same order: consecutive blocks of one shard share
+    /// a lock acquisition. kvbm has no equivalent; reported as an extra row.
+    Batch,
+}
+
+impl Release {
+    /// `per handle` or `batch`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Release::PerHandle => "per handle",
+            Release::Batch => "batch",
+        }
+    }
+}
+
 /// Builds kvtier [`BlockManager`]s with one backend.
 #[derive(Clone, Copy, Debug)]
 pub struct KvtierFactory {
     backend: &'static str,
     policy: PolicyMaker,
     shards: Option<usize>,
+    release: Release,
 }
 
 impl KvtierFactory {
-    /// A factory for `backend` (a label) whose policies come from `policy`.
+    /// A factory for `backend` (a label) whose policies come from `policy`; default shard count,
+    /// per-handle release.
     pub fn new(backend: &'static str, policy: PolicyMaker) -> Self {
         Self {
             backend,
             policy,
             shards: None,
+            release: Release::PerHandle,
         }
     }
 
-    /// Fixes the shard count. Default: the manager's own default (four per core, at most 64;
-    /// 1 for policies that need a global view).
+    /// Fixes the shard count (the label gains `@N`). Default: the manager's own default.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// How handles are released (the label gains `+batch` for [`Release::Batch`]). Default
+    /// [`Release::PerHandle`].
+    pub fn with_release(mut self, release: Release) -> Self {
+        self.release = release;
         self
     }
 
     /// The backend label (`lru`, `fifo`, ...).
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The shard count asked for; `None` = the manager's default.
+    pub fn shards(&self) -> Option<usize> {
+        self.shards
+    }
+
+    /// The release mode.
+    pub fn release(&self) -> Release {
+        self.release
+    }
+
+    /// The shard count a manager of `capacity` blocks gets from this factory (the builder's
+    /// default, rounding and policy constraints applied). Builds one manager to find out.
+    pub fn built_shards(&self, capacity: usize) -> usize {
+        self.manager(capacity, 16).shard_count()
     }
 
     /// A bare manager (for benches that drive the kvtier API directly).
@@ -97,13 +152,23 @@ impl KvtierFactory {
 impl ManagerFactory for KvtierFactory {
     type M = KvtierOps;
 
+    /// `kvtier/lru` (default configuration), `kvtier/lru@1` (1 shard asked for),
+    /// `kvtier/lru +batch` (batch release), or both suffixes.
     fn label(&self) -> String {
-        format!("kvtier/{}", self.backend)
+        let mut s = format!("kvtier/{}", self.backend);
+        if let Some(n) = self.shards {
+            s.push_str(&format!("@{n}"));
+        }
+        if self.release == Release::Batch {
+            s.push_str(" +batch");
+        }
+        s
     }
 
     fn build(&self, capacity: usize, block_size: usize) -> KvtierOps {
         KvtierOps {
             mgr: self.manager(capacity, block_size),
+            release: self.release,
         }
     }
 }
@@ -113,6 +178,8 @@ impl ManagerFactory for KvtierFactory {
 pub struct KvtierOps {
     /// The manager.
     pub mgr: BlockManager<G1>,
+    /// How [`BlockManagerOps::release`] gives handles back.
+    pub release: Release,
 }
 
 /// Sequence hashes of a chain: root, then each child of the previous.
@@ -174,7 +241,10 @@ impl BlockManagerOps for KvtierOps {
 
     #[inline]
     fn release(&self, handles: Vec<ImmutableBlock<G1>>) {
-        self.mgr.release_blocks(handles);
+        match self.release {
+            Release::PerHandle => drop(handles),
+            Release::Batch => self.mgr.release_blocks(handles),
+        }
     }
 
     fn available_blocks(&self) -> usize {

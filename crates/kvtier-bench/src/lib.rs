@@ -39,7 +39,7 @@ mod workload;
 
 #[cfg(feature = "kvbm")]
 pub use kvbm::{KvbmBackend, KvbmFactory, KvbmG1, KvbmOps};
-pub use kvtier::{KvtierFactory, KvtierOps, PolicyMaker, kvtier_backends, kvtier_keys};
+pub use kvtier::{KvtierFactory, KvtierOps, PolicyMaker, Release, kvtier_backends, kvtier_keys};
 pub use ops::{BlockManagerOps, ManagerFactory};
 pub use routing::{FleetConfig, FleetResult, IN_FLIGHT, Routing, simulate};
 pub use stat::Stat;

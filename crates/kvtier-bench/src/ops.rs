@@ -22,8 +22,8 @@ pub trait BlockManagerOps: Send + Sync {
     fn allocate_register(&self, keys: &[Self::Key]) -> Option<Vec<Self::Handle>>;
 
     /// Releases one request's handles, in order (front to back, like dropping the `Vec`).
-    /// Default: drop them. A system with a batch-release API uses it: batching releases is part
-    /// of what is being compared.
+    /// Default: drop them one by one, which every system supports. A system may offer a batch
+    /// release as a separately labelled configuration (kvtier's `+batch`), never silently.
     fn release(&self, handles: Vec<Self::Handle>) {
         drop(handles);
     }

@@ -1,6 +1,9 @@
 //! `kvtier replay`: load a trace (a file, stdin, the embedded sample or a synthetic one), replay
-//! it through the real block manager for each policy and capacity, add Belady's optimum and the
-//! infinite bound, and print a table or one JSON array.
+//! it through the real block manager for each policy, shard count and capacity, add Belady's
+//! optimum and the infinite bound, and print a table or one JSON array.
+//!
+//! The manager is the default `BlockManager` configuration (its default shard count) unless
+//! `--shards` asks for others; every manager row names the shard count it was built with.
 //!
 //! Only the replay loops are timed (`requests_per_sec`); parsing and chain building are not.
 //! The progress bar goes to stderr and only when stderr is a terminal and the output is a
@@ -19,6 +22,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use kvtier_core::MAX_SHARDS;
 use kvtier_replay::{
     Belady, Chains, ManagerReplay, NamedPolicy, OFFLINE_POLICIES, ParseMode, Parsed, ReadLimits,
     ReleaseOrder, ReplayRow, SyntheticConfig, Trace, TraceError, infinite, policies,
@@ -54,7 +58,9 @@ block only under the same prefix. requests/s is the wall time of the replay loop
 
 Each request is served the way an engine does: match the cached prefix, allocate and register \
 the missing blocks, then release them (tail-first by default: the deepest block becomes \
-evictable first). A request longer than the capacity counts its hits and caches nothing \
+evictable first). The block manager runs in its default configuration, default shard count \
+included, unless --shards asks for others (1 = the policy's exact single eviction order); the \
+shards column (JSON: `shards`) gives the count each manager was built with. A request longer than the capacity counts its hits and caches nothing \
 (reported as `oversized`). Belady evicts the block whose next use is furthest away (deepest \
 first on ties), under the same constraints.
 
@@ -88,6 +94,11 @@ pub struct ReplayArgs {
     /// `infinite`. Default: every built-in policy plus `belady` and `infinite`.
     #[arg(long = "policy", value_name = "P", value_delimiter = ',')]
     policies: Vec<String>,
+
+    /// Shard counts of the block manager (comma-separated or repeated), each in 1..=MAX_SHARDS;
+    /// every policy is replayed at each. Default: the block manager's default shard count.
+    #[arg(long = "shards", value_name = "N", value_delimiter = ',', value_parser = parse_shards)]
+    shards: Vec<usize>,
 
     /// Order in which a request's blocks are released after it is served.
     #[arg(long, value_enum, default_value_t = Release::TailFirst)]
@@ -139,6 +150,21 @@ pub struct ReplayArgs {
     /// Also write the replayed trace to this file as Mooncake JSONL (for example a synthetic one).
     #[arg(long, value_name = "PATH")]
     write_trace: Option<PathBuf>,
+}
+
+/// Parses one `--shards` value: an integer in `1..=MAX_SHARDS`.
+fn parse_shards(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a shard count (an integer in 1..={MAX_SHARDS})"))?;
+    if (1..=MAX_SHARDS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is outside 1..={MAX_SHARDS} (the block manager's MAX_SHARDS)"
+        ))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -293,21 +319,37 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let chains = Chains::from_trace(&parsed.trace);
 
     let reps = args.reps as usize;
-    let runs = (sel.online.len() + usize::from(sel.belady)) * args.capacities.len() * reps;
+    // `None`: the block manager's default shard count.
+    let shard_choices: Vec<Option<usize>> = if args.shards.is_empty() {
+        vec![None]
+    } else {
+        args.shards.iter().copied().map(Some).collect()
+    };
+    let runs = (sel.online.len() * shard_choices.len() + usize::from(sel.belady))
+        * args.capacities.len()
+        * reps;
     let bar = progress_bar(args, (runs * chains.len()) as u64);
     let mut tick = |n: u64| bar.inc(n);
     let release = ReleaseOrder::from(args.release);
 
     let mut rows: Vec<ReplayRow> = Vec::new();
     for p in &sel.online {
-        for &capacity in &args.capacities {
-            bar.set_message(format!("{} @ {capacity}", p.name()));
-            let mut runs = Vec::with_capacity(reps);
-            for _ in 0..reps {
-                let mut replay = ManagerReplay::for_chains(p, capacity, release, &chains)?;
-                runs.push(replay.run_with_progress(&chains, &mut tick));
+        for &shards in &shard_choices {
+            for &capacity in &args.capacities {
+                let asked = shards.map_or_else(|| "default".to_string(), |n| n.to_string());
+                bar.set_message(format!("{} @ {capacity}, {asked} shards", p.name()));
+                let mut runs = Vec::with_capacity(reps);
+                for _ in 0..reps {
+                    let mut builder = ManagerReplay::builder(p, capacity)
+                        .with_release(release)
+                        .with_slots_for(&chains);
+                    if let Some(n) = shards {
+                        builder = builder.with_shards(n);
+                    }
+                    runs.push(builder.build()?.run_with_progress(&chains, &mut tick));
+                }
+                rows.push(median(runs));
             }
-            rows.push(median(runs));
         }
     }
     if sel.belady {
@@ -348,8 +390,8 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-/// The run with the median requests/s (every run has the same hit counts: replays are
-/// deterministic).
+/// The run with the median requests/s (hit counts are the same in every run of a
+/// deterministic manager).
 fn median(mut runs: Vec<ReplayRow>) -> ReplayRow {
     runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
     let mid = runs.len() / 2;
@@ -397,6 +439,15 @@ fn clamp_notes(chains: &Chains, capacities: &[usize]) -> Vec<String> {
         .collect()
 }
 
+/// `1,8,64`.
+fn join(values: &[usize]) -> String {
+    values
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `12.3%` style hit rate.
 fn pct(rate: f64) -> String {
     format!("{:.2}%", rate * 100.0)
@@ -430,29 +481,38 @@ fn table(name: &str, chains: &Chains, args: &ReplayArgs, rows: &[ReplayRow]) -> 
     );
     let _ = writeln!(
         s,
-        "release: {}; cells: hit rate, replay requests/s\n",
-        ReleaseOrder::from(args.release).as_str()
+        "release: {}; shards: {} (each manager's count as built); cells: hit rate, replay requests/s\n",
+        ReleaseOrder::from(args.release).as_str(),
+        if args.shards.is_empty() {
+            "the block manager's default".to_string()
+        } else {
+            format!("--shards {}", join(&args.shards))
+        }
     );
-    let _ = write!(s, "{:<10}", "policy");
+    let _ = write!(s, "{:<10}{:>7}", "policy", "shards");
     for c in &args.capacities {
         let _ = write!(s, "{:>CELL$}", format!("{c} blocks"));
     }
     s.push('\n');
 
-    let mut names: Vec<&str> = Vec::new();
-    for r in rows {
-        if r.capacity.is_some() && !names.contains(&r.policy.as_str()) {
-            names.push(&r.policy);
-        }
-    }
-    for n in names {
-        let _ = write!(s, "{n:<10}");
-        for &c in &args.capacities {
-            let cell = rows
+    // Rows come one configuration (policy and shard count, or Belady) at a time, one row per
+    // capacity in `--capacity` order.
+    let per_capacity: Vec<&ReplayRow> = rows.iter().filter(|r| r.capacity.is_some()).collect();
+    for group in per_capacity.chunks(args.capacities.len().max(1)) {
+        let mut built: Vec<usize> = group.iter().filter_map(|r| r.shards).collect();
+        built.dedup();
+        let shards = if built.is_empty() {
+            "-".to_string()
+        } else {
+            built
                 .iter()
-                .find(|r| r.policy == n && r.capacity == Some(c))
-                .map(|r| format!("{:>7} {:>8}", pct(r.hit_rate), rate(r.requests_per_sec)))
-                .unwrap_or_default();
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let _ = write!(s, "{:<10}{shards:>7}", group[0].policy);
+        for r in group {
+            let cell = format!("{:>7} {:>8}", pct(r.hit_rate), rate(r.requests_per_sec));
             let _ = write!(s, "{cell:>CELL$}");
         }
         s.push('\n');
@@ -460,8 +520,9 @@ fn table(name: &str, chains: &Chains, args: &ReplayArgs, rows: &[ReplayRow]) -> 
     if let Some(r) = rows.iter().find(|r| r.capacity.is_none()) {
         let _ = writeln!(
             s,
-            "{:<10}{:>CELL$}  (every block kept: the bound at any capacity)",
+            "{:<10}{:>7}{:>CELL$}  (every block kept: the bound at any capacity)",
             r.policy,
+            "-",
             pct(r.hit_rate)
         );
     }

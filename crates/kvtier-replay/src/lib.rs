@@ -13,9 +13,10 @@
 //!   number ([`ParseError`]).
 //! - [`Chains`] turns ids into chained [`SequenceHash`](kvtier_core::SequenceHash) keys: an id
 //!   means the same block only under the same prefix.
-//! - [`ManagerReplay`] drives a real [`BlockManager`](kvtier_core::BlockManager) (one shard,
-//!   `Reject` duplicates) request by request: match, allocate and register the missing tail,
-//!   release ([`ReleaseOrder`], tail first by default).
+//! - [`ManagerReplay`] drives a real [`BlockManager`](kvtier_core::BlockManager) (its default
+//!   shard count unless [`ManagerReplayBuilder::with_shards`] says otherwise, `Reject`
+//!   duplicates) request by request: match, allocate and register the missing tail, release
+//!   ([`ReleaseOrder`], tail first by default). Rows name the shard count.
 //! - [`Belady`] and [`infinite`] are the bounds, under the manager's own constraints.
 //! - [`policies`] is the registry of built-in eviction policies by name.
 //! - [`SyntheticConfig`] generates multi-turn chat traffic with a seed.
@@ -56,7 +57,9 @@ mod trace;
 pub use chain::{Chains, mix_child, mix_root};
 pub use offline::{Belady, infinite};
 pub use policies::{NamedPolicy, OFFLINE_POLICIES, policies, policy};
-pub use replay::{ManagerReplay, REPLAY_BLOCK_SIZE, ReleaseOrder, ReplayError, Served};
+pub use replay::{
+    ManagerReplay, ManagerReplayBuilder, REPLAY_BLOCK_SIZE, ReleaseOrder, ReplayError, Served,
+};
 pub use row::{PROGRESS_EVERY, ReplayRow};
 pub use synthetic::SyntheticConfig;
 pub use trace::{

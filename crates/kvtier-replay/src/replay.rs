@@ -13,15 +13,19 @@
 //!     release(hits + new) in ReleaseOrder     last strong reference dropped -> inactive pool
 //! ```
 //!
-//! The manager is built with one shard so the eviction order is the policy's exact global
-//! order and a replay is deterministic. [`ManagerReplay::for_chains`] sizes it by the trace: a
-//! cache with room for every distinct block of the trace never evicts, so any larger capacity
-//! replays exactly like that one and memory follows the trace, not the capacity asked for. All handles are released before the next request, so
-//! after a replay every slot is free or inactive (`available_blocks() == total_blocks()`).
+//! The manager is built in the block manager's default configuration (its default shard
+//! count, which a policy needing a global view forces to 1), so a replay reports what a
+//! deployment gets; [`ManagerReplayBuilder::with_shards`] picks another shard count (1 gives the
+//! policy's exact single eviction order). Rows name the shard count the manager was built with
+//! ([`ReplayRow::shards`]). [`ManagerReplayBuilder::with_slots_for`] sizes the manager by the
+//! trace: a cache with room for every distinct block of the trace never evicts, so any larger
+//! capacity replays exactly like that one and memory follows the trace, not the capacity asked
+//! for. All handles are released before the next request, so after a replay every slot is free
+//! or inactive (`available_blocks() == total_blocks()`).
 
 use std::time::Instant;
 
-use kvtier_core::{BlockManager, DuplicationPolicy, G1, ImmutableBlock, SequenceHash};
+use kvtier_core::{BlockManager, DuplicationPolicy, G1, ImmutableBlock, MAX_SHARDS, SequenceHash};
 
 use crate::row::{Counts, Ticker};
 use crate::{Chains, NamedPolicy, ReplayRow};
@@ -80,6 +84,14 @@ pub enum ReplayError {
         #[source]
         source: kvtier_core::BuildError,
     },
+    /// The shard count asked for is outside what the block manager accepts.
+    #[error("shard count {shards} is outside 1..={max} (the block manager's MAX_SHARDS)")]
+    InvalidShards {
+        /// Requested shard count.
+        shards: usize,
+        /// Largest accepted count ([`MAX_SHARDS`]).
+        max: usize,
+    },
 }
 
 /// What serving one request did.
@@ -90,6 +102,99 @@ pub struct Served {
     pub hits: usize,
     /// Whether the request exceeded the capacity (nothing was allocated).
     pub oversized: bool,
+}
+
+/// Chooses the manager a [`ManagerReplay`] drives: policy, capacity, release order, shard
+/// count, and whether the slots are clamped to a trace's distinct blocks.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_replay::{Chains, ManagerReplay, ParseMode, ReleaseOrder, Trace, policy};
+///
+/// let text = "{\"hash_ids\": [0, 1, 2]}\n{\"hash_ids\": [0, 1, 3]}\n";
+/// let chains = Chains::from_trace(&Trace::parse_str(text, ParseMode::Strict).unwrap().trace);
+/// let mut replay = ManagerReplay::builder(&policy("lru").unwrap(), 8)
+///     .with_release(ReleaseOrder::RootFirst)
+///     .with_shards(2)
+///     .build()
+///     .unwrap();
+/// assert_eq!(replay.shards(), 2);
+/// let row = replay.run(&chains);
+/// assert_eq!((row.hit_blocks, row.shards), (2, Some(2)));
+///
+/// let err = ManagerReplay::builder(&policy("lru").unwrap(), 8).with_shards(0).build();
+/// assert!(err.is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct ManagerReplayBuilder {
+    policy: NamedPolicy,
+    capacity: usize,
+    slots: usize,
+    release: ReleaseOrder,
+    shards: Option<usize>,
+}
+
+impl ManagerReplayBuilder {
+    /// Release order of a request's blocks. Default [`ReleaseOrder::TailFirst`].
+    pub fn with_release(mut self, release: ReleaseOrder) -> Self {
+        self.release = release;
+        self
+    }
+
+    /// Shard count of the manager, in `1..=MAX_SHARDS` (the block manager rounds it up to a
+    /// power of two, caps it by the capacity, and forces 1 for a policy that needs a global
+    /// view). Default: the block manager's own default
+    /// ([`BlockManagerBuilder::with_shards`](kvtier_core::BlockManagerBuilder::with_shards)).
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Sizes the manager for replaying `chains`: it gets
+    /// [`effective_capacity`](ManagerReplay::effective_capacity) slots (never more than the
+    /// trace's distinct blocks) while rows still report the capacity asked for. Use it when the
+    /// capacity comes from a user: `capacity = 1_000_000_000` then costs what the trace costs.
+    /// Default: exactly `capacity` slots.
+    pub fn with_slots_for(mut self, chains: &Chains) -> Self {
+        self.slots = ManagerReplay::effective_capacity(self.capacity, chains);
+        self
+    }
+
+    /// Builds the manager (`Reject` duplication) with a fresh factory from the policy.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError::InvalidShards`] for a shard count outside `1..=MAX_SHARDS`;
+    /// [`ReplayError::Build`] when the manager rejects the configuration (zero capacity).
+    pub fn build(self) -> Result<ManagerReplay, ReplayError> {
+        if let Some(shards) = self.shards
+            && !(1..=MAX_SHARDS).contains(&shards)
+        {
+            return Err(ReplayError::InvalidShards {
+                shards,
+                max: MAX_SHARDS,
+            });
+        }
+        let mut builder = BlockManager::<G1>::builder()
+            .with_block_count(self.slots)
+            .with_block_size(REPLAY_BLOCK_SIZE)
+            .with_policy(self.policy.factory(self.slots))
+            .with_duplication_policy(DuplicationPolicy::Reject);
+        if let Some(shards) = self.shards {
+            builder = builder.with_shards(shards);
+        }
+        let manager = builder.build().map_err(|source| ReplayError::Build {
+            capacity: self.capacity,
+            source,
+        })?;
+        Ok(ManagerReplay {
+            manager,
+            policy: self.policy.name().to_string(),
+            capacity: self.capacity,
+            release: self.release,
+        })
+    }
 }
 
 /// A replay session over one freshly built manager.
@@ -104,6 +209,7 @@ pub struct Served {
 /// let mut replay = ManagerReplay::new(&policy("lru").unwrap(), 8, ReleaseOrder::TailFirst).unwrap();
 /// let row = replay.run(&chains);
 /// assert_eq!((row.hit_blocks, row.total_blocks), (2, 6));
+/// assert_eq!(row.shards, Some(replay.shards()));
 /// assert_eq!(replay.manager().available_blocks(), 8); // nothing leaked
 /// ```
 #[derive(Debug)]
@@ -115,8 +221,22 @@ pub struct ManagerReplay {
 }
 
 impl ManagerReplay {
-    /// Builds a single-shard, `Reject`-duplication manager of `capacity` blocks with a fresh
-    /// factory from `policy`.
+    /// A builder for a manager of `capacity` blocks evicting with `policy`; every other setting
+    /// at its default (tail-first release, the block manager's default shard count, exactly
+    /// `capacity` slots).
+    pub fn builder(policy: &NamedPolicy, capacity: usize) -> ManagerReplayBuilder {
+        ManagerReplayBuilder {
+            policy: policy.clone(),
+            capacity,
+            slots: capacity,
+            release: ReleaseOrder::default(),
+            shards: None,
+        }
+    }
+
+    /// Builds a `Reject`-duplication manager of `capacity` blocks in the block manager's default
+    /// shard configuration, with a fresh factory from `policy`: shorthand for
+    /// [`builder`](Self::builder)`(policy, capacity).with_release(release).build()`.
     ///
     /// The manager holds `capacity` slots (about a hundred bytes each) whatever the trace: for a
     /// capacity that comes from a user, use [`for_chains`](Self::for_chains).
@@ -129,26 +249,15 @@ impl ManagerReplay {
         capacity: usize,
         release: ReleaseOrder,
     ) -> Result<Self, ReplayError> {
-        let manager = BlockManager::<G1>::builder()
-            .with_block_count(capacity)
-            .with_block_size(REPLAY_BLOCK_SIZE)
-            .with_policy(policy.factory(capacity))
-            .with_duplication_policy(DuplicationPolicy::Reject)
-            .with_shards(1)
+        Self::builder(policy, capacity)
+            .with_release(release)
             .build()
-            .map_err(|source| ReplayError::Build { capacity, source })?;
-        Ok(Self {
-            manager,
-            policy: policy.name().to_string(),
-            capacity,
-            release,
-        })
     }
 
     /// Like [`new`](Self::new), for replaying `chains`: the manager gets
     /// [`effective_capacity`](Self::effective_capacity) slots (never more than the trace's
-    /// distinct blocks), and rows still report `capacity`. Use it when the capacity comes from
-    /// a user: `capacity = 1_000_000_000` then costs what the trace costs.
+    /// distinct blocks), and rows still report `capacity`
+    /// ([`ManagerReplayBuilder::with_slots_for`]).
     ///
     /// # Examples
     ///
@@ -175,12 +284,10 @@ impl ManagerReplay {
         release: ReleaseOrder,
         chains: &Chains,
     ) -> Result<Self, ReplayError> {
-        let mut replay = Self::new(policy, Self::effective_capacity(capacity, chains), release)
-            .map_err(|e| match e {
-                ReplayError::Build { source, .. } => ReplayError::Build { capacity, source },
-            })?;
-        replay.capacity = capacity;
-        Ok(replay)
+        Self::builder(policy, capacity)
+            .with_release(release)
+            .with_slots_for(chains)
+            .build()
     }
 
     /// The slots a replay of `chains` at `capacity` needs: `capacity`, but at most the number of
@@ -198,6 +305,12 @@ impl ManagerReplay {
     /// The manager being driven (for inspection: metrics, available blocks).
     pub fn manager(&self) -> &BlockManager<G1> {
         &self.manager
+    }
+
+    /// The shard count the manager was built with (after rounding, capping and the policy's
+    /// own constraint), as rows report it.
+    pub fn shards(&self) -> usize {
+        self.manager.shard_count()
     }
 
     /// Serves one request whose chain is `chain` and releases it. See the module docs.
@@ -275,6 +388,8 @@ impl ManagerReplay {
         }
         let wall = start.elapsed();
         ticker.finish();
-        counts.into_row(&self.policy, Some(self.capacity), wall)
+        let mut row = counts.into_row(&self.policy, Some(self.capacity), wall);
+        row.shards = Some(self.shards());
+        row
     }
 }

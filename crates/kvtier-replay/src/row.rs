@@ -20,6 +20,10 @@ pub struct ReplayRow {
     pub policy: String,
     /// Blocks the cache holds; `None` for the infinite-capacity bound.
     pub capacity: Option<usize>,
+    /// Shard count of the replayed block manager as built; `None` for the offline bounds
+    /// (Belady, infinite), which are not managers.
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// Blocks found cached (sum over requests of the leading run of hits).
     pub hit_blocks: u64,
     /// Blocks requested.
@@ -55,6 +59,7 @@ impl Counts {
         ReplayRow {
             policy: policy.to_string(),
             capacity,
+            shards: None,
             hit_blocks: self.hit_blocks,
             total_blocks: self.total_blocks,
             hit_rate: if self.total_blocks == 0 {

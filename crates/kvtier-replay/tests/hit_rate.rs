@@ -4,8 +4,9 @@
 //! `freqlease` is the manager's default because it beats LRU on real traces (`docs/hit-rate.md`:
 //! 14.6% vs 11.2% at 5,000 blocks, 30.5% vs 28.8% at 20,000). This pins the claim at two
 //! capacities with the default configuration: the policy [`default_policy`] builds, compared
-//! with a plain [`LruFactory`], each replayed by [`ManagerReplay`] with its defaults (one
-//! shard, tail-first release).
+//! with a plain [`LruFactory`], each replayed by [`ManagerReplay`] with one shard (the policies'
+//! exact orders, which the default shard count must keep: `tests/no_lost_hits.rs`) and
+//! tail-first release.
 
 use std::sync::Arc;
 
@@ -27,7 +28,10 @@ fn bundled() -> Chains {
 }
 
 fn replay(p: &NamedPolicy, capacity: usize, chains: &Chains) -> ReplayRow {
-    ManagerReplay::new(p, capacity, ReleaseOrder::default())
+    ManagerReplay::builder(p, capacity)
+        .with_release(ReleaseOrder::default())
+        .with_shards(1)
+        .build()
         .expect("valid capacity")
         .run(chains)
 }

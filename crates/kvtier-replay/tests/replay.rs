@@ -1,5 +1,9 @@
 //! Replays through the real block manager: exact hits on a handcrafted trace, agreement with a
 //! reference LRU simulator, oversized requests, and no leaked blocks.
+//!
+//! Tests that expect one exact eviction order replay with one shard ([`exact`]): that is the
+//! configuration whose order is the policy's own. The default configuration's hit rates are
+//! held to the one-shard figures by `tests/no_lost_hits.rs`.
 
 mod common;
 
@@ -26,12 +30,21 @@ fn key(ids: &[u64]) -> SequenceHash {
     k
 }
 
+/// A one-shard replay: the policy's exact global eviction order.
+fn exact(p: &NamedPolicy, capacity: usize, order: ReleaseOrder) -> ManagerReplay {
+    ManagerReplay::builder(p, capacity)
+        .with_release(order)
+        .with_shards(1)
+        .build()
+        .expect("a valid replay configuration")
+}
+
 const THREE: [&[u64]; 3] = [&[0, 1, 2], &[0, 1, 3], &[0, 4, 5]];
 
 #[test]
 fn handcrafted_trace_tail_first() {
     let chains = chains_of(&THREE);
-    let mut r = ManagerReplay::new(&lru(), 4, ReleaseOrder::TailFirst).unwrap();
+    let mut r = exact(&lru(), 4, ReleaseOrder::TailFirst);
     let hits: Vec<usize> = chains.iter().map(|c| r.serve(c).hits).collect();
     // R1 cold. R2 finds [0, 1]. R3 finds [0]; needs 2 slots with 1 free... none free: the pool
     // holds (oldest first) 2, 3, 1, 0 after tail-first releases, so 2 and 3 go.
@@ -53,7 +66,7 @@ fn handcrafted_trace_tail_first() {
 #[test]
 fn handcrafted_trace_root_first() {
     let chains = chains_of(&THREE);
-    let mut r = ManagerReplay::new(&lru(), 4, ReleaseOrder::RootFirst).unwrap();
+    let mut r = exact(&lru(), 4, ReleaseOrder::RootFirst);
     let hits: Vec<usize> = chains.iter().map(|c| r.serve(c).hits).collect();
     assert_eq!(hits, [0, 2, 1]);
     // Root-first releases leave (oldest first) 2, 0, 1, 3; R3 pins 0 and evicts 2 then 1,
@@ -105,7 +118,7 @@ impl PolicyFactory for ShallowestFirstFactory {
 fn block_after_a_gap_is_reused_not_duplicated() {
     let chains = chains_of(&[&[0, 1, 2], &[7], &[8], &[0, 1, 2]]);
     let p = NamedPolicy::new("shallowest", Arc::new(ShallowestFirstFactory));
-    let mut r = ManagerReplay::new(&p, 4, ReleaseOrder::TailFirst).unwrap();
+    let mut r = exact(&p, 4, ReleaseOrder::TailFirst);
     assert_eq!(r.serve(chains.chain(0)).hits, 0);
     assert_eq!(r.serve(chains.chain(1)).hits, 0); // a free slot: nothing evicted
     assert_eq!(r.serve(chains.chain(2)).hits, 0); // evicts root 0: [1, 2] sit behind a gap
@@ -222,7 +235,7 @@ fn lru_and_fifo_match_the_reference_simulator() {
         for capacity in [100, 400, 1_500, 6_000] {
             for name in ["lru", "fifo"] {
                 let mut sim = RefLru::new(capacity, order);
-                let mut real = ManagerReplay::new(&policy(name).unwrap(), capacity, order).unwrap();
+                let mut real = exact(&policy(name).unwrap(), capacity, order);
                 for r in 0..chains.len() {
                     let want = sim.serve(chains.dense_chain(r));
                     let got = real.serve(chains.chain(r)).hits;
@@ -257,8 +270,7 @@ fn replay_is_deterministic_and_progress_counts_every_request() {
     let chains = synthetic(5_000, 5);
     let run = || {
         let mut done = 0;
-        let row = ManagerReplay::new(&lru(), 800, ReleaseOrder::TailFirst)
-            .unwrap()
+        let row = exact(&lru(), 800, ReleaseOrder::TailFirst)
             .run_with_progress(&chains, &mut |n| done += n);
         (row, done)
     };

@@ -6,18 +6,28 @@
 //!
 //! - (a) allocate + stage + register + drop a fresh N-chain on a full manager (every
 //!   allocation evicts), N = 8, 32, 128 — ns/block;
-//! - (b) `match_blocks` on an active N-prefix — ns/block;
+//! - (b) `match_blocks` on an active N-prefix, result released — ns/block;
 //! - (c) `match_blocks` on an inactive N-prefix (resurrect + release) — ns/block;
 //! - (d) churn: `--requests` Zipf(1.0) requests over 1,000 prefixes of 4..=64 blocks, 1 thread —
-//!   requests/s;
+//!   requests/s and the block hit rate;
 //! - (e) the same from 2 threads sharing one manager, and the 2-thread ÷ 1-thread scaling
 //!   (median over repetitions of the per-repetition ratio).
 //!
-//! Systems: kvbm-logical `lru` and `lineage` (TinyLFU tracker on, as in the anchors); kvtier,
-//! every backend kvtier-core exports. Repetitions are interleaved (each repetition runs every
-//! system once, the starting system rotating), so a noisy machine slows everyone alike. Tables
-//! show medians (± half the min..max spread) and speed-ups (kvtier throughput ÷ kvbm
-//! throughput: above 1 means kvtier is faster).
+//! Systems (see `--systems`):
+//!
+//! - kvbm-logical `lru` and `lineage` with the TinyLFU tracker (the anchors' configuration), and
+//!   `lru` without it (`kvbm/lru (no TinyLFU)`); kvbm drops handles one by one (it has no batch
+//!   release).
+//! - kvtier, every backend kvtier-core exports, in the default `BlockManager` configuration
+//!   (default shard count) with handles dropped one by one: the headline rows.
+//! - Extra kvtier rows, labelled: `@1` (one shard asked for: the exact single eviction order,
+//!   whose hit rate the default configuration should keep) and `+batch` (`release_blocks`,
+//!   kvtier's batch release, which kvbm lacks).
+//!
+//! Every kvtier row names its policy and the shard count its manager was built with. Repetitions
+//! are interleaved (each repetition runs every system once, the starting system rotating), so
+//! a noisy machine slows everyone alike; ratios pair the systems' results repetition by
+//! repetition and report the median.
 //!
 //! ```text
 //! cargo run --release -p kvtier-bench --features kvbm --bin vs-kvbm -- --reps 5
@@ -26,18 +36,21 @@
 //!
 //! Options: `--reps N` (default 5), `--requests N` churn requests (default 200000), `--quick`
 //! (tiny sizes: a smoke run), `--json` (print a JSON document instead of markdown), `--out FILE`
-//! (also write the markdown there), `--systems LABEL,...` (only these systems, e.g.
-//! `kvtier/lru,kvbm/lru`), `--workloads abcde` (only these workloads; d and e run together).
-//! Progress goes to stderr.
+//! (also write the markdown there), `--systems LABEL,...` (only these systems, by label, e.g.
+//! `kvtier/lru,kvbm/lru`; kvbm's comparison rows need their kvbm systems), `--no-extra` (only
+//! kvbm and the headline kvtier rows), `--workloads abcde` (only these workloads; d and e run
+//! together). Progress goes to stderr. The report layout is described in `vs_kvbm/report.rs`.
 
-use std::fmt::Write as _;
+#[path = "vs_kvbm/report.rs"]
+mod report;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvtier_bench::{
-    AllocRegister, ChurnRun, ChurnWorkload, KvbmBackend, KvbmFactory, KvtierFactory,
-    ManagerFactory, MatchPrefix, Sizes, Stat, churn_run, kvtier_backends,
+    AllocRegister, CAPACITY, ChurnRun, ChurnWorkload, KvbmBackend, KvbmFactory, KvtierFactory,
+    ManagerFactory, MatchPrefix, Release, Sizes, churn_run, kvtier_backends,
 };
-use serde::Serialize;
+use report::{Cell, ChurnSummary, Report, Row, SystemInfo};
 
 struct Opts {
     reps: usize,
@@ -46,8 +59,12 @@ struct Opts {
     json: bool,
     out: Option<String>,
     systems: Option<Vec<String>>,
+    extra: bool,
     workloads: String,
 }
+
+const USAGE: &str = "usage: vs-kvbm [--reps N] [--requests N] [--quick] [--json] [--out FILE] \
+                     [--systems kvtier/lru,kvbm/lru] [--no-extra] [--workloads abcde]";
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
@@ -57,6 +74,7 @@ fn parse_args() -> Result<Opts, String> {
         json: false,
         out: None,
         systems: None,
+        extra: true,
         workloads: "abcde".into(),
     };
     let mut requests_set = false;
@@ -81,19 +99,17 @@ fn parse_args() -> Result<Opts, String> {
             "--systems" => {
                 o.systems = Some(value("--systems")?.split(',').map(str::to_string).collect());
             }
+            "--no-extra" => o.extra = false,
             "--workloads" => o.workloads = value("--workloads")?,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: vs-kvbm [--reps N] [--requests N] [--quick] [--json] \
-                            [--out FILE] [--systems kvtier/lru,kvbm/lru] [--workloads abcde]"
-                        .into(),
-                );
-            }
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
     if o.reps == 0 {
         return Err("--reps must be at least 1".into());
+    }
+    if o.requests == 0 {
+        return Err("--requests must be at least 1".into());
     }
     if o.quick && !requests_set {
         o.requests = 5_000;
@@ -101,39 +117,78 @@ fn parse_args() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// One system under test.
+/// How a system is built.
 #[derive(Clone, Copy)]
-enum System {
+enum Factory {
     Kvbm(KvbmFactory),
     Kvtier(KvtierFactory),
 }
 
+/// One system under test and what the report says about it.
+struct System {
+    factory: Factory,
+    info: SystemInfo,
+}
+
 impl System {
-    fn all() -> Vec<System> {
-        let mut v: Vec<System> = KvbmBackend::ALL
-            .into_iter()
-            .map(|backend| System::Kvbm(KvbmFactory { backend }))
-            .collect();
-        v.extend(kvtier_backends().into_iter().map(System::Kvtier));
+    fn kvbm(f: KvbmFactory) -> Self {
+        Self {
+            factory: Factory::Kvbm(f),
+            info: SystemInfo {
+                label: f.label(),
+                kvbm: true,
+                backend: f.backend.label().to_string(),
+                tiny_lfu: f.tracker,
+                shards: None,
+                default_shards: false,
+                release: "per handle".into(),
+                headline: true,
+            },
+        }
+    }
+
+    fn kvtier(f: KvtierFactory) -> Self {
+        Self {
+            factory: Factory::Kvtier(f),
+            info: SystemInfo {
+                label: f.label(),
+                kvbm: false,
+                backend: f.backend().to_string(),
+                tiny_lfu: false,
+                shards: Some(f.built_shards(CAPACITY)),
+                default_shards: f.shards().is_none(),
+                release: f.release().label().to_string(),
+                headline: f.shards().is_none() && f.release() == Release::PerHandle,
+            },
+        }
+    }
+
+    /// kvbm (lru, lru without TinyLFU, lineage), every kvtier backend in the default
+    /// configuration, then (with `extra`) the 1-shard and batch-release rows of the default
+    /// policy and of `lru`.
+    fn all(extra: bool) -> Vec<System> {
+        let mut v = vec![
+            System::kvbm(KvbmFactory::new(KvbmBackend::Lru)),
+            System::kvbm(KvbmFactory::new(KvbmBackend::Lru).without_tracker()),
+            System::kvbm(KvbmFactory::new(KvbmBackend::Lineage)),
+        ];
+        let backends = kvtier_backends();
+        v.extend(backends.iter().map(|f| System::kvtier(*f)));
+        if extra {
+            for f in backends
+                .iter()
+                .filter(|f| matches!(f.backend(), "freqlease" | "lru"))
+            {
+                v.push(System::kvtier(f.with_shards(1)));
+            }
+            for f in backends
+                .iter()
+                .filter(|f| matches!(f.backend(), "freqlease" | "lru"))
+            {
+                v.push(System::kvtier(f.with_release(Release::Batch)));
+            }
+        }
         v
-    }
-
-    fn label(&self) -> String {
-        match self {
-            System::Kvbm(f) => f.label(),
-            System::Kvtier(f) => f.label(),
-        }
-    }
-
-    fn is_kvbm(&self) -> bool {
-        matches!(self, System::Kvbm(_))
-    }
-
-    fn backend(&self) -> &'static str {
-        match self {
-            System::Kvbm(f) => f.backend.label(),
-            System::Kvtier(f) => f.backend(),
-        }
     }
 
     /// A repetition closure for micro workload `id` (a, b or c).
@@ -158,91 +213,23 @@ impl System {
                 }
             }
         }
-        match self {
-            System::Kvbm(f) => make(f, id, n, sizes),
-            System::Kvtier(f) => make(f, id, n, sizes),
+        match &self.factory {
+            Factory::Kvbm(f) => make(f, id, n, sizes),
+            Factory::Kvtier(f) => make(f, id, n, sizes),
         }
     }
 
     fn churn(&self, w: &ChurnWorkload, threads: usize) -> ChurnRun {
-        match self {
-            System::Kvbm(f) => churn_run(f, w, threads),
-            System::Kvtier(f) => churn_run(f, w, threads),
+        match &self.factory {
+            Factory::Kvbm(f) => churn_run(f, w, threads),
+            Factory::Kvtier(f) => churn_run(f, w, threads),
         }
     }
-}
-
-#[derive(Serialize)]
-struct Cell {
-    system: String,
-    stat: Stat,
-}
-
-#[derive(Serialize)]
-struct Row {
-    id: String,
-    workload: String,
-    /// `ns/block` (lower is better) or `requests/s` (higher is better).
-    unit: &'static str,
-    cells: Vec<Cell>,
-}
-
-impl Row {
-    fn lower_is_better(&self) -> bool {
-        self.unit == "ns/block"
-    }
-
-    fn get(&self, system: &str) -> Option<&Stat> {
-        self.cells
-            .iter()
-            .find(|c| c.system == system)
-            .map(|c| &c.stat)
-    }
-
-    /// Throughput of `a` ÷ throughput of `b`.
-    fn speedup(&self, a: &Stat, b: &Stat) -> f64 {
-        if self.lower_is_better() {
-            b.median / a.median
-        } else {
-            a.median / b.median
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ChurnSummary {
-    system: String,
-    req_per_s_1t: Stat,
-    req_per_s_2t: Stat,
-    /// Median over repetitions of (2-thread req/s ÷ 1-thread req/s).
-    scaling_2t_over_1t: Stat,
-    hit_rate_1t: f64,
-    hit_rate_2t: Stat,
-    alloc_failures: u64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    date_utc: String,
-    machine: String,
-    command: String,
-    reps: usize,
-    requests: usize,
-    quick: bool,
-    load_start: String,
-    load_end: String,
-    rows: Vec<Row>,
-    churn: Vec<ChurnSummary>,
 }
 
 /// Runs `reps` interleaved repetitions of one micro workload over every system.
 fn micro_row(systems: &[System], id: char, n: usize, sizes: Sizes, reps: usize) -> Row {
-    let name = match id {
-        'a' => "allocate + stage + register + drop",
-        'b' => "match_blocks, active prefix",
-        _ => "match_blocks, inactive prefix",
-    };
-    eprintln!("({id}) {name}, N = {n} ...");
+    eprintln!("({id}) {}, N = {n} ...", report::workload_name(id));
     let mut runners: Vec<Box<dyn FnMut() -> f64>> =
         systems.iter().map(|s| s.micro(id, n, sizes)).collect();
     let mut samples = vec![Vec::with_capacity(reps); systems.len()];
@@ -252,19 +239,16 @@ fn micro_row(systems: &[System], id: char, n: usize, sizes: Sizes, reps: usize) 
             samples[i].push(runners[i]());
         }
     }
-    Row {
-        id: id.to_string(),
-        workload: format!("{name}, N = {n}"),
-        unit: "ns/block",
-        cells: systems
+    Row::new(
+        id,
+        Some(n),
+        "ns/block",
+        systems
             .iter()
             .zip(samples)
-            .map(|(s, v)| Cell {
-                system: s.label(),
-                stat: Stat::from_values(v),
-            })
+            .map(|(s, v)| Cell::new(&s.info.label, v))
             .collect(),
-    }
+    )
 }
 
 /// Runs `reps` interleaved repetitions of churn, 1 and 2 threads back to back per system.
@@ -290,157 +274,24 @@ fn churn_rows(systems: &[System], w: &ChurnWorkload, reps: usize) -> (Row, Row, 
         }
         eprintln!("  rep {}/{reps} done", rep + 1);
     }
-    let rps = |v: &[ChurnRun]| Stat::from_values(v.iter().map(|r| r.req_per_s).collect());
-    let row = |id: &str, name: &str, runs: &[Vec<ChurnRun>]| Row {
-        id: id.into(),
-        workload: name.into(),
-        unit: "requests/s",
-        cells: systems
-            .iter()
-            .zip(runs)
-            .map(|(s, v)| Cell {
-                system: s.label(),
-                stat: rps(v),
-            })
-            .collect(),
+    let row = |id: char, runs: &[Vec<ChurnRun>]| {
+        Row::new(
+            id,
+            None,
+            "requests/s",
+            systems
+                .iter()
+                .zip(runs)
+                .map(|(s, v)| Cell::new(&s.info.label, v.iter().map(|r| r.req_per_s).collect()))
+                .collect(),
+        )
     };
-    let d = row("d", "churn, 1 thread", &one);
-    let e = row("e", "churn, 2 threads sharing one manager", &two);
     let summary = systems
         .iter()
-        .enumerate()
-        .map(|(i, s)| ChurnSummary {
-            system: s.label(),
-            req_per_s_1t: rps(&one[i]),
-            req_per_s_2t: rps(&two[i]),
-            scaling_2t_over_1t: Stat::from_values(
-                one[i]
-                    .iter()
-                    .zip(&two[i])
-                    .map(|(a, b)| b.req_per_s / a.req_per_s)
-                    .collect(),
-            ),
-            hit_rate_1t: one[i][0].hit_rate,
-            hit_rate_2t: Stat::from_values(two[i].iter().map(|r| r.hit_rate).collect()),
-            alloc_failures: one[i].iter().chain(&two[i]).map(|r| r.alloc_failures).sum(),
-        })
+        .zip(one.iter().zip(&two))
+        .map(|(s, (one, two))| ChurnSummary::new(&s.info.label, one, two))
         .collect();
-    (d, e, summary)
-}
-
-fn fmt_value(v: f64, unit: &str) -> String {
-    if unit == "ns/block" {
-        if v >= 100.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.1}")
-        }
-    } else if v >= 1e6 {
-        format!("{:.2} M", v / 1e6)
-    } else {
-        format!("{:.1} k", v / 1e3)
-    }
-}
-
-fn markdown(r: &Report, systems: &[System]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# kvtier vs kvbm-logical 1.6.1\n");
-    let _ = writeln!(s, "- date (UTC): {}", r.date_utc);
-    let _ = writeln!(s, "- machine: {}", r.machine);
-    let _ = writeln!(s, "- command: `{}`", r.command);
-    let _ = writeln!(
-        s,
-        "- {} interleaved repetitions; load average {} at start, {} at end",
-        r.reps, r.load_start, r.load_end
-    );
-    let _ = writeln!(
-        s,
-        "- cells: median (± half the min..max spread, % of median); speed-up = kvtier \
-         throughput ÷ kvbm throughput (> 1: kvtier faster)\n"
-    );
-    let mut hdr = String::from("| | workload | unit |");
-    let mut sep = String::from("|---|---|---|");
-    for sys in systems {
-        let _ = write!(hdr, " {} |", sys.label());
-        sep.push_str("---:|");
-    }
-    let kvtier: Vec<&System> = systems.iter().filter(|s| !s.is_kvbm()).collect();
-    let kvbm: Vec<&System> = systems.iter().filter(|s| s.is_kvbm()).collect();
-    let pairs: Vec<(&System, &System)> = kvbm
-        .iter()
-        .filter_map(|b| {
-            kvtier
-                .iter()
-                .find(|t| t.backend() == b.backend())
-                .map(|t| (*t, *b))
-        })
-        .collect();
-    for (t, _) in &pairs {
-        let _ = write!(hdr, " speed-up {} |", t.backend());
-        sep.push_str("---:|");
-    }
-    hdr.push_str(" speed-up worst kvtier vs best kvbm |");
-    sep.push_str("---:|");
-    let _ = writeln!(s, "{hdr}\n{sep}");
-    for row in &r.rows {
-        let mut line = format!("| {} | {} | {} |", row.id, row.workload, row.unit);
-        for sys in systems {
-            let st = row.get(&sys.label()).expect("every system measured");
-            let _ = write!(
-                line,
-                " {} ±{:.0}% |",
-                fmt_value(st.median, row.unit),
-                st.spread_pct()
-            );
-        }
-        for (t, b) in &pairs {
-            let (t, b) = (row.get(&t.label()).unwrap(), row.get(&b.label()).unwrap());
-            let _ = write!(line, " {:.2}× |", row.speedup(t, b));
-        }
-        // The fastest kvbm system: the one every other kvbm system is no faster than.
-        let best_kvbm =
-            kvbm.iter()
-                .map(|b| row.get(&b.label()).unwrap())
-                .fold(None::<&Stat>, |best, x| match best {
-                    Some(b) if row.speedup(b, x) >= 1.0 => Some(b),
-                    _ => Some(x),
-                });
-        match best_kvbm {
-            Some(best) if !kvtier.is_empty() => {
-                let worst = kvtier
-                    .iter()
-                    .map(|t| row.speedup(row.get(&t.label()).unwrap(), best))
-                    .fold(f64::INFINITY, f64::min);
-                let _ = write!(line, " {worst:.2}× |");
-            }
-            _ => line.push_str(" – |"),
-        }
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(
-        s,
-        "\n## Churn detail: thread scaling and hit rates\n\n\
-         | system | 1 thread req/s | 2 threads req/s | scaling 2T ÷ 1T (median of pairs, min..max) | \
-         hit rate 1T | hit rate 2T (median) | alloc failures |\n|---|---:|---:|---:|---:|---:|---:|"
-    );
-    for c in &r.churn {
-        let _ = writeln!(
-            s,
-            "| {} | {} ±{:.0}% | {} ±{:.0}% | {:.2}× ({:.2}..{:.2}) | {:.2}% | {:.2}% | {} |",
-            c.system,
-            fmt_value(c.req_per_s_1t.median, "requests/s"),
-            c.req_per_s_1t.spread_pct(),
-            fmt_value(c.req_per_s_2t.median, "requests/s"),
-            c.req_per_s_2t.spread_pct(),
-            c.scaling_2t_over_1t.median,
-            c.scaling_2t_over_1t.min,
-            c.scaling_2t_over_1t.max,
-            c.hit_rate_1t * 100.0,
-            c.hit_rate_2t.median * 100.0,
-            c.alloc_failures
-        );
-    }
-    s
+    (row('d', &one), row('e', &two), summary)
 }
 
 fn machine_info() -> String {
@@ -494,15 +345,16 @@ fn main() {
         }
     };
     let sizes = if o.quick { Sizes::QUICK } else { Sizes::FULL };
-    let mut systems = System::all();
+    let mut systems = System::all(o.extra);
     if let Some(keep) = &o.systems {
-        systems.retain(|s| keep.contains(&s.label()));
+        systems.retain(|s| keep.contains(&s.info.label));
     }
     if systems.is_empty() {
         eprintln!("--systems matched no system");
         std::process::exit(2);
     }
     let load_start = loadavg();
+    let date_utc = utc_now();
     let mut rows = Vec::new();
     for id in ['a', 'b', 'c']
         .into_iter()
@@ -520,8 +372,8 @@ fn main() {
         rows.push(e);
         churn = summary;
     }
-    let report = Report {
-        date_utc: utc_now(),
+    let mut report = Report {
+        date_utc,
         machine: machine_info(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         reps: o.reps,
@@ -529,20 +381,26 @@ fn main() {
         quick: o.quick,
         load_start,
         load_end: loadavg(),
+        systems: systems.into_iter().map(|s| s.info).collect(),
         rows,
         churn,
+        ratios: Vec::new(),
     };
-    let md = markdown(&report, &systems);
+    report.summarize();
+    let md = report.markdown();
     if let Some(path) = &o.out
         && let Err(e) = std::fs::write(path, &md)
     {
         eprintln!("cannot write {path}: {e}");
     }
     if o.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("cannot serialize the report: {e}");
+                std::process::exit(1);
+            }
+        }
     } else {
         print!("{md}");
     }
