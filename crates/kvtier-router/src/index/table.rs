@@ -149,19 +149,17 @@ pub(super) struct HolderTable {
     free_spill: Vec<u32>,
 }
 
-/// A 64-bit digest of the whole key: one 64x64->128 multiply, folded. The chained hash in the
-/// low word is usually already uniform; the multiply keeps small test ids and keys that differ
-/// only in position or parent apart.
+/// The digest a key's home bucket is taken from (its top bits): the key's low 64 bits (a
+/// sequence hash's chained XXH3 hash) times an odd constant (Fibonacci hashing).
+///
+/// Only the low 64 bits count, so that a key can also be found from them alone (`find_low`,
+/// used by the per-instance lists, which keep 8 bytes per entry instead of 16). They are
+/// usually uniform already; the multiply carries every bit of them into the top bits, so small
+/// test ids and arithmetic sequences spread too. One multiply, because the digest is computed
+/// for every bucket a probe, insert or delete passes (see `distance`).
 #[inline]
 fn mix(key: u128) -> u64 {
-    // Only the low 64 bits (a sequence hash's chained XXH3 hash, already uniform) decide the
-    // home bucket, so that a key can also be found from them alone (`find_low`, used by the
-    // per-instance lists, which keep 8 bytes per entry instead of 16). The finaliser of
-    // SplitMix64 spreads them over the high bits the home is taken from.
-    let mut z = key as u64;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl HolderTable {
