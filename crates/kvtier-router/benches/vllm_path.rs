@@ -346,16 +346,28 @@ fn bench_decode(shape: Shape, seconds: f64) -> Measured {
     }
 }
 
-fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
-    let t = Template::new(shape);
+/// The converter's configuration: block size 16, and with `sized` the map sized for the
+/// whole stream up front ([`VllmConvertConfig::with_expected_blocks`]).
+fn convert_config(sized: bool, total_blocks: u64) -> VllmConvertConfig {
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
+    if sized {
+        config.with_expected_blocks(total_blocks as usize)
+    } else {
+        config
+    }
+}
+
+fn bench_in_process(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
+    // Before the converter: a map sized up front counts too.
+    let rss_before = resident_bytes();
+    let t = Template::new(shape);
+    let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut router = Router::builder().build();
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
-    let rss_before = resident_bytes();
     let (created, wall, cpu) = timed(|| {
         let mut created = 0;
         for k in 0..batches {
@@ -495,7 +507,7 @@ fn zmtp_frame(out: &mut Vec<u8>, data: &[u8], more: bool) {
     out.extend_from_slice(data);
 }
 
-fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
+fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
     let per_batch = shape.blocks_per_batch() as u64;
     let batches = total_blocks.div_ceil(per_batch);
     let total = batches * per_batch;
@@ -506,7 +518,7 @@ fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
         .expect("runtime");
     let measured = rt.block_on(async {
         let source = VllmSource::builder("bench", publisher.endpoint.clone())
-            .with_default_block_size(BLOCK_SIZE)
+            .with_convert_config(convert_config(sized, total))
             .with_idle_reconnect(None)
             .build()
             .expect("source");
@@ -574,15 +586,16 @@ fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
     measured
 }
 
-fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
+fn child_converter_memory(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
+    // Before the converter: a map sized up front counts too.
+    let rss_before = resident_bytes();
     let t = Template::new(shape);
-    let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
+    let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
-    let rss_before = resident_bytes();
     let ((), wall, cpu) = timed(|| {
         for k in 0..batches {
             t.fill(k, &mut bytes);
@@ -601,9 +614,15 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     }
 }
 
-fn run_child(group: &str, shape: Shape, blocks: u64) -> Measured {
+fn run_child(group: &str, shape: Shape, blocks: u64, sized: bool) -> Measured {
+    let mut args = vec!["--child", group, shape.name()];
+    let blocks = blocks.to_string();
+    args.push(&blocks);
+    if sized {
+        args.push("--sized");
+    }
     let out = Command::new(std::env::current_exe().expect("own path"))
-        .args(["--child", group, shape.name(), &blocks.to_string()])
+        .args(args)
         .output()
         .expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -641,10 +660,11 @@ fn main() {
             .get(at + 3)
             .and_then(|b| b.parse().ok())
             .expect("a block count");
+        let sized = args.iter().any(|a| a == "--sized");
         let m = match group {
-            "zmq" => child_zmq(shape, blocks),
-            "memory" => child_converter_memory(shape, blocks),
-            "in_process" => bench_in_process(shape, blocks),
+            "zmq" => child_zmq(shape, blocks, sized),
+            "memory" => child_converter_memory(shape, blocks, sized),
+            "in_process" => bench_in_process(shape, blocks, sized),
             // For profiles: the decode loop alone, for `blocks / 100_000` tenths of a second.
             "decode" => bench_decode(shape, blocks as f64 / 1e6),
             other => panic!("unknown child group {other}"),
@@ -663,9 +683,17 @@ fn main() {
         .and_then(|at| args.get(at + 1)?.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 })
         .max(1);
+    let sized = args.iter().any(|a| a == "--sized");
     let blocks: u64 = if quick { 200_000 } else { 2_000_000 };
     let decode_seconds = if quick { 0.2 } else { 1.0 };
-    println!("vllm_path: {runs} run(s), {blocks} blocks per run; medians (blocks/s, bytes/block)");
+    println!(
+        "vllm_path: {runs} run(s), {blocks} blocks per run{}; medians (blocks/s, bytes/block)",
+        if sized {
+            ", converter map sized up front"
+        } else {
+            ""
+        }
+    );
     for shape in [Shape::One, Shape::ThirtyTwo] {
         let name = shape.name();
         let decode: Vec<_> = (0..runs)
@@ -673,13 +701,15 @@ fn main() {
             .collect();
         report(&format!("decode/{name}"), &decode);
         let in_process: Vec<_> = (0..runs)
-            .map(|_| run_child("in_process", shape, blocks))
+            .map(|_| run_child("in_process", shape, blocks, sized))
             .collect();
         report(&format!("in_process/{name}"), &in_process);
-        let zmq: Vec<_> = (0..runs).map(|_| run_child("zmq", shape, blocks)).collect();
+        let zmq: Vec<_> = (0..runs)
+            .map(|_| run_child("zmq", shape, blocks, sized))
+            .collect();
         report(&format!("zmq/{name}"), &zmq);
         let memory: Vec<_> = (0..runs)
-            .map(|_| run_child("memory", shape, blocks))
+            .map(|_| run_child("memory", shape, blocks, sized))
             .collect();
         report(&format!("memory/{name} (decode + convert)"), &memory);
     }
