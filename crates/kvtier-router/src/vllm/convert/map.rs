@@ -354,7 +354,9 @@ impl Table {
     /// needed) when that much memory cannot be had.
     pub(super) fn with_capacity(len: usize) -> Self {
         let mut groups = Vec::new();
-        let want = Self::groups_for(len);
+        // The fewest groups that take `len` entries (not a step of the growth sequence,
+        // which may be half as large again).
+        let want = len.div_ceil(13).saturating_mul(16).div_ceil(GROUP).max(2);
         if len > 0 && groups.try_reserve_exact(want).is_ok() {
             groups.resize(want, Group::EMPTY);
         }
