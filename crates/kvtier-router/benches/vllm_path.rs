@@ -50,38 +50,36 @@
 //! (`/proc/thread-self/schedstat`: what one core really did, whatever else ran on the machine)
 //! and, in brackets, per wall-clock second.
 //!
-//! Reference figures, 2026-12-04, 2 M distinct blocks per run, blocks per CPU-second, the
-//! medians of 3 runs; each cell gives the two of two rounds that alternated the old and the
-//! new binary (a 2-core VM shared with other builds: the same binary varies by up to a
-//! quarter from one round to the next, memory-bound groups the most). "Before" is the merged
-//! code before the converter's table, batch prefetch and message reservation and the
-//! recycling [`VllmDecoder`] (merge 9ee0ec3); "now" is after them:
+//! Pass `--sized` to size the converter's map for the whole stream up front
+//! ([`VllmConvertConfig::with_expected_blocks`], as a router told its engine's cache size
+//! would): the map then never grows (a growth copies every entry and faults in a new table).
 //!
-//! | group | 1-block before | 1-block now | 32-block before | 32-block now |
-//! |---|---:|---:|---:|---:|
-//! | decode | 3.87 / 3.87 M | 7.52 / 7.56 M | 11.6 / 11.9 M | 16.2 / 16.7 M |
-//! | memory (decode + convert) | 1.03 / 1.22 M | 1.28 / 1.64 M | 1.34 / 1.60 M | 1.67 / 1.96 M |
-//! | in_process (+ router) | 798 / 956 k | 1.10 / 1.19 M | 959 / 991 k | 1.03 / 1.25 M |
-//! | zmq (whole path) | 672 / 714 k | 955 / 970 k | 862 / 946 k | 963 k / 1.11 M |
-//! | zmq: resident bytes per indexed block | 156 | 131 | 155 | 130 |
-//! | memory: converter's bytes per block | 86 | 61 | 86 | 61 |
+//! Reference figures, 2026-12-04 20:20, 2 M distinct blocks per run, blocks per CPU-second,
+//! the medians of 3 runs interleaving the three binaries (load 1.5–2.8 on the 2-core VM).
+//! "Before" is 15d9731 (one 40-byte slot per entry); "now" keeps the map's keys in
+//! cache-line groups of eight with their entries beside them (an insert probes one or two
+//! lines of keys, not 40 bytes per slot passed); "sized" is now with `--sized`:
 //!
-//! Where a 1-block event's block goes now (`perf record` of the `zmq` child, the consuming
-//! thread): the converter is about a third of the cycles. Its cost is memory
-//! latency: the batch prefetch (every named block's home slot, read in one loop so that the
-//! misses overlap) and the probes that still miss take most of it, then growing the table
-//! (a rehash of every entry, twice on average, and page faults on the new table) and the
-//! re-hash of the tokens (`BlockHasher::hash_block`, XXH3 streamed). The router's index
-//! insert and its holder table are about a sixth; the decoder a tenth (it no longer
-//! allocates: a recycled batch's vectors and 32-byte boxes are reused); the kernel a quarter
-//! (TCP receive, and page faults of the growing tables). The 2 M blocks/s goal (500 ns a
-//! block) is reached by decode + convert on 32-block events only; the router, the socket and
-//! the source's loop add 300–450 ns a block.
+//! | group | 1-block before | now | sized | 32-block before | now | sized |
+//! |---|---:|---:|---:|---:|---:|---:|
+//! | decode | 7.1 M | 7.1 M | 7.1 M | 16.3 M | 16.3 M | 16.3 M |
+//! | memory (decode + convert) | 2.08 M | 2.12 M | 3.01 M | 2.63 M | 2.81 M | 4.28 M |
+//! | in_process (+ router) | 1.55 M | 1.59 M | 2.01 M | 1.73 M | 1.80 M | 2.37 M |
+//! | zmq (whole path) | 1.20 M | 1.25 M | 1.55 M | 1.49 M | 1.58 M | 2.02 M |
+//! | zmq: resident bytes per indexed block | 139 | 126 | 127 | 139 | 128 | 128 |
+//! | memory: converter's bytes per block | 61 | 50 | 51 | 61 | 51 | 52 |
 //!
-//! Resident memory per block: the converter's map is 61 bytes of the ~130: an open-addressing
-//! table of 40-byte slots (fingerprint, kvtier hash, parent fingerprint, copy counts; no
-//! control bytes) grown by half at 13/16 full, so 50–75 bytes per entry depending on where
-//! the count falls; the router's index is the other ~70.
+//! Per block, 1-block events, sized (differences of the medians): decode 141 ns, convert
+//! 191 ns (without `--sized` 330 ns: growth and its page faults), router 166 ns, socket,
+//! source loop and queue 147 ns; 32-block events: 61, 173, 188 and 74 ns. The 2 M blocks/s
+//! goal (500 ns a block) is met by 32-block events with a sized map; 1-block events are
+//! ~150 ns short. Transparent huge pages for the map (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`)
+//! were slower here: on this VM a fresh 2 MiB page costs more to fault in than its TLB
+//! misses save over a run.
+//!
+//! Resident memory per block: the converter's map is ~50 of the ~127 bytes (40-byte slots
+//! grown by half at 13/16 full, so 50–75 bytes per entry depending on where the count falls;
+//! ~50 when sized); the router's index is the other ~75.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -346,16 +344,28 @@ fn bench_decode(shape: Shape, seconds: f64) -> Measured {
     }
 }
 
-fn bench_in_process(shape: Shape, total_blocks: u64) -> Measured {
-    let t = Template::new(shape);
+/// The converter's configuration: block size 16, and with `sized` the map sized for the
+/// whole stream up front ([`VllmConvertConfig::with_expected_blocks`]).
+fn convert_config(sized: bool, total_blocks: u64) -> VllmConvertConfig {
     let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
+    if sized {
+        config.with_expected_blocks(total_blocks as usize)
+    } else {
+        config
+    }
+}
+
+fn bench_in_process(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
+    // Before the converter: a map sized up front counts too.
+    let rss_before = resident_bytes();
+    let t = Template::new(shape);
+    let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut router = Router::builder().build();
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
-    let rss_before = resident_bytes();
     let (created, wall, cpu) = timed(|| {
         let mut created = 0;
         for k in 0..batches {
@@ -495,7 +505,7 @@ fn zmtp_frame(out: &mut Vec<u8>, data: &[u8], more: bool) {
     out.extend_from_slice(data);
 }
 
-fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
+fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
     let per_batch = shape.blocks_per_batch() as u64;
     let batches = total_blocks.div_ceil(per_batch);
     let total = batches * per_batch;
@@ -506,7 +516,7 @@ fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
         .expect("runtime");
     let measured = rt.block_on(async {
         let source = VllmSource::builder("bench", publisher.endpoint.clone())
-            .with_default_block_size(BLOCK_SIZE)
+            .with_convert_config(convert_config(sized, total))
             .with_idle_reconnect(None)
             .build()
             .expect("source");
@@ -574,15 +584,16 @@ fn child_zmq(shape: Shape, total_blocks: u64) -> Measured {
     measured
 }
 
-fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
+fn child_converter_memory(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
+    // Before the converter: a map sized up front counts too.
+    let rss_before = resident_bytes();
     let t = Template::new(shape);
-    let config = VllmConvertConfig::default().with_default_block_size(BLOCK_SIZE);
+    let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
     let batches = total_blocks.div_ceil(t.blocks as u64);
-    let rss_before = resident_bytes();
     let ((), wall, cpu) = timed(|| {
         for k in 0..batches {
             t.fill(k, &mut bytes);
@@ -601,9 +612,15 @@ fn child_converter_memory(shape: Shape, total_blocks: u64) -> Measured {
     }
 }
 
-fn run_child(group: &str, shape: Shape, blocks: u64) -> Measured {
+fn run_child(group: &str, shape: Shape, blocks: u64, sized: bool) -> Measured {
+    let mut args = vec!["--child", group, shape.name()];
+    let blocks = blocks.to_string();
+    args.push(&blocks);
+    if sized {
+        args.push("--sized");
+    }
     let out = Command::new(std::env::current_exe().expect("own path"))
-        .args(["--child", group, shape.name(), &blocks.to_string()])
+        .args(args)
         .output()
         .expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -641,10 +658,11 @@ fn main() {
             .get(at + 3)
             .and_then(|b| b.parse().ok())
             .expect("a block count");
+        let sized = args.iter().any(|a| a == "--sized");
         let m = match group {
-            "zmq" => child_zmq(shape, blocks),
-            "memory" => child_converter_memory(shape, blocks),
-            "in_process" => bench_in_process(shape, blocks),
+            "zmq" => child_zmq(shape, blocks, sized),
+            "memory" => child_converter_memory(shape, blocks, sized),
+            "in_process" => bench_in_process(shape, blocks, sized),
             // For profiles: the decode loop alone, for `blocks / 100_000` tenths of a second.
             "decode" => bench_decode(shape, blocks as f64 / 1e6),
             other => panic!("unknown child group {other}"),
@@ -663,9 +681,17 @@ fn main() {
         .and_then(|at| args.get(at + 1)?.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 })
         .max(1);
+    let sized = args.iter().any(|a| a == "--sized");
     let blocks: u64 = if quick { 200_000 } else { 2_000_000 };
     let decode_seconds = if quick { 0.2 } else { 1.0 };
-    println!("vllm_path: {runs} run(s), {blocks} blocks per run; medians (blocks/s, bytes/block)");
+    println!(
+        "vllm_path: {runs} run(s), {blocks} blocks per run{}; medians (blocks/s, bytes/block)",
+        if sized {
+            ", converter map sized up front"
+        } else {
+            ""
+        }
+    );
     for shape in [Shape::One, Shape::ThirtyTwo] {
         let name = shape.name();
         let decode: Vec<_> = (0..runs)
@@ -673,13 +699,15 @@ fn main() {
             .collect();
         report(&format!("decode/{name}"), &decode);
         let in_process: Vec<_> = (0..runs)
-            .map(|_| run_child("in_process", shape, blocks))
+            .map(|_| run_child("in_process", shape, blocks, sized))
             .collect();
         report(&format!("in_process/{name}"), &in_process);
-        let zmq: Vec<_> = (0..runs).map(|_| run_child("zmq", shape, blocks)).collect();
+        let zmq: Vec<_> = (0..runs)
+            .map(|_| run_child("zmq", shape, blocks, sized))
+            .collect();
         report(&format!("zmq/{name}"), &zmq);
         let memory: Vec<_> = (0..runs)
-            .map(|_| run_child("memory", shape, blocks))
+            .map(|_| run_child("memory", shape, blocks, sized))
             .collect();
         report(&format!("memory/{name} (decode + convert)"), &memory);
     }

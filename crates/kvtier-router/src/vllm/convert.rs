@@ -171,7 +171,7 @@ impl VllmConverter {
     pub fn new(instance: InstanceId, config: VllmConvertConfig) -> Self {
         Self {
             instance,
-            map: BlockMap::new(config.max_ghosts),
+            map: BlockMap::new(config.max_ghosts, config.map_capacity()),
             pending: Pending::new(config.max_pending_blocks),
             config,
             next_event_id: 1,

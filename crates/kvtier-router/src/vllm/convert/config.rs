@@ -43,6 +43,9 @@ pub struct VllmConvertConfig {
     pub max_ghosts: usize,
     /// The most blocks kept waiting for an unknown parent (default 65 536).
     pub max_pending_blocks: usize,
+    /// How many blocks the engine is expected to hold (default 0: unknown); the converter's
+    /// map is sized for them up front.
+    pub expected_blocks: usize,
 }
 
 /// How an engine writes a multimodal item into a block's extra keys.
@@ -67,6 +70,7 @@ impl Default for VllmConvertConfig {
             mm_keys: VllmMmKeys::WithOffset,
             max_ghosts: 1 << 16,
             max_pending_blocks: 1 << 16,
+            expected_blocks: 0,
         }
     }
 }
@@ -114,6 +118,28 @@ impl VllmConvertConfig {
     pub fn with_max_pending_blocks(mut self, max: usize) -> Self {
         self.max_pending_blocks = max;
         self
+    }
+
+    /// Sets how many blocks the engine is expected to hold at once, on all its media (default
+    /// 0: unknown), for example vLLM's `num_gpu_blocks` plus its CPU offload blocks.
+    ///
+    /// The converter's map is allocated for that many entries (plus the ghosts it may
+    /// remember, about 50–75 bytes each) when the converter is made, instead of growing
+    /// while the engine warms up: each growth copies every entry and faults in a new table,
+    /// a third of the converter's cost per block on a cold start. It still grows beyond.
+    pub fn with_expected_blocks(mut self, blocks: usize) -> Self {
+        self.expected_blocks = blocks;
+        self
+    }
+
+    /// The entries the converter's map is sized for up front: the expected blocks and the
+    /// ghosts it may remember, or none when the expected blocks are unknown.
+    pub(crate) fn map_capacity(&self) -> usize {
+        if self.expected_blocks == 0 {
+            0
+        } else {
+            self.expected_blocks.saturating_add(self.max_ghosts)
+        }
     }
 
     /// The [`ExtraKeys`] of blocks stored under `lora` (the LoRA adapter name, if any).

@@ -10,9 +10,10 @@
 //! value 32 B  kvtier hash (2 × u64) │ parent fingerprint (0 = root) │ copies [u16; 4]
 //! ```
 //!
-//! One slot is 40 bytes (no control bytes: fingerprint 0 marks an empty slot), in an
-//! open-addressing table that grows by half its size at 13/16 full, so ~50–75 bytes per
-//! entry; no entry owns a heap allocation.
+//! One slot is 40 bytes, its key in a line of eight keys and its value beside them (no
+//! control bytes: fingerprint 0 marks an empty slot), in an open-addressing table that grows
+//! by half its size at 13/16 full, so ~50–75 bytes per entry; no entry owns a heap
+//! allocation.
 //!
 //! # Invariants
 //!
@@ -129,21 +130,31 @@ impl BuildHasher for FpBuild {
     }
 }
 
-/// One slot of the table: a fingerprint (0: empty) and its entry, 40 bytes.
+/// Slots per [`Group`]: the keys of one cache line.
+const GROUP: usize = 8;
+
+/// Eight slots: their keys in one cache line, then their entries (two to a line).
+///
+/// A probe scans keys only, so an insert's walk to the end of its cluster (~5 slots on
+/// average at the loads the table keeps) reads one or two lines of keys, then the one entry
+/// it needs, instead of 40 bytes per slot it passes.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
-    fp: u64,
-    entry: Entry,
+#[repr(C, align(64))]
+struct Group {
+    /// Fingerprints; 0: empty.
+    keys: [u64; GROUP],
+    /// The entry of each occupied slot (unspecified in an empty one).
+    entries: [Entry; GROUP],
 }
 
-impl Slot {
+impl Group {
     const EMPTY: Self = Self {
-        fp: 0,
-        entry: Entry {
+        keys: [0; GROUP],
+        entries: [Entry {
             hash: [0; 2],
             parent: 0,
             copies: [0; 4],
-        },
+        }; GROUP],
     };
 }
 
@@ -152,38 +163,68 @@ fn max_len(slots: usize) -> usize {
     slots / 16 * 13 + slots % 16 * 13 / 16
 }
 
+/// Where a probe for a fingerprint ended.
+enum Probe {
+    /// The key is at this slot.
+    Found(usize),
+    /// The key is absent; this is the first empty slot on its probe path.
+    Vacant(usize),
+}
+
 /// An open-addressing table of fingerprints, with linear probing and backward-shift deletion.
 ///
-/// A fingerprint's home slot is `fp × slots / 2⁶⁴` (a multiply, no power of two), so the
-/// table grows by half its size (not double), and keeps between ~50 and ~75 bytes per entry;
-/// as homes follow the order of fingerprints, growing reinserts almost sequentially. Key 0
+/// Slots are laid out in [`Group`]s of eight: keys first, entries after. A fingerprint's
+/// home slot is `fp × slots / 2⁶⁴` (a multiply, no power of two), so the table grows by half
+/// its size (not double, in whole groups), and keeps between ~50 and ~75 bytes per entry; as
+/// homes follow the order of fingerprints, growing reinserts almost sequentially. Key 0
 /// marks an empty slot (fingerprints are never 0), so no control bytes are needed.
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    slots: Vec<Slot>,
+    groups: Vec<Group>,
     pub(super) len: usize,
 }
 
 impl Table {
+    /// Slots in the table.
+    fn slots(&self) -> usize {
+        self.groups.len() * GROUP
+    }
+
     /// The home slot of `fp` in a table of `n` slots (`n > 0`).
     fn home(fp: u64, n: usize) -> usize {
         ((u128::from(fp) * n as u128) >> 64) as usize
     }
 
-    /// The slot holding `fp` (never one for 0, the mark of an empty slot).
-    pub(super) fn find(&self, fp: u64) -> Option<usize> {
-        let n = self.slots.len();
-        if n == 0 || fp == 0 {
-            return None;
-        }
+    fn key(&self, i: usize) -> u64 {
+        self.groups[i / GROUP].keys[i % GROUP]
+    }
+
+    fn entry(&self, i: usize) -> &Entry {
+        &self.groups[i / GROUP].entries[i % GROUP]
+    }
+
+    fn entry_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.groups[i / GROUP].entries[i % GROUP]
+    }
+
+    fn set(&mut self, i: usize, fp: u64, entry: Entry) {
+        let group = &mut self.groups[i / GROUP];
+        group.keys[i % GROUP] = fp;
+        group.entries[i % GROUP] = entry;
+    }
+
+    /// Follows `fp`'s probe path to its slot or to the first empty one (the table has at
+    /// least one empty slot; `fp` is not 0).
+    fn probe(&self, fp: u64) -> Probe {
+        let n = self.slots();
         let mut i = Self::home(fp, n);
         loop {
-            let at = self.slots[i].fp;
+            let at = self.key(i);
             if at == fp {
-                return Some(i);
+                return Probe::Found(i);
             }
             if at == 0 {
-                return None;
+                return Probe::Vacant(i);
             }
             i += 1;
             if i == n {
@@ -192,51 +233,64 @@ impl Table {
         }
     }
 
-    /// Reads `fp`'s home slot and returns its key, to bring the slot into the cache before
-    /// it is probed (a load the processor overlaps with others, as no later work depends
-    /// on it but the caller's `black_box`).
+    /// The slot holding `fp` (never one for 0, the mark of an empty slot).
+    pub(super) fn find(&self, fp: u64) -> Option<usize> {
+        if self.groups.is_empty() || fp == 0 {
+            return None;
+        }
+        match self.probe(fp) {
+            Probe::Found(i) => Some(i),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Reads the cache lines a probe for `fp` is likely to need (its home slot's keys, the
+    /// next group's keys when the home is in the second half of its group, and the home
+    /// slot's entry) and returns a value made of them, to bring them into the cache before
+    /// the probe (loads the processor overlaps with others, as no later work depends on them
+    /// but the caller's `black_box`).
     pub(super) fn touch(&self, fp: u64) -> u64 {
-        let n = self.slots.len();
+        let n = self.slots();
         if n == 0 {
             return 0;
         }
         let home = Self::home(fp, n);
-        // A probe usually runs past the home slot's line: bring the next one in too.
-        self.slots[home].fp ^ self.slots[(home + 2).min(n - 1)].fp
+        let ahead = (home + GROUP / 2).min(n - 1);
+        self.key(home) ^ self.key(ahead) ^ self.entry(home).parent
     }
 
     pub(super) fn get(&self, fp: u64) -> Option<&Entry> {
-        self.find(fp).map(|i| &self.slots[i].entry)
+        self.find(fp).map(|i| self.entry(i))
     }
 
     pub(super) fn get_mut(&mut self, fp: u64) -> Option<&mut Entry> {
-        self.find(fp).map(|i| &mut self.slots[i].entry)
+        self.find(fp).map(|i| self.entry_mut(i))
     }
 
     /// The slot of `fp`, inserting `make()` when it has none; `true` when it was inserted.
+    /// One probe when the table has room.
     pub(super) fn slot(&mut self, fp: u64, make: impl FnOnce() -> Entry) -> (&mut Entry, bool) {
-        if let Some(i) = self.find(fp) {
-            return (&mut self.slots[i].entry, false);
+        let mut probe = if self.groups.is_empty() {
+            Probe::Vacant(0)
+        } else {
+            self.probe(fp)
+        };
+        if let Probe::Found(i) = probe {
+            return (self.entry_mut(i), false);
         }
-        if self.len + 1 > max_len(self.slots.len()) {
+        if self.len + 1 > max_len(self.slots()) {
             self.grow();
+            probe = self.probe(fp);
         }
-        let i = self.vacant(fp);
-        self.slots[i] = Slot { fp, entry: make() };
+        let (Probe::Vacant(i) | Probe::Found(i)) = probe;
+        self.set(i, fp, make());
         self.len += 1;
-        (&mut self.slots[i].entry, true)
+        (self.entry_mut(i), true)
     }
 
     /// The first empty slot on `fp`'s probe path (`fp` is not in the table, which has room).
     fn vacant(&self, fp: u64) -> usize {
-        let n = self.slots.len();
-        let mut i = Self::home(fp, n);
-        while self.slots[i].fp != 0 {
-            i += 1;
-            if i == n {
-                i = 0;
-            }
-        }
+        let (Probe::Vacant(i) | Probe::Found(i)) = self.probe(fp);
         i
     }
 
@@ -254,46 +308,74 @@ impl Table {
     /// Removes `fp`'s entry, shifting the rest of its cluster back so no probe path breaks.
     pub(super) fn remove(&mut self, fp: u64) -> Option<Entry> {
         let found = self.find(fp)?;
-        let removed = self.slots[found].entry;
-        let n = self.slots.len();
+        let removed = *self.entry(found);
+        let n = self.slots();
         let mut hole = found;
         let mut j = found;
         loop {
             j = if j + 1 == n { 0 } else { j + 1 };
-            let at = self.slots[j].fp;
+            let at = self.key(j);
             if at == 0 {
                 break;
             }
             // The entry at `j` may fill the hole when the hole is on its probe path.
             let home = Self::home(at, n);
             if (j + n - home) % n >= (j + n - hole) % n {
-                self.slots[hole] = self.slots[j];
+                let entry = *self.entry(j);
+                self.set(hole, at, entry);
                 hole = j;
             }
         }
-        self.slots[hole] = Slot::EMPTY;
+        self.set(hole, 0, Group::EMPTY.entries[0]);
         self.len -= 1;
         Some(removed)
     }
 
-    /// A table with room for `len` entries, of the entries kept by `keep`, in slot order.
-    fn rebuilt(&self, slots: usize, keep: impl FnMut(&&Slot) -> bool) -> Self {
+    /// A table of `groups` groups, of the entries kept by `keep`, in slot order.
+    fn rebuilt(&self, groups: usize, mut keep: impl FnMut(u64) -> bool) -> Self {
         let mut table = Self {
-            slots: vec![Slot::EMPTY; slots],
+            groups: vec![Group::EMPTY; groups],
             len: 0,
         };
-        for slot in self.slots.iter().filter(|s| s.fp != 0).filter(keep) {
-            let i = table.vacant(slot.fp);
-            table.slots[i] = *slot;
-            table.len += 1;
+        for group in &self.groups {
+            for (&fp, entry) in group.keys.iter().zip(&group.entries) {
+                if fp == 0 || !keep(fp) {
+                    continue;
+                }
+                let at = table.vacant(fp);
+                table.set(at, fp, *entry);
+                table.len += 1;
+            }
         }
         table
     }
 
+    /// An empty table with room for `len` entries before it grows; an empty one (growing as
+    /// needed) when that much memory cannot be had.
+    pub(super) fn with_capacity(len: usize) -> Self {
+        let mut groups = Vec::new();
+        // The fewest groups that take `len` entries (not a step of the growth sequence,
+        // which may be half as large again).
+        let want = len.div_ceil(13).saturating_mul(16).div_ceil(GROUP).max(2);
+        if len > 0 && groups.try_reserve_exact(want).is_ok() {
+            groups.resize(want, Group::EMPTY);
+        }
+        Self { groups, len: 0 }
+    }
+
+    /// The fewest groups on the growth sequence that hold `len` entries.
+    fn groups_for(len: usize) -> usize {
+        let mut groups = 2usize;
+        while max_len(groups.saturating_mul(GROUP)) < len && groups < usize::MAX / 2 {
+            groups += groups / 2;
+        }
+        groups
+    }
+
     fn grow(&mut self) {
-        let n = self.slots.len();
-        let slots = (n + n / 2).max(16);
-        *self = self.rebuilt(slots, |_| true);
+        let n = self.groups.len();
+        let groups = (n + n / 2).max(2);
+        *self = self.rebuilt(groups, |_| true);
     }
 
     /// Keeps the first `keep` entries in slot order.
@@ -301,11 +383,7 @@ impl Table {
         if self.len <= keep {
             return;
         }
-        let mut slots = 16;
-        while max_len(slots) < keep {
-            slots += slots / 2;
-        }
-        *self = self.rebuilt(slots, |_| {
+        *self = self.rebuilt(Self::groups_for(keep), |_| {
             let kept = keep > 0;
             keep = keep.saturating_sub(1);
             kept
@@ -314,21 +392,23 @@ impl Table {
 
     #[cfg(any(feature = "zmq", test))]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Entry)> {
-        self.slots
+        self.groups
             .iter()
-            .filter(|s| s.fp != 0)
-            .map(|s| (s.fp, &s.entry))
+            .flat_map(|g| g.keys.iter().zip(&g.entries))
+            .filter(|(fp, _)| **fp != 0)
+            .map(|(fp, e)| (*fp, e))
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Entry)> {
-        self.slots
+        self.groups
             .iter_mut()
-            .filter(|s| s.fp != 0)
-            .map(|s| (s.fp, &mut s.entry))
+            .flat_map(|g| g.keys.iter().zip(&mut g.entries))
+            .filter(|(fp, _)| **fp != 0)
+            .map(|(fp, e)| (*fp, e))
     }
 
     pub(super) fn bytes(&self) -> usize {
-        self.slots.len() * size_of::<Slot>()
+        self.groups.len() * size_of::<Group>()
     }
 }
 
@@ -352,10 +432,11 @@ pub(crate) struct BlockMap {
 }
 
 impl BlockMap {
-    /// An empty map that remembers at most `max_ghosts` ghosts.
-    pub(crate) fn new(max_ghosts: usize) -> Self {
+    /// An empty map that remembers at most `max_ghosts` ghosts, with room for `capacity`
+    /// entries before it grows.
+    pub(crate) fn new(max_ghosts: usize, capacity: usize) -> Self {
         Self {
-            entries: Table::default(),
+            entries: Table::with_capacity(capacity),
             ghosts: VecDeque::new(),
             max_ghosts,
             held: 0,

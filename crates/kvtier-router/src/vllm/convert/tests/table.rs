@@ -86,3 +86,21 @@ fn table_grows_by_half_and_stays_under_76_bytes_per_entry() {
     }
     assert_eq!(table.len, 100_000);
 }
+
+#[test]
+fn a_table_sized_up_front_does_not_grow_and_an_absurd_size_is_refused() {
+    let mut table = Table::with_capacity(10_000);
+    let bytes = table.bytes();
+    assert!(bytes > 0);
+    for i in 1..=10_000u64 {
+        let fp = i.wrapping_mul(0x9e37_79b9_7f4a_7c15).max(1);
+        table.insert(fp, entry(fp, i));
+    }
+    assert_eq!(table.bytes(), bytes, "no growth below the expected size");
+    assert_eq!(table.len, 10_000);
+    // More memory than can be had: an empty table that grows as needed, no abort.
+    let mut huge = Table::with_capacity(usize::MAX / 2);
+    assert_eq!(huge.bytes(), 0);
+    assert_eq!(huge.insert(7, entry(7, 1)), None);
+    assert_eq!(huge.get(7), Some(&entry(7, 1)));
+}
