@@ -1,0 +1,1 @@
+//! G2: the host-memory arena (work in progress).

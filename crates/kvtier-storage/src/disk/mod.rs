@@ -1,0 +1,1 @@
+//! G3: block bytes on local disk (work in progress).

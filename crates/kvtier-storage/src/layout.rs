@@ -1,0 +1,1 @@
+//! Block byte layouts (work in progress).
