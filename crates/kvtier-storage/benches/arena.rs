@@ -74,10 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let arena = HostArena::new(&manager, BlockLayout::from_bytes(size)?)?;
         let mut blocks = manager.allocate_blocks(2)?;
         let mut writer = blocks.pop().ok_or("no block")?;
-        let reader = blocks.pop().ok_or("no block")?;
+        let mut reader = blocks.pop().ok_or("no block")?;
         let src = vec![0x5Au8; size];
         let mut dst = vec![0u8; size];
-        arena.write_from(&mut writer, &src)?;
+        arena.write_from(&mut reader, &src)?;
         let reader = reader
             .stage(SequenceHash::root(1), manager.block_size())
             .map_err(|e| e.to_string())?;
@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * w / al,
             100.0 * r / al,
         );
-        assert_eq!(dst, src);
+        assert!(dst == src, "read back what was written");
     }
     Ok(())
 }
