@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
-use kvtier_core::{AllocError, BlockManager, G2, ImmutableBlock, MutableBlock, SequenceHash};
+use kvtier_core::{
+    AllocError, BlockManager, DuplicationPolicy, G2, ImmutableBlock, MutableBlock, SequenceHash,
+};
 use kvtier_storage::arena::{ArenaError, HostArena};
 use kvtier_storage::layout::{BlockLayout, PAGE_SIZE};
 
@@ -294,4 +296,59 @@ fn concurrent_readers_never_see_their_block_overwritten() {
         verified.load(Ordering::Relaxed) > 0,
         "readers checked nothing"
     );
+}
+
+/// With `DuplicationPolicy::Allow` a duplicate keeps its own slot and bytes; with `Reject` the
+/// caller gets the primary's slot, and the rejected slot goes back to the free pool.
+#[test]
+fn duplicates_read_their_own_slot_and_rejected_ones_the_primary() {
+    for policy in [DuplicationPolicy::Allow, DuplicationPolicy::Reject] {
+        let m = BlockManager::<G2>::builder()
+            .with_block_count(4)
+            .with_duplication_policy(policy)
+            .build()
+            .unwrap();
+        let arena = HostArena::new(&m, BlockLayout::from_bytes(512).unwrap()).unwrap();
+        let mut blocks = m.allocate_blocks(2).unwrap();
+        let first = register(&m, &arena, blocks.remove(0), 3);
+        // Same hash, other bytes (as two engines filling the same prefix would not, but may).
+        let mut second = blocks.remove(0);
+        arena.write_from(&mut second, &[0xCC; 512]).unwrap();
+        let second = m
+            .register_block(second.stage(SequenceHash::root(3), m.block_size()).unwrap())
+            .unwrap();
+        assert_eq!(arena.block(&first).unwrap(), &pattern(3, 512)[..]);
+        match policy {
+            DuplicationPolicy::Allow => {
+                assert!(second.is_duplicate());
+                assert_ne!(second.block_id(), first.block_id());
+                assert!(arena.block(&second).unwrap().iter().all(|&b| b == 0xCC));
+                assert_eq!(arena.stats().active_entries, 2);
+            }
+            _ => {
+                assert_eq!(second.block_id(), first.block_id());
+                assert_eq!(arena.block(&second).unwrap(), &pattern(3, 512)[..]);
+                assert_eq!(arena.stats().active_entries, 1);
+            }
+        }
+        assert!(arena.stats().is_consistent(4 * PAGE_SIZE as u64));
+    }
+}
+
+/// A weak reference does not keep the slot: once the block is evicted and the slot rewritten,
+/// upgrading fails, so no stale bytes can be reached through it.
+#[test]
+fn a_weak_reference_cannot_reach_a_reused_slot() {
+    let m = manager(1);
+    let arena = HostArena::new(&m, BlockLayout::from_bytes(256).unwrap()).unwrap();
+    let held = register(&m, &arena, m.allocate_blocks(1).unwrap().pop().unwrap(), 8);
+    let weak = held.downgrade();
+    drop(held);
+    let again = weak.upgrade().expect("cached, not evicted yet");
+    assert_eq!(arena.block(&again).unwrap(), &pattern(8, 256)[..]);
+    drop(again);
+    let mut reused = m.allocate_blocks(1).unwrap().pop().unwrap();
+    arena.block_mut(&mut reused).unwrap().fill(1);
+    assert!(weak.upgrade().is_none());
+    assert_eq!(arena.stats().evictions, 1);
 }
