@@ -3,12 +3,12 @@
 //! Groups, for blocks of 64 KiB, 256 KiB, 1 MiB and 4 MiB:
 //! - `memcpy`: `dst.copy_from_slice(&src)` between two `Vec<u8>` (the baseline; large
 //!   `Vec`s come from `mmap` and start 16 bytes past a page boundary);
-//! - `memcpy-al`: the same copy between two page-aligned slices (the best case of the CPU);
+//! - `memcpy-al`: the same copy between two page-aligned buffers ([`PageBuf`]);
 //! - `write`: [`HostArena::write_from`] from a `Vec<u8>` into a slot (guard check + copy);
-//! - `write-al`: the same from a page-aligned source (what a caller staging in page-aligned
-//!   buffers gets; a `Vec` source 16 bytes off a page costs the copy a few percent);
+//! - `write-al`: the same from a [`PageBuf`] (what a caller staging in page-aligned buffers
+//!   gets; a `Vec` 16 bytes off a page costs the copy into a page-aligned slot);
 //! - `read`: [`HostArena::read_into`] from a registered block's slot into a `Vec<u8>`;
-//! - `read-al` (spread only): the same into a page-aligned destination.
+//! - `read-al` (spread only): the same into a [`PageBuf`].
 //!
 //! Two settings: *hot* copies one source to one destination again and again (cache-resident up
 //! to 1 MiB: the copy loop itself); *spread* cycles through `--spread` MiB of blocks per side
@@ -27,8 +27,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use kvtier_core::{BlockManager, G2, ImmutableBlock, SequenceHash};
-use kvtier_storage::arena::HostArena;
-use kvtier_storage::layout::{BlockLayout, PAGE_SIZE};
+use kvtier_storage::arena::{HostArena, PageBuf};
+use kvtier_storage::layout::BlockLayout;
 
 const SIZES: [usize; 4] = [64 << 10, 256 << 10, 1 << 20, 4 << 20];
 
@@ -56,13 +56,6 @@ fn time(iters: usize, size: usize, mut f: impl FnMut()) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     (iters * size) as f64 / secs / 1e9
-}
-
-/// A page-aligned slice of `len` bytes inside `buf`.
-fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    buf.resize(len + PAGE_SIZE, 1);
-    let off = buf.as_ptr().align_offset(PAGE_SIZE);
-    &mut buf[off..off + len]
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -103,11 +96,11 @@ fn hot(size: usize, reps: usize, sample: usize) -> Result<[f64; 9], Box<dyn std:
         .pop()
         .ok_or("no block")?;
     let mut writer = manager.allocate_blocks(1)?.pop().ok_or("no block")?;
-    let (mut abuf, mut bbuf) = (Vec::new(), Vec::new());
-    let a_src = aligned(&mut abuf, size);
-    let a_dst = aligned(&mut bbuf, size);
+    let mut a_src = PageBuf::zeroed(size)?;
+    a_src.fill(0x5A);
+    let mut a_dst = PageBuf::zeroed(size)?;
     dst.copy_from_slice(&src); // fault in and warm every buffer
-    a_dst.copy_from_slice(a_src);
+    a_dst.copy_from_slice(&a_src);
 
     let mut v: [Vec<f64>; 5] = Default::default();
     for _ in 0..reps {
@@ -160,9 +153,9 @@ fn spread(
     spread_bytes: usize,
 ) -> Result<[f64; 10], Box<dyn std::error::Error>> {
     let n = (spread_bytes / size).max(4);
-    let (mut abuf, mut bbuf) = (Vec::new(), Vec::new());
-    let a_src = aligned(&mut abuf, size);
-    let a_dst = aligned(&mut bbuf, size);
+    let mut a_src = PageBuf::zeroed(size)?;
+    a_src.fill(0x5A);
+    let mut a_dst = PageBuf::zeroed(size)?;
     let iters = (sample / size).max(n);
     let manager = BlockManager::<G2>::builder()
         .with_block_count(2 * n)
@@ -170,8 +163,12 @@ fn spread(
     let arena = HostArena::new(&manager, BlockLayout::from_bytes(size)?)?;
     let src = vec![0x5Au8; size];
     let mut dst = vec![0u8; size];
-    let held = register_all(&manager, &arena, n, &src, 1)?;
+    // Slots are visited in address order, as the `Vec`s are: the manager hands ids out
+    // interleaved across its shards, and a scattered order would measure the prefetcher.
+    let mut held = register_all(&manager, &arena, n, &src, 1)?;
+    held.sort_by_key(|b| b.block_id());
     let mut writers = manager.allocate_blocks(n)?;
+    writers.sort_by_key(|b| b.block_id());
     let mut vecs: Vec<Vec<u8>> = (0..n).map(|_| vec![0x5Au8; size]).collect();
 
     let mut v: [Vec<f64>; 6] = Default::default();
