@@ -21,7 +21,10 @@
 //!
 //! Run: `cargo bench -p kvtier-storage --bench arena`
 //!
-//! Reference (2-vCPU EPYC, shared, 7 reps) is in `docs/` and the commit that added this file.
+//! Reference (2-vCPU EPYC shared with other builds, 3 runs; full tables in
+//! `docs/storage-bench.md`): hot, G2 write-al / read at 94–108% of memcpy for every size, G2
+//! write from a `Vec` 89–94% (64–256 KiB); spread, write-al 97–136%, read-al 90–101%, read of
+//! 256 KiB into a `Vec` 52% (the `Vec` sits 16 bytes off a page: use `PageBuf`).
 
 use std::hint::black_box;
 use std::time::Instant;
