@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="-Zsanitizer=address"
 export RUSTDOCFLAGS="-Zsanitizer=address"
 export CARGO_TARGET_DIR=${ASAN_TARGET_DIR:-target/asan}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+# allocator_may_return_null: the tests ask for absurd sizes on purpose and expect an error back.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 target=x86_64-unknown-linux-gnu
 
 # Unit tests of the arena (raw.rs included), then the arena's integration tests.

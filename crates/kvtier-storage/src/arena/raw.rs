@@ -212,6 +212,18 @@ mod tests {
     }
 
     #[test]
+    fn an_impossible_region_is_an_error_not_an_abort() {
+        let layout = BlockLayout::from_bytes(1 << 30).unwrap();
+        // 2^60 bytes: fits in isize, no allocator can give it.
+        let err = Slots::new(1, 1 << 30, layout).err().unwrap();
+        assert_eq!(err, ArenaError::AllocationFailed { bytes: 1 << 60 });
+        assert!(matches!(
+            Slots::new(1, usize::MAX, layout),
+            Err(ArenaError::Layout(_))
+        ));
+    }
+
+    #[test]
     fn foreign_guards_are_rejected() {
         let (_m, s) = setup(2, 64);
         let other = BlockManager::<G2>::builder()
