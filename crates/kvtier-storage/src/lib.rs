@@ -4,6 +4,42 @@
 //! - [`arena`]: G2, a pre-allocated host-memory arena; block id `i` owns slot `i`.
 //! - [`disk`]: G3, block bytes in preallocated files on local disk, indexed, checksummed and
 //!   crash safe.
+//!
+//! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
+//! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
+//! (`scripts/asan.sh`).
+//!
+//! # Example
+//!
+//! Size blocks from a model, give a manager's blocks their bytes in host memory, write a block
+//! in place, register it, and read it back from a second request that matches the prefix.
+//!
+//! ```
+//! use kvtier_core::{BlockManager, G2, SequenceHash};
+//! use kvtier_storage::arena::HostArena;
+//! use kvtier_storage::layout::{BlockLayout, Dtype, ModelLayout};
+//!
+//! // A small model: 2 layers, 16 tokens per block, 2 KV heads of 64, bf16 -> 16 KiB blocks.
+//! let layout = BlockLayout::from_model(&ModelLayout::new(2, 16, 2, 64, Dtype::Bf16))?;
+//! assert_eq!(layout.block_bytes(), 16 << 10);
+//! let manager = BlockManager::<G2>::builder()
+//!     .with_block_count(32)
+//!     .with_block_size(16)
+//!     .build()?;
+//! let arena = HostArena::new(&manager, layout)?;
+//!
+//! let hash = SequenceHash::root(42);
+//! let mut block = manager.allocate_blocks(1)?.pop().unwrap();
+//! arena.block_mut(&mut block)?.fill(7); // the engine writes K/V straight into the slot
+//! let staged = block.stage(hash, 16).map_err(|e| e.to_string())?;
+//! drop(manager.register_block(staged).map_err(|e| e.to_string())?); // cached, evictable
+//!
+//! let hit = manager.match_blocks(&[hash]); // holding `hit` keeps the slot from reuse
+//! assert!(arena.block(&hit[0])?.iter().all(|&b| b == 7));
+//! let stats = arena.stats();
+//! assert_eq!((stats.entries, stats.used_bytes), (1, 16 << 10));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod arena;
 pub mod disk;

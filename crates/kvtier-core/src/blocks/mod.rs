@@ -114,6 +114,12 @@ impl<T: Tier> MutableBlock<T> {
         self.block_size
     }
 
+    /// The id of the manager that owns the slot ([`BlockManager::id`](crate::BlockManager::id)):
+    /// with [`block_id`](Self::block_id) it addresses the slot across managers.
+    pub fn manager_id(&self) -> u64 {
+        self.slot().shared.manager_id
+    }
+
     /// Seals the block with the sequence hash of the `block_size` tokens written into it.
     ///
     /// # Errors
