@@ -7,7 +7,7 @@
 //! walk the whole tree). The index is only ever written after the block bytes it points to are
 //! durable; see the module doc of [`super`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -48,13 +48,57 @@ impl Record {
     }
 }
 
-/// Opens (or creates) the index at `path`, checks or records the settings, and returns the
-/// database with every record in it.
+/// The index database, reopened after an I/O error (redb refuses every later transaction of a
+/// handle that saw one, e.g. a full disk, until it is reopened).
+#[derive(Debug)]
+pub(crate) struct Index {
+    path: PathBuf,
+    db: Option<Database>,
+}
+
+/// Opens (or creates) the index in `dir`, checks or records the settings, and returns it with
+/// every record in it.
+///
+/// A new index is built under a temporary name and renamed into place once durable, so a crash
+/// while creating it leaves no half-written database behind.
 pub(crate) fn open(
     dir: &Path,
     config: &DiskConfig,
-) -> Result<(Database, Vec<(u128, Record)>), DiskError> {
-    let db = Database::create(dir.join("index.redb")).map_err(DiskError::index)?;
+) -> Result<(Index, Vec<(u128, Record)>), DiskError> {
+    let path = dir.join("index.redb");
+    if !path.exists() {
+        create_atomically(dir, &path)?;
+    }
+    let db = Database::create(&path).map_err(DiskError::index)?;
+    check_meta(&db, dir, config)?;
+    let records = load(&db)?;
+    Ok((Index { path, db: Some(db) }, records))
+}
+
+/// Creates an empty index at `path` through a temporary file, a sync and a rename.
+fn create_atomically(dir: &Path, path: &Path) -> Result<(), DiskError> {
+    let temporary = dir.join("index.redb.new");
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DiskError::io("removing a half-created index")(e)),
+    }
+    {
+        let db = Database::create(&temporary).map_err(DiskError::index)?;
+        let txn = db.begin_write().map_err(DiskError::index)?;
+        txn.open_table(BLOCKS).map_err(DiskError::index)?;
+        txn.commit().map_err(DiskError::index)?;
+    }
+    std::fs::File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(DiskError::io("creating the index"))
+}
+
+/// Checks the settings recorded in `meta` against `config`, recording them in a new index and
+/// a grown capacity in an old one.
+fn check_meta(db: &Database, dir: &Path, config: &DiskConfig) -> Result<(), DiskError> {
     let wanted = meta_values(config);
     let stored = {
         let read = db.begin_read().map_err(DiskError::index)?;
@@ -109,8 +153,7 @@ pub(crate) fn open(
         }
         txn.commit().map_err(DiskError::index)?;
     }
-    let records = load(&db)?;
-    Ok((db, records))
+    Ok(())
 }
 
 /// Every record in the index.
@@ -125,9 +168,33 @@ fn load(db: &Database) -> Result<Vec<(u128, Record)>, DiskError> {
     Ok(records)
 }
 
-/// One durable index change: removes `removals` first, then inserts `inserts`, in one write
-/// transaction committed with immediate durability.
-pub(crate) fn commit(
+impl Index {
+    /// One durable index change: removes `removals` first, then inserts `inserts`, in one
+    /// write transaction committed with immediate durability.
+    ///
+    /// # Errors
+    ///
+    /// [`DiskError::Index`]; after an I/O error the database is closed and reopened by the
+    /// next commit (its durable state is the last commit that returned `Ok`).
+    pub(crate) fn commit(
+        &mut self,
+        removals: &[u128],
+        inserts: &[(u128, Record)],
+    ) -> Result<(), DiskError> {
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => Database::create(&self.path).map_err(DiskError::index)?,
+        };
+        let result = commit_on(&db, removals, inserts);
+        if !matches!(result, Err(DiskError::Index(ref e)) if matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo))
+        {
+            self.db = Some(db);
+        }
+        result
+    }
+}
+
+fn commit_on(
     db: &Database,
     removals: &[u128],
     inserts: &[(u128, Record)],

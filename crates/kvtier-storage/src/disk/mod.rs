@@ -83,14 +83,13 @@ use std::path::{Path, PathBuf};
 
 use kvtier_core::SequenceHash;
 use parking_lot::Mutex;
-use redb::Database;
 
 pub use config::{DiskConfig, MAX_NAMESPACE_BYTES};
 pub use error::DiskError;
 pub use stats::DiskStats;
 
 use files::DataFiles;
-use index::Record;
+use index::{Index, Record};
 use slots::{Grant, SlotTable};
 use stats::{Counters, add};
 
@@ -114,9 +113,9 @@ pub enum BlockRead {
 pub struct DiskTier {
     dir: PathBuf,
     config: DiskConfig,
-    db: Database,
     files: DataFiles,
-    writer: Mutex<()>,
+    /// The index, which is also the writer lock.
+    writer: Mutex<Index>,
     slots: Mutex<SlotTable>,
     counters: Counters,
 }
@@ -135,7 +134,7 @@ impl DiskTier {
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         std::fs::create_dir_all(&dir).map_err(DiskError::io("creating the tier directory"))?;
-        let (db, records) = index::open(&dir, &config)?;
+        let (index, records) = index::open(&dir, &config)?;
         let max_files = config.capacity_blocks().div_ceil(config.slots_per_file()) as usize;
         let files = DataFiles::open(
             &dir,
@@ -153,9 +152,8 @@ impl DiskTier {
         Ok(Self {
             dir,
             config,
-            db,
             files,
-            writer: Mutex::new(()),
+            writer: Mutex::new(index),
             slots: Mutex::new(slots),
             counters: Counters::default(),
         })
@@ -240,8 +238,8 @@ impl DiskTier {
         if blocks.is_empty() {
             return Ok(());
         }
-        let _writer = self.writer.lock();
-        let result = self.write_locked(&blocks);
+        let mut index = self.writer.lock();
+        let result = self.write_locked(&mut index, &blocks);
         if result.is_err() {
             add(&self.counters.errors, 1);
         }
@@ -249,7 +247,11 @@ impl DiskTier {
     }
 
     /// The body of [`DiskTier::put_batch`], with the writer lock held.
-    fn write_locked(&self, blocks: &[(SequenceHash, &[u8])]) -> Result<(), DiskError> {
+    fn write_locked(
+        &self,
+        index: &mut Index,
+        blocks: &[(SequenceHash, &[u8])],
+    ) -> Result<(), DiskError> {
         self.grow_for(blocks.len() as u64)?;
         let covered = self.files.covered_slots();
         let mut grants: Vec<Grant> = Vec::with_capacity(blocks.len());
@@ -269,7 +271,7 @@ impl DiskTier {
                 grants.push(grant);
             }
         }
-        let staged = self.write_and_commit(blocks, &grants);
+        let staged = self.write_and_commit(index, blocks, &grants);
         let mut slots = self.slots.lock();
         match staged {
             Ok(records) => {
@@ -316,6 +318,7 @@ impl DiskTier {
     /// committed records.
     fn write_and_commit(
         &self,
+        index: &mut Index,
         blocks: &[(SequenceHash, &[u8])],
         grants: &[Grant],
     ) -> Result<Vec<(u128, Record)>, DiskError> {
@@ -340,14 +343,14 @@ impl DiskTier {
                 (hash.as_u128(), record)
             })
             .collect();
-        self.commit_index(&records)?;
+        self.commit_index(index, &records)?;
         Ok(records)
     }
 
     /// One index commit: the pending removals, then `inserts`. Call with the writer lock held.
-    fn commit_index(&self, inserts: &[(u128, Record)]) -> Result<(), DiskError> {
+    fn commit_index(&self, index: &mut Index, inserts: &[(u128, Record)]) -> Result<(), DiskError> {
         let removals = self.slots.lock().take_removals();
-        index::commit(&self.db, &removals, inserts).inspect_err(|_| {
+        index.commit(&removals, inserts).inspect_err(|_| {
             self.slots.lock().restore_removals(removals);
         })
     }
@@ -451,7 +454,7 @@ impl DiskTier {
     /// [`DiskError::Index`] if the index commit failed: the block is gone from this handle
     /// anyway, and its removal is retried by the next commit.
     pub fn delete(&self, hash: SequenceHash) -> Result<bool, DiskError> {
-        let _writer = self.writer.lock();
+        let mut index = self.writer.lock();
         let dropped = {
             let mut slots = self.slots.lock();
             match slots.get(hash.as_u128()) {
@@ -463,7 +466,7 @@ impl DiskTier {
             return Ok(false);
         }
         add(&self.counters.deletes, 1);
-        self.commit_index(&[])
+        self.commit_index(&mut index, &[])
             .inspect_err(|_| add(&self.counters.errors, 1))?;
         Ok(true)
     }
@@ -475,11 +478,11 @@ impl DiskTier {
     ///
     /// [`DiskError::Index`] if the commit failed (the removals stay queued).
     pub fn flush_removals(&self) -> Result<(), DiskError> {
-        let _writer = self.writer.lock();
+        let mut index = self.writer.lock();
         if self.slots.lock().pending_removals() == 0 {
             return Ok(());
         }
-        self.commit_index(&[])
+        self.commit_index(&mut index, &[])
             .inspect_err(|_| add(&self.counters.errors, 1))
     }
 
