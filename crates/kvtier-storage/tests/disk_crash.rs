@@ -17,8 +17,11 @@ use kvtier_storage::disk::{BlockRead, DiskConfig, DiskError, DiskTier};
 
 const CHILD_ENV: &str = "KVTIER_DISK_CHILD";
 
+/// The crash tests' tier; the eviction test runs with redb's quick repair, the other without.
 fn crash_config(capacity: u64) -> DiskConfig {
-    DiskConfig::new("crash-test/xxh3/raw", 4096, capacity).with_slots_per_file(256)
+    DiskConfig::new("crash-test/xxh3/raw", 4096, capacity)
+        .with_slots_per_file(256)
+        .with_quick_repair(capacity < 1000)
 }
 
 /// Child: opens the tier in `$KVTIER_DISK_DIR` and writes blocks `START..` forever in batches

@@ -3,8 +3,8 @@
 //! Table `blocks`: `u128 hash -> (slot, length, checksum, generation)`. Table `meta`: the
 //! settings the tier was created with (format version, namespace, block size, slots per file,
 //! capacity), checked on every open. A write batch is one redb write transaction, committed with
-//! redb's default immediate durability and quick repair (so a restart after a crash does not
-//! walk the whole tree). The index is only ever written after the block bytes it points to are
+//! immediate durability (one fsync; two with [`DiskConfig::with_quick_repair`], which spares a
+//! restart after a crash the walk of the whole tree). The index is only ever written after the block bytes it points to are
 //! durable; see the module doc of [`super`].
 
 use std::path::{Path, PathBuf};
@@ -54,6 +54,7 @@ impl Record {
 pub(crate) struct Index {
     path: PathBuf,
     db: Option<Database>,
+    quick_repair: bool,
 }
 
 /// Opens (or creates) the index in `dir`, checks or records the settings, and returns it with
@@ -72,7 +73,14 @@ pub(crate) fn open(
     let db = Database::create(&path).map_err(DiskError::index)?;
     check_meta(&db, dir, config)?;
     let records = load(&db)?;
-    Ok((Index { path, db: Some(db) }, records))
+    Ok((
+        Index {
+            path,
+            db: Some(db),
+            quick_repair: config.quick_repair(),
+        },
+        records,
+    ))
 }
 
 /// Creates an empty index at `path` through a temporary file, a sync and a rename.
@@ -185,7 +193,7 @@ impl Index {
             Some(db) => db,
             None => Database::create(&self.path).map_err(DiskError::index)?,
         };
-        let result = commit_on(&db, removals, inserts);
+        let result = commit_on(&db, self.quick_repair, removals, inserts);
         if !matches!(result, Err(DiskError::Index(ref e)) if matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo))
         {
             self.db = Some(db);
@@ -196,11 +204,12 @@ impl Index {
 
 fn commit_on(
     db: &Database,
+    quick_repair: bool,
     removals: &[u128],
     inserts: &[(u128, Record)],
 ) -> Result<(), DiskError> {
     let mut txn = db.begin_write().map_err(DiskError::index)?;
-    txn.set_quick_repair(true);
+    txn.set_quick_repair(quick_repair);
     {
         let mut table = txn.open_table(BLOCKS).map_err(DiskError::index)?;
         for hash in removals {
