@@ -5,9 +5,11 @@
 //! - `restart`: open a tier holding 1,000,000 blocks of 64 bytes and serve the first `get`
 //!   (index scan + in-memory rebuild; no block bytes are read). Three reopens, median shown.
 //! - `offload` / `onboard`: `put_batch` / `get_batch` of 64 KiB, 256 KiB and 1 MiB blocks in
-//!   16 MiB batches, against plain file I/O of the same bytes in the same run: `pwrite` of each
-//!   16 MiB batch into a preallocated file plus one `fdatasync` per batch (the tier's durability
-//!   discipline), and `pread` in 16 MiB chunks. Reads are cold: both sides drop the files'
+//!   16 MiB and 64 MiB batches (and one row with quick repair on), against plain file I/O of the
+//!   same bytes in the same run: `pwrite` of each batch into a preallocated file plus one
+//!   `fdatasync` per batch (the tier's durability discipline without its index commit), the
+//!   same writes with a single `fdatasync` at the end (the disk's raw sequential bandwidth),
+//!   and `pread` in batch-sized chunks. Reads are cold: both sides drop the files'
 //!   cached pages (`posix_fadvise(DONTNEED)`) first. One warm-up pass, then three measured
 //!   passes; the medians and the tier/plain ratio of medians are printed.
 //!
@@ -27,7 +29,6 @@ use std::time::{Duration, Instant};
 use kvtier_core::SequenceHash;
 use kvtier_storage::disk::{BlockRead, DiskConfig, DiskTier};
 
-const BATCH_BYTES: usize = 16 << 20;
 const PASSES: usize = 3;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -56,17 +57,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     restart(dir.path())?;
     println!();
     println!(
-        "| block | offload tier GB/s | plain, sync per batch | ratio | plain, one sync | ratio | onboard tier GB/s | plain read GB/s | ratio |"
+        "| block | batch | offload tier GB/s | plain, sync per batch | ratio | plain, one sync | ratio | onboard tier GB/s | plain read GB/s | ratio |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    const MIB: usize = 1 << 20;
     let runs = [
-        (64 << 10, false),
-        (256 << 10, false),
-        (1 << 20, false),
-        (256 << 10, true),
+        (64 << 10, 16 * MIB, false),
+        (256 << 10, 16 * MIB, false),
+        (MIB, 16 * MIB, false),
+        (256 << 10, 64 * MIB, false),
+        (MIB, 64 * MIB, false),
+        (256 << 10, 16 * MIB, true),
     ];
-    for (block, quick_repair) in runs {
-        bandwidth(dir.path(), block, quick_repair)?;
+    for (block, batch, quick_repair) in runs {
+        bandwidth(dir.path(), block, batch, quick_repair)?;
     }
     Ok(())
 }
@@ -123,13 +127,14 @@ fn restart(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 fn bandwidth(
     dir: &Path,
     block: usize,
+    batch_bytes: usize,
     quick_repair: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let total = (env_or("KVTIER_BENCH_MB", 128) as usize) << 20;
-    let per_batch = (BATCH_BYTES / block).max(1);
+    let total = ((env_or("KVTIER_BENCH_MB", 128) as usize) << 20).max(2 * batch_bytes);
+    let per_batch = (batch_bytes / block).max(1);
     let count = (total / block).max(per_batch);
     let bytes = count * block;
-    let data: Vec<u8> = (0..BATCH_BYTES.max(block))
+    let data: Vec<u8> = (0..batch_bytes.max(block))
         .map(|i| (i * 31 + i / 4096) as u8)
         .collect();
     let tier_dir = dir.join(format!("tier-{block}"));
@@ -209,9 +214,10 @@ fn bandwidth(
     let (tw, pw, sw) = (median(tw), median(pw), median(sw));
     let (tr, pr) = (median(tr), median(pr));
     println!(
-        "| {} KiB{} | {tw:.2} | {pw:.2} | {:.0}% | {sw:.2} | {:.0}% | {tr:.2} | {pr:.2} | {:.0}% |",
+        "| {} KiB{} | {} MiB | {tw:.2} | {pw:.2} | {:.0}% | {sw:.2} | {:.0}% | {tr:.2} | {pr:.2} | {:.0}% |",
         block >> 10,
         if quick_repair { " (quick repair)" } else { "" },
+        batch_bytes >> 20,
         100.0 * tw / pw,
         100.0 * tw / sw,
         100.0 * tr / pr

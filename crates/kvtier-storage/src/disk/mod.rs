@@ -78,6 +78,7 @@ mod files;
 mod index;
 mod slots;
 mod stats;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +93,7 @@ use files::DataFiles;
 use index::{Index, Record};
 use slots::{Grant, SlotTable};
 use stats::{Counters, add};
+use verify::{Piece, checksum};
 
 /// What [`DiskTier::get_batch`] found for one block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,16 +330,31 @@ impl DiskTier {
                 .zip(blocks)
                 .map(|(grant, (_, bytes))| (grant.slot, *bytes)),
         );
-        let touched = self.files.write_runs(&runs)?;
-        self.files.sync(&touched)?;
+        let bytes = blocks.len() * self.block_bytes();
+        let (written, checksums) = verify::overlap(
+            bytes,
+            || {
+                let touched = self.files.write_runs(&runs)?;
+                self.files.sync(&touched)
+            },
+            || {
+                grants
+                    .iter()
+                    .zip(blocks)
+                    .map(|(grant, (hash, bytes))| checksum(hash.as_u128(), grant.generation, bytes))
+                    .collect::<Vec<u64>>()
+            },
+        );
+        written?;
         let records: Vec<(u128, Record)> = grants
             .iter()
             .zip(blocks)
-            .map(|(grant, (hash, bytes))| {
+            .zip(checksums)
+            .map(|((grant, (hash, bytes)), checksum)| {
                 let record = Record {
                     slot: grant.slot,
                     len: bytes.len() as u32,
-                    checksum: checksum(hash.as_u128(), grant.generation, bytes),
+                    checksum,
                     generation: grant.generation,
                 };
                 (hash.as_u128(), record)
@@ -395,36 +412,30 @@ impl DiskTier {
             let slots = self.slots.lock();
             hashes.iter().map(|h| slots.get(h.as_u128())).collect()
         };
-        let mut i = 0;
-        while i < hashes.len() {
-            let Some(first) = records[i] else {
-                i += 1;
-                continue;
-            };
-            let mut end = i + 1;
-            while end < hashes.len()
-                && records[end].is_some_and(|r| r.slot == first.slot + (end - i) as u64)
-                && self.files.same_file(first.slot, (end - i + 1) as u64)
-            {
-                end += 1;
-            }
-            if let Err(e) = self
-                .files
-                .read(first.slot, &mut out[i * block..end * block])
-            {
+        let pieces = self.plan_reads(&records);
+        let check = |i: usize, bytes: &[u8]| {
+            records[i]
+                .is_some_and(|r| checksum(hashes[i].as_u128(), r.generation, bytes) == r.checksum)
+        };
+        let verdicts = match verify::read_and_verify(&self.files, block, &pieces, out, check) {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
                 add(&self.counters.errors, 1);
                 return Err(e);
             }
-            add(&self.counters.bytes_read, ((end - i) * block) as u64);
-            i = end;
+        };
+        let read: usize = pieces.iter().map(|p| p.count).sum();
+        add(&self.counters.bytes_read, (read * block) as u64);
+        let mut good = vec![false; hashes.len()];
+        for (i, ok) in verdicts {
+            good[i] = ok;
         }
         let mut results = Vec::with_capacity(hashes.len());
         for (i, (hash, record)) in hashes.iter().zip(&records).enumerate() {
             let result = match record {
                 None => BlockRead::Miss,
                 Some(r) => {
-                    let bytes = &out[i * block..(i + 1) * block];
-                    if checksum(hash.as_u128(), r.generation, bytes) == r.checksum {
+                    if good[i] {
                         BlockRead::Hit
                     } else if self.slots.lock().drop_entry(hash.as_u128(), r.generation) {
                         add(&self.counters.corrupt, 1);
@@ -445,6 +456,32 @@ impl DiskTier {
             results.push(result);
         }
         Ok(results)
+    }
+
+    /// The reads for `records` (in order, misses skipped): runs of consecutive slots of one
+    /// file, cut into pieces of about [`verify::PIECE_BYTES`].
+    fn plan_reads(&self, records: &[Option<Record>]) -> Vec<Piece> {
+        let per_piece = (verify::PIECE_BYTES / self.block_bytes()).max(1);
+        let mut pieces: Vec<Piece> = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            let Some(record) = record else { continue };
+            if let Some(last) = pieces.last_mut() {
+                let follows = last.first + last.count == i
+                    && last.slot + last.count as u64 == record.slot
+                    && last.count < per_piece
+                    && self.files.same_file(last.slot, last.count as u64 + 1);
+                if follows {
+                    last.count += 1;
+                    continue;
+                }
+            }
+            pieces.push(Piece {
+                first: i,
+                count: 1,
+                slot: record.slot,
+            });
+        }
+        pieces
     }
 
     /// Removes `hash` durably. Returns whether the tier held it.
@@ -509,14 +546,6 @@ fn last_of_each<'a>(blocks: &[(SequenceHash, &'a [u8])]) -> Vec<(SequenceHash, &
         .collect();
     unique.reverse();
     unique
-}
-
-/// The checksum stored for a block: xxh3-64 of its bytes, seeded with its hash and generation.
-fn checksum(hash: u128, generation: u64, bytes: &[u8]) -> u64 {
-    let seed = (hash as u64)
-        ^ ((hash >> 64) as u64).rotate_left(29)
-        ^ generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed)
 }
 
 #[cfg(test)]
