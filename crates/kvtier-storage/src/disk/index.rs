@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTableMetadata, TableDefinition};
 
 use super::{DiskConfig, DiskError};
 
@@ -164,12 +164,62 @@ fn check_meta(db: &Database, dir: &Path, config: &DiskConfig) -> Result<(), Disk
     Ok(())
 }
 
-/// Every record in the index.
+/// Every record in the index, scanned in parallel: the key space (hashes, evenly spread) is cut
+/// into one range per available core, each read by its own read transaction.
 fn load(db: &Database) -> Result<Vec<(u128, Record)>, DiskError> {
+    let total = {
+        let read = db.begin_read().map_err(DiskError::index)?;
+        let table = read.open_table(BLOCKS).map_err(DiskError::index)?;
+        table.len().map_err(DiskError::index)?
+    };
+    let threads = if total < 65_536 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let step = u128::MAX / threads as u128;
+    let parts: Vec<Result<Vec<(u128, Record)>, DiskError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|k| {
+                let low = step * k as u128;
+                let high = if k + 1 == threads {
+                    None
+                } else {
+                    Some(step * (k as u128 + 1))
+                };
+                scope.spawn(move || load_range(db, low, high))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut records = Vec::with_capacity(total as usize);
+    for part in parts {
+        records.extend(part?);
+    }
+    Ok(records)
+}
+
+/// The records with hashes in `low..high` (`low..` when `high` is `None`).
+fn load_range(
+    db: &Database,
+    low: u128,
+    high: Option<u128>,
+) -> Result<Vec<(u128, Record)>, DiskError> {
     let read = db.begin_read().map_err(DiskError::index)?;
     let table = read.open_table(BLOCKS).map_err(DiskError::index)?;
-    let mut records = Vec::with_capacity(table.len().map_err(DiskError::index)? as usize);
-    for row in table.iter().map_err(DiskError::index)? {
+    let range = match high {
+        Some(high) => table.range(low..high),
+        None => table.range(low..),
+    }
+    .map_err(DiskError::index)?;
+    let mut records = Vec::new();
+    for row in range {
         let (key, value) = row.map_err(DiskError::index)?;
         records.push((key.value(), Record::from_value(value.value())));
     }
