@@ -273,3 +273,47 @@ fn readers_never_see_torn_or_foreign_bytes_while_a_writer_evicts() {
     assert_eq!(tier.stats().corrupt, 0);
     assert_eq!(tier.len(), 8);
 }
+
+#[test]
+fn a_large_index_reloads_every_record_across_the_parallel_scan_ranges() {
+    use kvtier_core::SequenceHash;
+    let dir = tempfile::tempdir().unwrap();
+    let config = DiskConfig::new("test-model/many", 16, 70_100);
+    // Keys spread over the whole 128-bit space, plus the edges of the scan ranges for up to
+    // eight threads.
+    let mut keys: Vec<u128> = (0..70_000u128)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+        .collect();
+    for threads in 1..=8u128 {
+        let step = u128::MAX / threads;
+        keys.extend([step - 1, step, step.saturating_add(1)]);
+    }
+    keys.extend([0, u128::MAX]);
+    keys.sort_unstable();
+    keys.dedup();
+    let payload = |key: u128| key.to_le_bytes();
+    {
+        let tier = DiskTier::open(dir.path(), config.clone()).unwrap();
+        let bytes: Vec<[u8; 16]> = keys.iter().map(|&k| payload(k)).collect();
+        let batch: Vec<_> = keys
+            .iter()
+            .zip(&bytes)
+            .map(|(&k, b)| (SequenceHash::from_u128(k), b.as_slice()))
+            .collect();
+        tier.put_batch(&batch).unwrap();
+    }
+    let tier = DiskTier::open(dir.path(), config).unwrap();
+    assert_eq!(tier.len(), keys.len());
+    let mut buf = [0u8; 16];
+    for &k in keys
+        .iter()
+        .step_by(97)
+        .chain([0, u128::MAX, u128::MAX / 2].iter())
+    {
+        assert!(
+            tier.get(SequenceHash::from_u128(k), &mut buf).unwrap(),
+            "key {k:#x}"
+        );
+        assert_eq!(buf, payload(k));
+    }
+}
