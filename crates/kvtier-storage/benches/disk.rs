@@ -17,8 +17,25 @@
 //! the system temp dir, which must be a real disk, not tmpfs; `KVTIER_BENCH_MB` sets the bytes
 //! per pass, default 128; `KVTIER_BENCH_BLOCKS` the restart size, default 1,000,000).
 //!
-//! Reference (2 vCPU VM, ext4 on virtio, shared with other builds; see the report in the
-//! commit that last changed this file for the full table).
+//! Reference figures, 2026-12-05: 2 vCPU Firecracker VM, ext4 on virtio, shared with four other
+//! builds (load 4-5), so single runs swing widely. Eight runs of the bench; per row the median
+//! over runs of each run's ratio of medians, with the range in brackets. The plain figures
+//! (2-3 GB/s) are above NOTES' fio O_DIRECT ones: the host caches the virtual disk.
+//!
+//! ```text
+//! restart, 1 M blocks of 64 B (index 97 MiB): reopen + first get, median 378 ms
+//!   (per-run medians 367-706 ms)
+//!
+//! block     batch   offload   vs plain,       vs plain,      onboard   vs plain
+//!                   GB/s      sync per batch  one sync       GB/s      cold read
+//! 64 KiB    16 MiB  1.91      80% (65-82)     74% (44-80)    2.37      96% (92-104)
+//! 256 KiB   16 MiB  2.08      86% (65-95)     80% (49-89)    2.35      98% (83-112)
+//! 1 MiB     16 MiB  1.79      85% (73-94)     70% (53-88)    2.16      95% (83-101)
+//! 256 KiB   64 MiB  1.99      86% (67-90)     80% (60-83)    2.12      86% (73-92)
+//! 1 MiB     64 MiB  2.17      90% (70-99)     83% (58-92)    2.17      88% (80-88)
+//! 256 KiB   16 MiB  1.83      76% (53-82)     70% (47-76)    2.29      92% (56-105)
+//!   (quick repair on: two index fsyncs per batch)
+//! ```
 
 use std::fs::{File, OpenOptions};
 use std::num::NonZeroU64;
