@@ -534,6 +534,14 @@ impl DiskTier {
     }
 }
 
+impl Drop for DiskTier {
+    /// Commits removals still queued (best effort: a failure leaves their records to be found
+    /// again, and reported again, after the restart; never served).
+    fn drop(&mut self) {
+        let _ = self.flush_removals();
+    }
+}
+
 /// The blocks of a batch with each hash once, at the position of its last occurrence, keeping
 /// the bytes given last.
 fn last_of_each<'a>(blocks: &[(SequenceHash, &'a [u8])]) -> Vec<(SequenceHash, &'a [u8])> {
