@@ -317,3 +317,15 @@ fn a_large_index_reloads_every_record_across_the_parallel_scan_ranges() {
         assert_eq!(buf, payload(k));
     }
 }
+
+#[test]
+fn a_second_handle_on_an_open_tier_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), config(8)).unwrap();
+    // Two writers would hand out the same slots: the index lock refuses the second.
+    let err = DiskTier::open(dir.path(), config(8)).unwrap_err();
+    assert!(matches!(err, DiskError::Index(_)), "{err}");
+    tier.put(hash(1), &block(1, 0, BLOCK)).unwrap();
+    drop(tier);
+    assert!(DiskTier::open(dir.path(), config(8)).unwrap().contains(hash(1)));
+}

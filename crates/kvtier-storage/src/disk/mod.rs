@@ -20,7 +20,8 @@
 //!  FIFO-evicted)     slots: one syscall)    touched)              then inserts)        see it)
 //! ```
 //!
-//! A block is acknowledged only when its commit returned. A new version of a hash always goes
+//! Checksums are computed on a second thread while the bytes are written and synced (batches
+//! of 1 MiB or more; `verify.rs`). A block is acknowledged only when its commit returned. A new version of a hash always goes
 //! to a fresh slot (the old one is freed when the new one is published), so a crash in the
 //! middle of an overwrite leaves the old version intact. A slot is only rewritten when no live
 //! record points at it; a stale record that still does (an evicted or dropped block whose
@@ -34,7 +35,10 @@
 //! the block from the index, counts it in [`DiskStats::corrupt`] and returns
 //! [`DiskError::Corrupt`]; the caller's buffer then holds bytes it must not use. A mismatch
 //! caused by a concurrent eviction (the slot was reused under the reader) is a miss, not a
-//! corruption.
+//! corruption. The removal of a dropped block is committed with the next write, delete,
+//! [`DiskTier::flush_removals`] or drop of the tier; after a crash before that, the block is
+//! found and reported again. `get_batch` reads consecutive slots with one `pread` per 2 MiB
+//! piece and verifies each piece while the next one is read.
 //!
 //! # Capacity and eviction
 //!
@@ -44,8 +48,11 @@
 //! # Restart
 //!
 //! Opening a tier reads the settings (a different namespace, block size or slots per file is
-//! refused with [`DiskError::ConfigMismatch`]), scans the index once and sorts it by generation.
-//! No block bytes are read.
+//! refused with [`DiskError::ConfigMismatch`]), scans the index once (one range per core) and
+//! sorts it by generation; no block bytes are read. 1,000,000 blocks: about 0.4 s
+//! (`benches/disk.rs`). After a crash redb first repairs its file: a walk of the whole index,
+//! unless the tier runs with [`DiskConfig::with_quick_repair`]. A second handle on an open tier
+//! (this process or another) is refused by the index's file lock.
 //!
 //! # Lock ordering
 //!
