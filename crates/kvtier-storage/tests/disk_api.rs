@@ -327,5 +327,9 @@ fn a_second_handle_on_an_open_tier_is_refused() {
     assert!(matches!(err, DiskError::Index(_)), "{err}");
     tier.put(hash(1), &block(1, 0, BLOCK)).unwrap();
     drop(tier);
-    assert!(DiskTier::open(dir.path(), config(8)).unwrap().contains(hash(1)));
+    assert!(
+        DiskTier::open(dir.path(), config(8))
+            .unwrap()
+            .contains(hash(1))
+    );
 }
