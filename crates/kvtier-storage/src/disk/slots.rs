@@ -214,6 +214,13 @@ impl SlotTable {
             }
             self.fifo.push_back((record.generation, record.slot, *hash));
         }
+        // O(capacity): only small tiers (the tests') pay for it, and only in debug builds.
+        #[cfg(debug_assertions)]
+        if self.capacity <= 4096 {
+            if let Err(broken) = self.check(u64::MAX) {
+                panic!("disk slot table invariant broken: {broken}");
+            }
+        }
         // Overwrites and deletes leave stale FIFO entries; drop them before they outnumber
         // the live ones.
         if self.fifo.len() > 2 * self.map.len() + 1024 {
@@ -238,7 +245,7 @@ impl SlotTable {
     }
 
     /// Checks the invariants against the real state (tests and debug builds).
-    #[cfg(test)]
+    #[cfg(any(test, debug_assertions))]
     pub(crate) fn check(&self, covered: u64) -> Result<(), String> {
         let mut seen = vec![false; self.capacity as usize];
         for r in self
