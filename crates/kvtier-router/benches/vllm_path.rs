@@ -355,13 +355,25 @@ fn convert_config(sized: bool, total_blocks: u64) -> VllmConvertConfig {
     }
 }
 
+/// The router: with `sized` its index sized for the whole stream up front
+/// ([`kvtier_router::RouterBuilder::with_expected_blocks`]), as `kvtier router --expected-blocks-per-engine`
+/// does.
+fn router(sized: bool, total_blocks: u64) -> Router {
+    let builder = Router::builder();
+    if sized {
+        builder.with_expected_blocks(total_blocks as usize).build()
+    } else {
+        builder.build()
+    }
+}
+
 fn bench_in_process(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
     // Before the converter: a map sized up front counts too.
     let rss_before = resident_bytes();
     let t = Template::new(shape);
     let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
-    let mut router = Router::builder().build();
+    let mut router = router(sized, total_blocks);
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
@@ -515,8 +527,10 @@ fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
         .build()
         .expect("runtime");
     let measured = rt.block_on(async {
+        // Sized as `kvtier router --expected-blocks-per-engine` sizes each engine's source.
         let source = VllmSource::builder("bench", publisher.endpoint.clone())
-            .with_convert_config(convert_config(sized, total))
+            .with_convert_config(convert_config(false, total))
+            .with_expected_blocks(if sized { total as usize } else { 0 })
             .with_idle_reconnect(None)
             .build()
             .expect("source");
@@ -529,9 +543,10 @@ fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
         }
         // The slow-joiner window: let the subscription reach the publisher.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut router = Router::builder().build();
         let mut buf = Vec::with_capacity(PER_APPLY);
+        // Before the router: an index sized up front counts too.
         let rss_before = resident_bytes();
+        let mut router = router(sized, total);
         publisher.go.store(true, Ordering::Release);
         let mut created = 0u64;
         let mut start = None;
