@@ -93,7 +93,7 @@ pub struct RouterArgs {
     /// How many blocks each engine holds at once, on all its media (vLLM's `num_gpu_blocks`
     /// plus its CPU offload blocks; 0: unknown, at most 67108864). Each engine's hash map and
     /// the index (for this many blocks times the engines) are then allocated at start,
-    /// ~60 + ~75 bytes per block, instead of growing while the engines warm up: ingestion
+    /// ~50 and 43–85 bytes per block, instead of growing while the engines warm up: ingestion
     /// is faster from the first event. They still grow beyond.
     #[arg(long, default_value_t = 0, value_parser = parse_expected_blocks)]
     expected_blocks_per_engine: usize,

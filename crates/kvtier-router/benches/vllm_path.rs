@@ -706,7 +706,7 @@ fn main() {
     println!(
         "vllm_path: {runs} run(s), {blocks} blocks per run{}; medians (blocks/s, bytes/block)",
         if sized {
-            ", converter map sized up front"
+            ", converter map and index sized up front"
         } else {
             ""
         }

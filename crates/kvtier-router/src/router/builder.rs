@@ -151,7 +151,7 @@ impl RouterBuilder {
     /// [`MAX_EXPECTED_BLOCKS`]. Default 0: unknown, the table starts empty.
     ///
     /// The table takes 32 bytes per bucket at a load of at most 3/4, rounded up to a power of
-    /// two: 64–85 bytes per expected block, allocated and written at once.
+    /// two: 43–85 bytes per expected block, allocated and written at once.
     pub fn with_expected_blocks(mut self, blocks: usize) -> Self {
         self.expected_blocks = blocks.min(MAX_EXPECTED_BLOCKS);
         self
