@@ -176,6 +176,9 @@ fn router_ingests_a_vllm_stream_and_restarts_from_its_snapshot() {
             // Only the snapshot written at exit counts here.
             "--snapshot-every-secs",
             "3600",
+            // Maps allocated up front: the same answers as growing ones.
+            "--expected-blocks-per-engine",
+            "4096",
         ],
         Stdio::inherit(),
     );
@@ -415,6 +418,8 @@ fn nonsense_numbers_are_refused() {
         ("--load-weight", "inf"),
         ("--max-connections", "0"),
         ("--max-body-bytes", "1"),
+        ("--expected-blocks-per-engine", "-1"),
+        ("--expected-blocks-per-engine", "999999999999"),
     ] {
         let arg = format!("{flag}={value}");
         let stderr = refused_args(&["router", "--listen", "127.0.0.1:0", &arg]);

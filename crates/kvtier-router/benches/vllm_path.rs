@@ -50,32 +50,36 @@
 //! (`/proc/thread-self/schedstat`: what one core really did, whatever else ran on the machine)
 //! and, in brackets, per wall-clock second.
 //!
-//! Pass `--sized` to size the converter's map for the whole stream up front
-//! ([`VllmConvertConfig::with_expected_blocks`], as a router told its engine's cache size
-//! would): the map then never grows (a growth copies every entry and faults in a new table).
+//! Pass `--sized` to size the converter's map and the router's index for the whole stream up
+//! front, as `kvtier router --expected-blocks-per-engine N` does
+//! ([`VllmSourceBuilder::with_expected_blocks`](kvtier_router::VllmSourceBuilder::with_expected_blocks),
+//! [`RouterBuilder::with_expected_blocks`](kvtier_router::RouterBuilder::with_expected_blocks)):
+//! neither then grows (a growth copies every entry and faults in a new table). Their memory is
+//! allocated before the clock starts and counted in the resident bytes.
 //!
-//! Reference figures, 2026-12-04 20:20, 2 M distinct blocks per run, blocks per CPU-second,
-//! the medians of 3 runs interleaving the three binaries (load 1.5–2.8 on the 2-core VM).
-//! "Before" is 15d9731 (one 40-byte slot per entry); "now" keeps the map's keys in
-//! cache-line groups of eight with their entries beside them (an insert probes one or two
-//! lines of keys, not 40 bytes per slot passed); "sized" is now with `--sized`:
+//! Reference figures, 2026-12-05 07:45–07:56, 2 M distinct blocks per run, blocks per
+//! CPU-second, medians of 3 rounds interleaving the binaries and configurations (one run of
+//! each per round, load 3.3–5.6 on the 2-core VM). "Before" is 6f34cec (which sized only
+//! the converter's map with `--sized`); "now" is after the index and sources sized up front,
+//! the one-shot block hash, the token loop and the converter's reuse of a batch's
+//! fingerprints; "sized" is now with `--sized`, the configuration the CLI flag gives:
 //!
-//! | group | 1-block before | now | sized | 32-block before | now | sized |
-//! |---|---:|---:|---:|---:|---:|---:|
-//! | decode | 7.1 M | 7.1 M | 7.1 M | 16.3 M | 16.3 M | 16.3 M |
-//! | memory (decode + convert) | 2.08 M | 2.12 M | 3.01 M | 2.63 M | 2.81 M | 4.28 M |
-//! | in_process (+ router) | 1.55 M | 1.59 M | 2.01 M | 1.73 M | 1.80 M | 2.37 M |
-//! | zmq (whole path) | 1.20 M | 1.25 M | 1.55 M | 1.49 M | 1.58 M | 2.02 M |
-//! | zmq: resident bytes per indexed block | 139 | 126 | 127 | 139 | 128 | 128 |
-//! | memory: converter's bytes per block | 61 | 50 | 51 | 61 | 51 | 52 |
+//! | group | 1-block before | before sized | now | sized | 32-block before | before sized | now | sized |
+//! |---|---:|---:|---:|---:|---:|---:|---:|---:|
+//! | decode | 7.13 M | 6.78 M | 8.04 M | 7.93 M | 17.5 M | 17.6 M | 22.4 M | 22.3 M |
+//! | memory (decode + convert) | 2.01 M | 2.89 M | 2.19 M | 3.36 M | 2.43 M | 4.34 M | 2.83 M | 4.77 M |
+//! | in_process (+ router) | 1.47 M | 1.86 M | 1.64 M | 2.81 M | 1.67 M | 2.37 M | 1.84 M | 3.57 M |
+//! | zmq (whole path) | 1.28 M | 1.58 M | 1.35 M | **2.18 M** | 1.54 M | 2.02 M | 1.52 M | **2.67 M** |
+//! | zmq: resident bytes per indexed block | 126 | 127 | 126 | 127 | 127 | 128 | 128 | 127 |
+//! | memory: converter's bytes per block | 50 | 51 | 50 | 51 | 51 | 51 | 51 | 51 |
 //!
-//! Per block, 1-block events, sized (differences of the medians): decode 141 ns, convert
-//! 191 ns (without `--sized` 330 ns: growth and its page faults), router 166 ns, socket,
-//! source loop and queue 147 ns; 32-block events: 61, 173, 188 and 74 ns. The 2 M blocks/s
-//! goal (500 ns a block) is met by 32-block events with a sized map; 1-block events are
-//! ~150 ns short. Transparent huge pages for the map (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`)
-//! were slower here: on this VM a fresh 2 MiB page costs more to fault in than its TLB
-//! misses save over a run.
+//! Per block, 1-block events, sized (differences of the medians): decode 126 ns, convert
+//! 172 ns, router 58 ns (166 ns while its table still grew), socket, source loop and queue
+//! 103 ns: 459 ns in all. The 2 M blocks/s goal (500 ns a block) is met by both shapes when
+//! sized; without a size, the growth of the map and the index costs ~280 ns a block over a
+//! cold start of 2 M blocks. Transparent huge pages for the map
+//! (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) were slower here: on this VM a fresh 2 MiB page
+//! costs more to fault in than its TLB misses save over a run.
 //!
 //! Resident memory per block: the converter's map is ~50 of the ~127 bytes (40-byte slots
 //! grown by half at 13/16 full, so 50–75 bytes per entry depending on where the count falls;
@@ -355,13 +359,25 @@ fn convert_config(sized: bool, total_blocks: u64) -> VllmConvertConfig {
     }
 }
 
+/// The router: with `sized` its index sized for the whole stream up front
+/// ([`kvtier_router::RouterBuilder::with_expected_blocks`]), as `kvtier router --expected-blocks-per-engine`
+/// does.
+fn router(sized: bool, total_blocks: u64) -> Router {
+    let builder = Router::builder();
+    if sized {
+        builder.with_expected_blocks(total_blocks as usize).build()
+    } else {
+        builder.build()
+    }
+}
+
 fn bench_in_process(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
     // Before the converter: a map sized up front counts too.
     let rss_before = resident_bytes();
     let t = Template::new(shape);
     let config = convert_config(sized, total_blocks);
     let mut converter = VllmConverter::new(InstanceId(1), config);
-    let mut router = Router::builder().build();
+    let mut router = router(sized, total_blocks);
     let mut decoder = VllmDecoder::new();
     let mut bytes = Vec::new();
     let mut messages = Vec::new();
@@ -515,8 +531,10 @@ fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
         .build()
         .expect("runtime");
     let measured = rt.block_on(async {
+        // Sized as `kvtier router --expected-blocks-per-engine` sizes each engine's source.
         let source = VllmSource::builder("bench", publisher.endpoint.clone())
-            .with_convert_config(convert_config(sized, total))
+            .with_convert_config(convert_config(false, total))
+            .with_expected_blocks(if sized { total as usize } else { 0 })
             .with_idle_reconnect(None)
             .build()
             .expect("source");
@@ -529,9 +547,10 @@ fn child_zmq(shape: Shape, total_blocks: u64, sized: bool) -> Measured {
         }
         // The slow-joiner window: let the subscription reach the publisher.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut router = Router::builder().build();
         let mut buf = Vec::with_capacity(PER_APPLY);
+        // Before the router: an index sized up front counts too.
         let rss_before = resident_bytes();
+        let mut router = router(sized, total);
         publisher.go.store(true, Ordering::Release);
         let mut created = 0u64;
         let mut start = None;
@@ -687,7 +706,7 @@ fn main() {
     println!(
         "vllm_path: {runs} run(s), {blocks} blocks per run{}; medians (blocks/s, bytes/block)",
         if sized {
-            ", converter map sized up front"
+            ", converter map and index sized up front"
         } else {
             ""
         }

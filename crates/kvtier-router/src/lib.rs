@@ -100,7 +100,8 @@ mod vllm;
 pub use index::{IndexError, Overlap, PrefixIndex, QueryScratch, RemoveOutcome};
 pub use query::{InstanceOverlap, LoadSignal, LoadTable, MediumOverlap, NoLoad, RouteAnswer};
 pub use router::{
-    DEFAULT_MAX_EARLY, InstanceInfo, RepairJob, RepairResult, Router, RouterBuilder, RouterStats,
+    DEFAULT_MAX_EARLY, InstanceInfo, MAX_EXPECTED_BLOCKS, RepairJob, RepairResult, Router,
+    RouterBuilder, RouterStats,
 };
 #[cfg(feature = "service")]
 pub use service::{

@@ -207,6 +207,31 @@ impl BlockHasher {
                 actual: tokens.len(),
             });
         }
+        let (start, end) = self.block_range(block_index);
+        // Common case: the whole input fits a stack buffer and is hashed in one call, which
+        // skips the streaming state's setup and buffering (same bytes, same hash).
+        let mut one_shot = [0u8; ONE_SHOT_BYTES];
+        let prefix_len = if self.prefix.is_some() { 12 } else { 0 };
+        let tokens_end = prefix_len + tokens.len() * 4;
+        if tokens_end <= ONE_SHOT_BYTES {
+            if let Some(prefix) = self.prefix {
+                one_shot[..12].copy_from_slice(&self.prefix_bytes(prefix));
+            }
+            write_le_tokens(&mut one_shot[prefix_len..tokens_end], tokens);
+            let mut len = tokens_end;
+            let mut fits = true;
+            for key in self.overlapping_mm(start, end) {
+                if len + MM_KEY_BYTES > ONE_SHOT_BYTES {
+                    fits = false;
+                    break;
+                }
+                one_shot[len..len + MM_KEY_BYTES].copy_from_slice(&key.encode(start));
+                len += MM_KEY_BYTES;
+            }
+            if fits {
+                return Ok(xxh3_64_with_seed(&one_shot[..len], self.seed));
+            }
+        }
         let mut h = Xxh3::with_seed(self.seed);
         if let Some(prefix) = self.prefix {
             h.update(&self.prefix_bytes(prefix));
@@ -217,7 +242,6 @@ impl BlockHasher {
             write_le_tokens(bytes, part);
             h.update(bytes);
         }
-        let (start, end) = self.block_range(block_index);
         for key in self.overlapping_mm(start, end) {
             h.update(&key.encode(start));
         }
@@ -278,6 +302,10 @@ impl BlockHasher {
     }
 }
 
+/// The longest input [`BlockHasher::hash_block`] hashes in one call from a stack buffer
+/// (a block of 64 tokens with its prefix and a few multimodal keys); longer ones stream.
+const ONE_SHOT_BYTES: usize = 384;
+
 /// Writes `tokens` as little-endian `u32`s into `out` (`out.len() == 4 * tokens.len()`).
 #[inline]
 fn write_le_tokens(out: &mut [u8], tokens: &[u32]) {
@@ -316,6 +344,25 @@ mod tests {
             let batch = h.block_hashes(&tokens);
             for (i, block) in tokens.chunks_exact(h.block_size()).enumerate() {
                 assert_eq!(h.hash_block(i, block).unwrap(), batch[i], "{h:?} block {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_shot_and_streamed_blocks_hash_alike() {
+        // Blocks of 64 tokens with 0..=12 multimodal keys over them: the first fit the
+        // one-shot buffer, the last overflow it and stream.
+        let tokens: Vec<u32> = (0..128u32).map(|t| t.wrapping_mul(0x9E37_79B9)).collect();
+        for scheme in [HashScheme::Kvtier, HashScheme::dynamo()] {
+            for n in 0..=12u64 {
+                let mut keys = ExtraKeys::new().with_model("m");
+                for k in 0..n {
+                    keys = keys.with_mm(100 + k, (k as usize)..(70 + k as usize));
+                }
+                let h = BlockHasher::new(64, scheme, keys).unwrap();
+                let all = h.block_hashes(&tokens);
+                assert_eq!(h.hash_block(0, &tokens[..64]).unwrap(), all[0], "{n} keys");
+                assert_eq!(h.hash_block(1, &tokens[64..]).unwrap(), all[1], "{n} keys");
             }
         }
     }

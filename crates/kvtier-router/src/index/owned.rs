@@ -12,6 +12,8 @@
 //! outgrow half the live count (random eviction), one sequential pass drops them all. None of
 //! this touches the table or a hash map on the way: a removal costs an append and a compare.
 //!
+//! A removal of the hash at the front of the list (the common case) drops it there and then.
+//!
 //! Invariant, for every hash `h` of `(slot, medium)`: the copies of `h` in its list number
 //! `held(h) + removed(h)`, where `held(h)` is 1 when the table holds `(h, slot, medium)` and 0
 //! otherwise and `removed(h)` counts `h` in the `removed` queue. After every write `removed`
@@ -51,9 +53,18 @@ impl Owned {
     }
 
     /// Notes that `hash` was lost (one copy in the list is now stale).
+    ///
+    /// When the list's front is a copy of `hash` (a cache evicting oldest first), that copy
+    /// is dropped at once instead of being noted: the copies of `hash` are interchangeable,
+    /// so the invariant holds whichever one goes.
     #[inline]
     pub(super) fn remove(&mut self, hash: u128) {
-        self.removed.push_back(hash as u64);
+        let low = hash as u64;
+        if self.queue.front() == Some(&low) {
+            self.queue.pop_front();
+        } else {
+            self.removed.push_back(low);
+        }
     }
 
     /// Drops stale copies from the front (rotating up to `rotations` held hashes to the

@@ -164,10 +164,27 @@ fn mix(key: u128) -> u64 {
 
 impl HolderTable {
     /// An empty table that can take `keys` distinct keys before it grows.
+    ///
+    /// An empty table (growing as needed) when that much memory cannot be had.
     pub(super) fn with_capacity(keys: usize) -> Self {
-        let mut t = Self::default();
-        t.reserve(keys);
-        t
+        let mut buckets = MIN_BUCKETS;
+        while buckets / MAX_LOAD_DEN * MAX_LOAD_NUM < keys {
+            match buckets.checked_mul(2) {
+                Some(b) => buckets = b,
+                None => return Self::default(),
+            }
+        }
+        let mut lines = Vec::new();
+        if lines.try_reserve_exact(buckets / 2).is_err() {
+            return Self::default();
+        }
+        lines.resize(buckets / 2, Line([Slot::FREE; 2]));
+        Self {
+            slots: Buckets(lines),
+            mask: buckets - 1,
+            shift: 64 - buckets.trailing_zeros(),
+            ..Self::default()
+        }
     }
 
     /// Distinct keys stored.

@@ -394,3 +394,32 @@ fn own_lists_stay_bounded_under_churn_and_revivals() {
     assert!(index.is_empty());
     index.check();
 }
+
+#[test]
+fn a_sized_index_takes_its_blocks_without_growing() {
+    let mut index = PrefixIndex::with_capacity(5000);
+    let buckets = index.table.capacity();
+    assert!(buckets >= 5000, "room for {buckets}");
+    let chains: Vec<_> = (0..200).map(|s| chain(s * 7 + 1, 25)).collect();
+    for (i, c) in chains.iter().enumerate() {
+        index.insert((i % 3) as u32, Medium::Gpu, c).unwrap();
+    }
+    assert_eq!(index.len(), 5000);
+    assert_eq!(index.table.capacity(), buckets, "the table grew");
+    index.check();
+    // One more block than it was sized for: it grows.
+    index.insert(0, Medium::Gpu, &chain(9_999_991, 1)).unwrap();
+    assert_eq!(index.len(), 5001);
+    index.check();
+}
+
+#[test]
+fn an_impossible_size_gives_an_empty_index_that_grows() {
+    for blocks in [usize::MAX, usize::MAX / 2, 1 << 62] {
+        let mut index = PrefixIndex::with_capacity(blocks);
+        assert_eq!(index.table.capacity(), 0);
+        index.insert(0, Medium::Cpu, &chain(5, 40)).unwrap();
+        assert_eq!(index.len(), 40);
+        index.check();
+    }
+}

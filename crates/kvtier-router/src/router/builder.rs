@@ -18,6 +18,10 @@ use crate::query::{LoadSignal, NoLoad};
 /// Default number of early messages buffered per instance while a gap is open.
 pub const DEFAULT_MAX_EARLY: usize = 4096;
 
+/// The most blocks [`RouterBuilder::with_expected_blocks`] sizes the index for (`1 << 30`,
+/// a 64 GiB table): a larger figure is almost surely a mistake, and the table can still grow.
+pub const MAX_EXPECTED_BLOCKS: usize = 1 << 30;
+
 /// Counters and gauges of a router.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -72,6 +76,7 @@ pub struct RouterBuilder {
     pub(super) load: Arc<dyn LoadSignal>,
     pub(super) load_weight: f64,
     pub(super) scheme: HashScheme,
+    pub(super) expected_blocks: usize,
 }
 
 impl Default for RouterBuilder {
@@ -83,6 +88,7 @@ impl Default for RouterBuilder {
             load: Arc::new(NoLoad),
             load_weight: 0.0,
             scheme: HashScheme::default(),
+            expected_blocks: 0,
         }
     }
 }
@@ -138,10 +144,27 @@ impl RouterBuilder {
         self
     }
 
+    /// How many distinct blocks the index is expected to hold (for example the sum of the
+    /// engines' cache sizes), so that its table is allocated once when the router is built
+    /// instead of doubling while the engines warm up (each doubling moves every entry and
+    /// faults in a new table). The table still grows beyond. Clamped to
+    /// [`MAX_EXPECTED_BLOCKS`]. Default 0: unknown, the table starts empty.
+    ///
+    /// The table takes 32 bytes per bucket at a load of at most 3/4, rounded up to a power of
+    /// two: 43–85 bytes per expected block, allocated and written at once.
+    pub fn with_expected_blocks(mut self, blocks: usize) -> Self {
+        self.expected_blocks = blocks.min(MAX_EXPECTED_BLOCKS);
+        self
+    }
+
     /// Builds an empty router.
     pub fn build(self) -> Router {
         Router {
-            index: PrefixIndex::new(),
+            index: if self.expected_blocks == 0 {
+                PrefixIndex::new()
+            } else {
+                PrefixIndex::with_capacity(self.expected_blocks)
+            },
             instances: Instances::default(),
             sources: HashMap::new(),
             repairs: Vec::new(),

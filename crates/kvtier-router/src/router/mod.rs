@@ -45,7 +45,7 @@ use kvtier_core::{Medium, SequenceHash};
 use kvtier_events::{Dump, EventKind, EventMessage, InstanceId, Payload, ReplaySource};
 
 pub use answer::InstanceInfo;
-pub use builder::{DEFAULT_MAX_EARLY, RouterBuilder, RouterStats};
+pub use builder::{DEFAULT_MAX_EARLY, MAX_EXPECTED_BLOCKS, RouterBuilder, RouterStats};
 pub use repair::{RepairJob, RepairResult};
 
 use crate::index::PrefixIndex;

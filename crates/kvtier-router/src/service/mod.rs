@@ -431,7 +431,11 @@ impl RouterService {
     /// [`RouterService::add_vllm`]).
     ///
     /// The source sends straight into the ingestion queue (no task in between), so its
-    /// messages wait there with those of every other source.
+    /// messages wait there with those of every other source. For full speed from the first
+    /// event, size the source's maps
+    /// ([`VllmSourceBuilder::with_expected_blocks`](crate::VllmSourceBuilder::with_expected_blocks))
+    /// and the router's index
+    /// ([`RouterBuilder::with_expected_blocks`](crate::RouterBuilder::with_expected_blocks)).
     ///
     /// # Panics
     ///

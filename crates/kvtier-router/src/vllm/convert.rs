@@ -76,18 +76,30 @@ use pending::{Pending, PendingStore};
 
 mod config;
 mod counters;
+mod filter;
 mod map;
 mod pending;
+mod saved;
 
 pub use config::{VllmConvertConfig, VllmGroupFilter, VllmMmKeys};
 pub use counters::VllmConvertStats;
 
 pub(crate) use map::Entry as MapEntry;
+pub(crate) use saved::ConverterState;
 
 /// The most `(block size, LoRA)` hashers kept; the cache is emptied when full.
 const MAX_HASHERS: usize = 64;
 /// The longest ancestor chain walked to re-establish or import a prefix.
 const MAX_WALK: usize = 1 << 16;
+
+/// The fingerprints of an event's blocks and parent, when the batch computed them already.
+#[derive(Clone, Copy, Default)]
+struct Fingerprints<'a> {
+    /// One per block of the event, or empty when not known.
+    blocks: &'a [u64],
+    /// The parent's, when known.
+    parent: Option<u64>,
+}
 
 /// A chain of blocks to place: one `BlockStored` event, or a pending one.
 struct Chain<'a> {
@@ -157,6 +169,8 @@ pub struct VllmConverter {
     /// Blocks the current batch names: the capacity a new message starts with, so that
     /// coalescing a batch's events into it does not grow it step by step.
     batch_blocks: usize,
+    /// The fingerprints of every block the current batch names, in order (see `prefetch`).
+    batch_fps: Vec<u64>,
     /// Reused buffers.
     fps: Vec<u64>,
     hashes: Vec<SequenceHash>,
@@ -180,6 +194,7 @@ impl VllmConverter {
             stats: VllmConvertStats::default(),
             run_start: 0,
             batch_blocks: 0,
+            batch_fps: Vec::new(),
             fps: Vec::new(),
             hashes: Vec::new(),
             walk: Vec::new(),
@@ -271,16 +286,47 @@ impl VllmConverter {
     ) {
         self.run_start = out.len();
         self.prefetch(batch);
+        let fps = std::mem::take(&mut self.batch_fps);
+        let mut at = 0;
+        // The last block of the previous event, if it was a store, and its fingerprint.
+        let mut last: Option<(&ExternalHash, u64)> = None;
         for event in &batch.events {
-            self.event(event, peers, out);
+            let known = match event {
+                VllmEvent::BlockStored {
+                    block_hashes,
+                    parent,
+                    ..
+                } => {
+                    let blocks = fps.get(at..at + block_hashes.len()).unwrap_or_default();
+                    at += block_hashes.len();
+                    // A decode step's parent is the previous step's block.
+                    let parent = match (parent, last) {
+                        (Some(p), Some((q, fp))) if p == q => Some(fp),
+                        _ => None,
+                    };
+                    last = block_hashes.last().zip(blocks.last().copied());
+                    Fingerprints { blocks, parent }
+                }
+                VllmEvent::BlockRemoved { block_hashes, .. } => {
+                    at += block_hashes.len();
+                    last = None;
+                    Fingerprints::default()
+                }
+                _ => {
+                    last = None;
+                    Fingerprints::default()
+                }
+            };
+            self.event(event, known, peers, out);
         }
+        self.batch_fps = fps;
         self.batch_blocks = 0;
     }
 
     /// Brings the map slots of every block `batch` names into the cache before its events
     /// are applied, so that their cache misses overlap.
     fn prefetch(&mut self, batch: &VllmBatch) {
-        let mut fps = std::mem::take(&mut self.fps);
+        let mut fps = std::mem::take(&mut self.batch_fps);
         fps.clear();
         for event in &batch.events {
             if let VllmEvent::BlockStored { block_hashes, .. }
@@ -291,14 +337,14 @@ impl VllmConverter {
         }
         self.map.prefetch(&fps);
         self.batch_blocks = fps.len();
-        self.fps = fps;
+        self.batch_fps = fps;
     }
 
     /// Converts one event, appending zero or more messages to `out` (one, unless a block
     /// replaced another hash or waiting stores were placed on another medium).
     pub fn apply_event(&mut self, event: &VllmEvent, out: &mut Vec<EventMessage>) {
         self.run_start = out.len();
-        self.event(event, &[], out);
+        self.event(event, Fingerprints::default(), &[], out);
     }
 
     /// Places the stores that wait for parents `peer` knows.
@@ -321,7 +367,13 @@ impl VllmConverter {
         self.place_learnt(&[peer], out);
     }
 
-    fn event(&mut self, event: &VllmEvent, peers: &[&VllmConverter], out: &mut Vec<EventMessage>) {
+    fn event(
+        &mut self,
+        event: &VllmEvent,
+        known: Fingerprints<'_>,
+        peers: &[&VllmConverter],
+        out: &mut Vec<EventMessage>,
+    ) {
         match event {
             VllmEvent::BlockStored {
                 block_hashes,
@@ -342,7 +394,11 @@ impl VllmConverter {
                 let medium = medium.unwrap_or(Medium::Gpu);
                 let mut fps = std::mem::take(&mut self.fps);
                 fps.clear();
-                fps.extend(block_hashes.iter().map(fingerprint));
+                if known.blocks.len() == block_hashes.len() {
+                    fps.extend_from_slice(known.blocks);
+                } else {
+                    fps.extend(block_hashes.iter().map(fingerprint));
+                }
                 if token_ids.is_empty() {
                     self.store_copies(&fps, medium, peers, out);
                     self.place_learnt(peers, out);
@@ -359,7 +415,8 @@ impl VllmConverter {
                         medium,
                         removed: &[],
                     };
-                    self.store(&chain, parent.as_ref().map(fingerprint), peers, out);
+                    let parent = known.parent.or_else(|| parent.as_ref().map(fingerprint));
+                    self.store(&chain, parent, peers, out);
                     self.place_learnt(peers, out);
                 }
                 self.fps = fps;
@@ -415,8 +472,14 @@ impl VllmConverter {
         out: &mut Vec<EventMessage>,
     ) {
         let n = chain.blocks.len();
+        let held = parent
+            .and_then(|fp| self.map.get(fp))
+            .filter(|entry| entry.copies_on(chain.medium) > 0)
+            .map(Entry::hash);
         let prev = match parent {
             None => None,
+            // Held on this medium already: nothing to re-establish.
+            Some(_) if held.is_some() => held,
             Some(fp) => match self.known(fp, peers) {
                 Some(hash) => {
                     self.reestablish(fp, chain.medium, out);
@@ -433,8 +496,14 @@ impl VllmConverter {
             (None, Some(id)) => Some(Cow::Owned(format!("lora-id:{id}"))),
             (None, None) => None,
         };
-        let Some(hasher) = self.hasher(chain.block_size, lora_name.as_deref()) else {
+        let Some(at) = self.hasher(chain.block_size, lora_name.as_deref()) else {
             self.stats.unplaceable_blocks += n as u64;
+            return;
+        };
+        // Borrowed from the cache, which is put back below (nothing in between uses it).
+        let hashers = std::mem::take(&mut self.hashers);
+        let Some((_, _, Some(hasher))) = hashers.get(at) else {
+            self.hashers = hashers;
             return;
         };
         let first_index = prev.map_or(0, |p: SequenceHash| p.position() as usize + 1);
@@ -503,6 +572,7 @@ impl VllmConverter {
         }
         created.clear();
         self.hashes = created;
+        self.hashers = hashers;
     }
 
     /// One more copy of a mapped block on `medium`; announced if it is the first there.
@@ -680,55 +750,6 @@ impl VllmConverter {
         self.hashes = removed;
     }
 
-    fn hasher(&mut self, block_size: usize, lora: Option<&str>) -> Option<BlockHasher> {
-        if let Some((_, _, hasher)) = self
-            .hashers
-            .iter()
-            .find(|(bs, l, _)| *bs == block_size && l.as_deref() == lora)
-        {
-            return hasher.clone();
-        }
-        // A stream that cycles through endless LoRA names must not grow the cache forever.
-        if self.hashers.len() >= MAX_HASHERS {
-            self.hashers.clear();
-        }
-        let hasher =
-            BlockHasher::new(block_size, self.config.scheme, self.config.extra_keys(lora)).ok();
-        self.hashers
-            .push((block_size, lora.map(str::to_owned), hasher.clone()));
-        hasher
-    }
-
-    fn accept_store(&mut self, group: Option<i64>, kind: Option<&str>) -> bool {
-        let Some(group) = group else { return true };
-        let accept = match self.config.groups {
-            VllmGroupFilter::All => true,
-            VllmGroupFilter::Index(only) => group == only,
-            VllmGroupFilter::FullAttention => match kind {
-                Some(kind) => ["full_attention", "mla_attention"]
-                    .iter()
-                    .any(|k| k.eq_ignore_ascii_case(kind)),
-                None => group == 0,
-            },
-        };
-        if self.groups.get(&group) != Some(&accept) {
-            self.groups.insert(group, accept);
-        }
-        accept
-    }
-
-    fn accept_remove(&self, group: Option<i64>) -> bool {
-        let Some(group) = group else { return true };
-        match self.config.groups {
-            VllmGroupFilter::All => true,
-            VllmGroupFilter::Index(only) => group == only,
-            // Removes carry no kind: use what the group's stores said.
-            VllmGroupFilter::FullAttention => {
-                self.groups.get(&group).copied().unwrap_or(group == 0)
-            }
-        }
-    }
-
     /// Appends `hashes` to the last message of this call if it is a batch of the same kind on
     /// the same medium, or to a new message.
     fn push_hashes(
@@ -774,53 +795,6 @@ impl VllmConverter {
         });
         self.next_event_id = self.next_event_id.saturating_add(1);
     }
-
-    /// The parts of the converter a source state carries: next event id, group decisions,
-    /// map entries and ghost queue.
-    #[cfg(any(feature = "zmq", test))]
-    pub(crate) fn export(&self) -> ConverterState {
-        let mut groups: Vec<(i64, bool)> = self.groups.iter().map(|(g, a)| (*g, *a)).collect();
-        groups.sort_unstable();
-        ConverterState {
-            next_event_id: self.next_event_id,
-            groups,
-            entries: {
-                let mut entries: Vec<(u64, MapEntry)> =
-                    self.map.iter().map(|(fp, e)| (fp, *e)).collect();
-                entries.sort_unstable_by_key(|&(fp, _)| fp);
-                entries
-            },
-            ghosts: self.map.ghost_queue().collect(),
-        }
-    }
-
-    /// A converter resumed from `state`.
-    #[cfg(any(feature = "zmq", test))]
-    pub(crate) fn restore(
-        instance: InstanceId,
-        config: VllmConvertConfig,
-        state: &ConverterState,
-    ) -> Self {
-        let mut conv = Self::new(instance, config);
-        conv.set_next_event_id(state.next_event_id);
-        conv.groups = state.groups.iter().copied().collect();
-        for &(fp, entry) in &state.entries {
-            conv.map.restore(fp, entry);
-        }
-        for &fp in &state.ghosts {
-            conv.map.restore_ghost(fp);
-        }
-        conv
-    }
-}
-
-/// What a source state carries of one converter.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ConverterState {
-    pub(crate) next_event_id: u64,
-    pub(crate) groups: Vec<(i64, bool)>,
-    pub(crate) entries: Vec<(u64, MapEntry)>,
-    pub(crate) ghosts: Vec<u64>,
 }
 
 #[cfg(test)]

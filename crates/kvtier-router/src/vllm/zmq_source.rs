@@ -221,6 +221,15 @@ impl VllmSourceBuilder {
         self
     }
 
+    /// Sets how many blocks each rank of the engine is expected to hold at once, on all its
+    /// media (default 0: unknown), for example vLLM's `num_gpu_blocks` plus its CPU offload
+    /// blocks: each rank's converter map is allocated for that many up front instead of
+    /// growing while the engine warms up (see [`VllmConvertConfig::with_expected_blocks`]).
+    pub fn with_expected_blocks(mut self, blocks: usize) -> Self {
+        self.config.convert.expected_blocks = blocks;
+        self
+    }
+
     /// Sets the model name bound into every hash (default none). Blocks stored under a LoRA
     /// adapter also bind its name (`lora_name`; engines that send only `lora_id` bind
     /// `"lora-id:<id>"`).

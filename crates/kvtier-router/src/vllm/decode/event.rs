@@ -350,7 +350,9 @@ fn tokens(r: &mut Reader<'_>, spares: &mut Spares) -> Result<Option<Vec<u32>>, V
         Head::Nil => Ok(None),
         Head::Array(n) => {
             let mut out = spares.tokens(capacity(n, r));
-            for _ in 0..n {
+            // The usual forms in one tight loop; anything else (an error, most likely) below.
+            let fast = r.uints_fast(n, &mut out);
+            for _ in fast..n {
                 let token = match r.head_fast()? {
                     Head::UInt(v) => u32::try_from(v)
                         .map_err(|_| VllmDecodeError::OutOfRange { field: FIELD })?,

@@ -227,6 +227,33 @@ impl<'a> Reader<'a> {
         Ok(Head::UInt(value))
     }
 
+    /// Reads up to `n` unsigned integers of up to 32 bits in a row (token ids), appending them
+    /// to `out`; stops early, reading nothing more, at the first value in any other form.
+    /// Returns how many it read.
+    ///
+    /// The loop works on a local slice and position, so that nothing is stored back to the
+    /// reader until it ends (a token costs a few instructions).
+    #[inline]
+    pub(super) fn uints_fast(&mut self, n: u32, out: &mut Vec<u32>) -> u32 {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let mut at = 0;
+        let mut read = 0;
+        while read < n {
+            let (value, len) = match rest.get(at..).unwrap_or_default() {
+                [b, ..] if *b < 0x80 => (u32::from(*b), 1),
+                [0xcc, b, ..] => (u32::from(*b), 2),
+                [0xcd, b0, b1, ..] => (u32::from(u16::from_be_bytes([*b0, *b1])), 3),
+                [0xce, b0, b1, b2, b3, ..] => (u32::from_be_bytes([*b0, *b1, *b2, *b3]), 5),
+                _ => break,
+            };
+            out.push(value);
+            at += len;
+            read += 1;
+        }
+        self.pos += at;
+        read
+    }
+
     /// Reads a `bin 8` value (how msgspec writes a 32-byte hash) without the general dispatch;
     /// `None`, reading nothing, when the next value is anything else.
     #[inline(always)]

@@ -296,3 +296,67 @@ proptest! {
         }
     }
 }
+
+/// `legacy_stored` with these token ids.
+fn stored_with_tokens(tokens: Value) -> Value {
+    let mut e = legacy_stored();
+    if let Value::Array(items) = &mut e {
+        items[3] = tokens;
+    }
+    e
+}
+
+fn token_ids(event: &VllmEvent) -> &[u32] {
+    match event {
+        VllmEvent::BlockStored { token_ids, .. } => token_ids,
+        other => panic!("not a store: {other:?}"),
+    }
+}
+
+#[test]
+fn tokens_in_any_integer_form_decode_and_bad_ones_fail_mid_array() {
+    // A token written in a wider form than msgspec would (u64 marker 0xcf) after tokens in the
+    // fast forms: the slow path takes over where the fast one stopped.
+    let mut bytes = encode(&stored_with_tokens(ints(&[7, 200, 70_000, 0x7f7f_7f7f, 9])));
+    let at = bytes
+        .windows(5)
+        .position(|w| w == [0xce, 0x7f, 0x7f, 0x7f, 0x7f])
+        .unwrap();
+    bytes.splice(at..at + 5, [0xcf, 0, 0, 0, 0, 0x7f, 0x7f, 0x7f, 0x7f]);
+    let mut r = Reader::new(&bytes);
+    let event = event::parse_event(&mut r, 3, &mut spares::Spares::default()).unwrap();
+    assert_eq!(r.remaining(), 0);
+    assert_eq!(token_ids(&event), [7, 200, 70_000, 0x7f7f_7f7f, 9]);
+    // A negative token or a float after good ones is still an error, not a short array.
+    let bad = |v: Value| {
+        let mut items: Vec<Value> = [1u64, 300, 5].iter().map(|&t| Value::from(t)).collect();
+        items.push(v);
+        parse_one(stored_with_tokens(Value::Array(items)))
+    };
+    assert!(matches!(
+        bad(Value::from(-3)),
+        Err(VllmDecodeError::OutOfRange { field: "token_ids" })
+    ));
+    assert!(matches!(
+        bad(Value::F64(1.0)),
+        Err(VllmDecodeError::WrongType {
+            field: "token_ids",
+            ..
+        })
+    ));
+}
+
+proptest! {
+    /// Token ids of every width decode to their values, whatever mix of forms they take.
+    #[test]
+    fn tokens_of_every_width_round_trip(
+        tokens in proptest::collection::vec(
+            prop_oneof![0u32..0x80, 0x80u32..0x100, 0x100u32..0x1_0000, any::<u32>()],
+            0..80,
+        ),
+    ) {
+        let wide: Vec<u64> = tokens.iter().map(|&t| u64::from(t)).collect();
+        let event = parse_one(stored_with_tokens(ints(&wide))).unwrap();
+        prop_assert_eq!(token_ids(&event), &tokens[..]);
+    }
+}
