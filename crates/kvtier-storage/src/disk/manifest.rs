@@ -15,8 +15,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use super::DiskError;
 use crate::tier::{Manifest, ManifestStore, StorageError};
 
-const MANIFESTS: TableDefinition<'_, &[u8], (u64, u64, &[u8])> =
-    TableDefinition::new("manifests");
+const MANIFESTS: TableDefinition<'_, &[u8], (u64, u64, &[u8])> = TableDefinition::new("manifests");
 
 /// The manifests of one disk tier directory. See the [module documentation](self).
 #[derive(Debug)]
@@ -114,7 +113,12 @@ impl ManifestStore for DiskManifests {
         }))
     }
 
-    fn put_new(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<u64, StorageError> {
+    fn put_new(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<u64, StorageError> {
         self.update(key, |current| match current {
             Some(_) => Err(StorageError::Exists),
             None => Ok((Some((1, deadline(ttl), value.to_vec())), 1)),

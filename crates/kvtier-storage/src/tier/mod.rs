@@ -342,7 +342,8 @@ pub trait ManifestStore: Send + Sync {
     /// # Errors
     ///
     /// [`StorageError::Exists`] when `key` is present (and not expired); a backend error.
-    fn put_new(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<u64, StorageError>;
+    fn put_new(&self, key: &[u8], value: &[u8], ttl: Option<Duration>)
+    -> Result<u64, StorageError>;
 
     /// Replaces `key`'s value if its version is `expected`; returns the new version.
     ///
