@@ -224,6 +224,7 @@ impl TieredStoreBuilder {
             digests: Mutex::default(),
             fetches: Default::default(),
             flight_waits: Default::default(),
+            scratch: Mutex::default(),
         }
     }
 }
@@ -237,6 +238,9 @@ pub struct TieredStore {
     digests: Mutex<HashMap<u128, u64>>,
     fetches: std::sync::atomic::AtomicU64,
     flight_waits: std::sync::atomic::AtomicU64,
+    /// The read buffer of [`fetch_prefix_into_host`](Self::fetch_prefix_into_host), kept
+    /// (faulted in) between calls: as large as the largest prefix fetched.
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TieredStore {

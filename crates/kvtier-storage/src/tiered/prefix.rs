@@ -2,7 +2,6 @@
 //! into G2 in batches.
 
 use kvtier_core::{G2, ImmutableBlock, SequenceHash};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::TieredStore;
 use super::metrics::inc;
@@ -116,59 +115,75 @@ impl TieredStore {
             sources[*k] = at;
         }
         let prefix = sources.iter().take_while(|s| s.is_some()).count();
-        // One batched read per source tier, over the prefix's blocks it serves.
-        let mut bytes = vec![0u8; prefix * bb];
-        let mut ok = vec![true; prefix];
+        // One batched read per source tier, over the prefix's blocks it serves, into a buffer
+        // kept between calls (already faulted in). `at[k]`: (read, position) of block k.
+        let mut reads: Vec<Vec<u8>> = Vec::new();
+        let mut at: Vec<Option<(usize, usize)>> = vec![None; prefix];
         for tier in 1..self.tiers.len() {
             let picks: Vec<usize> = (0..prefix).filter(|&k| sources[k] == Some(tier)).collect();
             if picks.is_empty() {
                 continue;
             }
             let batch: Vec<SequenceHash> = picks.iter().map(|&k| hashes[k]).collect();
-            let n = batch.len();
+            let mut buf = if reads.is_empty() {
+                std::mem::take(&mut *self.scratch.lock())
+            } else {
+                Vec::new()
+            };
+            buf.resize(batch.len() * bb, 0);
             let read = self.call(tier, move |s| {
-                let mut out = vec![0u8; n * bb];
-                s.get_batch(&batch, bb, &mut out).map(|r| (r, out))
+                s.get_batch(&batch, bb, &mut buf).map(|r| (r, buf))
             });
             let c = &self.tiers[tier].counters;
-            let (reads, out) = match read {
+            let (results, buf) = match read {
                 Ok(r) => r,
                 Err(e) => {
                     self.count_error(tier, &e);
-                    picks.iter().for_each(|&k| ok[k] = false);
                     continue;
                 }
             };
-            for ((&k, read), chunk) in picks.iter().zip(&reads).zip(out.chunks_exact(bb)) {
-                let good = match read {
+            for (pos, (&k, result)) in picks.iter().zip(&results).enumerate() {
+                let chunk = &buf[pos * bb..(pos + 1) * bb];
+                match result {
                     BatchRead::Hit if self.verify(hashes[k], chunk) => {
                         inc(&c.hits);
-                        true
+                        at[k] = Some((reads.len(), pos));
                     }
-                    BatchRead::Hit | BatchRead::Corrupt => {
-                        inc(&c.corrupt);
-                        false
-                    }
-                    BatchRead::Miss => {
-                        inc(&c.misses);
-                        false
-                    }
-                };
-                ok[k] = good;
-                if good {
-                    bytes[k * bb..(k + 1) * bb].copy_from_slice(chunk);
+                    BatchRead::Hit | BatchRead::Corrupt => inc(&c.corrupt),
+                    BatchRead::Miss => inc(&c.misses),
                 }
             }
+            reads.push(buf);
         }
-        let prefix = ok.iter().take_while(|&&g| g).count();
-        // Onboard the fetched blocks of the prefix in one batch.
+        let prefix = (0..prefix)
+            .take_while(|&k| sources[k] == Some(0) || at[k].is_some())
+            .count();
+        // Onboard the fetched blocks of the prefix in one batch; no copy when they are the
+        // leading blocks of one read, in order (the usual case: one source tier).
         let fetched: Vec<usize> = (0..prefix).filter(|&k| sources[k] != Some(0)).collect();
-        let mut gathered = Vec::with_capacity(fetched.len() * bb);
-        for &k in &fetched {
-            gathered.extend_from_slice(&bytes[k * bb..(k + 1) * bb]);
-        }
+        let in_place = fetched
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| at[k] == Some((0, i)));
+        let gathered;
+        let bytes: &[u8] = if in_place {
+            reads.first().map_or(&[][..], |r| &r[..fetched.len() * bb])
+        } else {
+            let mut g = Vec::with_capacity(fetched.len() * bb);
+            for &k in &fetched {
+                if let Some((r, pos)) = at[k] {
+                    g.extend_from_slice(&reads[r][pos * bb..(pos + 1) * bb]);
+                }
+            }
+            gathered = g;
+            &gathered
+        };
         let fetched_hashes: Vec<SequenceHash> = fetched.iter().map(|&k| hashes[k]).collect();
-        let mut guards = host.insert_many(&fetched_hashes, &gathered)?.into_iter();
+        let inserted = host.insert_many(&fetched_hashes, bytes);
+        if let Some(buf) = reads.into_iter().next() {
+            *self.scratch.lock() = buf;
+        }
+        let mut guards = inserted?.into_iter();
         for _ in &fetched {
             inc(&self.tiers[0].counters.writes);
         }
@@ -182,20 +197,9 @@ impl TieredStore {
             };
             blocks.push(guard);
         }
-        for k in &fetched {
-            self.record_if_absent(hashes[*k], &bytes[*k * bb..(*k + 1) * bb]);
-        }
         Ok(Onboarded {
             blocks,
             sources: sources[..prefix].iter().map(|s| s.unwrap_or(0)).collect(),
         })
-    }
-
-    /// Records the digest of bytes that passed verification, when none is recorded.
-    fn record_if_absent(&self, hash: SequenceHash, bytes: &[u8]) {
-        self.digests
-            .lock()
-            .entry(hash.as_u128())
-            .or_insert_with(|| xxh3_64(bytes));
     }
 }
