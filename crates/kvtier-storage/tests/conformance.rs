@@ -102,3 +102,60 @@ fn g2_full_when_every_slot_is_held() {
         Err(kvtier_storage::tier::StorageError::Full(_))
     ));
 }
+
+/// G2: readers streaming blocks while a writer evicts constantly never see a slot change
+/// under them (every block they stream is whole).
+#[test]
+fn g2_concurrent_readers_and_an_evicting_writer() {
+    let s = Arc::new(host(8));
+    for i in 0..4 {
+        put_block(&*s, hash(i), &block(i, 0, BLOCK)).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 100;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Fills free and evictable slots: evicts whatever no reader holds.
+                let _ = put_block(&*s, hash(n), &block(n, 0, BLOCK));
+                n += 1;
+            }
+            n - 100
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut whole = 0;
+                for round in 0..300u64 {
+                    let i = (round + r) % 4;
+                    let Some(mut hit) = s.lookup(hash(i)).unwrap() else {
+                        // Evicted between reads: bring it back.
+                        let _ = put_block(&*s, hash(i), &block(i, 0, BLOCK));
+                        continue;
+                    };
+                    let mut out = vec![0u8; BLOCK];
+                    let mut at = 0;
+                    while at < BLOCK {
+                        let end = (at + 512).min(BLOCK);
+                        at += hit.read_chunk(&mut out[at..end]).unwrap();
+                        std::thread::yield_now(); // let the writer run mid-stream
+                    }
+                    assert!(
+                        out == block(i, 0, BLOCK),
+                        "block {i} changed under its reader"
+                    );
+                    whole += 1;
+                }
+                whole
+            })
+        })
+        .collect();
+    let whole: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(whole > 0 && written > 0, "reads {whole}, writes {written}");
+    assert!(s.arena().stats().evictions > 0, "the writer never evicted");
+}

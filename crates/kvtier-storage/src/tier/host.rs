@@ -10,6 +10,9 @@
 //!   evict-on-release and released first. If a reader still holds the old block, the core
 //!   keeps it (the new block becomes a duplicate and is freed): readers never see a slot
 //!   change under them, and lookups keep serving the old bytes until it is released.
+//!   Concurrent writers of one hash each publish a whole block, but as a cache G2 may end up
+//!   holding none of them (one writer's release can evict the other's block); the conformance
+//!   suite checks exactly that: never a torn block, presence only for durable tiers.
 //! - [`purge`](Storage::purge) marks the block evict-on-release and releases it: it is freed at
 //!   once when no reader holds it, else when the last reader releases it.
 

@@ -236,7 +236,8 @@ pub trait Storage: Send + Sync {
     /// A backend error.
     fn update_meta(&self, hash: SequenceHash, meta: BlockMeta) -> Result<bool, StorageError>;
 
-    /// Whether the tier holds the block (a cheap probe: bytes are not read or verified).
+    /// Whether the tier holds the block (a cheap probe: bytes are not read or verified). A
+    /// tier that cannot answer (a failing backend) answers `false`.
     fn contains(&self, hash: SequenceHash) -> bool;
 
     /// Reads many blocks of `block_len` bytes each into `out` (block `i` at

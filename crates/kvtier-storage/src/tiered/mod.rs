@@ -19,7 +19,9 @@
 //!   against the xxh3 digest recorded when the block was written through this store (a block
 //!   with no recorded digest, e.g. after a restart, relies on the tier's own checksum) and a
 //!   mismatch is a miss there (the copy is purged). Every such event is counted
-//!   ([`TieredStore::metrics`]). A tier without a deadline is called on the caller's thread:
+//!   ([`TieredStore::metrics`]). The digests live in memory, one entry (a `u128` key and a
+//!   `u64`) per block written through the store until it is purged through it; blocks that
+//!   tiers evict on their own keep their entry. A tier without a deadline is called on the caller's thread:
 //!   give every tier that can stall (disk, network) a deadline.
 //! - **Prefixes.** [`TieredStore::locate_prefix`] answers which leading blocks of a hash list
 //!   are available, and in which tier each lives; [`TieredStore::fetch_prefix_into_host`]
