@@ -42,12 +42,12 @@ fn a_failing_tier_is_skipped_and_counted() {
     let report = store.put(hash(2), &block(2, 0, BLOCK)).unwrap();
     assert_eq!(report.stored, vec![0, 2]);
     // Reads: the failing tier is skipped, the slowest one serves.
-    store.tier(0).purge(hash(1)).unwrap();
+    store.tier(0).unwrap().purge(hash(1)).unwrap();
     let mut out = vec![0u8; BLOCK];
     assert_eq!(store.get(hash(1), &mut out).unwrap(), Some(2));
     assert!(out == block(1, 0, BLOCK));
     // Prefix queries treat it as holding nothing.
-    store.tier(0).purge(hash(2)).unwrap();
+    store.tier(0).unwrap().purge(hash(2)).unwrap();
     assert_eq!(store.locate_prefix(&[hash(2)]).tiers, vec![2]);
     let m = store.metrics();
     assert_eq!(m.tiers[1].write_errors, 1);
@@ -71,7 +71,7 @@ fn a_stalled_tier_is_abandoned_at_its_deadline() {
         .with_workers(1)
         .with_queue_depth(2);
     let (store, faulty) = store_with_faulty_middle(d1.path(), d2.path(), middle);
-    put_block(&**store.tier(2), hash(1), &block(1, 0, BLOCK)).unwrap();
+    put_block(&**store.tier(2).unwrap(), hash(1), &block(1, 0, BLOCK)).unwrap();
     faulty.set(Fault::Stall(Duration::from_secs(5)));
     let start = Instant::now();
     let mut out = vec![0u8; BLOCK];
@@ -101,7 +101,7 @@ fn corrupt_bytes_are_never_served() {
     let (store, faulty) = store_with_faulty_middle(d1.path(), d2.path(), TierConfig::default());
     for i in 0..3 {
         store.put(hash(i), &block(i, 0, BLOCK)).unwrap();
-        store.tier(0).purge(hash(i)).unwrap();
+        store.tier(0).unwrap().purge(hash(i)).unwrap();
     }
     faulty.set(Fault::Corrupt);
     let mut out = vec![0u8; BLOCK];
@@ -116,11 +116,11 @@ fn corrupt_bytes_are_never_served() {
     assert_eq!(m.tiers[1].corrupt, 3, "one on get, two in the batch");
     // With the fault gone, the same prefix comes up whole from the healthy copies.
     faulty.set(Fault::None);
-    store.tier(1).purge(hash(1)).unwrap();
-    store.tier(1).purge(hash(2)).unwrap();
+    store.tier(1).unwrap().purge(hash(1)).unwrap();
+    store.tier(1).unwrap().purge(hash(2)).unwrap();
     let onboarded = store.fetch_prefix_into_host(&hashes).unwrap();
     assert_eq!(onboarded.sources, vec![2, 2]);
-    let host = store.tier(0);
+    let host = store.tier(0).unwrap();
     for i in 1..3 {
         assert!(
             kvtier_storage::tier::get_block(&**host, hash(i)).unwrap() == Some(block(i, 0, BLOCK))
@@ -154,7 +154,7 @@ fn a_full_promotion_queue_drops_and_counts() {
         .with_queue_depth(1);
     let (store, faulty) = store_with_faulty_middle(d1.path(), d2.path(), middle);
     for i in 0..6 {
-        put_block(&**store.tier(2), hash(i), &block(i, 0, BLOCK)).unwrap();
+        put_block(&**store.tier(2).unwrap(), hash(i), &block(i, 0, BLOCK)).unwrap();
     }
     faulty.set(Fault::Stall(Duration::from_secs(2)));
     let mut out = vec![0u8; BLOCK];

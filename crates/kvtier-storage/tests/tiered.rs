@@ -40,8 +40,8 @@ fn fan_out_drops_a_tier_mid_stream_at_its_gate() {
     w.write_chunk(&bytes[3000..]).unwrap();
     let report = w.finish().unwrap();
     assert_eq!(report.stored, vec![1]);
-    assert!(!store.tier(0).contains(hash(1)));
-    assert!(get_block(&**store.tier(1), hash(1)).unwrap() == Some(bytes));
+    assert!(!store.tier(0).unwrap().contains(hash(1)));
+    assert!(get_block(&**store.tier(1).unwrap(), hash(1)).unwrap() == Some(bytes));
     let m = store.metrics();
     assert_eq!((m.tiers[0].gate_drops, m.tiers[1].gate_drops), (1, 0));
     assert_eq!((m.tiers[0].writes, m.tiers[1].writes), (0, 1));
@@ -65,11 +65,11 @@ fn fan_out_dropped_unfinished_writes_nothing() {
 fn promotion_never_leaves_tiers_alone() {
     let dir = tempfile::tempdir().unwrap();
     let store = two_tiers(Promotion::Never, dir.path());
-    put_block(&**store.tier(1), hash(3), &block(3, 0, BLOCK)).unwrap();
+    put_block(&**store.tier(1).unwrap(), hash(3), &block(3, 0, BLOCK)).unwrap();
     let mut out = vec![0u8; BLOCK];
     assert_eq!(store.get(hash(3), &mut out).unwrap(), Some(1));
     assert!(out == block(3, 0, BLOCK));
-    assert!(!store.tier(0).contains(hash(3)));
+    assert!(!store.tier(0).unwrap().contains(hash(3)));
     assert_eq!(store.get(hash(3), &mut out).unwrap(), Some(1));
     assert_eq!(store.metrics().tiers[0].promotions, 0);
 }
@@ -84,20 +84,20 @@ fn promotion_on_hit_copies_into_faster_tiers() {
         .tier(disk(d2.path()), TierConfig::default())
         .promotion(Promotion::OnStreamCommitAtFinish)
         .build();
-    put_block(&**store.tier(2), hash(4), &block(4, 0, BLOCK)).unwrap();
+    put_block(&**store.tier(2).unwrap(), hash(4), &block(4, 0, BLOCK)).unwrap();
     let mut hit = store.lookup(hash(4)).unwrap().unwrap();
     assert_eq!(hit.tier, 2);
     let mut out = vec![0u8; BLOCK];
     hit.handler.read_all(&mut out).unwrap();
     assert!(out == block(4, 0, BLOCK));
     // G2: synchronously, before the lookup returned.
-    assert!(store.tier(0).contains(hash(4)));
+    assert!(store.tier(0).unwrap().contains(hash(4)));
     // The middle tier: asynchronously.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.tier(1).contains(hash(4)) && Instant::now() < deadline {
+    while !store.tier(1).unwrap().contains(hash(4)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(get_block(&**store.tier(1), hash(4)).unwrap() == Some(block(4, 0, BLOCK)));
+    assert!(get_block(&**store.tier(1).unwrap(), hash(4)).unwrap() == Some(block(4, 0, BLOCK)));
     let m = store.metrics();
     assert_eq!((m.tiers[0].promotions, m.tiers[1].promotions), (1, 1));
     // Next read: from G2.
@@ -157,7 +157,7 @@ fn locate_prefix_and_fetch_it_into_g2_in_one_batch() {
         store.put(hash(i), &block(i, 0, BLOCK)).unwrap();
     }
     for i in [2, 3, 4, 6] {
-        put_block(&**store.tier(1), hash(i), &block(i, 0, BLOCK)).unwrap();
+        put_block(&**store.tier(1).unwrap(), hash(i), &block(i, 0, BLOCK)).unwrap();
     }
     let hashes: Vec<_> = (0..7).map(hash).collect();
     let loc = store.locate_prefix(&hashes);
@@ -170,7 +170,7 @@ fn locate_prefix_and_fetch_it_into_g2_in_one_batch() {
         (0, 1),
         "one batched read from G3, no per-block lookups"
     );
-    let host_tier = store.tier(0);
+    let host_tier = store.tier(0).unwrap();
     for (i, guard) in onboarded.blocks.iter().enumerate() {
         assert_eq!(guard.sequence_hash(), hash(i as u64));
         assert!(host_tier.contains(hash(i as u64)));

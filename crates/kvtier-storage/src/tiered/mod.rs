@@ -51,10 +51,10 @@
 //! let hash = SequenceHash::root(1);
 //! let report = store.put(hash, &[3u8; 4096])?;
 //! assert_eq!(report.stored, vec![0, 1]); // in G2 and G3
-//! store.tier(0).purge(hash)?; // gone from G2 ...
+//! store.tier(0).unwrap().purge(hash)?; // gone from G2 ...
 //! let mut out = vec![0u8; 4096];
 //! assert_eq!(store.get(hash, &mut out)?, Some(1)); // ... served from G3, promoted to G2
-//! assert!(store.tier(0).contains(hash));
+//! assert!(store.tier(0).unwrap().contains(hash));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -285,13 +285,9 @@ impl TieredStore {
         self.tiers.len()
     }
 
-    /// Tier `i` (0: the fastest).
-    ///
-    /// # Panics
-    ///
-    /// If `i >= tier_count()`.
-    pub fn tier(&self, i: usize) -> &Arc<dyn Storage> {
-        &self.tiers[i].storage
+    /// Tier `i` (0: the fastest), if there is one.
+    pub fn tier(&self, i: usize) -> Option<&Arc<dyn Storage>> {
+        self.tiers.get(i).map(|t| &t.storage)
     }
 
     /// A snapshot of the counters.
