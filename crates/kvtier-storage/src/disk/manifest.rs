@@ -17,7 +17,10 @@ use crate::tier::{Manifest, ManifestStore, StorageError};
 
 const MANIFESTS: TableDefinition<'_, &[u8], (u64, u64, &[u8])> = TableDefinition::new("manifests");
 
-/// The manifests of one disk tier directory. See the [module documentation](self).
+/// The compare-and-swap manifests of one disk tier directory, in `dir/manifests.redb`: each
+/// operation is one redb transaction (a write reads and writes the record in one write
+/// transaction, committed durably), so concurrent writers of one key are safe. Versions start
+/// at 1; an expired manifest reads as absent.
 #[derive(Debug)]
 pub struct DiskManifests {
     db: Database,

@@ -96,8 +96,14 @@ pub fn storage_suite(open: &mut dyn FnMut() -> Arc<dyn Storage>, durability: Dur
 fn put_get(s: &dyn Storage, len: usize) {
     put_block(s, hash(1), &block(1, 0, len)).expect("put");
     assert!(s.contains(hash(1)));
-    assert_eq!(read_chunked(s, hash(1), 1000), Some(block(1, 0, len)));
-    assert_eq!(get_block(s, hash(1)).unwrap(), Some(block(1, 0, len)));
+    assert!(
+        read_chunked(s, hash(1), 1000) == Some(block(1, 0, len)),
+        "wrong bytes: read_chunked(s, hash(1), 1000)"
+    );
+    assert!(
+        get_block(s, hash(1)).unwrap() == Some(block(1, 0, len)),
+        "wrong bytes: get_block(s, hash(1)).unwrap()"
+    );
 }
 
 fn streaming_write(s: &dyn Storage, len: usize) {
@@ -113,7 +119,10 @@ fn streaming_write(s: &dyn Storage, len: usize) {
         "visible before finish"
     );
     miss.finish().expect("finish");
-    assert_eq!(get_block(s, hash(2)).unwrap(), Some(bytes));
+    assert!(
+        get_block(s, hash(2)).unwrap() == Some(bytes),
+        "streamed block"
+    );
 
     // Dropped unfinished: nothing written.
     let mut miss = s.get_miss_handler(hash(3), len).expect("miss handler");
@@ -126,13 +135,19 @@ fn streaming_write(s: &dyn Storage, len: usize) {
 fn overwrite(s: &dyn Storage, len: usize) {
     put_block(s, hash(4), &block(4, 1, len)).unwrap();
     put_block(s, hash(4), &block(4, 2, len)).unwrap();
-    assert_eq!(get_block(s, hash(4)).unwrap(), Some(block(4, 2, len)));
+    assert!(
+        get_block(s, hash(4)).unwrap() == Some(block(4, 2, len)),
+        "wrong bytes: get_block(s, hash(4)).unwrap()"
+    );
 }
 
 fn delete(s: &dyn Storage, len: usize) {
     put_block(s, hash(5), &block(5, 0, len)).unwrap();
     assert!(s.update_meta(hash(5), BlockMeta::default()).unwrap());
-    assert_eq!(get_block(s, hash(5)).unwrap(), Some(block(5, 0, len)));
+    assert!(
+        get_block(s, hash(5)).unwrap() == Some(block(5, 0, len)),
+        "wrong bytes: get_block(s, hash(5)).unwrap()"
+    );
     assert!(s.purge(hash(5)).unwrap());
     assert!(!s.contains(hash(5)));
     assert!(s.lookup(hash(5)).unwrap().is_none());
@@ -255,9 +270,9 @@ fn concurrent_writers(s: &Arc<dyn Storage>, len: usize, durability: Durability) 
     }
     for t in 0..THREADS {
         let own = 30 + t;
-        assert_eq!(
-            get_block(&**s, hash(own)).unwrap(),
-            Some(block(own, ROUNDS - 1, len))
+        assert!(
+            get_block(&**s, hash(own)).unwrap() == Some(block(own, ROUNDS - 1, len)),
+            "wrong bytes: get_block(&**s, hash(own)).unwrap()"
         );
     }
 }
@@ -269,9 +284,18 @@ fn restart(s: Arc<dyn Storage>, open: &mut dyn FnMut() -> Arc<dyn Storage>, len:
     assert_eq!(Arc::strong_count(&s), 1, "the suite holds the last handle");
     drop(s);
     let s = open();
-    assert_eq!(get_block(&*s, hash(40)).unwrap(), Some(block(40, 7, len)));
-    assert_eq!(get_block(&*s, hash(1)).unwrap(), Some(block(1, 0, len)));
-    assert_eq!(get_block(&*s, hash(4)).unwrap(), Some(block(4, 2, len)));
+    assert!(
+        get_block(&*s, hash(40)).unwrap() == Some(block(40, 7, len)),
+        "wrong bytes: get_block(&*s, hash(40)).unwrap()"
+    );
+    assert!(
+        get_block(&*s, hash(1)).unwrap() == Some(block(1, 0, len)),
+        "wrong bytes: get_block(&*s, hash(1)).unwrap()"
+    );
+    assert!(
+        get_block(&*s, hash(4)).unwrap() == Some(block(4, 2, len)),
+        "wrong bytes: get_block(&*s, hash(4)).unwrap()"
+    );
     assert!(!s.contains(hash(41)), "a purged block came back");
     assert!(!s.contains(hash(3)), "an unfinished block came back");
 }
