@@ -4,6 +4,12 @@
 //! - [`arena`]: G2, a pre-allocated host-memory arena; block id `i` owns slot `i`.
 //! - [`disk`]: G3, block bytes in preallocated files on local disk, indexed, checksummed and
 //!   crash safe.
+//! - [`tier`]: the [`Storage`](tier::Storage) interface every tier implements (streaming hit
+//!   and miss handlers, purge, metadata), its G2 and G3 adapters, compare-and-swap manifests
+//!   ([`ManifestStore`](tier::ManifestStore)), and a fault-injecting wrapper for tests.
+//! - [`tiered`]: [`TieredStore`](tiered::TieredStore), tiers composed fastest first: byte
+//!   gates, fan-out writes, promotion on hit, single-flight, prefix lookup and batched
+//!   onboarding into G2, faults contained and counted.
 //!
 //! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
 //! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
@@ -44,3 +50,5 @@
 pub mod arena;
 pub mod disk;
 pub mod layout;
+pub mod tier;
+pub mod tiered;

@@ -83,6 +83,7 @@ mod config;
 mod error;
 mod files;
 mod index;
+mod manifest;
 mod slots;
 mod stats;
 mod verify;
@@ -94,6 +95,7 @@ use parking_lot::Mutex;
 
 pub use config::{DiskConfig, MAX_NAMESPACE_BYTES};
 pub use error::DiskError;
+pub use manifest::DiskManifests;
 pub use stats::DiskStats;
 
 use files::DataFiles;
