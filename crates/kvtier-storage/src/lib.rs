@@ -4,6 +4,8 @@
 //! - [`arena`]: G2, a pre-allocated host-memory arena; block id `i` owns slot `i`.
 //! - [`disk`]: G3, block bytes in preallocated files on local disk, indexed, checksummed and
 //!   crash safe.
+//! - [`offload`]: write policies (write-through, selective, write-back) and a bounded,
+//!   non-blocking offload queue fed by a block manager's observer hook.
 //!
 //! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
 //! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
@@ -44,3 +46,4 @@
 pub mod arena;
 pub mod disk;
 pub mod layout;
+pub mod offload;
