@@ -63,7 +63,7 @@ pub(crate) fn run(args: &TieredArgs<'_>, chains: &Chains) -> Result<()> {
     let mut rows = Vec::new();
     for &g2 in args.capacities {
         for &p in &policies {
-            let replay = TieredReplay::new(g2, args.g3_capacity, p)?
+            let replay = TieredReplay::for_chains(g2, args.g3_capacity, p, chains)?
                 .with_block_bytes(args.block_bytes)
                 .with_release(args.release);
             rows.push(replay.run(chains));

@@ -144,3 +144,26 @@ fn without_g3_capacity_the_output_is_the_plain_replay() {
     assert_eq!(rows[0]["policy"], "lru");
     assert!(rows[0].get("write_policy").is_none());
 }
+
+#[test]
+fn huge_capacities_cost_what_the_trace_costs() {
+    // A billion-block G2 and G3 would need ~100 GB if allocated up front; it must run as a
+    // trace-sized G2 (nothing evicted) and reach the infinite-cache rate under write_through.
+    let out = kvtier(&[
+        "replay",
+        "--format",
+        "json",
+        "--capacity",
+        "1000000000",
+        "--g3-capacity",
+        "1000000000",
+        "--write-policy",
+        "write_through",
+    ]);
+    let rows = json_rows(&out);
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(u(r, "g2_capacity"), 1_000_000_000);
+    assert_eq!(u(r, "g2_evictions"), 0);
+    assert_eq!(u(r, "g2_hit_blocks"), u(r, "infinite_hit_blocks"));
+}

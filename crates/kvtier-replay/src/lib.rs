@@ -65,7 +65,9 @@ pub use replay::{
 };
 pub use row::{PROGRESS_EVERY, ReplayRow};
 pub use synthetic::SyntheticConfig;
-pub use tiered::{DEFAULT_MODEL, TieredError, TieredReplay, TieredRow, default_block_bytes};
+pub use tiered::{
+    DEFAULT_MODEL, MAX_TRACKED_HITS, TieredError, TieredReplay, TieredRow, default_block_bytes,
+};
 pub use trace::{
     MAX_KEPT_ERRORS, ParseError, ParseMode, Parsed, ReadLimits, Request, RequestMeta, Trace,
     TraceError,

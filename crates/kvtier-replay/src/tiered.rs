@@ -45,12 +45,16 @@ use kvtier_storage::layout::{BlockLayout, Dtype, ModelLayout};
 use kvtier_storage::offload::{WriteGate, WritePolicy, WritePolicyError};
 use serde::{Deserialize, Serialize};
 
-use crate::{Chains, REPLAY_BLOCK_SIZE, ReleaseOrder, ReplayError, infinite};
+use crate::{Chains, ManagerReplay, REPLAY_BLOCK_SIZE, ReleaseOrder, ReplayError, infinite};
 
 /// The model whose block size the byte figures assume by default: Llama-3.1-8B (32 layers,
 /// 8 KV heads of 128, bf16) with the trace's 512-token blocks, K and V:
 /// 2 × 32 × 512 × 8 × 128 × 2 bytes = 64 MiB per block.
 pub const DEFAULT_MODEL: ModelLayout = ModelLayout::new(32, REPLAY_BLOCK_SIZE, 8, 128, Dtype::Bf16);
+
+/// Most distinct blocks the selective gate of a tiered replay counts hits for: 2^22 (32 MiB of
+/// sketch), whatever the capacities asked for.
+pub const MAX_TRACKED_HITS: usize = 1 << 22;
 
 /// Bytes of one block of [`DEFAULT_MODEL`].
 pub fn default_block_bytes() -> u64 {
@@ -221,8 +225,11 @@ pub struct TieredReplay {
 impl TieredReplay {
     /// G2 of `g2_capacity` blocks (the block manager in its default configuration, `Reject`
     /// duplicates), G3 of `g3_capacity` blocks, blocks of [`default_block_bytes`], tail-first
-    /// release. The selective gate tracks `g2_capacity + g3_capacity` blocks (capped at the
-    /// sketch's maximum).
+    /// release. The selective gate tracks `g2_capacity + g3_capacity` blocks, at most
+    /// [`MAX_TRACKED_HITS`].
+    ///
+    /// G2 gets exactly `g2_capacity` slots (about a hundred bytes each): for a capacity that
+    /// comes from a user, use [`for_chains`](Self::for_chains).
     ///
     /// # Errors
     ///
@@ -233,16 +240,42 @@ impl TieredReplay {
         g3_capacity: usize,
         policy: WritePolicy,
     ) -> Result<Self, TieredError> {
+        Self::build(g2_capacity, g2_capacity, g3_capacity, policy)
+    }
+
+    /// Like [`new`](Self::new), for replaying `chains`: G2 gets at most the trace's distinct
+    /// blocks as slots ([`ManagerReplay::effective_capacity`]: with that many nothing is ever
+    /// evicted, so a larger G2 replays identically), and rows still report `g2_capacity`. The
+    /// numbers are those of `new` at the clamped capacity (the selective gate is sized from it
+    /// too); G3 allocates nothing up front.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn for_chains(
+        g2_capacity: usize,
+        g3_capacity: usize,
+        policy: WritePolicy,
+        chains: &Chains,
+    ) -> Result<Self, TieredError> {
+        let slots = ManagerReplay::effective_capacity(g2_capacity, chains);
+        Self::build(g2_capacity, slots, g3_capacity, policy)
+    }
+
+    fn build(
+        g2_capacity: usize,
+        slots: usize,
+        g3_capacity: usize,
+        policy: WritePolicy,
+    ) -> Result<Self, TieredError> {
         if g3_capacity == 0 {
             return Err(TieredError::ZeroG3);
         }
-        let tracked = g2_capacity
-            .saturating_add(g3_capacity)
-            .clamp(1, kvtier_core::MAX_SKETCH_CAPACITY);
+        let tracked = slots.saturating_add(g3_capacity).clamp(1, MAX_TRACKED_HITS);
         let gate = WriteGate::new(policy, tracked)?;
         let recorder = Arc::new(Recorder::default());
         let g2 = BlockManager::<G2>::builder()
-            .with_block_count(g2_capacity)
+            .with_block_count(slots)
             .with_block_size(REPLAY_BLOCK_SIZE)
             .with_duplication_policy(DuplicationPolicy::Reject)
             .with_observer(recorder.clone())

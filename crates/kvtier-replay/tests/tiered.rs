@@ -180,3 +180,38 @@ fn zero_capacities_are_refused() {
     assert!(TieredReplay::new(10, 0, WritePolicy::WriteBack).is_err());
     assert!(TieredReplay::new(10, 10, WritePolicy::WriteThroughSelective { hits: 0 }).is_err());
 }
+
+#[test]
+fn g3_evicts_by_write_order_and_reads_do_not_reorder_it() {
+    // G2 of 1, G3 of 2, write-through. [b] is read from G3 in request 4, yet it is still the
+    // oldest write when [a] is written again in request 5, so request 6 misses it.
+    let chains = chains_of(&[&[1], &[2], &[3], &[2], &[1], &[2]]);
+    let r = run(&chains, 1, 2, WritePolicy::WriteThrough);
+    assert_eq!(r.g2_hit_blocks, 0);
+    assert_eq!(r.combined_hit_blocks, 1, "{r:?}");
+    assert_eq!((r.g3_blocks_written, r.g3_evictions), (5, 3), "{r:?}");
+}
+
+#[test]
+fn a_huge_g2_from_a_user_replays_like_the_trace_sized_one() {
+    let chains = synthetic(4, 400);
+    for p in POLICIES {
+        let sized = TieredReplay::for_chains(usize::MAX / 2, 1_000, p, &chains)
+            .unwrap()
+            .run(&chains);
+        let exact = run(&chains, chains.unique(), 1_000, p);
+        assert_eq!(sized.g2_capacity, usize::MAX / 2);
+        assert_eq!(
+            (
+                sized.g2_hit_blocks,
+                sized.combined_hit_blocks,
+                sized.g3_blocks_written
+            ),
+            (
+                exact.g2_hit_blocks,
+                exact.combined_hit_blocks,
+                exact.g3_blocks_written
+            ),
+        );
+    }
+}
