@@ -2,7 +2,8 @@
 //!
 //! Subcommands, one module each:
 //! - `replay` ([`replay`]): hit rates of eviction policies on a prefix-cache trace, against
-//!   Belady's offline optimum and the infinite-capacity bound.
+//!   Belady's offline optimum and the infinite-capacity bound; with `--g3-capacity`, the
+//!   tiered replay of G2 above G3 under each write policy ([`tiered`]).
 //! - `router` ([`router`]): the KV-aware router service (event ingestion, prefix index, HTTP
 //!   queries).
 //!
@@ -11,6 +12,7 @@
 
 mod replay;
 mod router;
+mod tiered;
 
 use std::process::ExitCode;
 

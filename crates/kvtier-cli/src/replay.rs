@@ -28,6 +28,8 @@ use kvtier_replay::{
     ReleaseOrder, ReplayRow, SyntheticConfig, Trace, TraceError, infinite, policies,
 };
 
+use crate::tiered::TieredArgs;
+
 /// The sample trace shipped in the repository (see `data/NOTICE`), embedded so that
 /// `kvtier replay` works from any directory.
 const SAMPLE_TRACE: &[u8] = include_bytes!("../../../data/mooncake_conversation.jsonl");
@@ -66,6 +68,15 @@ first on ties), under the same constraints.
 
 A malformed line is reported on stderr with its line number and skipped; --strict aborts \
 instead (exit status 1).
+
+Tiers: with --g3-capacity N the replay is tiered. G2 is the block manager in its default \
+configuration at each --capacity; G3 holds N blocks and evicts the oldest write first, as the \
+disk tier does. A request's prefix continues from G2 into G3 (and G2 past a gap); blocks found \
+there are onboarded (registered in G2). --write-policy picks what reaches G3: write_through \
+(on registration in G2), write_through_selective[:K] (at a block's K-th hit, default 2), \
+write_back (on eviction from G2), or all. The table gives G2-alone, G2+G3 and infinite-cache \
+hit rates, blocks and bytes written to G3 (--block-bytes, default 64 MiB), and bytes written \
+per hit G3 added.
 
 Limits: a trace (file or stdin) is read up to --max-trace-bytes (default 1 GiB) with lines up \
 to --max-line-bytes (default 16 MiB); past either, the replay stops with an error (exit status \
@@ -150,6 +161,27 @@ pub struct ReplayArgs {
     /// Also write the replayed trace to this file as Mooncake JSONL (for example a synthetic one).
     #[arg(long, value_name = "PATH")]
     write_trace: Option<PathBuf>,
+
+    /// Tiered replay: G2 is the block manager (default configuration) at each --capacity, above
+    /// a G3 of N blocks (FIFO by write order, as the disk tier); prints G2-alone, G2+G3 and
+    /// infinite hit rates and the bytes written to G3 per write policy.
+    #[arg(long, value_name = "N", conflicts_with_all = ["policies", "shards"])]
+    g3_capacity: Option<usize>,
+
+    /// Write policies of the tiered replay (comma-separated or repeated): write_through,
+    /// write_through_selective[:K] (K hits, default 2), write_back, or all. Default: all.
+    #[arg(
+        long,
+        value_name = "P",
+        value_delimiter = ',',
+        requires = "g3_capacity"
+    )]
+    write_policy: Vec<String>,
+
+    /// Bytes of one block for the tiered replay's byte figures. Default: 64 MiB (Llama-3.1-8B,
+    /// bf16, 512-token blocks: 2 x 32 layers x 512 x 8 KV heads x 128 x 2 bytes).
+    #[arg(long, value_name = "BYTES", requires = "g3_capacity")]
+    block_bytes: Option<u64>,
 }
 
 /// Parses one `--shards` value: an integer in `1..=MAX_SHARDS`.
@@ -317,6 +349,20 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let chains = Chains::from_trace(&parsed.trace);
+    if let Some(g3_capacity) = args.g3_capacity {
+        let tiered = TieredArgs {
+            name: &name,
+            capacities: &args.capacities,
+            g3_capacity,
+            policies: &args.write_policy,
+            block_bytes: args
+                .block_bytes
+                .unwrap_or_else(kvtier_replay::default_block_bytes),
+            release: ReleaseOrder::from(args.release),
+            json: args.format == Format::Json,
+        };
+        return crate::tiered::run(&tiered, &chains);
+    }
 
     let reps = args.reps as usize;
     // `None`: the block manager's default shard count.

@@ -20,6 +20,8 @@
 //! - [`Belady`] and [`infinite`] are the bounds, under the manager's own constraints.
 //! - [`policies`] is the registry of built-in eviction policies by name.
 //! - [`SyntheticConfig`] generates multi-turn chat traffic with a seed.
+//! - [`TieredReplay`] replays through G2 (the real manager) above a G3 model under a write
+//!   policy (`kvtier-storage`'s offload gate): combined hit rate and bytes written to G3.
 //!
 //! # The metric
 //! Per request, hits = the leading run of its blocks found cached; hit rate = total hits /
@@ -52,6 +54,7 @@ mod policies;
 mod replay;
 mod row;
 mod synthetic;
+mod tiered;
 mod trace;
 
 pub use chain::{Chains, mix_child, mix_root};
@@ -62,6 +65,9 @@ pub use replay::{
 };
 pub use row::{PROGRESS_EVERY, ReplayRow};
 pub use synthetic::SyntheticConfig;
+pub use tiered::{
+    DEFAULT_MODEL, MAX_TRACKED_HITS, TieredError, TieredReplay, TieredRow, default_block_bytes,
+};
 pub use trace::{
     MAX_KEPT_ERRORS, ParseError, ParseMode, Parsed, ReadLimits, Request, RequestMeta, Trace,
     TraceError,

@@ -10,6 +10,8 @@
 //! - [`tiered`]: [`TieredStore`](tiered::TieredStore), tiers composed fastest first: byte
 //!   gates, fan-out writes, promotion on hit, single-flight, prefix lookup and batched
 //!   onboarding into G2, faults contained and counted.
+//! - [`offload`]: write policies (write-through, selective, write-back) and a bounded,
+//!   non-blocking offload queue fed by a block manager's observer hook.
 //!
 //! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
 //! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
@@ -52,3 +54,4 @@ pub mod disk;
 pub mod layout;
 pub mod tier;
 pub mod tiered;
+pub mod offload;
