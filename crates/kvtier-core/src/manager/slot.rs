@@ -5,13 +5,17 @@
 //! lock); [`SlotRef`] is the untyped strong reference behind `ImmutableBlock`.
 //!
 //! # Handle counting
-//! Strong references of a registered slot are counted in `Slot::handles`, and that count is only
-//! ever read or changed under the lock of the shard that owns the slot (the shard of its hash,
-//! fixed while it is registered). So the count needs no atomic read-modify-write (a plain load
-//! and store under the lock), and "this was the last handle" is decided in the same critical
-//! section that moves the block to the inactive pool: a racing match and release always agree.
-//! Each handle also owns one `Arc` count, which keeps the slot's memory alive; that is the only
-//! atomic read-modify-write of taking or giving back a handle.
+//! Strong references of a registered slot are counted in `Slot::handles`. The count is raised
+//! only under the lock of the shard that owns the slot (the shard of its hash, fixed while it is
+//! registered), with an atomic read-modify-write; it is lowered either under that lock or, when
+//! it stays above zero, without it ([`Slot::release_if_shared`]: a compare-and-swap that never
+//! takes the count from 1 to 0). So the transition to zero, and with it "this was the last
+//! handle", is decided only under the shard lock, in the same critical section that moves the
+//! block to the inactive pool, and no match can raise the count concurrently: a racing match and
+//! last release always agree. A lock-free decrement from 2 to 1 racing a locked one is harmless:
+//! both are read-modify-writes, and whichever comes second sees the other's result.
+//!
+//! Each handle also owns one `Arc` count, which keeps the slot's memory alive.
 
 use crate::manager::store::Shared;
 use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
@@ -46,8 +50,9 @@ impl SlotState {
 pub(crate) struct Slot {
     pub(crate) id: BlockId,
     pub(crate) shared: Arc<Shared>,
-    /// Strong references (live `ImmutableBlock`s, pins, duplicates pointing here). Read and
-    /// written only under the owning shard's lock (see the module docs).
+    /// Strong references (live `ImmutableBlock`s, pins, duplicates pointing here). Raised only
+    /// under the owning shard's lock; lowered under it, or without it while it stays above zero
+    /// (see the module docs).
     pub(crate) handles: AtomicU32,
     pub(crate) state: AtomicU8,
     /// Changes every time the slot leaves the registered states: a `WeakBlock` or a delayed
@@ -118,6 +123,28 @@ impl Slot {
     pub(crate) fn bump_version(&self) {
         let next = self.version().wrapping_add(1).max(1);
         self.version.store(next, Ordering::Relaxed);
+    }
+
+    /// Gives back one handle without any lock if it is not the last one: lowers the count when
+    /// it is above 1 and returns `true`; returns `false` (count unchanged) when this may be the
+    /// last handle, which the caller then gives back under the shard lock.
+    #[inline]
+    pub(crate) fn release_if_shared(&self) -> bool {
+        let mut cur = self.handles.load(Ordering::Relaxed);
+        while cur > 1 {
+            // Release: this holder's uses of the block happen before whoever later takes the
+            // count to zero (under the lock, with an acquiring read-modify-write).
+            match self.handles.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
     }
 
     pub(crate) fn evict_on_release(&self) -> bool {

@@ -21,8 +21,9 @@ impl Shared {
     /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
     #[inline]
     pub(super) fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) {
-        // Only ever changed under this lock: a plain load and store (see `slot.rs`).
-        let prev = slot.handles.load(Ordering::Relaxed);
+        // Raised only under this lock, but lowered without it while it stays above zero (see
+        // `slot.rs`): an atomic increment. A zero count stays zero until this lock is released.
+        let prev = slot.handles.fetch_add(1, Ordering::Relaxed);
         if prev == 0 && slot.state() == SlotState::Inactive {
             g.record(EventKind::Remove {
                 id: slot.id,
@@ -32,7 +33,6 @@ impl Shared {
             g.inactive -= 1;
             g.counters.resurrections += 1;
         }
-        slot.handles.store(prev + 1, Ordering::Relaxed);
     }
 
     /// Another handle on a slot the caller already holds one on (`ImmutableBlock::clone`).
@@ -120,10 +120,15 @@ impl Shared {
         slot: &Slot,
         removed: &mut Vec<SequenceHash>,
     ) {
-        let prev = slot.handles.load(Ordering::Relaxed);
+        // Acquire: every holder's uses of the block (and their lock-free decrements, which
+        // release) happen before the block becomes inactive or free.
+        let prev = slot.handles.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(prev > 0, "handle released twice");
-        slot.handles
-            .store(prev.saturating_sub(1), Ordering::Relaxed);
+        if prev == 0 {
+            // A double release (a bug): keep the count at zero, as before the call.
+            slot.handles.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if prev != 1 {
             return;
         }
@@ -162,13 +167,17 @@ impl Shared {
                     drop(p);
                 }
             }
-            // Not reachable while handles are counted under this lock.
+            // Not reachable: a count reaches zero only under this lock, in a registered state.
             _ => {}
         }
     }
 
-    /// Gives back one handle (a dropped `ImmutableBlock`); takes the shard lock.
+    /// Gives back one handle (a dropped `ImmutableBlock`): without a lock when other handles
+    /// remain, otherwise under the shard lock.
     pub(crate) fn release_one(slot: Arc<Slot>) {
+        if slot.release_if_shared() {
+            return;
+        }
         let scope = PanicScope::enter();
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());
@@ -197,6 +206,10 @@ impl Shared {
                 continue;
             }
             let slot = r.into_slot();
+            if slot.release_if_shared() {
+                // Not the last handle: nothing for the shard to do.
+                continue;
+            }
             let g = w.shard(self.shard_of(slot.hash()));
             self.release_locked(g, &slot, &mut removed);
             // Dropping the `Arc` under the lock is fine: the manager calling us keeps the slot

@@ -58,8 +58,9 @@
 //!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
-//! 5. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
-//!    (see `slot.rs`).
+//! 5. Handle counts (`Slot::handles`) are raised only under the owning shard's lock, and taken
+//!    to zero only under it; a release that leaves the count above zero lowers it without the
+//!    lock (see `slot.rs`).
 //!
 //! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
 //! never contend between threads; a snapshot that locks every shard in turn is exact when the
