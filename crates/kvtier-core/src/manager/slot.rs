@@ -16,6 +16,12 @@
 //! both are read-modify-writes, and whichever comes second sees the other's result.
 //!
 //! Each handle also owns one `Arc` count, which keeps the slot's memory alive.
+//!
+//! # Hits on active blocks
+//! A lookup hit on a block that already has a handle is not sent to the policy as it happens:
+//! it is counted in `Slot::active_hits` (under the shard lock), and the count goes to the policy
+//! as one event when the last handle goes (`store/handles.rs`). So `active_hits` is 0 whenever
+//! `handles` is.
 
 use crate::manager::store::Shared;
 use crate::sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
@@ -61,6 +67,9 @@ pub(crate) struct Slot {
     pub(crate) hash_lo: AtomicU64,
     pub(crate) hash_hi: AtomicU64,
     pub(crate) evict_on_release: AtomicBool,
+    /// Hits on this block while it was active, not yet reported to the policy. Read and written
+    /// only under the owning shard's lock (see the module docs).
+    active_hits: AtomicU32,
     /// Bumped (under the shard lock) each time the block becomes inactive: policy events carry
     /// it, and a victim the policy gave up is taken only if the slot still has the version the
     /// policy held (`store/policy.rs`).
@@ -81,6 +90,7 @@ impl Slot {
             hash_lo: AtomicU64::new(0),
             hash_hi: AtomicU64::new(0),
             evict_on_release: AtomicBool::new(evict_on_release),
+            active_hits: AtomicU32::new(0),
             version: AtomicU32::new(0),
             dup_of: Mutex::new(None),
         })
@@ -145,6 +155,24 @@ impl Slot {
             }
         }
         false
+    }
+
+    /// Counts one hit on the active block (call under the shard lock).
+    #[inline]
+    pub(crate) fn count_active_hit(&self) {
+        let n = self.active_hits.load(Ordering::Relaxed);
+        self.active_hits
+            .store(n.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Takes the hits counted while the block was active (call under the shard lock).
+    #[inline]
+    pub(crate) fn take_active_hits(&self) -> u32 {
+        let n = self.active_hits.load(Ordering::Relaxed);
+        if n != 0 {
+            self.active_hits.store(0, Ordering::Relaxed);
+        }
+        n
     }
 
     pub(crate) fn evict_on_release(&self) -> bool {

@@ -2,7 +2,7 @@
 //! slots (see the module docs of `store` for the lock rules and `slot.rs` for the counting).
 
 use super::{PanicScope, ShardGuard, Shared, Walker};
-use crate::eviction::AccessKind;
+use crate::eviction::{AccessKind, HitSignals};
 use crate::hash::SequenceHash;
 use crate::manager::slot::{Slot, SlotRef, SlotState};
 use crate::sync::{Arc, Ordering};
@@ -19,8 +19,9 @@ impl Shared {
     }
 
     /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
+    /// Returns whether the block was already active (had a handle).
     #[inline]
-    pub(super) fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) {
+    pub(super) fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) -> bool {
         // Raised only under this lock, but lowered without it while it stays above zero (see
         // `slot.rs`): an atomic increment. A zero count stays zero until this lock is released.
         let prev = slot.handles.fetch_add(1, Ordering::Relaxed);
@@ -33,6 +34,7 @@ impl Shared {
             g.inactive -= 1;
             g.counters.resurrections += 1;
         }
+        prev != 0
     }
 
     /// Another handle on a slot the caller already holds one on (`ImmutableBlock::clone`).
@@ -67,15 +69,23 @@ impl Shared {
             let g = w.shard(self.shard_of(h));
             match g.index.get(h, slots) {
                 Some(id) => {
-                    let r = Self::acquire_locked(g, &slots[id.index()]);
+                    let slot = &slots[id.index()];
+                    let was_active = Self::count_handle_locked(g, slot);
                     if touch {
-                        g.record(EventKind::Access {
-                            hash: h,
-                            kind: AccessKind::Hit,
-                        });
+                        match (self.hit_signals, was_active) {
+                            // Reported as one event when the last handle goes.
+                            (HitSignals::All, true) => slot.count_active_hit(),
+                            (HitSignals::All | HitSignals::Inactive, false) => {
+                                g.record(EventKind::Access {
+                                    hash: h,
+                                    kind: AccessKind::Hit,
+                                })
+                            }
+                            _ => {}
+                        }
                     }
                     found += 1;
-                    out(Some(r));
+                    out(Some(SlotRef::adopt(slot.clone())));
                 }
                 None if stop_at_miss => break,
                 None => out(None),
@@ -133,6 +143,11 @@ impl Shared {
             return;
         }
         let hash = slot.hash();
+        // Hits counted while it was active reach the policy before it becomes inactive.
+        let hits = slot.take_active_hits();
+        if hits != 0 {
+            g.record(EventKind::Hits { hash, count: hits });
+        }
         match slot.state() {
             SlotState::Primary if slot.evict_on_release() => {
                 g.index.remove(hash, slot.id);

@@ -69,7 +69,7 @@
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 
-use crate::eviction::{AccessKind, PolicyContext, PolicyFactory};
+use crate::eviction::{AccessKind, HitSignals, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
 use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
@@ -236,6 +236,8 @@ pub(crate) struct Shared {
     pub(crate) policy_name: String,
     /// Counters bumped outside any shard lock, striped by thread to avoid contention.
     pub(crate) stripes: Box<[Stripe]>,
+    /// Which lookup hits the policy wants (its factory's `hit_signals`, read once at build).
+    hit_signals: HitSignals,
 }
 
 /// Counters of one stripe; each thread adds to its own stripe (by home shard).
@@ -338,6 +340,7 @@ impl Shared {
             tracker,
             policy_name: factory.name().to_string(),
             stripes: (0..shard_count).map(|_| Stripe::default()).collect(),
+            hit_signals: factory.hit_signals(),
         });
         let slots: Box<[Arc<Slot>]> = (0..total_blocks)
             .map(|i| {
