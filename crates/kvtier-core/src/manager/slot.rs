@@ -40,6 +40,7 @@ pub(crate) enum SlotState {
 }
 
 impl SlotState {
+    #[inline]
     fn from_u8(v: u8) -> SlotState {
         match v {
             0 => SlotState::Reset,
@@ -96,14 +97,17 @@ impl Slot {
         })
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> SlotState {
         SlotState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn set_state(&self, s: SlotState) {
         self.state.store(s as u8, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn hash(&self) -> SequenceHash {
         let lo = self.hash_lo.load(Ordering::Acquire) as u128;
         let hi = self.hash_hi.load(Ordering::Acquire) as u128;
@@ -124,6 +128,7 @@ impl Slot {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    #[inline]
     pub(crate) fn version(&self) -> u32 {
         self.version.load(Ordering::Relaxed)
     }

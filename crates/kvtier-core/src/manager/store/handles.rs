@@ -20,7 +20,7 @@ impl Shared {
 
     /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
     /// Returns whether the block was already active (had a handle).
-    #[inline]
+    #[inline(always)]
     pub(super) fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) -> bool {
         // Raised only under this lock, but lowered without it while it stays above zero (see
         // `slot.rs`): an atomic increment. A zero count stays zero until this lock is released.
@@ -189,10 +189,16 @@ impl Shared {
 
     /// Gives back one handle (a dropped `ImmutableBlock`): without a lock when other handles
     /// remain, otherwise under the shard lock.
+    #[inline]
     pub(crate) fn release_one(slot: Arc<Slot>) {
-        if slot.release_if_shared() {
-            return;
+        if !slot.release_if_shared() {
+            Self::release_last(slot);
         }
+    }
+
+    /// [`Self::release_one`] of what may be the last handle: under the shard lock.
+    #[inline(never)]
+    fn release_last(slot: Arc<Slot>) {
         let scope = PanicScope::enter();
         let shared = &*slot.shared;
         let s = shared.shard_of(slot.hash());

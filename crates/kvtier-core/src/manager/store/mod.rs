@@ -155,6 +155,7 @@ impl ShardGuard<'_> {
 
 impl Deref for ShardGuard<'_> {
     type Target = Shard;
+    #[inline]
     fn deref(&self) -> &Shard {
         match &self.shard {
             Some(g) => g,
@@ -164,6 +165,7 @@ impl Deref for ShardGuard<'_> {
 }
 
 impl DerefMut for ShardGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Shard {
         match &mut self.shard {
             Some(g) => g,
