@@ -5,7 +5,7 @@ use super::{PanicScope, ShardGuard, Shared, Walker};
 use crate::eviction::{AccessKind, HitSignals};
 use crate::hash::SequenceHash;
 use crate::manager::slot::{Slot, SlotRef, SlotState};
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 
 use super::policy::EventKind;
 
@@ -22,9 +22,8 @@ impl Shared {
     /// Returns whether the block was already active (had a handle).
     #[inline(always)]
     pub(super) fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) -> bool {
-        // Raised only under this lock, but lowered without it while it stays above zero (see
-        // `slot.rs`): an atomic increment. A zero count stays zero until this lock is released.
-        let prev = slot.handles.fetch_add(1, Ordering::Relaxed);
+        // Plain load and store under this lock (see `slot.rs`).
+        let prev = slot.take_handle_locked();
         if prev == 0 && slot.state() == SlotState::Inactive {
             g.record(EventKind::Remove {
                 id: slot.id,
@@ -112,7 +111,7 @@ impl Shared {
             && match slot.state() {
                 SlotState::Primary | SlotState::Inactive => g.index.holds(hash, slot.id),
                 // A live duplicate (a freed one has a new generation).
-                SlotState::Duplicate => slot.handles.load(Ordering::Relaxed) > 0,
+                SlotState::Duplicate => slot.live_handles() > 0,
                 _ => false,
             };
         let r = live.then(|| Self::acquire_locked(&mut g, slot));
@@ -122,53 +121,59 @@ impl Shared {
         r
     }
 
-    /// Gives back one handle of `slot` under its shard lock; when it was the last, the block
-    /// becomes inactive (or its slot free). Returns the hashes that left the manager.
+    /// Gives back one handle of `slot` under its shard lock, settling the slot if it was the
+    /// last. Hashes that left the manager are pushed to `removed`.
     pub(super) fn release_locked(
         &self,
         g: &mut ShardGuard<'_>,
         slot: &Slot,
         removed: &mut Vec<SequenceHash>,
     ) {
-        // Acquire: every holder's uses of the block (and their lock-free decrements, which
-        // release) happen before the block becomes inactive or free.
-        let prev = slot.handles.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(prev > 0, "handle released twice");
-        if prev == 0 {
-            // A double release (a bug): keep the count at zero, as before the call.
-            slot.handles.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if prev != 1 {
+        slot.give_back_handle();
+        self.settle_locked(g, slot, removed);
+    }
+
+    /// Under the shard lock of a registration of `slot`: if no handle is live, the block becomes
+    /// inactive (or its slot free); otherwise, or if that already happened, nothing changes.
+    /// Hashes that left the manager are pushed to `removed`.
+    fn settle_locked(&self, g: &mut ShardGuard<'_>, slot: &Slot, removed: &mut Vec<SequenceHash>) {
+        // Exact here: `handles` is only written under this lock, and the acquiring read of
+        // `released` sees every release ordered before ours (see `slot.rs`).
+        let live = slot.live_handles();
+        debug_assert!(live < u32::MAX / 2, "handle released twice");
+        if live != 0 {
             return;
         }
         let hash = slot.hash();
-        // Hits counted while it was active reach the policy before it becomes inactive.
-        let hits = slot.take_active_hits();
-        if hits != 0 {
-            g.record(EventKind::Hits { hash, count: hits });
-        }
         match slot.state() {
-            SlotState::Primary if slot.evict_on_release() => {
-                g.index.remove(hash, slot.id);
-                slot.bump_generation();
-                slot.set_evict_on_release(self.default_evict_on_release);
-                slot.set_state(SlotState::Reset);
-                g.free.push(slot.id);
-                g.counters.released_to_reset += 1;
-                removed.push(hash);
-            }
             SlotState::Primary => {
-                slot.bump_version();
-                slot.set_state(SlotState::Inactive);
-                g.inactive += 1;
-                g.record(EventKind::Insert {
-                    id: slot.id,
-                    version: slot.version(),
-                    hash,
-                });
+                slot.clear_handles_locked();
+                // Hits counted while it was active reach the policy before it becomes inactive.
+                let hits = slot.take_active_hits();
+                if hits != 0 {
+                    g.record(EventKind::Hits { hash, count: hits });
+                }
+                if slot.evict_on_release() {
+                    g.index.remove(hash, slot.id);
+                    slot.bump_generation();
+                    slot.set_evict_on_release(self.default_evict_on_release);
+                    slot.set_state(SlotState::Reset);
+                    g.free.push(slot.id);
+                    g.counters.released_to_reset += 1;
+                    removed.push(hash);
+                } else {
+                    slot.bump_version();
+                    slot.set_state(SlotState::Inactive);
+                    g.inactive += 1;
+                    g.record(EventKind::Insert {
+                        id: slot.id,
+                        version: slot.version(),
+                        hash,
+                    });
+                }
             }
             SlotState::Duplicate => {
+                slot.clear_handles_locked();
                 slot.bump_generation();
                 slot.set_state(SlotState::Reset);
                 g.free.push(slot.id);
@@ -182,29 +187,37 @@ impl Shared {
                     drop(p);
                 }
             }
-            // Not reachable: a count reaches zero only under this lock, in a registered state.
+            // Already settled by another release of the same handles (inactive), or a release
+            // that saw no live handle was not the last one and the block moved on since.
             _ => {}
         }
     }
 
-    /// Gives back one handle (a dropped `ImmutableBlock`): without a lock when other handles
-    /// remain, otherwise under the shard lock.
+    /// Gives back one handle (a dropped `ImmutableBlock`): without a lock, and if it may have
+    /// been the last, settles the slot under the shard lock.
     #[inline]
     pub(crate) fn release_one(slot: Arc<Slot>) {
-        if !slot.release_if_shared() {
-            Self::release_last(slot);
+        // Read while the handle is held: the registration it belongs to.
+        let (hash, generation) = (slot.hash(), slot.generation());
+        if slot.give_back_handle() != 0 {
+            return;
         }
+        Self::release_last(slot, hash, generation);
     }
 
-    /// [`Self::release_one`] of what may be the last handle: under the shard lock.
+    /// The settling half of [`Self::release_one`].
     #[inline(never)]
-    fn release_last(slot: Arc<Slot>) {
+    fn release_last(slot: Arc<Slot>, hash: SequenceHash, generation: u64) {
         let scope = PanicScope::enter();
         let shared = &*slot.shared;
-        let s = shared.shard_of(slot.hash());
+        let s = shared.shard_of(hash);
         let mut removed = Vec::new();
         let mut g = shared.lock_shard(s);
-        shared.release_locked(&mut g, &slot, &mut removed);
+        // Under the lock of `hash`'s shard, the generation cannot change: if it is the one the
+        // handle saw, the slot still holds that registration, owned by this shard.
+        if slot.generation() == generation {
+            shared.settle_locked(&mut g, &slot, &mut removed);
+        }
         shared.sync_available(s, &g);
         drop(g);
         shared.hooks.evicted(&removed);
@@ -227,12 +240,15 @@ impl Shared {
                 continue;
             }
             let slot = r.into_slot();
-            if slot.release_if_shared() {
-                // Not the last handle: nothing for the shard to do.
+            let (hash, generation) = (slot.hash(), slot.generation());
+            if slot.give_back_handle() != 0 {
+                // Another handle is live: nothing for the shard to do.
                 continue;
             }
-            let g = w.shard(self.shard_of(slot.hash()));
-            self.release_locked(g, &slot, &mut removed);
+            let g = w.shard(self.shard_of(hash));
+            if slot.generation() == generation {
+                self.settle_locked(g, &slot, &mut removed);
+            }
             // Dropping the `Arc` under the lock is fine: the manager calling us keeps the slot
             // table, hence every slot, alive.
             drop(slot);

@@ -58,9 +58,10 @@
 //!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
-//! 5. Handle counts (`Slot::handles`) are raised only under the owning shard's lock, and taken
-//!    to zero only under it; a release that leaves the count above zero lowers it without the
-//!    lock (see `slot.rs`).
+//! 5. Handles are taken only under the owning shard's lock (`Slot::handles`, plain load and
+//!    store) and given back without it (`Slot::released`, one atomic increment); a release that
+//!    may have been the last settles the slot under the lock, where the live count is exact and
+//!    checked again (see `slot.rs`).
 //!
 //! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
 //! never contend between threads; a snapshot that locks every shard in turn is exact when the
