@@ -65,7 +65,15 @@ impl Shared {
         let mut found = 0;
         let mut w = Walker::new(self);
         for &h in hashes {
-            let g = w.shard(self.shard_of(h));
+            let s = self.shard_of(h);
+            // Inline check for the common case (the same shard as the previous hash); switching
+            // shards goes through the walker.
+            if !matches!(&w.current, Some((c, _)) if *c == s) {
+                w.shard(s);
+            }
+            let Some((_, g)) = &mut w.current else {
+                unreachable!("the walker holds the shard it just locked")
+            };
             match g.index.get(h, slots) {
                 Some(id) => {
                     let slot = &slots[id.index()];
