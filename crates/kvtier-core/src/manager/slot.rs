@@ -169,7 +169,7 @@ impl Slot {
     }
 
     /// Counts a new handle (call under the owning shard's lock); returns the live handles before
-    /// it. A release in flight may make that an overestimate by one (see the module docs).
+    /// it. Releases in flight may make that an overestimate (see the module docs).
     #[inline]
     pub(crate) fn take_handle_locked(&self) -> u32 {
         let taken = self.handles.load(Ordering::Relaxed);

@@ -145,8 +145,9 @@ impl Shared {
     /// inactive (or its slot free); otherwise, or if that already happened, nothing changes.
     /// Hashes that left the manager are pushed to `removed`.
     fn settle_locked(&self, g: &mut ShardGuard<'_>, slot: &Slot, removed: &mut Vec<SequenceHash>) {
-        // Exact here: `handles` is only written under this lock, and the acquiring read of
-        // `released` sees every release ordered before ours (see `slot.rs`).
+        // Never below the true count here: `handles` is exact under this lock and `released` can
+        // only be read behind (see `slot.rs`). So zero means no handle is live; a release this
+        // read missed settles the slot again itself.
         let live = slot.live_handles();
         debug_assert!(live < u32::MAX / 2, "handle released twice");
         if live != 0 {
