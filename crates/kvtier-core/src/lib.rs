@@ -69,8 +69,8 @@ mod tier;
 pub use block_id::BlockId;
 pub use blocks::{BlockError, CompleteBlock, ImmutableBlock, MutableBlock, PinnedBlock, WeakBlock};
 pub use eviction::{
-    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLeaseFactory, LineageFactory,
-    LruFactory, MultiLruFactory, PolicyContext, PolicyFactory, default_policy,
+    AccessKind, EvictionConfigError, EvictionPolicy, FifoFactory, FreqLeaseFactory, HitSignals,
+    LineageFactory, LruFactory, MultiLruFactory, PolicyContext, PolicyFactory, default_policy,
 };
 pub use frequency::{
     FrequencySketch, FrequencySketchBuilder, FrequencyTracker, MAX_SKETCH_CAPACITY, NoopTracker,

@@ -12,7 +12,9 @@
 //! every shard count the evicted and drained hashes are exactly the policy's order, as its
 //! reference model in `state_machine/order.rs` computes it (for `fifo` and `lru`, which coincide
 //! on manager traffic, the least recently released first): the manager keeps one eviction order
-//! whatever its shard count.
+//! whatever its shard count. As in the manager, a lookup hit on a block that is already held
+//! reaches the model's policy only when the block's last reference goes, just before it becomes
+//! inactive (`Model::lookup_hit`).
 //!
 //! Configurations: every policy at 1 and 4 shards, `fifo` and `lru` also at 8 (one slot per
 //! shard); both duplication policies each; the manager-wide evict-on-release default is drawn
@@ -35,7 +37,7 @@ use kvtier_core::{
     MutableBlock, PinnedBlock, ResetError, SequenceHash, WeakBlock,
 };
 use model::{Model, St};
-use order::{Access, Policy};
+use order::Policy;
 use proptest::prelude::*;
 
 /// Slots per manager: small, so allocation evicts often.
@@ -331,8 +333,7 @@ impl Harness {
                 for h in &hashes {
                     match self.model.index.get(h).copied() {
                         Some(p) => {
-                            self.model.acquire(p);
-                            self.model.order.access(*h, Access::Hit);
+                            self.model.lookup_hit(p, *h, true);
                             expect.push(p);
                         }
                         None => break,
@@ -364,10 +365,7 @@ impl Harness {
                 for (b, h) in got.into_iter().zip(&hashes) {
                     let expect = self.model.index.get(h).copied();
                     if let Some(p) = expect {
-                        self.model.acquire(p);
-                        if touch {
-                            self.model.order.access(*h, Access::Hit);
-                        }
+                        self.model.lookup_hit(p, *h, touch);
                     }
                     assert_eq!(
                         b.as_ref().map(|b| b.block_id().index()),

@@ -17,7 +17,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::manager::slot::{Slot, SlotRef, SlotState};
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 use crate::{BlockId, SequenceHash, Tier};
 
 /// Errors of a block transition. The guard that could not move is handed back.
@@ -292,7 +292,7 @@ impl<T: Tier> ImmutableBlock<T> {
 
     /// Strong references to this slot (clones, pins, duplicates pointing at it).
     pub fn use_count(&self) -> usize {
-        self.r.slot().handles.load(Ordering::Relaxed) as usize
+        self.r.slot().live_handles() as usize
     }
 
     /// A non-owning reference that does not keep the block from being evicted.
@@ -412,7 +412,7 @@ impl PinnedBlock {
 
     /// Strong references to the block (clones, pins, duplicates pointing at it).
     pub fn use_count(&self) -> usize {
-        self.r.slot().handles.load(Ordering::Relaxed) as usize
+        self.r.slot().live_handles() as usize
     }
 }
 

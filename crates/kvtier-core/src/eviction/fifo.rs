@@ -13,7 +13,7 @@
 //! [`LruFactory`]: crate::LruFactory
 
 use super::list::IndexLists;
-use super::{EvictionPolicy, PolicyContext, PolicyFactory};
+use super::{EvictionPolicy, HitSignals, PolicyContext, PolicyFactory};
 use crate::{BlockId, SequenceHash};
 
 /// Builds `fifo` policies: evict in the order blocks entered the inactive pool.
@@ -50,6 +50,11 @@ impl PolicyFactory for FifoFactory {
 
     fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy> {
         Box::new(FifoPolicy::new(ctx.total_blocks))
+    }
+
+    /// FIFO ignores hits.
+    fn hit_signals(&self) -> HitSignals {
+        HitSignals::None
     }
 }
 

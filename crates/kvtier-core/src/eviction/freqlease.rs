@@ -357,7 +357,32 @@ impl EvictionPolicy for FreqLease {
             self.set_flags(own, 0);
         }
     }
+
+    /// Exactly `count` hits: the first does the flag work (which later hits would repeat
+    /// without effect), the rest only count, and stop once the sketch saturates (where a hit
+    /// changes nothing).
+    fn on_hits(&mut self, hash: SequenceHash, count: u32) {
+        if count == 0 {
+            return;
+        }
+        self.on_access(hash, AccessKind::Hit);
+        saturating_increments(&mut self.sketch, hash.mix64(), count - 1);
+    }
 }
+
+/// `count` calls of `sketch.increment_mut(key)`, stopping early once the key's estimate is at
+/// the counter maximum, where an increment changes nothing (not even the aging count).
+pub(super) fn saturating_increments(sketch: &mut FrequencySketch, key: u64, count: u32) {
+    for _ in 0..count {
+        if sketch.estimate(key) >= COUNTER_MAX {
+            break;
+        }
+        sketch.increment_mut(key);
+    }
+}
+
+/// Largest value of a sketch counter (4 bits).
+const COUNTER_MAX: u8 = 15;
 
 #[cfg(test)]
 mod tests {

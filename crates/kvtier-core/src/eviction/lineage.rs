@@ -52,7 +52,7 @@
 use hashbrown::hash_map::Entry;
 
 use super::list::{IndexLists, NIL};
-use super::{EvictionPolicy, PolicyContext, PolicyFactory};
+use super::{EvictionPolicy, HitSignals, PolicyContext, PolicyFactory};
 use crate::{BlockId, SeqHashMap, SequenceHash};
 
 /// Builds `lineage` policies: leaves first, oldest leaf first (see the module docs).
@@ -95,6 +95,11 @@ impl PolicyFactory for LineageFactory {
 
     fn requires_single_shard(&self) -> bool {
         true
+    }
+
+    /// Lineage orders by release and by the chain structure, never by hits.
+    fn hit_signals(&self) -> HitSignals {
+        HitSignals::None
     }
 }
 

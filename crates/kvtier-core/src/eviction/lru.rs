@@ -23,7 +23,7 @@
 use hashbrown::hash_map::Entry;
 
 use super::list::IndexLists;
-use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
+use super::{AccessKind, EvictionPolicy, HitSignals, PolicyContext, PolicyFactory};
 use crate::{BlockId, SeqHashMap, SequenceHash};
 
 /// Builds `lru` policies: evict the block least recently inserted or hit.
@@ -77,6 +77,16 @@ impl PolicyFactory for LruFactory {
 
     fn build(&self, ctx: PolicyContext) -> Box<dyn EvictionPolicy> {
         Box::new(LruPolicy::new(ctx.total_blocks, self.hit_promotion))
+    }
+
+    /// Without hit promotion LRU ignores hits; with it, only a hit on a block in the pool
+    /// counts, and an active block is never there.
+    fn hit_signals(&self) -> HitSignals {
+        if self.hit_promotion {
+            HitSignals::Inactive
+        } else {
+            HitSignals::None
+        }
     }
 }
 

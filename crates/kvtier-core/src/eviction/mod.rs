@@ -9,7 +9,15 @@
 //!   inactive block matched / resurrected      ->  remove(id)        (returns true if present)
 //!   allocation needs a slot                   ->  evict() -> id     (the policy forgets it)
 //!   lookups and registrations                 ->  on_access(hash, kind)   (optional signal)
+//!   hits on blocks that were active           ->  on_hits(hash, count)    (optional signal)
 //! ```
+//!
+//! Hits are reported as [`PolicyFactory::hit_signals`] asks. A hit on an inactive block (a
+//! resurrection) reaches `on_access` right after the block's `remove`. A hit on a block that was
+//! already active (held by another handle) is counted in the block instead, and the count
+//! reaches [`EvictionPolicy::on_hits`] in one call when the block's last handle goes, just
+//! before its `insert`: matching a shared prefix costs the policy nothing per block, and a
+//! frequency policy still sees every hit before it orders the block.
 //!
 //! Every call is made with the manager's policy lock held, from one thread at a time, so a
 //! policy is plain single-threaded code (`&mut self`). A manager may split its index into
@@ -135,6 +143,31 @@ pub trait EvictionPolicy: Send + 'static {
     fn on_access(&mut self, hash: SequenceHash, kind: AccessKind) {
         let _ = (hash, kind);
     }
+
+    /// Optional signal: `count` hits on `hash` made while its block was active (held), reported
+    /// together when the block's last handle goes (see the module docs). Default: `count` calls
+    /// of [`on_access`](Self::on_access)`(hash, AccessKind::Hit)`; a policy may do the same in
+    /// fewer steps.
+    fn on_hits(&mut self, hash: SequenceHash, count: u32) {
+        for _ in 0..count {
+            self.on_access(hash, AccessKind::Hit);
+        }
+    }
+}
+
+/// Which lookup hits a policy wants reported (see [`PolicyFactory::hit_signals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HitSignals {
+    /// Every hit: on inactive blocks through [`EvictionPolicy::on_access`], on active blocks
+    /// counted and reported through [`EvictionPolicy::on_hits`]. The default.
+    #[default]
+    All,
+    /// Only hits on inactive blocks (resurrections), through [`EvictionPolicy::on_access`]; hits
+    /// on active blocks are not counted.
+    Inactive,
+    /// No hit is reported (registrations still reach [`EvictionPolicy::on_access`]).
+    None,
 }
 
 /// What a policy instance is built for.
@@ -167,6 +200,13 @@ pub trait PolicyFactory: Send + Sync + 'static {
     /// [`BlockManager`]: crate::BlockManager
     fn requires_single_shard(&self) -> bool {
         false
+    }
+
+    /// Which lookup hits the manager reports to the policy: a policy whose order ignores hits
+    /// (or hits on active blocks) says so, and the manager skips the bookkeeping. Every
+    /// instance the factory builds must agree with it. Default: [`HitSignals::All`].
+    fn hit_signals(&self) -> HitSignals {
+        HitSignals::All
     }
 }
 

@@ -21,6 +21,7 @@
 
 use crate::sync::Arc;
 
+use super::freqlease::saturating_increments;
 use super::list::IndexLists;
 use super::{AccessKind, EvictionPolicy, PolicyContext, PolicyFactory};
 use crate::frequency::{FrequencySketch, FrequencyTracker};
@@ -269,6 +270,14 @@ impl EvictionPolicy for MultiLruPolicy {
         match &mut self.frequency {
             Frequency::Shared(t) => t.touch(hash.mix64()),
             Frequency::Owned(s) => s.increment_mut(hash.mix64()),
+        }
+    }
+
+    /// Exactly `count` accesses; an owned sketch stops counting once it saturates.
+    fn on_hits(&mut self, hash: SequenceHash, count: u32) {
+        match &mut self.frequency {
+            Frequency::Shared(t) => (0..count).for_each(|_| t.touch(hash.mix64())),
+            Frequency::Owned(s) => saturating_increments(s, hash.mix64(), count),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Model {
     pub st: Vec<St>,
     /// Strong references per slot (handles, pins, duplicates pointing at a primary).
     pub refs: Vec<u32>,
+    /// Lookup hits on a slot while it was active, reported to the policy when its last
+    /// reference goes (just before it becomes inactive).
+    pub pending_hits: Vec<u32>,
     /// Registration generation per slot (bumped whenever a slot leaves the registered states).
     pub generation: Vec<u64>,
     pub evict_flag: Vec<bool>,
@@ -45,6 +48,7 @@ impl Model {
         Self {
             st: vec![St::Free; BLOCKS],
             refs: vec![0; BLOCKS],
+            pending_hits: vec![0; BLOCKS],
             generation: vec![0; BLOCKS],
             evict_flag: vec![default_evict; BLOCKS],
             default_evict,
@@ -100,11 +104,31 @@ impl Model {
         self.refs[p] += 1;
     }
 
+    /// A lookup found primary `p` (holding `h`) and takes a reference on it; with `touch` the
+    /// hit is reported to the policy: at once if the block was not active, otherwise counted
+    /// and reported when its last reference goes.
+    pub fn lookup_hit(&mut self, p: usize, h: SequenceHash, touch: bool) {
+        let active = self.refs[p] > 0;
+        self.acquire(p);
+        if touch {
+            if active {
+                self.pending_hits[p] += 1;
+            } else {
+                self.order.access(h, Access::Hit);
+            }
+        }
+    }
+
     pub fn release(&mut self, slot: usize) {
         assert!(self.refs[slot] > 0, "release of unreferenced slot {slot}");
         self.refs[slot] -= 1;
         if self.refs[slot] > 0 {
             return;
+        }
+        if let St::Primary(h) = self.st[slot] {
+            for _ in 0..std::mem::take(&mut self.pending_hits[slot]) {
+                self.order.access(h, Access::Hit);
+            }
         }
         match self.st[slot] {
             St::Primary(h) if self.evict_flag[slot] => {

@@ -58,8 +58,10 @@
 //!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
-//! 5. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock
-//!    (see `slot.rs`).
+//! 5. Handles are taken only under the owning shard's lock (`Slot::handles`, plain load and
+//!    store) and given back without it (`Slot::released`, one atomic increment); a release that
+//!    may have been the last settles the slot under the lock, where the live count is exact and
+//!    checked again (see `slot.rs`).
 //!
 //! Counters live in the shards (plain integers under the lock) or in per-thread stripes, so they
 //! never contend between threads; a snapshot that locks every shard in turn is exact when the
@@ -68,7 +70,7 @@
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 
-use crate::eviction::{AccessKind, PolicyContext, PolicyFactory};
+use crate::eviction::{AccessKind, HitSignals, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
 use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
@@ -78,6 +80,7 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
 
 mod alloc;
+mod handles;
 mod policy;
 
 pub(crate) use policy::PanicScope;
@@ -153,6 +156,7 @@ impl ShardGuard<'_> {
 
 impl Deref for ShardGuard<'_> {
     type Target = Shard;
+    #[inline]
     fn deref(&self) -> &Shard {
         match &self.shard {
             Some(g) => g,
@@ -162,6 +166,7 @@ impl Deref for ShardGuard<'_> {
 }
 
 impl DerefMut for ShardGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Shard {
         match &mut self.shard {
             Some(g) => g,
@@ -234,6 +239,8 @@ pub(crate) struct Shared {
     pub(crate) policy_name: String,
     /// Counters bumped outside any shard lock, striped by thread to avoid contention.
     pub(crate) stripes: Box<[Stripe]>,
+    /// Which lookup hits the policy wants (its factory's `hit_signals`, read once at build).
+    hit_signals: HitSignals,
 }
 
 /// Counters of one stripe; each thread adds to its own stripe (by home shard).
@@ -336,6 +343,7 @@ impl Shared {
             tracker,
             policy_name: factory.name().to_string(),
             stripes: (0..shard_count).map(|_| Stripe::default()).collect(),
+            hit_signals: factory.hit_signals(),
         });
         let slots: Box<[Arc<Slot>]> = (0..total_blocks)
             .map(|i| {
@@ -544,45 +552,6 @@ impl Shared {
         slot.set_state(SlotState::Mutable);
     }
 
-    /// Adds a strong reference to a registered slot under its shard lock, resurrecting it from
-    /// the inactive pool if it was there.
-    #[inline]
-    fn acquire_locked(g: &mut ShardGuard<'_>, slot: &Arc<Slot>) -> SlotRef {
-        Self::count_handle_locked(g, slot);
-        SlotRef::adopt(slot.clone())
-    }
-
-    /// The counting half of [`Self::acquire_locked`] (the caller owns the new `Arc` count).
-    #[inline]
-    fn count_handle_locked(g: &mut ShardGuard<'_>, slot: &Slot) {
-        // Only ever changed under this lock: a plain load and store (see `slot.rs`).
-        let prev = slot.handles.load(Ordering::Relaxed);
-        if prev == 0 && slot.state() == SlotState::Inactive {
-            g.record(EventKind::Remove {
-                id: slot.id,
-                version: slot.version(),
-            });
-            slot.set_state(SlotState::Primary);
-            g.inactive -= 1;
-            g.counters.resurrections += 1;
-        }
-        slot.handles.store(prev + 1, Ordering::Relaxed);
-    }
-
-    /// Another handle on a slot the caller already holds one on (`ImmutableBlock::clone`).
-    pub(crate) fn add_handle(slot: &Arc<Slot>) -> SlotRef {
-        let scope = PanicScope::enter();
-        let shared = &*slot.shared;
-        let s = shared.shard_of(slot.hash());
-        let mut g = shared.lock_shard(s);
-        Self::count_handle_locked(&mut g, slot);
-        shared.sync_available(s, &g);
-        drop(g);
-        let r = SlotRef::adopt(slot.clone());
-        scope.finish();
-        r
-    }
-
     /// Registers staged slots (state Staged, hash set, no references), in order; consecutive
     /// slots of one shard share one lock acquisition.
     pub(crate) fn register_batch(
@@ -661,44 +630,6 @@ impl Shared {
         }
     }
 
-    /// Looks hashes up in order and takes a strong reference to each hit (resurrecting
-    /// inactive blocks). With `stop_at_miss`, stops at the first miss; otherwise pushes `None`
-    /// for misses. Consecutive hashes of one shard share one lock acquisition.
-    pub(crate) fn lookup_batch(
-        &self,
-        slots: &[Arc<Slot>],
-        hashes: &[SequenceHash],
-        touch: bool,
-        stop_at_miss: bool,
-        mut out: impl FnMut(Option<SlotRef>),
-    ) -> usize {
-        let scope = PanicScope::enter();
-        let mut found = 0;
-        let mut w = Walker::new(self);
-        for &h in hashes {
-            let g = w.shard(self.shard_of(h));
-            match g.index.get(h, slots) {
-                Some(id) => {
-                    let r = Self::acquire_locked(g, &slots[id.index()]);
-                    if touch {
-                        g.record(EventKind::Access {
-                            hash: h,
-                            kind: AccessKind::Hit,
-                        });
-                    }
-                    found += 1;
-                    out(Some(r));
-                }
-                None if stop_at_miss => break,
-                None => out(None),
-            }
-        }
-        w.finish();
-        drop(w);
-        scope.finish();
-        found
-    }
-
     /// Whether `hash` is registered, without touching recency or frequency.
     pub(crate) fn contains(&self, slots: &[Arc<Slot>], hash: SequenceHash) -> bool {
         let s = self.shard_of(hash);
@@ -712,124 +643,6 @@ impl Shared {
             .iter()
             .take_while(|&&h| w.shard(self.shard_of(h)).index.get(h, slots).is_some())
             .count()
-    }
-
-    /// `WeakBlock::upgrade`: a new handle if the slot still holds the registration the weak
-    /// reference saw (resurrecting it from the inactive pool if needed).
-    pub(crate) fn upgrade(
-        &self,
-        slot: &Arc<Slot>,
-        hash: SequenceHash,
-        generation: u64,
-    ) -> Option<SlotRef> {
-        let scope = PanicScope::enter();
-        let s = self.shard_of(hash);
-        let mut g = self.lock_shard(s);
-        let live = slot.generation() == generation
-            && match slot.state() {
-                SlotState::Primary | SlotState::Inactive => g.index.holds(hash, slot.id),
-                // A live duplicate (a freed one has a new generation).
-                SlotState::Duplicate => slot.handles.load(Ordering::Relaxed) > 0,
-                _ => false,
-            };
-        let r = live.then(|| Self::acquire_locked(&mut g, slot));
-        self.sync_available(s, &g);
-        drop(g);
-        scope.finish();
-        r
-    }
-
-    /// Gives back one handle of `slot` under its shard lock; when it was the last, the block
-    /// becomes inactive (or its slot free). Returns the hashes that left the manager.
-    fn release_locked(&self, g: &mut ShardGuard<'_>, slot: &Slot, removed: &mut Vec<SequenceHash>) {
-        let prev = slot.handles.load(Ordering::Relaxed);
-        debug_assert!(prev > 0, "handle released twice");
-        slot.handles
-            .store(prev.saturating_sub(1), Ordering::Relaxed);
-        if prev != 1 {
-            return;
-        }
-        let hash = slot.hash();
-        match slot.state() {
-            SlotState::Primary if slot.evict_on_release() => {
-                g.index.remove(hash, slot.id);
-                slot.bump_generation();
-                slot.set_evict_on_release(self.default_evict_on_release);
-                slot.set_state(SlotState::Reset);
-                g.free.push(slot.id);
-                g.counters.released_to_reset += 1;
-                removed.push(hash);
-            }
-            SlotState::Primary => {
-                slot.bump_version();
-                slot.set_state(SlotState::Inactive);
-                g.inactive += 1;
-                g.record(EventKind::Insert {
-                    id: slot.id,
-                    version: slot.version(),
-                    hash,
-                });
-            }
-            SlotState::Duplicate => {
-                slot.bump_generation();
-                slot.set_state(SlotState::Reset);
-                g.free.push(slot.id);
-                g.counters.released_to_reset += 1;
-                // The primary shares the hash, hence this shard and this lock.
-                let primary = slot.dup_of.lock().take();
-                if let Some(p) = primary {
-                    self.release_locked(g, &p, removed);
-                    // Not the last `Arc` while the slot table lives; if the manager is gone its
-                    // drop only frees memory (a primary holds no `dup_of`).
-                    drop(p);
-                }
-            }
-            // Not reachable while handles are counted under this lock.
-            _ => {}
-        }
-    }
-
-    /// Gives back one handle (a dropped `ImmutableBlock`); takes the shard lock.
-    pub(crate) fn release_one(slot: Arc<Slot>) {
-        let scope = PanicScope::enter();
-        let shared = &*slot.shared;
-        let s = shared.shard_of(slot.hash());
-        let mut removed = Vec::new();
-        let mut g = shared.lock_shard(s);
-        shared.release_locked(&mut g, &slot, &mut removed);
-        shared.sync_available(s, &g);
-        drop(g);
-        shared.hooks.evicted(&removed);
-        scope.finish();
-        // `slot` (and its `Arc` count) goes last, after every borrow of it.
-    }
-
-    /// Gives back many handles in order; consecutive handles of one shard share one lock
-    /// acquisition.
-    pub(crate) fn release_batch(&self, refs: impl Iterator<Item = SlotRef>) {
-        let scope = PanicScope::enter();
-        let mut removed = Vec::new();
-        let mut foreign = Vec::new();
-        let mut w = Walker::new(self);
-        for r in refs {
-            if !std::ptr::eq(&*r.slot().shared, self) {
-                // Not ours (a caller mixed managers): released through its own store once our
-                // lock is gone (lock order rule 1 holds across managers too).
-                foreign.push(r);
-                continue;
-            }
-            let slot = r.into_slot();
-            let g = w.shard(self.shard_of(slot.hash()));
-            self.release_locked(g, &slot, &mut removed);
-            // Dropping the `Arc` under the lock is fine: the manager calling us keeps the slot
-            // table, hence every slot, alive.
-            drop(slot);
-        }
-        w.finish();
-        drop(w);
-        drop(foreign);
-        self.hooks.evicted(&removed);
-        scope.finish();
     }
 
     /// Moves every inactive block to the free lists, in the policy's eviction order; returns the

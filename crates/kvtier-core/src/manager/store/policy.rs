@@ -115,6 +115,8 @@ pub(crate) enum EventKind {
         hash: SequenceHash,
         kind: AccessKind,
     },
+    /// Hits counted while the block was active, reported as its last handle went.
+    Hits { hash: SequenceHash, count: u32 },
 }
 
 /// An [`EventKind`] with its place in the recording thread's order.
@@ -283,6 +285,9 @@ impl ManagerPolicy {
             }
             EventKind::Access { hash, kind } => {
                 self.call(|p| p.on_access(hash, kind));
+            }
+            EventKind::Hits { hash, count } => {
+                self.call(|p| p.on_hits(hash, count));
             }
         }
     }
