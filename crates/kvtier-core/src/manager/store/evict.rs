@@ -9,7 +9,7 @@ use super::{PanicScope, Shard, Shared};
 use crate::BlockId;
 use crate::hash::SequenceHash;
 use crate::manager::slot::{Slot, SlotState};
-use crate::sync::{Arc, MutexGuard};
+use crate::sync::{Arc, AtomicBool, MutexGuard, Ordering};
 
 /// Events a shard buffers before the operation that filled it applies them all.
 const FLUSH_AT: usize = 256;
@@ -17,18 +17,37 @@ const FLUSH_AT: usize = 256;
 /// A locked shard that records policy events; when its buffer fills up, dropping the guard
 /// applies every shard's pending events (after the shard lock is released: lock order rule 2).
 pub(crate) struct ShardGuard<'a> {
-    pub(super) shard: Option<MutexGuard<'a, Shard>>,
-    pub(super) shared: &'a Shared,
-    pub(super) flush: bool,
+    shard: MutexGuard<'a, Shard>,
+    shared: &'a Shared,
+    /// The shard's "events pending" mirror, set when its buffer turns non-empty.
+    pending: &'a AtomicBool,
+    flush: bool,
 }
 
-impl ShardGuard<'_> {
+impl<'a> ShardGuard<'a> {
+    /// Locks shard `s` of `shared`.
+    #[inline]
+    pub(super) fn lock(shared: &'a Shared, s: usize) -> Self {
+        let pad = &shared.shards[s];
+        ShardGuard {
+            shard: pad.lock(),
+            shared,
+            pending: &pad.pending,
+            flush: false,
+        }
+    }
+
     /// Records a policy call, applied at the next flush in this thread's order.
     #[inline]
     pub(super) fn record(&mut self, kind: EventKind) {
-        let events = &mut self.events;
+        let events = &mut self.shard.events;
         events.push(Event::new(kind));
-        if events.len() >= FLUSH_AT {
+        let len = events.len();
+        if len == 1 {
+            // Under the shard lock, like the flusher's reset: the mirror never says "empty"
+            // while this buffer holds events a later flush of this thread must see.
+            self.pending.store(true, Ordering::Relaxed);
+        } else if len >= FLUSH_AT {
             self.flush = true;
         }
     }
@@ -36,29 +55,64 @@ impl ShardGuard<'_> {
 
 impl Deref for ShardGuard<'_> {
     type Target = Shard;
+    #[inline]
     fn deref(&self) -> &Shard {
-        match &self.shard {
-            Some(g) => g,
-            None => unreachable!("the shard stays locked until the guard drops"),
-        }
+        &self.shard
     }
 }
 
 impl DerefMut for ShardGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Shard {
-        match &mut self.shard {
-            Some(g) => g,
-            None => unreachable!("the shard stays locked until the guard drops"),
-        }
+        &mut self.shard
     }
 }
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
-        drop(self.shard.take());
         if self.flush {
-            self.shared.flush();
+            // Rare (a full buffer): the shard is unlocked while the events are applied, then
+            // locked again only for the guard's own unlock.
+            let shared = self.shared;
+            MutexGuard::unlocked(&mut self.shard, || shared.flush());
         }
+    }
+}
+
+/// Applies the events of several buffers, each sorted by sequence number, in sequence order
+/// (ties between threads in any order): runs from the buffer with the smallest head, each
+/// until its next event passes the second smallest head.
+fn merge_apply(p: &mut ManagerPolicy, bufs: &[Vec<Event>]) {
+    let mut heads = vec![0usize; bufs.len()];
+    loop {
+        let mut best: Option<(usize, u64)> = None;
+        let mut second = u64::MAX;
+        for (b, buf) in bufs.iter().enumerate() {
+            let Some(e) = buf.get(heads[b]) else {
+                continue;
+            };
+            match best {
+                Some((_, s)) if e.seq >= s => second = second.min(e.seq),
+                Some((_, s)) => {
+                    second = s;
+                    best = Some((b, e.seq));
+                }
+                None => best = Some((b, e.seq)),
+            }
+        }
+        let Some((b, _)) = best else { break };
+        let buf = &bufs[b];
+        let mut i = heads[b];
+        // The head goes first whatever the ties, so every round makes progress.
+        p.apply(&buf[i]);
+        i += 1;
+        while let Some(e) = buf.get(i)
+            && e.seq < second
+        {
+            p.apply(e);
+            i += 1;
+        }
+        heads[b] = i;
     }
 }
 
@@ -66,10 +120,19 @@ impl Shared {
     /// Applies every shard's pending events to the policy, in each thread's order (the caller
     /// holds the policy lock and no shard lock). Single-threaded, this is exactly the order the
     /// calls were made in, whatever the shard count.
+    ///
+    /// Shards whose pending mirror is clear are skipped without locking them. The buffers are
+    /// merged by sequence number a run at a time: the buffer with the smallest head applies
+    /// events until its head passes the second smallest head, so a thread's events, which come
+    /// in runs per shard (a chain's blocks sit in a few shards), cost one comparison each.
     fn flush_locked(&self, p: &mut ManagerPolicy) {
-        let mut taken: Vec<Vec<Event>> = Vec::new();
-        for shard in self.shards.iter() {
-            let mut g = shard.lock.lock();
+        let mut taken = std::mem::take(&mut p.taken);
+        for pad in self.shards.iter() {
+            if !pad.pending.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut g = pad.lock.lock();
+            pad.pending.store(false, Ordering::Relaxed);
             if !g.events.is_empty() {
                 let spare = p.spare.pop().unwrap_or_default();
                 taken.push(std::mem::replace(&mut g.events, spare));
@@ -78,28 +141,13 @@ impl Shared {
         match taken.len() {
             0 => {}
             1 => taken[0].iter().for_each(|e| p.apply(e)),
-            _ => {
-                // Merge by sequence number, taking buffer heads only.
-                let mut heads = vec![0usize; taken.len()];
-                loop {
-                    let mut best: Option<(usize, u64)> = None;
-                    for (b, buf) in taken.iter().enumerate() {
-                        if let Some(e) = buf.get(heads[b])
-                            && best.is_none_or(|(_, s)| e.seq < s)
-                        {
-                            best = Some((b, e.seq));
-                        }
-                    }
-                    let Some((b, _)) = best else { break };
-                    p.apply(&taken[b][heads[b]]);
-                    heads[b] += 1;
-                }
-            }
+            _ => merge_apply(p, &taken),
         }
-        for mut buf in taken {
+        for mut buf in taken.drain(..) {
             buf.clear();
             p.spare.push(buf);
         }
+        p.taken = taken;
     }
 
     /// Applies every shard's pending events to the policy (call with no lock held).
@@ -111,7 +159,7 @@ impl Shared {
         scope.finish();
     }
 
-    /// Takes victim `v` under its shard lock (the caller holds the policy lock) if it still is
+    /// Takes victim `v` under its shard lock (the caller holds no lock) if it still is
     /// the inactive block the policy gave up: same inactive version, still in the index. Leaves
     /// the slot in `to` (Mutable for an allocation, Reset when draining), then runs `then` under
     /// the lock. `false` for a stale victim (matched since, and back in the policy through its
@@ -150,6 +198,12 @@ impl Shared {
 
     /// Takes up to `want` victims (flushing pending events first); for each, `then` runs under
     /// its shard lock. Stops when `want` are taken or the policy has none left.
+    ///
+    /// The policy lock is held only to apply the pending events and pick the victims; they are
+    /// taken after it is released, one shard lock at a time, so other threads' flushes and
+    /// evictions do not wait for this one's index updates. A victim picked here is in no policy
+    /// until it is taken or found stale (its own later events put it back if it became inactive
+    /// again), so nothing can take it twice.
     pub(super) fn evict_into(
         &self,
         slots: &[Arc<Slot>],
@@ -157,13 +211,14 @@ impl Shared {
         to: SlotState,
         mut then: impl FnMut(&mut Shard, BlockId, SequenceHash),
     ) -> usize {
-        let mut p = self.policy.0.lock();
-        self.flush_locked(&mut p);
         let mut taken = 0;
         let mut victims = Vec::new();
         while taken < want {
             victims.clear();
+            let mut p = self.policy.0.lock();
+            self.flush_locked(&mut p);
             p.evict(want - taken, &mut victims);
+            drop(p);
             if victims.is_empty() {
                 break;
             }

@@ -73,7 +73,7 @@ use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
 use crate::manager::slot::{Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
 
 mod alloc;
@@ -135,6 +135,9 @@ pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
     /// `free.len() + inactive`, mirrored for lock-free availability reads.
     available: AtomicUsize,
+    /// Whether `events` may be non-empty: set by the recorder, cleared by the flusher, both under
+    /// the lock; a flush skips shards where it is clear without locking them.
+    pending: AtomicBool,
 }
 
 /// `free.len()` of one shard, mirrored on a cache line of its own and written only when it
@@ -261,6 +264,7 @@ impl Shared {
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
+                pending: AtomicBool::new(false),
             })
             .collect();
         // One instance for the whole manager, whatever the shard count (see the module docs).
@@ -314,11 +318,7 @@ impl Shared {
     /// Locks shard `s` for an operation that may record policy events.
     #[inline]
     fn lock_shard(&self, s: usize) -> ShardGuard<'_> {
-        ShardGuard {
-            shard: Some(self.shards[s].lock()),
-            shared: self,
-            flush: false,
-        }
+        ShardGuard::lock(self, s)
     }
 
     #[inline]

@@ -171,6 +171,8 @@ pub(crate) struct ManagerPolicy {
     violations: u64,
     /// Emptied event buffers, handed back to the shards.
     pub(crate) spare: Vec<Vec<Event>>,
+    /// The buffers one flush collects (kept for its allocation).
+    pub(crate) taken: Vec<Vec<Event>>,
 }
 
 /// A victim the policy gave up: the slot and the inactive version it held. The allocator takes
@@ -195,6 +197,7 @@ impl ManagerPolicy {
             panics: 0,
             violations: 0,
             spare: Vec::new(),
+            taken: Vec::new(),
         }
     }
 
