@@ -47,15 +47,17 @@
 //! 1. At most one shard lock is held at a time (batch operations release one before taking the
 //!    next).
 //! 2. The policy lock is taken with no shard lock held; under it, shard locks are taken one at a
-//!    time (to collect event buffers and to take victims). A guard whose buffer filled up applies
-//!    the events only after releasing its shard lock.
+//!    time, only to collect event buffers (a shard whose pending mirror is clear is skipped
+//!    unlocked). Victims are picked under the policy lock and taken after it is released, each
+//!    under its own shard lock (`evict.rs`). A guard whose buffer filled up applies the events
+//!    only after releasing its shard lock.
 //! 3. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
 //! 4. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
 //!    frequency tracker or other user code runs under a lock, except the eviction policy, which
-//!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
+//!    runs under the policy lock (and no shard lock) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
 //! 5. Handle counts (`Slot::handles`) are read and written only under the owning shard's lock

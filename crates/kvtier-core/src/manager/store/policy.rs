@@ -1,8 +1,8 @@
 //! [`ManagerPolicy`]: the manager's one eviction-policy instance behind a panic barrier;
 //! [`PanicScope`]: where a policy's panic is resumed.
 //!
-//! Eviction policies are user code, called under the policy lock (itself taken under a shard
-//! lock, see `store/mod.rs`). If a panic unwound straight out of such a call it would leave a
+//! Eviction policies are user code, called under the policy lock (see `store/mod.rs`, lock
+//! order). If a panic unwound straight out of such a call it would leave a
 //! slot half-moved (counted as handled but never handed out, marked inactive but in no policy),
 //! and it would drop block guards of the unwinding frames while the locks are still held — a
 //! guard's `Drop` takes a shard lock, so the thread would deadlock on itself. So every policy call
