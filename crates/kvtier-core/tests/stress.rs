@@ -3,21 +3,32 @@
 //!
 //! The workload test runs four threads of random requests (match a prefix of a shared chain,
 //! allocate and register the missing blocks, hold sequences across iterations, downgrade and
-//! upgrade, release in random order, allocate-and-drop scratch blocks) and then checks, with
-//! the manager quiescent, that every slot came back, the gauges and counters agree, every
-//! registered hash still matches, and the inactive pool drains. While running, every held
-//! block must keep its hash and stay `contains`-visible: a strongly referenced block is never
-//! evicted.
+//! upgrade, release in random order, allocate-and-drop scratch blocks) in phases. After every
+//! phase the threads stop, still holding their blocks, and the pool invariants are checked with
+//! the manager quiescent: every slot is in exactly one pool, the in-flight count is exactly the
+//! slots the threads hold (no slot lost or leaked), the registered count agrees, counters only
+//! grow and keep their identities, and the policy never returned a wrong victim. At the end,
+//! with everything released, every slot came back, every registered hash still matches, and
+//! the inactive pool drains. While running, every held block must keep its hash and stay
+//! `contains`-visible: a strongly referenced block is never evicted.
 
 mod common;
 
-use std::sync::Barrier;
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Barrier, Mutex};
 
 use common::{Policy, Rng, assert_consistent, assert_idle};
-use kvtier_core::{BlockManager, DuplicationPolicy, G1, ImmutableBlock, SequenceHash, WeakBlock};
+use kvtier_core::{
+    BlockId, BlockManager, DuplicationPolicy, G1, ImmutableBlock, MetricsSnapshot, SequenceHash,
+    WeakBlock,
+};
 
 const THREADS: usize = 4;
-const ITERS: usize = 5_000;
+/// Phases of the workload; the pool invariants are checked after each.
+const PHASES: usize = 5;
+/// Requests of one thread in one phase.
+const ITERS: usize = 1_000;
 const CHAIN_LEN: usize = 8;
 
 /// 24 chains (about 170 distinct hashes for 64 slots); chain `k` shares its first `k % 4` blocks with chain 0, so matches overlap.
@@ -49,12 +60,31 @@ fn assert_held(m: &BlockManager<G1>, seq: &[ImmutableBlock<G1>], hashes: &[Seque
     }
 }
 
-/// One thread's random requests against the shared manager.
-fn worker(m: &BlockManager<G1>, chains: &[Vec<SequenceHash>], seed: u64) {
+/// A block a worker holds at a phase boundary: its slot, hash, and whether it is a duplicate.
+type HeldBlock = (BlockId, SequenceHash, bool);
+
+/// Where the workers meet between phases: they publish what they hold, then wait twice on the
+/// barrier while the main thread checks the manager.
+struct Checkpoint {
+    barrier: Barrier,
+    held: Mutex<Vec<HeldBlock>>,
+}
+
+/// One thread's random requests against the shared manager, in [`PHASES`] phases of [`ITERS`].
+fn worker(m: &BlockManager<G1>, chains: &[Vec<SequenceHash>], seed: u64, cp: &Checkpoint) {
     let mut rng = Rng::new(seed);
     let mut held: Vec<(Vec<ImmutableBlock<G1>>, Vec<SequenceHash>)> = Vec::new();
     let mut weaks: Vec<WeakBlock<G1>> = Vec::new();
-    for _ in 0..ITERS {
+    for i in 0..PHASES * ITERS {
+        if i > 0 && i % ITERS == 0 {
+            let mine = held
+                .iter()
+                .flat_map(|(seq, _)| seq)
+                .map(|b| (b.block_id(), b.sequence_hash(), b.is_duplicate()));
+            cp.held.lock().unwrap().extend(mine);
+            cp.barrier.wait(); // everyone stopped: the main thread checks
+            cp.barrier.wait(); // checked: go on
+        }
         let chain = &chains[rng.below(chains.len())];
         let want = &chain[..1 + rng.below(CHAIN_LEN)];
         let mut seq = m.match_blocks(want);
@@ -124,6 +154,77 @@ fn worker(m: &BlockManager<G1>, chains: &[Vec<SequenceHash>], seed: u64) {
     drop(weaks);
 }
 
+/// Checks the pool invariants of a quiescent manager whose users hold exactly `held`, and that
+/// every counter only grew since `prev`.
+fn check_phase(
+    m: &BlockManager<G1>,
+    held: &[HeldBlock],
+    prev: &MetricsSnapshot,
+    phase: usize,
+) -> MetricsSnapshot {
+    let st = assert_consistent(m);
+    let ctx = format!("after phase {phase}: {st:?}");
+    assert_eq!(
+        st.inflight_mutable, 0,
+        "nobody holds a mutable block: {ctx}"
+    );
+    assert_eq!((st.policy_violations, st.policy_panics), (0, 0), "{ctx}");
+    // Exactly the slots held are in flight: the distinct slots handed out, plus the primary of
+    // each duplicated hash whose primary is not itself held (a duplicate holds its primary).
+    let slots: HashSet<BlockId> = held.iter().map(|b| b.0).collect();
+    let dup_slots: HashSet<BlockId> = held.iter().filter(|b| b.2).map(|b| b.0).collect();
+    let primary_hashes: HashSet<SequenceHash> = held.iter().filter(|b| !b.2).map(|b| b.1).collect();
+    let hidden_primaries: HashSet<SequenceHash> = held
+        .iter()
+        .filter(|b| b.2 && !primary_hashes.contains(&b.1))
+        .map(|b| b.1)
+        .collect();
+    let active = (slots.len() + hidden_primaries.len()) as u64;
+    assert_eq!(
+        st.inflight_immutable, active,
+        "no slot lost or leaked: {ctx}"
+    );
+    assert_eq!(
+        st.registered,
+        st.inactive_pool_size + active - dup_slots.len() as u64,
+        "registered = inactive + active primaries: {ctx}"
+    );
+    assert_eq!(
+        m.available_blocks() as u64,
+        st.total_blocks - active,
+        "available = every slot not held: {ctx}"
+    );
+    for &(_, h, _) in held {
+        assert!(m.contains(h), "a held block stays registered: {ctx}");
+    }
+    assert!(
+        st.allocations - st.allocations_from_reset <= st.evictions,
+        "{ctx}"
+    );
+    let grew = [
+        (prev.allocations, st.allocations),
+        (prev.allocations_from_reset, st.allocations_from_reset),
+        (prev.evictions, st.evictions),
+        (prev.registrations, st.registrations),
+        (prev.primaries_created, st.primaries_created),
+        (prev.duplicates, st.duplicates),
+        (prev.dedups, st.dedups),
+        (prev.resurrections, st.resurrections),
+        (prev.released_to_reset, st.released_to_reset),
+        (prev.stagings, st.stagings),
+        (prev.match_hashes_requested, st.match_hashes_requested),
+        (prev.match_blocks_returned, st.match_blocks_returned),
+    ];
+    for (i, (before, now)) in grew.into_iter().enumerate() {
+        assert!(now >= before, "counter {i} went back: {ctx}");
+    }
+    assert!(
+        st.allocations > prev.allocations,
+        "the phase did work: {ctx}"
+    );
+    st
+}
+
 fn run_workload(shards: Option<usize>, dup: DuplicationPolicy) {
     let mut builder = BlockManager::<G1>::builder()
         .with_block_count(64)
@@ -134,10 +235,32 @@ fn run_workload(shards: Option<usize>, dup: DuplicationPolicy) {
     }
     let m = builder.build().unwrap();
     let chains = chains();
+    let cp = Checkpoint {
+        barrier: Barrier::new(THREADS + 1),
+        held: Mutex::new(Vec::new()),
+    };
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let (m, chains) = (m.clone(), &chains);
-            s.spawn(move || worker(&m, chains, 0xC0FFEE + t as u64));
+            let (m, chains, cp) = (m.clone(), &chains, &cp);
+            s.spawn(move || worker(&m, chains, 0xC0FFEE + t as u64, cp));
+        }
+        let mut prev = assert_consistent(&m);
+        let mut failure = None;
+        for phase in 1..PHASES {
+            cp.barrier.wait();
+            let held = std::mem::take(&mut *cp.held.lock().unwrap());
+            if failure.is_none() {
+                // A failed check must still release the workers from the barrier.
+                match catch_unwind(AssertUnwindSafe(|| check_phase(&m, &held, &prev, phase))) {
+                    Ok(st) => prev = st,
+                    Err(p) => failure = Some(p),
+                }
+            }
+            drop(held);
+            cp.barrier.wait();
+        }
+        if let Some(p) = failure {
+            resume_unwind(p);
         }
     });
 

@@ -47,15 +47,17 @@
 //! 1. At most one shard lock is held at a time (batch operations release one before taking the
 //!    next).
 //! 2. The policy lock is taken with no shard lock held; under it, shard locks are taken one at a
-//!    time (to collect event buffers and to take victims). A guard whose buffer filled up applies
-//!    the events only after releasing its shard lock.
+//!    time, only to collect event buffers (a shard whose pending mirror is clear is skipped
+//!    unlocked). Victims are picked under the policy lock and taken after it is released, each
+//!    under its own shard lock (`evict.rs`). A guard whose buffer filled up applies the events
+//!    only after releasing its shard lock.
 //! 3. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
 //! 4. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
 //!    frequency tracker or other user code runs under a lock, except the eviction policy, which
-//!    runs under the policy lock (and one shard lock at most) behind a panic barrier (`policy.rs`): it is checked (a wrong
+//!    runs under the policy lock (and no shard lock) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
 //! 5. Handles are taken only under the owning shard's lock (`Slot::handles`, plain load and
@@ -68,7 +70,6 @@
 //! manager is quiescent.
 
 use std::cell::Cell;
-use std::ops::{Deref, DerefMut};
 
 use crate::eviction::{AccessKind, HitSignals, PolicyContext, PolicyFactory};
 use crate::hash::SequenceHash;
@@ -76,18 +77,17 @@ use crate::manager::hooks::Hooks;
 use crate::manager::index::BlockIndex;
 use crate::manager::slot::{Slot, SlotRef, SlotState};
 use crate::metrics::ShardCounters;
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::{BlockId, FrequencyTracker};
 
 mod alloc;
 mod handles;
+mod evict;
 mod policy;
 
+pub(crate) use evict::ShardGuard;
 pub(crate) use policy::PanicScope;
-use policy::{Event, EventKind, ManagerPolicy, Victim};
-
-/// Events a shard buffers before the operation that filled it applies them all.
-const FLUSH_AT: usize = 256;
+use policy::{Event, EventKind, ManagerPolicy};
 
 /// Whether a second block with an already-registered hash is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,62 +134,15 @@ pub(crate) struct Shard {
 #[repr(align(128))]
 struct PaddedPolicy(Mutex<ManagerPolicy>);
 
-/// A locked shard that records policy events; when its buffer fills up, dropping the guard
-/// applies every shard's pending events (after the shard lock is released: lock order rule 2).
-pub(crate) struct ShardGuard<'a> {
-    shard: Option<MutexGuard<'a, Shard>>,
-    shared: &'a Shared,
-    flush: bool,
-}
-
-impl ShardGuard<'_> {
-    /// Records a policy call, applied at the next flush in this thread's order.
-    #[inline]
-    fn record(&mut self, kind: EventKind) {
-        let events = &mut self.events;
-        events.push(Event::new(kind));
-        if events.len() >= FLUSH_AT {
-            self.flush = true;
-        }
-    }
-}
-
-impl Deref for ShardGuard<'_> {
-    type Target = Shard;
-    #[inline]
-    fn deref(&self) -> &Shard {
-        match &self.shard {
-            Some(g) => g,
-            None => unreachable!("the shard stays locked until the guard drops"),
-        }
-    }
-}
-
-impl DerefMut for ShardGuard<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut Shard {
-        match &mut self.shard {
-            Some(g) => g,
-            None => unreachable!("the shard stays locked until the guard drops"),
-        }
-    }
-}
-
-impl Drop for ShardGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.shard.take());
-        if self.flush {
-            self.shared.flush();
-        }
-    }
-}
-
 /// A shard padded to its own cache lines.
 #[repr(align(128))]
 pub(crate) struct PaddedShard {
     lock: Mutex<Shard>,
     /// `free.len() + inactive`, mirrored for lock-free availability reads.
     available: AtomicUsize,
+    /// Whether `events` may be non-empty: set by the recorder, cleared by the flusher, both under
+    /// the lock; a flush skips shards where it is clear without locking them.
+    pending: AtomicBool,
 }
 
 /// `free.len()` of one shard, mirrored on a cache line of its own and written only when it
@@ -318,6 +271,7 @@ impl Shared {
                     counters: ShardCounters::default(),
                 }),
                 available: AtomicUsize::new(0),
+                pending: AtomicBool::new(false),
             })
             .collect();
         // One instance for the whole manager, whatever the shard count (see the module docs).
@@ -372,136 +326,7 @@ impl Shared {
     /// Locks shard `s` for an operation that may record policy events.
     #[inline]
     fn lock_shard(&self, s: usize) -> ShardGuard<'_> {
-        ShardGuard {
-            shard: Some(self.shards[s].lock()),
-            shared: self,
-            flush: false,
-        }
-    }
-
-    /// Applies every shard's pending events to the policy, in each thread's order (the caller
-    /// holds the policy lock and no shard lock). Single-threaded, this is exactly the order the
-    /// calls were made in, whatever the shard count.
-    fn flush_locked(&self, p: &mut ManagerPolicy) {
-        let mut taken: Vec<Vec<Event>> = Vec::new();
-        for shard in self.shards.iter() {
-            let mut g = shard.lock.lock();
-            if !g.events.is_empty() {
-                let spare = p.spare.pop().unwrap_or_default();
-                taken.push(std::mem::replace(&mut g.events, spare));
-            }
-        }
-        match taken.len() {
-            0 => {}
-            1 => taken[0].iter().for_each(|e| p.apply(e)),
-            _ => {
-                // Merge by sequence number, taking buffer heads only.
-                let mut heads = vec![0usize; taken.len()];
-                loop {
-                    let mut best: Option<(usize, u64)> = None;
-                    for (b, buf) in taken.iter().enumerate() {
-                        if let Some(e) = buf.get(heads[b])
-                            && best.is_none_or(|(_, s)| e.seq < s)
-                        {
-                            best = Some((b, e.seq));
-                        }
-                    }
-                    let Some((b, _)) = best else { break };
-                    p.apply(&taken[b][heads[b]]);
-                    heads[b] += 1;
-                }
-            }
-        }
-        for mut buf in taken {
-            buf.clear();
-            p.spare.push(buf);
-        }
-    }
-
-    /// Applies every shard's pending events to the policy (call with no lock held).
-    pub(crate) fn flush(&self) {
-        let scope = PanicScope::enter();
-        let mut p = self.policy.0.lock();
-        self.flush_locked(&mut p);
-        drop(p);
-        scope.finish();
-    }
-
-    /// Takes victim `v` under its shard lock (the caller holds the policy lock) if it still is
-    /// the inactive block the policy gave up: same inactive version, still in the index. Leaves
-    /// the slot in `to` (Mutable for an allocation, Reset when draining), then runs `then` under
-    /// the lock. `false` for a stale victim (matched since, and back in the policy through its
-    /// own events if it became inactive again).
-    fn take_victim(
-        &self,
-        slots: &[Arc<Slot>],
-        v: Victim,
-        to: SlotState,
-        then: impl FnOnce(&mut Shard, SequenceHash),
-    ) -> bool {
-        let Some(slot) = slots.get(v.id.index()) else {
-            return false;
-        };
-        // Read before the lock: if the slot was re-registered under another hash meanwhile, its
-        // version changed too, and the checks below fail under whichever lock this names.
-        let h = slot.hash();
-        let s = self.shard_of(h);
-        let mut g = self.shards[s].lock();
-        if slot.state() != SlotState::Inactive
-            || slot.version() != v.version
-            || !g.index.holds(h, v.id)
-        {
-            return false;
-        }
-        g.index.remove(h, v.id);
-        g.inactive -= 1;
-        slot.bump_generation();
-        slot.set_evict_on_release(self.default_evict_on_release);
-        slot.set_state(to);
-        g.counters.evictions += 1;
-        then(&mut g, h);
-        self.sync_available(s, &g);
-        true
-    }
-
-    /// Takes up to `want` victims (flushing pending events first); for each, `then` runs under
-    /// its shard lock. Stops when `want` are taken or the policy has none left.
-    fn evict_into(
-        &self,
-        slots: &[Arc<Slot>],
-        want: usize,
-        to: SlotState,
-        mut then: impl FnMut(&mut Shard, BlockId, SequenceHash),
-    ) -> usize {
-        let mut p = self.policy.0.lock();
-        self.flush_locked(&mut p);
-        let mut taken = 0;
-        let mut victims = Vec::new();
-        while taken < want {
-            victims.clear();
-            p.evict(want - taken, &mut victims);
-            if victims.is_empty() {
-                break;
-            }
-            for &v in &victims {
-                if self.take_victim(slots, v, to, |g, h| then(g, v.id, h)) {
-                    taken += 1;
-                }
-            }
-        }
-        taken
-    }
-
-    /// Policy calls that panicked and wrong victims the policy returned (pending events are
-    /// applied first).
-    pub(crate) fn policy_faults(&self) -> (u64, u64) {
-        let scope = PanicScope::enter();
-        let mut p = self.policy.0.lock();
-        self.flush_locked(&mut p);
-        let r = (p.panics(), p.violations());
-        drop(p);
-        scope.finish();
-        r
+        ShardGuard::lock(self, s)
     }
 
     #[inline]
@@ -645,19 +470,6 @@ impl Shared {
             .count()
     }
 
-    /// Moves every inactive block to the free lists, in the policy's eviction order; returns the
-    /// hashes.
-    pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
-        let scope = PanicScope::enter();
-        let mut removed = Vec::new();
-        self.evict_into(slots, usize::MAX, SlotState::Reset, |g, id, h| {
-            g.free.push(id);
-            removed.push(h);
-        });
-        self.hooks.evicted(&removed);
-        scope.finish();
-        removed
-    }
 
     /// Per-shard view for snapshots: (free, inactive, registered primaries, counters).
     pub(crate) fn shard_view(&self, s: usize) -> (usize, usize, usize, ShardCounters) {

@@ -1,8 +1,8 @@
 //! [`ManagerPolicy`]: the manager's one eviction-policy instance behind a panic barrier;
 //! [`PanicScope`]: where a policy's panic is resumed.
 //!
-//! Eviction policies are user code, called under the policy lock (itself taken under a shard
-//! lock, see `store/mod.rs`). If a panic unwound straight out of such a call it would leave a
+//! Eviction policies are user code, called under the policy lock (see `store/mod.rs`, lock
+//! order). If a panic unwound straight out of such a call it would leave a
 //! slot half-moved (counted as handled but never handed out, marked inactive but in no policy),
 //! and it would drop block guards of the unwinding frames while the locks are still held — a
 //! guard's `Drop` takes a shard lock, so the thread would deadlock on itself. So every policy call
@@ -154,8 +154,8 @@ fn newer(a: u32, b: u32) -> bool {
 /// shards' event buffers, with the orphans of replaced instances and the count of wrong answers.
 ///
 /// Events of different threads may arrive out of order, so the instance is never told about a
-/// block directly: `held[id]` is the inactive version the instance holds for slot `id` (0: none)
-/// and `seen[id]` the newest version any event named. An insert older than `seen` is stale (its
+/// block directly: `versions[id].held` is the inactive version the instance holds for slot `id`
+/// (0: none) and `versions[id].seen` the newest version any event named. An insert older than `seen` is stale (its
 /// remove, or a newer insert, was applied first) and is dropped; a remove applies only to the
 /// version held; an insert of a newer version first removes the older one. So whatever the order,
 /// the instance ends up holding exactly the slots whose newest event is an insert, once each.
@@ -163,8 +163,8 @@ pub(crate) struct ManagerPolicy {
     policy: Box<dyn EvictionPolicy>,
     factory: Arc<dyn PolicyFactory>,
     ctx: PolicyContext,
-    held: Vec<u32>,
-    seen: Vec<u32>,
+    /// Per slot, side by side so an event touches one cache line.
+    versions: Vec<SlotVersions>,
     /// Blocks a replaced instance held, lowest slot last (popped first); checked when taken.
     orphans: Vec<Victim>,
     /// Policy calls that panicked.
@@ -173,6 +173,17 @@ pub(crate) struct ManagerPolicy {
     violations: u64,
     /// Emptied event buffers, handed back to the shards.
     pub(crate) spare: Vec<Vec<Event>>,
+    /// The buffers one flush collects (kept for its allocation).
+    pub(crate) taken: Vec<Vec<Event>>,
+}
+
+/// What the manager's policy knows of one slot (see [`ManagerPolicy`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotVersions {
+    /// The inactive version the instance holds (0: none).
+    held: u32,
+    /// The newest inactive version any applied event named.
+    seen: u32,
 }
 
 /// A victim the policy gave up: the slot and the inactive version it held. The allocator takes
@@ -191,12 +202,12 @@ impl ManagerPolicy {
             policy: factory.build(ctx),
             factory,
             ctx,
-            held: vec![0; ctx.total_blocks],
-            seen: vec![0; ctx.total_blocks],
+            versions: vec![SlotVersions::default(); ctx.total_blocks],
             orphans: Vec::new(),
             panics: 0,
             violations: 0,
             spare: Vec::new(),
+            taken: Vec::new(),
         }
     }
 
@@ -238,13 +249,13 @@ impl ManagerPolicy {
             defer(p);
         }
         let mut newly: Vec<Victim> = self
-            .held
+            .versions
             .iter_mut()
             .enumerate()
-            .filter(|(_, v)| **v != 0)
+            .filter(|(_, v)| v.held != 0)
             .map(|(i, v)| Victim {
                 id: BlockId::new(i as u32),
-                version: std::mem::take(v),
+                version: std::mem::take(&mut v.held),
             })
             .collect();
         // A stack: the lowest new slot is popped first, but after the older orphans.
@@ -258,28 +269,30 @@ impl ManagerPolicy {
         match e.kind {
             EventKind::Insert { id, version, hash } => {
                 let i = id.index();
-                if i >= self.held.len() || !newer(version, self.seen[i]) {
+                let Some(v) = self.versions.get_mut(i) else {
+                    return;
+                };
+                if !newer(version, v.seen) {
                     return;
                 }
-                self.seen[i] = version;
-                if self.held[i] != 0 {
-                    self.held[i] = 0;
+                v.seen = version;
+                if v.held != 0 {
+                    v.held = 0;
                     self.call(|p| p.remove(id));
                 }
                 // Recorded first: on a panic the block stays evictable as an orphan.
-                self.held[i] = version;
+                self.versions[i].held = version;
                 self.call(|p| p.insert(id, hash));
             }
             EventKind::Remove { id, version } => {
-                let i = id.index();
-                if i >= self.held.len() {
+                let Some(v) = self.versions.get_mut(id.index()) else {
                     return;
+                };
+                if newer(version, v.seen) {
+                    v.seen = version;
                 }
-                if newer(version, self.seen[i]) {
-                    self.seen[i] = version;
-                }
-                if self.held[i] == version {
-                    self.held[i] = 0;
+                if v.held == version {
+                    v.held = 0;
                     self.call(|p| p.remove(id));
                 }
             }
@@ -302,12 +315,12 @@ impl ManagerPolicy {
             let Some(Some(id)) = self.call(|p| p.evict()) else {
                 break;
             };
-            match self.held.get_mut(id.index()) {
-                Some(v) if *v != 0 => {
+            match self.versions.get_mut(id.index()) {
+                Some(v) if v.held != 0 => {
                     bad = 0;
                     out.push(Victim {
                         id,
-                        version: std::mem::take(v),
+                        version: std::mem::take(&mut v.held),
                     });
                 }
                 _ => {
