@@ -44,3 +44,4 @@
 pub mod arena;
 pub mod disk;
 pub mod layout;
+pub mod remote;

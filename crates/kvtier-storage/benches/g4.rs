@@ -1,0 +1,3 @@
+//! G4 bench (filled in by the next commit).
+
+fn main() {}
