@@ -73,6 +73,12 @@ impl ObjectBackend {
         &self,
         fut: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
+        // Blocking on a runtime from inside another one would panic: refuse instead.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(BackendError::Other(
+                "blocking G4 call made on an async runtime thread; use spawn_blocking".into(),
+            ));
+        }
         self.runtime
             .block_on(async { tokio::time::timeout(self.timeout, fut).await })
             .unwrap_or(Err(BackendError::Timeout))

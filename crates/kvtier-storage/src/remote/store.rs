@@ -159,6 +159,10 @@ impl G4StoreBuilder {
 
 /// Blocks of one [`Namespace`] in an external store, with checked reads, counters and a
 /// circuit breaker. See the [module docs](super) for the invariants and an example.
+///
+/// The API is blocking and `Sync`: share one store between threads. From async code, call it
+/// on a blocking thread (`tokio::task::spawn_blocking`); an object-store call made on an
+/// async runtime's thread fails with [`G4Error::Backend`] instead of blocking the runtime.
 #[derive(Debug)]
 pub struct G4Store {
     backend: Box<dyn Backend>,
@@ -182,7 +186,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl G4Store {
-    /// A builder for a store of `ns`'s blocks in a local directory (pick the backend on it).
+    /// A builder for a store of `ns`'s blocks. Pick the backend on it:
+    /// [`local_dir`](G4StoreBuilder::local_dir) (the embedded one),
+    /// [`redis`](G4StoreBuilder::redis), or `s3` (feature `s3`); until one is picked, blocks
+    /// stay in this process's memory.
     pub fn builder(ns: Namespace) -> G4StoreBuilder {
         G4StoreBuilder {
             ns,
