@@ -178,6 +178,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A verified frame's payload, in the frame's own buffer.
+fn strip_header(mut frame: Vec<u8>) -> Vec<u8> {
+    frame.drain(..frame::HEADER_BYTES);
+    frame
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=200).contains(&name.len())
         && name
@@ -393,8 +399,15 @@ impl G4Store {
     ///
     /// As [`G4Store::get_into`].
     pub fn get(&self, hash: SequenceHash) -> Result<Option<Vec<u8>>, G4Error> {
-        let mut out = vec![0u8; self.ns.block_bytes()];
-        Ok(self.get_into(hash, &mut out)?.then_some(out))
+        let key = self.block_key(hash);
+        let value = self
+            .call(|b| b.get(&key))
+            .inspect_err(|_| add(&self.counters.gets, 1))?;
+        match self.verify(hash, value.as_deref()) {
+            Ok(Some(_)) => Ok(value.map(strip_header)),
+            Ok(None) => Ok(None),
+            Err(source) => Err(G4Error::Corrupt { key, source }),
+        }
     }
 
     /// Fetches many blocks in one round trip where the store allows (`MGET` in Redis,
@@ -410,9 +423,10 @@ impl G4Store {
             .inspect_err(|_| add(&self.counters.gets, hashes.len() as u64))?;
         Ok(hashes
             .iter()
-            .zip(&values)
+            .zip(values)
             .map(|(&hash, value)| match self.verify(hash, value.as_deref()) {
-                Ok(Some(payload)) => Fetched::Hit(payload.to_vec()),
+                // The reply's own buffer, header removed in place: no second buffer to fault in.
+                Ok(Some(_)) => value.map_or(Fetched::Miss, |v| Fetched::Hit(strip_header(v))),
                 Ok(None) => Fetched::Miss,
                 Err(e) => Fetched::Corrupt(e),
             })
