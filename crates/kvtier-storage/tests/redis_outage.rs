@@ -74,7 +74,7 @@ fn killed_server_fails_fast_trips_the_breaker_and_recovers() {
         "no outage error among {outcomes:?}"
     );
     assert!(
-        outcomes.iter().any(|e| *e == G4Error::BreakerOpen),
+        outcomes.contains(&G4Error::BreakerOpen),
         "breaker never opened"
     );
     assert!(g4.is_marked_down());

@@ -119,10 +119,7 @@ fn s3_backend_passes_the_suite_and_fails_fast_when_killed() {
         "took {:?}",
         start.elapsed()
     );
-    assert!(
-        errors.iter().any(|e| *e == G4Error::BreakerOpen),
-        "{errors:?}"
-    );
+    assert!(errors.contains(&G4Error::BreakerOpen), "{errors:?}");
     let s = g4.stats();
     assert_eq!(s.errors, 10);
     assert!(s.breaker_trips >= 1 && s.breaker_rejected >= 8, "{s:?}");
