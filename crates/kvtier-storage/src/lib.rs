@@ -4,6 +4,9 @@
 //! - [`arena`]: G2, a pre-allocated host-memory arena; block id `i` owns slot `i`.
 //! - [`disk`]: G3, block bytes in preallocated files on local disk, indexed, checksummed and
 //!   crash safe.
+//! - [`remote`]: G4, fixed-size blocks in a shared external store (Redis/Valkey, a local
+//!   directory, or S3 with the `s3` feature) under a namespace, framed, checksummed and
+//!   checked on every read, with compare-and-swap manifests and a circuit breaker.
 //!
 //! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
 //! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
