@@ -7,8 +7,8 @@
 //!
 //! Manifests are versioned objects `KEY/v{version:020}` written with `PutMode::Create` (atomic
 //! create-if-absent on local disk, memory and S3): whoever creates version `n + 1` first wins
-//! the compare-and-swap from `n`; the older version is then removed, best effort. An empty
-//! object is a tombstone (a delete). The latest version is the largest one listed. Object
+//! the compare-and-swap from `n`; versions more than [`KEEP_VERSIONS`] behind are then removed,
+//! best effort (see there why not at once). An empty object is a tombstone (a delete). The latest version is the largest one listed. Object
 //! stores have no per-key expiry, so a manifest's time to live is written into its frame and
 //! checked on read.
 
@@ -21,6 +21,15 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::backend::{Backend, BackendError, Live};
+
+/// Superseded manifest versions kept before the oldest is removed.
+///
+/// A compare-and-swap from `n` checks that `n` exists, then creates `n + 1`. Had `n + 1` been
+/// created and already removed by cleanup, that create would succeed again and the update
+/// would be lost (under the newer versions). Keeping this many versions means that can only
+/// happen to a writer stalled between its check and its create for this many successful
+/// updates of the same manifest, each of which is bounded by the store's timeout.
+const KEEP_VERSIONS: u64 = 64;
 
 /// Blocks and manifests in an `object_store` store.
 pub(crate) struct ObjectBackend {
@@ -122,7 +131,7 @@ impl ObjectBackend {
         )))
     }
 
-    /// Creates version `version`; false when it exists. Removes `version - 1` on success.
+    /// Creates version `version`; false when it exists. Removes an old version on success.
     async fn create(&self, key: &str, version: u64, bytes: Vec<u8>) -> Result<bool, BackendError> {
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -134,9 +143,10 @@ impl ObjectBackend {
             .await
         {
             Ok(_) => {
-                if version > 1 {
+                if version > KEEP_VERSIONS {
                     // Best effort: a leftover old version is ignored by readers.
-                    let _ = self.store.delete(&version_path(key, version - 1)).await;
+                    let old = version_path(key, version - KEEP_VERSIONS);
+                    let _ = self.store.delete(&old).await;
                 }
                 Ok(true)
             }
