@@ -12,6 +12,9 @@
 //!   onboarding into G2, faults contained and counted.
 //! - [`offload`]: write policies (write-through, selective, write-back) and a bounded,
 //!   non-blocking offload queue fed by a block manager's observer hook.
+//! - [`remote`]: G4, fixed-size blocks in a shared external store (Redis/Valkey, a local
+//!   directory, or S3 with the `s3` feature) under a namespace, framed, checksummed and
+//!   checked on every read, with compare-and-swap manifests and a circuit breaker.
 //!
 //! `unsafe` is denied in this crate except in one module, `arena/raw.rs` (the arena's single
 //! allocation and its guard-checked slot views); its tests also run under AddressSanitizer
@@ -55,3 +58,4 @@ pub mod layout;
 pub mod tier;
 pub mod tiered;
 pub mod offload;
+pub mod remote;

@@ -1,0 +1,68 @@
+//! The seam between [`G4Store`](super::G4Store) and a concrete external store.
+//!
+//! A backend moves opaque values under string keys and keeps versioned manifests; it knows
+//! nothing of frames, namespaces, counters or the breaker (the store owns those). Every call
+//! is bounded by the backend's timeout and reports outages as [`BackendError::Timeout`] or
+//! [`BackendError::Unavailable`] so the store can trip its breaker.
+
+use std::time::Duration;
+
+/// How a backend call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BackendError {
+    /// The call ran past the timeout.
+    Timeout,
+    /// The server could not be reached or dropped the connection.
+    Unavailable(String),
+    /// The server answered with an error, or the request was invalid.
+    Other(String),
+}
+
+/// Checks whether a stored manifest frame is still live (not expired).
+pub(crate) type Live<'a> = &'a dyn Fn(&[u8]) -> bool;
+
+/// A raw external store. Manifest versions start at 1 and only grow, also across a delete and
+/// a re-create, so a stale version never matches a newer value.
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
+    /// Stores `value` under `key`, replacing any value; `ttl` where the store supports it.
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), BackendError>;
+    /// Stores many values in as few round trips as the store allows.
+    fn put_batch(
+        &self,
+        items: Vec<(String, Vec<u8>)>,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError>;
+    /// The value under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
+    /// The values under `keys`, in order.
+    fn get_batch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+    /// Whether `key` holds a value.
+    fn exists(&self, key: &str) -> Result<bool, BackendError>;
+    /// Removes `key` (no error when absent).
+    fn delete(&self, key: &str) -> Result<(), BackendError>;
+    /// The current version and frame of a manifest, if it exists.
+    fn manifest_get(
+        &self,
+        key: &str,
+        live: Live<'_>,
+    ) -> Result<Option<(u64, Vec<u8>)>, BackendError>;
+    /// Creates a manifest if none is live; `None` when one is.
+    fn manifest_put_new(
+        &self,
+        key: &str,
+        frame: Vec<u8>,
+        live: Live<'_>,
+    ) -> Result<Option<u64>, BackendError>;
+    /// Replaces (`Some`) or deletes (`None`) a manifest if its version is `expected`; returns
+    /// the new version (0 for a delete), or `None` on a version mismatch.
+    fn manifest_cas(
+        &self,
+        key: &str,
+        expected: u64,
+        frame: Option<Vec<u8>>,
+        live: Live<'_>,
+    ) -> Result<Option<u64>, BackendError>;
+    /// Sets a manifest's time to live natively: `Some(existed)`, or `None` when the store has
+    /// no native expiry (the store then rewrites the frame's expiry through `manifest_cas`).
+    fn manifest_touch_ttl(&self, key: &str, ttl: Duration) -> Result<Option<bool>, BackendError>;
+}
