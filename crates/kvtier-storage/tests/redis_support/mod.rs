@@ -4,8 +4,9 @@
 //! ends, panics included. [`RedisServer::kill`] and [`RedisServer::restart`] simulate an
 //! outage on the same port.
 //!
-//! `redis-server` comes from `scripts/install-deps.sh` (which `.ci/run` calls). Where it is
-//! missing the tests fail with that hint, unless `KVTIER_SKIP_REDIS_TESTS=1` skips them.
+//! `redis-server` comes from `scripts/install-deps.sh` (which `.ci/run` calls, and which the
+//! first test to need it runs when it is missing). Where it still cannot be had the tests fail
+//! with that hint, unless `KVTIER_SKIP_REDIS_TESTS=1` skips them.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
@@ -34,18 +35,33 @@ pub fn skip_redis_tests() -> bool {
     skip
 }
 
-fn binary() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
+fn find_on_path() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("redis-server"))
             .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "redis-server not found on PATH: run scripts/install-deps.sh (or set \
-             KVTIER_SKIP_REDIS_TESTS=1 to skip the Redis tests)"
-        )
     })
+}
+
+/// `redis-server`, installed on first use by `scripts/install-deps.sh` when missing (so that
+/// `cargo test --workspace` works on a fresh machine, as `scripts/python-env.sh` does for the
+/// Python tests). Concurrent test binaries serialise the install with `flock`.
+fn binary() -> PathBuf {
+    if let Some(found) = find_on_path() {
+        return found;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/install-deps.sh");
+    let status = Command::new("flock")
+        .args(["/tmp/kvtier-install-deps.lock", "bash", script])
+        .status();
+    if let Some(found) = find_on_path() {
+        return found;
+    }
+    panic!(
+        "redis-server not found on PATH and scripts/install-deps.sh did not install it \
+         ({status:?}): install redis-server and redis-tools, or set \
+         KVTIER_SKIP_REDIS_TESTS=1 to skip the Redis tests"
+    )
 }
 
 fn ping(port: u16) -> bool {
