@@ -55,7 +55,7 @@
 pub mod arena;
 pub mod disk;
 pub mod layout;
-pub mod tier;
-pub mod tiered;
 pub mod offload;
 pub mod remote;
+pub mod tier;
+pub mod tiered;

@@ -15,17 +15,19 @@
 //! The traits are object safe: a composition ([`crate::tiered::TieredStore`]) holds its tiers
 //! as `Arc<dyn Storage>`, and handlers are boxed and `'static` (an adapter keeps its backing
 //! store in an `Arc`), so a handler can move to a promotion worker. G4 (`remote`) implements
-//! [`Storage`] the same way.
+//! [`Storage`] the same way, through [`remote::RemoteStorage`].
 //!
 //! Adapters: [`host::HostStorage`] (G2: a [`BlockManager`](kvtier_core::BlockManager) and its
 //! [`HostArena`](crate::arena::HostArena)), [`disk::DiskStorage`] (G3: a
-//! [`DiskTier`](crate::disk::DiskTier)), and [`fault::FaultyStorage`], a wrapper that injects
+//! [`DiskTier`](crate::disk::DiskTier)), [`remote::RemoteStorage`] (G4: a
+//! [`G4Store`](crate::remote::G4Store)), and [`fault::FaultyStorage`], a wrapper that injects
 //! failures, stalls and corruption for tests.
 
 pub mod buffered;
 pub mod disk;
 pub mod fault;
 pub mod host;
+pub mod remote;
 
 use std::time::Duration;
 

@@ -81,8 +81,8 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Or
 use crate::{BlockId, FrequencyTracker};
 
 mod alloc;
-mod handles;
 mod evict;
+mod handles;
 mod policy;
 
 pub(crate) use evict::ShardGuard;
@@ -469,7 +469,6 @@ impl Shared {
             .take_while(|&&h| w.shard(self.shard_of(h)).index.get(h, slots).is_some())
             .count()
     }
-
 
     /// Per-shard view for snapshots: (free, inactive, registered primaries, counters).
     pub(crate) fn shard_view(&self, s: usize) -> (usize, usize, usize, ShardCounters) {
