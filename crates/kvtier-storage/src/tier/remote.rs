@@ -12,9 +12,11 @@
 //! once open, calls fail without touching the network, and its counters
 //! ([`G4Store::stats`]) record every rejection.
 //!
-//! G4's manifests are not offered as a [`ManifestStore`](super::ManifestStore): their versions
-//! keep growing across a delete and a re-create (no ABA), while that trait restarts a re-created
-//! key at version 1. Use [`G4Store`]'s manifest API directly.
+//! G4's manifests are not offered as a [`ManifestStore`](super::ManifestStore): that trait
+//! numbers each key's versions 1, 2, 3, ... and restarts a re-created key at 1, while G4's
+//! versions only grow, across a delete and a re-create too (no ABA), and in Redis come from one
+//! counter per namespace (a key's next version is not its last plus one). Use [`G4Store`]'s
+//! manifest API ([`G4Store::put_new`], [`G4Store::cas_update`]) directly.
 
 use std::sync::Arc;
 
