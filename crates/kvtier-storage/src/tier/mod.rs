@@ -141,6 +141,14 @@ pub trait HitHandler: Send {
     /// A backend error; the handler should not be read further.
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, StorageError>;
 
+    /// Hands over the whole block as one owned buffer, when the handler holds it so and no
+    /// byte was streamed yet (a block read into memory, as G3 and G4 do); the handler is then
+    /// spent. `None` (the default): read through [`read_chunk`](Self::read_chunk). Saves
+    /// [`get_block`] a copy into a fresh buffer, whose page faults dominate large blocks.
+    fn take_bytes(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Reads every remaining byte into `out` (exactly the remaining length).
     ///
     /// # Errors
@@ -312,6 +320,9 @@ pub fn get_block(
     let Some(mut hit) = storage.lookup(hash)? else {
         return Ok(None);
     };
+    if let Some(bytes) = hit.take_bytes() {
+        return Ok(Some(bytes));
+    }
     let mut out = vec![0u8; hit.len()];
     hit.read_all(&mut out)?;
     Ok(Some(out))
