@@ -176,3 +176,63 @@ fn g2_g3_g4_compose_and_survive_a_g4_outage() {
         "{after:?}"
     );
 }
+
+/// A prefix spread over G2, G3 and G4 (local-directory backend) is located tier by tier and
+/// brought into G2 with one batched read per source tier; it ends at the first block no tier
+/// holds.
+#[test]
+fn a_prefix_spread_over_three_tiers_is_onboarded_into_g2() {
+    let g3_dir = tempfile::tempdir().unwrap();
+    let g4_dir = tempfile::tempdir().unwrap();
+    let ns = Namespace::new("three-tier-prefix", "xxh3-v1/bs16", BLOCK).unwrap();
+    let g4 = Arc::new(
+        G4Store::builder(ns)
+            .local_dir(g4_dir.path())
+            .build()
+            .unwrap(),
+    );
+    let g2 = host(32);
+    let g3: Arc<dyn Storage> = disk(g3_dir.path());
+    let g4_tier: Arc<dyn Storage> = Arc::new(RemoteStorage::new(Arc::clone(&g4)));
+    let store = TieredStore::builder()
+        .host(g2.clone(), TierConfig::default())
+        .tier(Arc::clone(&g3), TierConfig::default())
+        .tier(
+            Arc::clone(&g4_tier),
+            TierConfig::default().with_timeout(Duration::from_secs(5)),
+        )
+        .build();
+    // Blocks 0-1 in G2, 2-3 in G3 only, 4-5 and 7 in G4 only, 6 nowhere.
+    let homes: [(u64, &dyn Storage); 7] = [
+        (0, &g2),
+        (1, &g2),
+        (2, &*g3),
+        (3, &*g3),
+        (4, &*g4_tier),
+        (5, &*g4_tier),
+        (7, &*g4_tier),
+    ];
+    for (i, tier) in homes {
+        put_block(tier, hash(i), &block(i, 0, BLOCK)).unwrap();
+    }
+    let hashes: Vec<_> = (0..8).map(hash).collect();
+    assert_eq!(store.locate_prefix(&hashes).tiers, [0, 0, 1, 1, 2, 2]);
+    let onboarded = store.fetch_prefix_into_host(&hashes).unwrap();
+    assert_eq!(onboarded.sources, [0, 0, 1, 1, 2, 2]);
+    assert_eq!(onboarded.blocks.len(), 6);
+    for i in 0..6 {
+        assert!(
+            kvtier_storage::tier::get_block(&g2, hash(i)).unwrap() == Some(block(i, 0, BLOCK)),
+            "block {i} in G2"
+        );
+    }
+    assert!(
+        !g2.contains(hash(7)),
+        "a block past the prefix's end was onboarded"
+    );
+    assert_eq!(
+        g4.stats().hits,
+        2,
+        "G4 read other than the prefix's two blocks"
+    );
+}
