@@ -1,5 +1,5 @@
-//! The shared conformance suite, run for G2 (host arena) and G3 (disk tier). G4 joins with one
-//! more test function calling `conformance_support::storage_suite`.
+//! The shared conformance suite, run for G2 (host arena) and G3 (disk tier); G4 runs it in
+//! `conformance_g4.rs` (it needs a redis-server).
 
 #[path = "conformance_support/mod.rs"]
 mod conformance_support;

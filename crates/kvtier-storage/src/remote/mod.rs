@@ -3,7 +3,8 @@
 //!
 //! This module owns the blocking API ([`G4Store`]), the key layout, the frame every value is
 //! stored in, the counters and the circuit breaker; the backends (`redis.rs`, `object.rs`,
-//! `s3.rs`) only move bytes. Invariants:
+//! `s3.rs`) only move bytes. In a [`TieredStore`](crate::tiered::TieredStore), G4 is a tier
+//! like G2 and G3 through [`RemoteStorage`](crate::tier::remote::RemoteStorage). Invariants:
 //!
 //! - **Namespaced keys.** Every key starts with the [`Namespace`]'s prefix (model + hash scheme +
 //!   block size) and every frame carries its tag, so deployments sharing a store never read

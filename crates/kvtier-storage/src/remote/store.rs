@@ -153,6 +153,7 @@ impl G4StoreBuilder {
             counters: Counters::default(),
             breaker: Breaker::new(self.threshold, self.backoff),
             block_ttl: self.block_ttl,
+            timeout: self.timeout,
         })
     }
 }
@@ -170,6 +171,7 @@ pub struct G4Store {
     counters: Counters,
     breaker: Breaker,
     block_ttl: Option<Duration>,
+    timeout: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -210,6 +212,11 @@ impl G4Store {
     /// The namespace this store reads and writes.
     pub fn namespace(&self) -> &Namespace {
         &self.ns
+    }
+
+    /// The bound on each call (see [`G4StoreBuilder::with_timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The counters so far.

@@ -10,18 +10,32 @@ use super::{HitHandler, MissHandler, StorageError};
 pub struct BufferedHit {
     bytes: Vec<u8>,
     pos: usize,
+    /// The block's length (kept once [`take_bytes`](HitHandler::take_bytes) took the bytes).
+    len: usize,
 }
 
 impl BufferedHit {
     /// A handler over `bytes`.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes, pos: 0 }
+        Self {
+            len: bytes.len(),
+            bytes,
+            pos: 0,
+        }
     }
 }
 
 impl HitHandler for BufferedHit {
     fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
+    }
+
+    fn take_bytes(&mut self) -> Option<Vec<u8>> {
+        if self.pos != 0 || self.bytes.is_empty() {
+            return None;
+        }
+        // Spent: `bytes` is now empty, so `read_chunk` reads nothing more.
+        Some(std::mem::take(&mut self.bytes))
     }
 
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
@@ -88,5 +102,31 @@ impl MissHandler for BufferedMiss {
             });
         }
         (self.commit)(self.hash, self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_bytes_hands_over_an_unread_block_only() {
+        let mut hit = BufferedHit::new(vec![1, 2, 3]);
+        assert_eq!(hit.take_bytes(), Some(vec![1, 2, 3]));
+        assert_eq!(hit.len(), 3);
+        assert_eq!(
+            hit.read_chunk(&mut [0u8; 4]).unwrap(),
+            0,
+            "spent after take"
+        );
+        assert_eq!(hit.take_bytes(), None);
+
+        let mut hit = BufferedHit::new(vec![1, 2, 3]);
+        let mut one = [0u8; 1];
+        assert_eq!(hit.read_chunk(&mut one).unwrap(), 1);
+        assert_eq!(hit.take_bytes(), None, "partly streamed: no hand-over");
+        let mut rest = [0u8; 2];
+        hit.read_all(&mut rest).unwrap();
+        assert_eq!(rest, [2, 3]);
     }
 }

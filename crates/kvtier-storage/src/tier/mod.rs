@@ -15,17 +15,19 @@
 //! The traits are object safe: a composition ([`crate::tiered::TieredStore`]) holds its tiers
 //! as `Arc<dyn Storage>`, and handlers are boxed and `'static` (an adapter keeps its backing
 //! store in an `Arc`), so a handler can move to a promotion worker. G4 (`remote`) implements
-//! [`Storage`] the same way.
+//! [`Storage`] the same way, through [`remote::RemoteStorage`].
 //!
 //! Adapters: [`host::HostStorage`] (G2: a [`BlockManager`](kvtier_core::BlockManager) and its
 //! [`HostArena`](crate::arena::HostArena)), [`disk::DiskStorage`] (G3: a
-//! [`DiskTier`](crate::disk::DiskTier)), and [`fault::FaultyStorage`], a wrapper that injects
+//! [`DiskTier`](crate::disk::DiskTier)), [`remote::RemoteStorage`] (G4: a
+//! [`G4Store`](crate::remote::G4Store)), and [`fault::FaultyStorage`], a wrapper that injects
 //! failures, stalls and corruption for tests.
 
 pub mod buffered;
 pub mod disk;
 pub mod fault;
 pub mod host;
+pub mod remote;
 
 use std::time::Duration;
 
@@ -138,6 +140,14 @@ pub trait HitHandler: Send {
     ///
     /// A backend error; the handler should not be read further.
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, StorageError>;
+
+    /// Hands over the whole block as one owned buffer, when the handler holds it so and no
+    /// byte was streamed yet (a block read into memory, as G3 and G4 do); the handler is then
+    /// spent. `None` (the default): read through [`read_chunk`](Self::read_chunk). Saves
+    /// [`get_block`] a copy into a fresh buffer, whose page faults dominate large blocks.
+    fn take_bytes(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 
     /// Reads every remaining byte into `out` (exactly the remaining length).
     ///
@@ -310,6 +320,9 @@ pub fn get_block(
     let Some(mut hit) = storage.lookup(hash)? else {
         return Ok(None);
     };
+    if let Some(bytes) = hit.take_bytes() {
+        return Ok(Some(bytes));
+    }
     let mut out = vec![0u8; hit.len()];
     hit.read_all(&mut out)?;
     Ok(Some(out))

@@ -1,0 +1,161 @@
+//! [`Storage`] for G4: a [`G4Store`] behind the tier interface, so an external store sits in a
+//! [`TieredStore`](crate::tiered::TieredStore) like G2 and G3.
+//!
+//! G4 stores whole framed objects, so reads are fetched and verified whole, then streamed from
+//! memory ([`BufferedHit`]); writes are gathered and stored with one [`G4Store::put`] at finish
+//! ([`BufferedMiss`]). Batched reads are one [`G4Store::get_batch`] (one `MGET` in Redis).
+//!
+//! Errors map onto [`StorageError`]: a refused frame is [`StorageError::Corrupt`] (the adapter
+//! then deletes the bad copy, best effort, so the tier stops serving it), a call past the
+//! store's bound is [`StorageError::Timeout`], and everything else (an unreachable server, an
+//! open breaker) is [`StorageError::Backend`]. The store's breaker makes a dead server cheap:
+//! once open, calls fail without touching the network, and its counters
+//! ([`G4Store::stats`]) record every rejection.
+//!
+//! G4's manifests are not offered as a [`ManifestStore`](super::ManifestStore): that trait
+//! numbers each key's versions 1, 2, 3, ... and restarts a re-created key at 1, while G4's
+//! versions only grow, across a delete and a re-create too (no ABA), and in Redis come from one
+//! counter per namespace (a key's next version is not its last plus one). Use [`G4Store`]'s
+//! manifest API ([`G4Store::put_new`], [`G4Store::cas_update`]) directly.
+
+use std::sync::Arc;
+
+use kvtier_core::SequenceHash;
+
+use super::buffered::{BufferedHit, BufferedMiss};
+use super::{BatchRead, BlockMeta, HitHandler, MissHandler, Storage, StorageError, check_batch};
+use crate::remote::{Fetched, G4Error, G4Store};
+
+/// The G4 external store as a [`Storage`].
+#[derive(Debug, Clone)]
+pub struct RemoteStorage {
+    store: Arc<G4Store>,
+}
+
+impl RemoteStorage {
+    /// Wraps `store`.
+    pub fn new(store: Arc<G4Store>) -> Self {
+        Self { store }
+    }
+
+    /// The G4 store (for its counters and breaker state).
+    pub fn store(&self) -> &Arc<G4Store> {
+        &self.store
+    }
+
+    fn error(&self, e: G4Error) -> StorageError {
+        g4_error(&self.store, e)
+    }
+
+    /// Drops a copy that failed its check, best effort (the read already failed).
+    fn drop_corrupt(&self, hash: SequenceHash) {
+        let _ = self.store.delete(hash);
+    }
+}
+
+/// Maps a G4 error (other than corruption, which needs the block's hash) onto the tier error.
+fn g4_error(store: &G4Store, e: G4Error) -> StorageError {
+    match e {
+        G4Error::WrongSize { expected, actual } => StorageError::WrongSize {
+            expected,
+            got: actual,
+        },
+        G4Error::Timeout => StorageError::Timeout(store.timeout()),
+        other => StorageError::backend(other),
+    }
+}
+
+impl Storage for RemoteStorage {
+    fn name(&self) -> &str {
+        "g4"
+    }
+
+    fn block_bytes(&self) -> Option<usize> {
+        Some(self.store.namespace().block_bytes())
+    }
+
+    fn lookup(&self, hash: SequenceHash) -> Result<Option<Box<dyn HitHandler>>, StorageError> {
+        match self.store.get(hash) {
+            Ok(Some(bytes)) => Ok(Some(Box::new(BufferedHit::new(bytes)))),
+            Ok(None) => Ok(None),
+            Err(G4Error::Corrupt { .. }) => {
+                self.drop_corrupt(hash);
+                Err(StorageError::Corrupt { hash })
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn get_miss_handler(
+        &self,
+        hash: SequenceHash,
+        len: usize,
+    ) -> Result<Box<dyn MissHandler>, StorageError> {
+        let expected = self.store.namespace().block_bytes();
+        if len != expected {
+            return Err(StorageError::WrongSize { expected, got: len });
+        }
+        let store = Arc::clone(&self.store);
+        Ok(Box::new(BufferedMiss::new(
+            hash,
+            len,
+            Box::new(move |hash, bytes| store.put(hash, &bytes).map_err(|e| g4_error(&store, e))),
+        )))
+    }
+
+    /// Two round trips (an existence probe, then the delete): G4's delete does not say
+    /// whether the key was there.
+    fn purge(&self, hash: SequenceHash) -> Result<bool, StorageError> {
+        let held = self.store.exists(hash).map_err(|e| self.error(e))?;
+        if held {
+            self.store.delete(hash).map_err(|e| self.error(e))?;
+        }
+        Ok(held)
+    }
+
+    /// G4 keeps no per-block hints (expiry is the store's own): only reports presence.
+    fn update_meta(&self, hash: SequenceHash, _meta: BlockMeta) -> Result<bool, StorageError> {
+        self.store.exists(hash).map_err(|e| self.error(e))
+    }
+
+    fn contains(&self, hash: SequenceHash) -> bool {
+        self.store.exists(hash).unwrap_or(false)
+    }
+
+    fn get_batch(
+        &self,
+        hashes: &[SequenceHash],
+        block_len: usize,
+        out: &mut [u8],
+    ) -> Result<Vec<BatchRead>, StorageError> {
+        check_batch(hashes.len(), block_len, out.len())?;
+        let expected = self.store.namespace().block_bytes();
+        if block_len != expected {
+            return Err(StorageError::WrongSize {
+                expected,
+                got: block_len,
+            });
+        }
+        let fetched = self.store.get_batch(hashes).map_err(|e| self.error(e))?;
+        let mut reads = Vec::with_capacity(hashes.len());
+        for ((hash, got), dst) in hashes
+            .iter()
+            .zip(fetched)
+            .zip(out.chunks_exact_mut(block_len))
+        {
+            reads.push(match got {
+                // The store checked the length against the namespace's block size.
+                Fetched::Hit(bytes) if bytes.len() == block_len => {
+                    dst.copy_from_slice(&bytes);
+                    BatchRead::Hit
+                }
+                Fetched::Hit(_) | Fetched::Corrupt(_) => {
+                    self.drop_corrupt(*hash);
+                    BatchRead::Corrupt
+                }
+                Fetched::Miss => BatchRead::Miss,
+            });
+        }
+        Ok(reads)
+    }
+}
