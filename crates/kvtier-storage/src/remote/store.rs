@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kvtier_core::SequenceHash;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::backend::{Backend, BackendError};
+use super::backend::{Backend, BackendError, Framed};
 use super::breaker::Breaker;
 use super::frame::{self, Expect, Kind};
 use super::stats::{Counters, add};
@@ -310,9 +310,14 @@ impl G4Store {
     /// [`G4Error::Backend`]).
     pub fn put(&self, hash: SequenceHash, block: &[u8]) -> Result<(), G4Error> {
         self.check_size(block.len())?;
-        let value = frame::encode(self.block_expect(hash), 0, block);
+        let header = frame::header(self.block_expect(hash), 0, block);
         let key = self.block_key(hash);
-        self.call(|b| b.put(&key, value, self.block_ttl))?;
+        let item = Framed {
+            key: &key,
+            header: &header,
+            payload: block,
+        };
+        self.call(|b| b.put_framed(item, self.block_ttl))?;
         add(&self.counters.puts, 1);
         add(&self.counters.bytes_written, block.len() as u64);
         Ok(())
@@ -329,16 +334,22 @@ impl G4Store {
         for (_, block) in blocks {
             self.check_size(block.len())?;
         }
-        let items = blocks
+        let keys: Vec<String> = blocks.iter().map(|&(h, _)| self.block_key(h)).collect();
+        let headers: Vec<[u8; frame::HEADER_BYTES]> = blocks
             .iter()
-            .map(|&(hash, block)| {
-                (
-                    self.block_key(hash),
-                    frame::encode(self.block_expect(hash), 0, block),
-                )
+            .map(|&(hash, block)| frame::header(self.block_expect(hash), 0, block))
+            .collect();
+        let items: Vec<Framed<'_>> = blocks
+            .iter()
+            .zip(&keys)
+            .zip(&headers)
+            .map(|((&(_, payload), key), header)| Framed {
+                key,
+                header,
+                payload,
             })
             .collect();
-        self.call(|b| b.put_batch(items, self.block_ttl))?;
+        self.call(|b| b.put_batch_framed(&items, self.block_ttl))?;
         add(&self.counters.puts, blocks.len() as u64);
         add(
             &self.counters.bytes_written,
