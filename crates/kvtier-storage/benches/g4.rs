@@ -15,6 +15,7 @@
 //! ```text
 //! cargo bench -p kvtier-storage --bench g4            # 7 reps
 //! cargo bench -p kvtier-storage --bench g4 -- --quick # smoke: 2 reps, few ops
+//! cargo bench -p kvtier-storage --bench g4 -- --reps 1 # one rep (scripts interleave builds)
 //! ```
 //!
 //! Needs `redis-server` on PATH (`scripts/install-deps.sh`). Reference figures (2 shared cores,
@@ -81,8 +82,13 @@ impl Row {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 2 } else { 7 };
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if quick { 2 } else { 7 });
     let server = redis_support::RedisServer::start();
     let mut plain = server.plain();
     println!(

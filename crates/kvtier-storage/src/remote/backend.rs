@@ -71,6 +71,23 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
     /// The values under `keys`, in order.
     fn get_batch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+    /// Hands the values under `keys` to `each` (index, value) as they arrive, so the caller
+    /// can check one while the next is still in flight. By default through
+    /// [`Backend::get_batch`]. `value_bytes` is the size the caller expects of each value (a
+    /// hint: large values are worth streaming, small ones one request). On an error some
+    /// values may have been handed over already.
+    fn get_batch_each(
+        &self,
+        keys: &[String],
+        value_bytes: usize,
+        each: &mut dyn FnMut(usize, Option<Vec<u8>>),
+    ) -> Result<(), BackendError> {
+        let _ = value_bytes;
+        for (i, v) in self.get_batch(keys)?.into_iter().enumerate() {
+            each(i, v);
+        }
+        Ok(())
+    }
     /// Whether `key` holds a value.
     fn exists(&self, key: &str) -> Result<bool, BackendError>;
     /// Removes `key` (no error when absent).

@@ -27,6 +27,9 @@ const CAS: &str = "local v = redis.call('HGET', KEYS[1], 'v') \
 const POOL_MAX: usize = 16;
 /// A pooled connection's request buffer is kept for the next call up to this capacity.
 const BUF_KEEP: usize = 8 << 20;
+/// Batches of values at least this large are fetched as pipelined GETs (each checked while
+/// the next arrives); smaller ones as one MGET, cheaper on the server for small values.
+const STREAM_BYTES: usize = 32 << 10;
 
 /// A pooled connection and its request buffer. Framed SETs are encoded (RESP) straight into
 /// the buffer, header and payload as two pieces of one argument: one copy of the block, into
@@ -247,6 +250,56 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         }
         self.with(|c| redis::cmd("MGET").arg(keys).query(c))
+    }
+
+    fn get_batch_each(
+        &self,
+        keys: &[String],
+        value_bytes: usize,
+        each: &mut dyn FnMut(usize, Option<Vec<u8>>),
+    ) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if value_bytes < STREAM_BYTES {
+            return self.with_buf(|p| {
+                p.buf
+                    .extend_from_slice(format!("*{}\r\n", keys.len() + 1).as_bytes());
+                bulk(&mut p.buf, &[b"MGET"]);
+                for key in keys {
+                    bulk(&mut p.buf, &[key.as_bytes()]);
+                }
+                let reply = p.con.req_packed_command(&p.buf)?.extract_error()?;
+                let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply)?;
+                for (i, v) in values.into_iter().enumerate() {
+                    each(i, v);
+                }
+                Ok(())
+            });
+        }
+        // Pipelined GETs rather than one MGET: each reply is handed over (and checked by the
+        // store) while the server is still writing the next ones.
+        self.with_buf(|p| {
+            for key in keys {
+                p.buf.extend_from_slice(b"*2\r\n");
+                bulk(&mut p.buf, &[b"GET"]);
+                bulk(&mut p.buf, &[key.as_bytes()]);
+            }
+            p.con.send_packed_command(&p.buf)?;
+            let mut first_err = None;
+            for i in 0..keys.len() {
+                // Every reply is read, even after a bad one, so the connection stays in step.
+                let value = p.con.recv_response()?.extract_error();
+                match value.and_then(|v| Ok(redis::from_redis_value(v)?)) {
+                    Ok(v) if first_err.is_none() => each(i, v),
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })
     }
 
     fn exists(&self, key: &str) -> Result<bool, BackendError> {

@@ -429,19 +429,31 @@ impl G4Store {
     /// The store's errors, for the batch as a whole; corrupt blocks are [`Fetched::Corrupt`].
     pub fn get_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<Fetched>, G4Error> {
         let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
-        let values = self
-            .call(|b| b.get_batch(&keys))
-            .inspect_err(|_| add(&self.counters.gets, hashes.len() as u64))?;
-        Ok(hashes
-            .iter()
-            .zip(values)
-            .map(|(&hash, value)| match self.verify(hash, value.as_deref()) {
+        let mut out = Vec::with_capacity(hashes.len());
+        // Each block is checked as it arrives (Redis pipelines the GETs), overlapping the
+        // checksum with the transfer of the next blocks.
+        let mut each = |i: usize, value: Option<Vec<u8>>| {
+            let hash = hashes[i];
+            out.push(match self.verify(hash, value.as_deref()) {
                 // The reply's own buffer, header removed in place: no second buffer to fault in.
                 Ok(Some(_)) => value.map_or(Fetched::Miss, |v| Fetched::Hit(strip_header(v))),
                 Ok(None) => Fetched::Miss,
                 Err(e) => Fetched::Corrupt(e),
-            })
-            .collect())
+            });
+        };
+        let result = self.call(|b| b.get_batch_each(&keys, self.ns.block_bytes(), &mut each));
+        if let Err(e) = result {
+            add(&self.counters.gets, (hashes.len() - out.len()) as u64);
+            return Err(e);
+        }
+        if out.len() != hashes.len() {
+            return Err(G4Error::Backend(format!(
+                "{} values for {} keys",
+                out.len(),
+                hashes.len()
+            )));
+        }
+        Ok(out)
     }
 
     /// Whether a block is in the store (without fetching or checking it).
