@@ -27,9 +27,9 @@ const CAS: &str = "local v = redis.call('HGET', KEYS[1], 'v') \
 const POOL_MAX: usize = 16;
 /// A pooled connection's request buffer is kept for the next call up to this capacity.
 const BUF_KEEP: usize = 8 << 20;
-/// Batches of values at least this large are fetched as pipelined GETs (each checked while
+/// Batches of values at least this large (measured: at 64 KiB the MGET is cheaper) are fetched as pipelined GETs (each checked while
 /// the next arrives); smaller ones as one MGET, cheaper on the server for small values.
-const STREAM_BYTES: usize = 32 << 10;
+const STREAM_BYTES: usize = 128 << 10;
 
 /// A pooled connection and its request buffer. Framed SETs are encoded (RESP) straight into
 /// the buffer, header and payload as two pieces of one argument: one copy of the block, into
