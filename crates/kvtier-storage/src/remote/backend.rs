@@ -32,7 +32,7 @@ pub(crate) struct Framed<'a> {
 
 impl Framed<'_> {
     /// The whole frame in one new buffer.
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub fn to_vec(self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.header.len() + self.payload.len());
         v.extend_from_slice(self.header);
         v.extend_from_slice(self.payload);
