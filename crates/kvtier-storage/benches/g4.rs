@@ -15,6 +15,7 @@
 //! ```text
 //! cargo bench -p kvtier-storage --bench g4            # 7 reps
 //! cargo bench -p kvtier-storage --bench g4 -- --quick # smoke: 2 reps, few ops
+//! cargo bench -p kvtier-storage --bench g4 -- --reps 1 # one rep (scripts interleave builds)
 //! ```
 //!
 //! Needs `redis-server` on PATH (`scripts/install-deps.sh`). Reference figures (2 shared cores,
@@ -81,8 +82,13 @@ impl Row {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 2 } else { 7 };
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if quick { 2 } else { 7 });
     let server = redis_support::RedisServer::start();
     let mut plain = server.plain();
     println!(
@@ -122,7 +128,8 @@ fn main() {
             .map(|&h| (h, value.as_slice()))
             .collect();
         let batch_ops = (ops / BATCH as u64).max(10);
-        for _ in 0..reps {
+        // One more rep than reported: the first (page faults, server warm-up) is dropped.
+        for _ in 0..=reps {
             rows[0].plain.push(time(ops, |i| {
                 redis::cmd("SET")
                     .arg(format!("plain/{}", i % KEYSPACE))
@@ -177,7 +184,9 @@ fn main() {
                 }) / BATCH as f64,
             );
         }
-        for row in rows.iter().chain(&batch_rows) {
+        for row in rows.iter_mut().chain(&mut batch_rows) {
+            row.plain.remove(0);
+            row.g4.remove(0);
             row.print();
         }
         let s = g4.stats();

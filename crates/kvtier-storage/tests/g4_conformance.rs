@@ -76,3 +76,49 @@ fn a_bad_redis_url_is_a_config_error_and_a_dead_port_an_error_value() {
     assert!(dead.get(kvtier_core::SequenceHash::root(1)).is_err());
     assert_eq!(dead.stats().errors, 1);
 }
+
+#[test]
+fn redis_block_ttl_applies_to_single_and_batched_puts_and_large_blocks_round_trip() {
+    if redis_support::skip_redis_tests() {
+        return;
+    }
+    use kvtier_core::SequenceHash;
+    let server = redis_support::RedisServer::start();
+    let size = 256 << 10;
+    let g4 = G4Store::builder(ns(size))
+        .redis(server.url())
+        .with_block_ttl(std::time::Duration::from_secs(60))
+        .build()
+        .expect("redis");
+    let mut plain = server.plain();
+    let block: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+    g4.put(SequenceHash::root(1), &block).expect("put");
+    let hashes: Vec<SequenceHash> = (2..20).map(SequenceHash::root).collect();
+    let blocks: Vec<Vec<u8>> = hashes
+        .iter()
+        .map(|h| vec![h.as_u128() as u8; size])
+        .collect();
+    let batch: Vec<(SequenceHash, &[u8])> = hashes
+        .iter()
+        .zip(&blocks)
+        .map(|(&h, b)| (h, b.as_slice()))
+        .collect();
+    // Twice: the second batch reuses the pooled connection's request buffer.
+    g4.put_batch(&batch).expect("put_batch");
+    g4.put_batch(&batch).expect("put_batch again");
+    for h in std::iter::once(SequenceHash::root(1)).chain(hashes.iter().copied()) {
+        let ttl: i64 = plain.pttl(g4.block_key(h)).expect("pttl");
+        assert!((1..=60_000).contains(&ttl), "block {h:?} has PTTL {ttl}");
+    }
+    let mut out = vec![0u8; size];
+    assert!(g4.get_into(SequenceHash::root(1), &mut out).expect("get"));
+    assert_eq!(out, block);
+    let got = g4.get_batch(&hashes).expect("get_batch");
+    for (f, b) in got.iter().zip(&blocks) {
+        assert_eq!(f, &kvtier_storage::remote::Fetched::Hit(b.clone()));
+    }
+    // A small put after the big batch still works on the same connection.
+    g4.put(SequenceHash::root(1), &block)
+        .expect("put after batch");
+    assert_eq!(g4.stats().errors, 0);
+}

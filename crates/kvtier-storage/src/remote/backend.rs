@@ -18,6 +18,28 @@ pub(crate) enum BackendError {
     Other(String),
 }
 
+/// One framed value to store: a frame header and the payload it covers, kept apart so that a
+/// backend able to send them as two pieces need not copy the payload into a framed buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framed<'a> {
+    /// The store key.
+    pub key: &'a str,
+    /// The frame header (`frame::header` of `payload`).
+    pub header: &'a [u8],
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl Framed<'_> {
+    /// The whole frame in one new buffer.
+    pub fn to_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.header.len() + self.payload.len());
+        v.extend_from_slice(self.header);
+        v.extend_from_slice(self.payload);
+        v
+    }
+}
+
 /// Checks whether a stored manifest frame is still live (not expired).
 pub(crate) type Live<'a> = &'a dyn Fn(&[u8]) -> bool;
 
@@ -32,10 +54,40 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         items: Vec<(String, Vec<u8>)>,
         ttl: Option<Duration>,
     ) -> Result<(), BackendError>;
+    /// Stores one framed value; by default as one buffer through [`Backend::put`].
+    fn put_framed(&self, item: Framed<'_>, ttl: Option<Duration>) -> Result<(), BackendError> {
+        self.put(item.key, item.to_vec(), ttl)
+    }
+    /// Stores many framed values; by default as buffers through [`Backend::put_batch`].
+    fn put_batch_framed(
+        &self,
+        items: &[Framed<'_>],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let items = items.iter().map(|i| (i.key.to_string(), i.to_vec()));
+        self.put_batch(items.collect(), ttl)
+    }
     /// The value under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
     /// The values under `keys`, in order.
     fn get_batch(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+    /// Hands the values under `keys` to `each` (index, value) as they arrive, so the caller
+    /// can check one while the next is still in flight. By default through
+    /// [`Backend::get_batch`]. `value_bytes` is the size the caller expects of each value (a
+    /// hint: large values are worth streaming, small ones one request). On an error some
+    /// values may have been handed over already.
+    fn get_batch_each(
+        &self,
+        keys: &[String],
+        value_bytes: usize,
+        each: &mut dyn FnMut(usize, Option<Vec<u8>>),
+    ) -> Result<(), BackendError> {
+        let _ = value_bytes;
+        for (i, v) in self.get_batch(keys)?.into_iter().enumerate() {
+            each(i, v);
+        }
+        Ok(())
+    }
     /// Whether `key` holds a value.
     fn exists(&self, key: &str) -> Result<bool, BackendError>;
     /// Removes `key` (no error when absent).

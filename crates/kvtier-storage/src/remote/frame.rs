@@ -71,19 +71,29 @@ pub enum FrameError {
     Checksum,
 }
 
-/// Builds a frame around `payload`.
+/// The header of a frame around `payload` (its checksum covers `payload`).
+///
+/// Callers that can send the header and the payload as two pieces (the Redis backend writes
+/// both straight into its request buffer) use this instead of [`encode`] and skip one copy of
+/// the payload.
+pub(crate) fn header(expect: Expect, expiry_ms: u64, payload: &[u8]) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4] = FORMAT_VERSION;
+    h[5] = expect.kind as u8;
+    h[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h[16..24].copy_from_slice(&expect.namespace.to_le_bytes());
+    h[24..40].copy_from_slice(&expect.key.to_le_bytes());
+    h[40..48].copy_from_slice(&expiry_ms.to_le_bytes());
+    let sum = xxh3_64_with_seed(payload, xxh3_64(&h[..48]));
+    h[48..].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// Builds a frame around `payload`: [`header`], then the payload, in one buffer.
 pub(crate) fn encode(expect: Expect, expiry_ms: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(expect.kind as u8);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&expect.namespace.to_le_bytes());
-    out.extend_from_slice(&expect.key.to_le_bytes());
-    out.extend_from_slice(&expiry_ms.to_le_bytes());
-    let sum = xxh3_64_with_seed(payload, xxh3_64(&out[..48]));
-    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(&header(expect, expiry_ms, payload));
     out.extend_from_slice(payload);
     out
 }
@@ -168,6 +178,14 @@ mod tests {
                 "flip at byte {i} accepted"
             );
         }
+    }
+
+    #[test]
+    fn header_is_the_encoded_frames_prefix() {
+        let payload = [9u8; 77];
+        let frame = encode(E, 3, &payload);
+        assert_eq!(&frame[..HEADER_BYTES], &header(E, 3, &payload)[..]);
+        assert_eq!(&frame[HEADER_BYTES..], &payload[..]);
     }
 
     #[test]

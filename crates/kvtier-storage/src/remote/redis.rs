@@ -11,9 +11,9 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisError};
+use redis::{Client, Connection, ConnectionLike, RedisError};
 
-use super::backend::{Backend, BackendError, Live};
+use super::backend::{Backend, BackendError, Framed, Live};
 
 const PUT_NEW: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
      local n = redis.call('INCR', KEYS[2]) \
@@ -25,12 +25,57 @@ const CAS: &str = "local v = redis.call('HGET', KEYS[1], 'v') \
      redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[2]) redis.call('PERSIST', KEYS[1]) return n";
 
 const POOL_MAX: usize = 16;
+/// A pooled connection's request buffer is kept for the next call up to this capacity.
+const BUF_KEEP: usize = 8 << 20;
+/// Batches of values at least this large (measured: at 64 KiB the MGET is cheaper) are fetched as pipelined GETs (each checked while
+/// the next arrives); smaller ones as one MGET, cheaper on the server for small values.
+const STREAM_BYTES: usize = 128 << 10;
+
+/// A pooled connection and its request buffer. Framed SETs are encoded (RESP) straight into
+/// the buffer, header and payload as two pieces of one argument: one copy of the block, into
+/// memory that is already faulted in, where a `redis::Cmd` copies it twice into fresh buffers.
+struct Pooled {
+    con: Connection,
+    buf: Vec<u8>,
+}
+
+/// Appends one RESP bulk string made of `parts` to `buf`.
+fn bulk(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.push(b'$');
+    buf.extend_from_slice(len.to_string().as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends `SET key header+payload [PX ms]` to `buf`.
+fn encode_set(buf: &mut Vec<u8>, item: &Framed<'_>, ttl_ms: Option<u64>) {
+    buf.extend_from_slice(if ttl_ms.is_some() {
+        b"*5\r\n"
+    } else {
+        b"*3\r\n"
+    });
+    bulk(buf, &[b"SET"]);
+    bulk(buf, &[item.key.as_bytes()]);
+    bulk(buf, &[item.header, item.payload]);
+    if let Some(ms) = ttl_ms {
+        bulk(buf, &[b"PX"]);
+        bulk(buf, &[ms.to_string().as_bytes()]);
+    }
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
+    ttl.map(|t| t.as_millis().max(1) as u64)
+}
 
 /// Blocks and manifests in a Redis-protocol server.
 pub(crate) struct RedisBackend {
     client: Client,
     timeout: Duration,
-    pool: Mutex<Vec<Connection>>,
+    pool: Mutex<Vec<Pooled>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -84,20 +129,36 @@ impl RedisBackend {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, BackendError> {
+        self.with_buf(|p| f(&mut p.con))
+    }
+
+    /// As [`RedisBackend::with`], with the connection's request buffer (empty on entry).
+    fn with_buf<T>(
+        &self,
+        f: impl FnOnce(&mut Pooled) -> Result<T, RedisError>,
+    ) -> Result<T, BackendError> {
         let pooled = self
             .pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let mut con = match pooled {
-            Some(c) => c,
-            None => self.connect()?,
+        let mut p = match pooled {
+            Some(p) => p,
+            None => Pooled {
+                con: self.connect()?,
+                buf: Vec::new(),
+            },
         };
-        match f(&mut con) {
+        let result = f(&mut p);
+        p.buf.clear();
+        if p.buf.capacity() > BUF_KEEP {
+            p.buf = Vec::new();
+        }
+        match result {
             Ok(v) => {
                 let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
                 if pool.len() < POOL_MAX {
-                    pool.push(con);
+                    pool.push(p);
                 }
                 Ok(v)
             }
@@ -106,7 +167,7 @@ impl RedisBackend {
                 if let BackendError::Other(_) = err {
                     if !e.is_unrecoverable_error() {
                         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-                        pool.push(con);
+                        pool.push(p);
                     }
                 }
                 Err(err)
@@ -144,6 +205,42 @@ impl Backend for RedisBackend {
         self.with(|c| pipe.exec(c))
     }
 
+    fn put_framed(&self, item: Framed<'_>, ttl: Option<Duration>) -> Result<(), BackendError> {
+        self.with_buf(|p| {
+            encode_set(&mut p.buf, &item, ttl_ms(ttl));
+            p.con.req_packed_command(&p.buf)?.extract_error()?;
+            Ok(())
+        })
+    }
+
+    fn put_batch_framed(
+        &self,
+        items: &[Framed<'_>],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.with_buf(|p| {
+            let header_room = items.len() * 128;
+            let payloads: usize = items.iter().map(|i| i.header.len() + i.payload.len()).sum();
+            p.buf.reserve(header_room + payloads);
+            for item in items {
+                encode_set(&mut p.buf, item, ttl_ms(ttl));
+            }
+            // One write, then every reply read (even after an error reply, so the connection
+            // stays in step); the first error is the result.
+            p.con.send_packed_command(&p.buf)?;
+            let mut first_err = None;
+            for _ in items {
+                if let Err(e) = p.con.recv_response()?.extract_error() {
+                    first_err.get_or_insert(e);
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         self.with(|c| redis::cmd("GET").arg(key).query(c))
     }
@@ -153,6 +250,56 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         }
         self.with(|c| redis::cmd("MGET").arg(keys).query(c))
+    }
+
+    fn get_batch_each(
+        &self,
+        keys: &[String],
+        value_bytes: usize,
+        each: &mut dyn FnMut(usize, Option<Vec<u8>>),
+    ) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if value_bytes < STREAM_BYTES {
+            return self.with_buf(|p| {
+                p.buf
+                    .extend_from_slice(format!("*{}\r\n", keys.len() + 1).as_bytes());
+                bulk(&mut p.buf, &[b"MGET"]);
+                for key in keys {
+                    bulk(&mut p.buf, &[key.as_bytes()]);
+                }
+                let reply = p.con.req_packed_command(&p.buf)?.extract_error()?;
+                let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply)?;
+                for (i, v) in values.into_iter().enumerate() {
+                    each(i, v);
+                }
+                Ok(())
+            });
+        }
+        // Pipelined GETs rather than one MGET: each reply is handed over (and checked by the
+        // store) while the server is still writing the next ones.
+        self.with_buf(|p| {
+            for key in keys {
+                p.buf.extend_from_slice(b"*2\r\n");
+                bulk(&mut p.buf, &[b"GET"]);
+                bulk(&mut p.buf, &[key.as_bytes()]);
+            }
+            p.con.send_packed_command(&p.buf)?;
+            let mut first_err = None;
+            for i in 0..keys.len() {
+                // Every reply is read, even after a bad one, so the connection stays in step.
+                let value = p.con.recv_response()?.extract_error();
+                match value.and_then(|v| Ok(redis::from_redis_value(v)?)) {
+                    Ok(v) if first_err.is_none() => each(i, v),
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })
     }
 
     fn exists(&self, key: &str) -> Result<bool, BackendError> {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kvtier_core::SequenceHash;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::backend::{Backend, BackendError};
+use super::backend::{Backend, BackendError, Framed};
 use super::breaker::Breaker;
 use super::frame::{self, Expect, Kind};
 use super::stats::{Counters, add};
@@ -317,9 +317,14 @@ impl G4Store {
     /// [`G4Error::Backend`]).
     pub fn put(&self, hash: SequenceHash, block: &[u8]) -> Result<(), G4Error> {
         self.check_size(block.len())?;
-        let value = frame::encode(self.block_expect(hash), 0, block);
+        let header = frame::header(self.block_expect(hash), 0, block);
         let key = self.block_key(hash);
-        self.call(|b| b.put(&key, value, self.block_ttl))?;
+        let item = Framed {
+            key: &key,
+            header: &header,
+            payload: block,
+        };
+        self.call(|b| b.put_framed(item, self.block_ttl))?;
         add(&self.counters.puts, 1);
         add(&self.counters.bytes_written, block.len() as u64);
         Ok(())
@@ -336,16 +341,22 @@ impl G4Store {
         for (_, block) in blocks {
             self.check_size(block.len())?;
         }
-        let items = blocks
+        let keys: Vec<String> = blocks.iter().map(|&(h, _)| self.block_key(h)).collect();
+        let headers: Vec<[u8; frame::HEADER_BYTES]> = blocks
             .iter()
-            .map(|&(hash, block)| {
-                (
-                    self.block_key(hash),
-                    frame::encode(self.block_expect(hash), 0, block),
-                )
+            .map(|&(hash, block)| frame::header(self.block_expect(hash), 0, block))
+            .collect();
+        let items: Vec<Framed<'_>> = blocks
+            .iter()
+            .zip(&keys)
+            .zip(&headers)
+            .map(|((&(_, payload), key), header)| Framed {
+                key,
+                header,
+                payload,
             })
             .collect();
-        self.call(|b| b.put_batch(items, self.block_ttl))?;
+        self.call(|b| b.put_batch_framed(&items, self.block_ttl))?;
         add(&self.counters.puts, blocks.len() as u64);
         add(
             &self.counters.bytes_written,
@@ -425,19 +436,31 @@ impl G4Store {
     /// The store's errors, for the batch as a whole; corrupt blocks are [`Fetched::Corrupt`].
     pub fn get_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<Fetched>, G4Error> {
         let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
-        let values = self
-            .call(|b| b.get_batch(&keys))
-            .inspect_err(|_| add(&self.counters.gets, hashes.len() as u64))?;
-        Ok(hashes
-            .iter()
-            .zip(values)
-            .map(|(&hash, value)| match self.verify(hash, value.as_deref()) {
+        let mut out = Vec::with_capacity(hashes.len());
+        // Each block is checked as it arrives (Redis pipelines the GETs), overlapping the
+        // checksum with the transfer of the next blocks.
+        let mut each = |i: usize, value: Option<Vec<u8>>| {
+            let hash = hashes[i];
+            out.push(match self.verify(hash, value.as_deref()) {
                 // The reply's own buffer, header removed in place: no second buffer to fault in.
                 Ok(Some(_)) => value.map_or(Fetched::Miss, |v| Fetched::Hit(strip_header(v))),
                 Ok(None) => Fetched::Miss,
                 Err(e) => Fetched::Corrupt(e),
-            })
-            .collect())
+            });
+        };
+        let result = self.call(|b| b.get_batch_each(&keys, self.ns.block_bytes(), &mut each));
+        if let Err(e) = result {
+            add(&self.counters.gets, (hashes.len() - out.len()) as u64);
+            return Err(e);
+        }
+        if out.len() != hashes.len() {
+            return Err(G4Error::Backend(format!(
+                "{} values for {} keys",
+                out.len(),
+                hashes.len()
+            )));
+        }
+        Ok(out)
     }
 
     /// Whether a block is in the store (without fetching or checking it).
