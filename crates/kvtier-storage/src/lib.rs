@@ -52,6 +52,6 @@
 pub mod arena;
 pub mod disk;
 pub mod layout;
+pub mod offload;
 pub mod tier;
 pub mod tiered;
-pub mod offload;
