@@ -81,7 +81,7 @@ pub use hash::{
     SequenceHash, TokenBlock, TokenSequence,
 };
 pub use manager::builder::{BlockManagerBuilder, BuildError, MAX_BLOCK_SIZE, MAX_SHARDS};
-pub use manager::hooks::BlockObserver;
+pub use manager::hooks::{BlockObserver, EvictedBlock, EvictionHook};
 pub use manager::store::DuplicationPolicy;
 pub use manager::{AllocError, BlockManager, ResetError};
 pub use metrics::MetricsSnapshot;

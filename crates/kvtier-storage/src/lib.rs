@@ -10,8 +10,10 @@
 //! - [`tiered`]: [`TieredStore`](tiered::TieredStore), tiers composed fastest first: byte
 //!   gates, fan-out writes, promotion on hit, single-flight, prefix lookup and batched
 //!   onboarding into G2, faults contained and counted.
-//! - [`offload`]: write policies (write-through, selective, write-back) and a bounded,
-//!   non-blocking offload queue fed by a block manager's observer hook.
+//! - [`offload`]: write policies (write-through, selective, write-back), a bounded,
+//!   non-blocking offload queue fed by a block manager's observer hook, and the engines that
+//!   move real bytes out of G2: a write-through sink and a write-back eviction hook that
+//!   stages victims' bytes before their slots are reused.
 //! - [`remote`]: G4, fixed-size blocks in a shared external store (Redis/Valkey, a local
 //!   directory, or S3 with the `s3` feature) under a namespace, framed, checksummed and
 //!   checked on every read, with compare-and-swap manifests and a circuit breaker.

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use crate::FrequencyTracker;
 use crate::Tier;
 use crate::eviction::{PolicyFactory, default_policy};
-use crate::manager::hooks::{BlockObserver, Hooks};
+use crate::manager::hooks::{BlockObserver, EvictionHook, Hooks};
 use crate::manager::store::{DuplicationPolicy, Shared};
 use crate::manager::{BlockManager, Inner};
 use crate::sync::Arc;
@@ -139,6 +139,14 @@ impl<T: Tier> BlockManagerBuilder<T> {
     /// Adds an observer of registrations and removals. Default: none.
     pub fn with_observer(mut self, o: Arc<dyn BlockObserver>) -> Self {
         self.hooks.push(o);
+        self
+    }
+
+    /// The hook called with each eviction's victims before their slots are reused (see
+    /// [`EvictionHook`]; a second call replaces the first). Default: none (one branch per
+    /// eviction).
+    pub fn with_eviction_hook(mut self, h: Arc<dyn EvictionHook>) -> Self {
+        self.hooks.set_eviction(h);
         self
     }
 

@@ -56,3 +56,17 @@ impl<T: Tier> SlotGuard for MutableBlock<T> {
         self.manager_id()
     }
 }
+
+impl sealed::Sealed for kvtier_core::EvictedBlock<'_> {}
+/// A victim shown to an eviction hook: its slot is owned by the evicting call, and not reused,
+/// until the hook returns (and the value cannot outlive the hook's call).
+impl SlotGuard for kvtier_core::EvictedBlock<'_> {
+    #[inline]
+    fn slot_id(&self) -> BlockId {
+        self.block_id()
+    }
+    #[inline]
+    fn owner_id(&self) -> u64 {
+        self.manager_id()
+    }
+}

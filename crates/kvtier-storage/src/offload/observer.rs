@@ -7,9 +7,10 @@
 //! on a registry). Each candidate is submitted to the queue without blocking; a full queue
 //! skips it and counts it.
 //!
-//! Write-back caveat: a removal is reported after the manager released the slot, so a real
-//! copy must read the bytes from a place that outlives the slot (or the core must hold the slot
-//! until the copy ends: issue 9's eviction hook). The decision logic here does not depend on it.
+//! Write-back caveat: a removal is reported after the manager released the slot, so its bytes
+//! may already be overwritten. For write-back bytes use [`WriteBack`](super::WriteBack), which
+//! runs in the core's eviction hook before the slot is reused; this observer's write-back
+//! decisions are for the replay (hashes only).
 
 use std::sync::Arc;
 

@@ -75,12 +75,19 @@ impl Shared {
         // succeed.
         let mut evicted = Vec::new();
         let need = n - out.len();
+        let first_victim = out.len();
         if self.available() >= need {
             self.evict_into(slots, need, SlotState::Mutable, |g, id, h| {
                 g.counters.mutable_delta += 1;
                 evicted.push(h);
                 out.push(id);
             });
+            // The victims are owned by this call until handed out or given back below: the
+            // hook sees their bytes before anyone can reuse the slots.
+            if self.hooks.has_eviction() {
+                let ids = &out[first_victim..first_victim + evicted.len()];
+                self.hooks.evicting(self.manager_id, ids, &evicted);
+            }
             // Slots another thread freed while the policy ran dry.
             self.take_free_anywhere(slots, n, &mut out);
         }
@@ -106,7 +113,7 @@ impl Shared {
     }
 
     /// Returns unregistered slots (Mutable) to the home shard's free list.
-    fn give_back(&self, slots: &[Arc<Slot>], ids: &[BlockId]) {
+    pub(super) fn give_back(&self, slots: &[Arc<Slot>], ids: &[BlockId]) {
         if ids.is_empty() {
             return;
         }

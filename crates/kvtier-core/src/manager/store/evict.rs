@@ -273,10 +273,23 @@ impl Shared {
     pub(crate) fn drain_inactive(&self, slots: &[Arc<Slot>]) -> Vec<SequenceHash> {
         let scope = PanicScope::enter();
         let mut removed = Vec::new();
-        self.evict_into(slots, usize::MAX, SlotState::Reset, |g, id, h| {
-            g.free.push(id);
-            removed.push(h);
-        });
+        if self.hooks.has_eviction() {
+            // Held as Mutable (owned by this call, in no free list) until the hook has seen
+            // them, then freed.
+            let mut ids = Vec::new();
+            self.evict_into(slots, usize::MAX, SlotState::Mutable, |g, id, h| {
+                g.counters.mutable_delta += 1;
+                ids.push(id);
+                removed.push(h);
+            });
+            self.hooks.evicting(self.manager_id, &ids, &removed);
+            self.give_back(slots, &ids);
+        } else {
+            self.evict_into(slots, usize::MAX, SlotState::Reset, |g, id, h| {
+                g.free.push(id);
+                removed.push(h);
+            });
+        }
         self.hooks.evicted(&removed);
         scope.finish();
         removed

@@ -56,7 +56,7 @@
 //! 4. No `SlotRef` (a counted handle) is dropped while a shard lock is held: its drop takes a
 //!    shard lock. Plain `Arc<Slot>` counts may be dropped under a lock while the manager lives
 //!    (its slot table keeps every slot alive, so no `Slot` destructor runs there). No observer,
-//!    frequency tracker or other user code runs under a lock, except the eviction policy, which
+//!    frequency tracker, eviction hook or other user code runs under a lock, except the eviction policy, which
 //!    runs under the policy lock (and no shard lock) behind a panic barrier (`policy.rs`): it is checked (a wrong
 //!    victim is ignored) and a panic of its is resumed only after every lock is released and
 //!    every slot is back in a consistent state.
@@ -87,6 +87,7 @@ mod policy;
 
 pub(crate) use evict::ShardGuard;
 pub(crate) use policy::PanicScope;
+pub(crate) use policy::defer as defer_panic;
 use policy::{Event, EventKind, ManagerPolicy};
 
 /// Whether a second block with an already-registered hash is kept.
@@ -187,7 +188,7 @@ pub(crate) struct Shared {
     pub(crate) total_blocks: usize,
     pub(crate) duplication: DuplicationPolicy,
     pub(crate) default_evict_on_release: bool,
-    hooks: Hooks,
+    pub(crate) hooks: Hooks,
     tracker: Option<Arc<dyn FrequencyTracker>>,
     pub(crate) policy_name: String,
     /// Counters bumped outside any shard lock, striped by thread to avoid contention.

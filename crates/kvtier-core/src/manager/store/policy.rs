@@ -50,7 +50,7 @@ thread_local! {
 }
 
 /// Keeps `payload` for the calling thread's outermost [`PanicScope`] (the first one wins).
-fn defer(payload: Payload) {
+pub(crate) fn defer(payload: Payload) {
     DEFERRED.with(|d| {
         let first = d.take().unwrap_or(payload);
         d.set(Some(first));
