@@ -51,6 +51,7 @@ mod frame;
 mod namespace;
 mod object;
 mod redis;
+mod resp;
 #[cfg(feature = "s3")]
 mod s3;
 mod stats;
@@ -62,4 +63,4 @@ pub use namespace::Namespace;
 #[cfg(feature = "s3")]
 pub use s3::S3Config;
 pub use stats::G4Stats;
-pub use store::{Cas, Fetched, G4Store, G4StoreBuilder, Manifest};
+pub use store::{Cas, Fetched, G4Store, G4StoreBuilder, Landed, Manifest};

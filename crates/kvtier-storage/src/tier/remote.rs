@@ -3,7 +3,8 @@
 //!
 //! G4 stores whole framed objects, so reads are fetched and verified whole, then streamed from
 //! memory ([`BufferedHit`]); writes are gathered and stored with one [`G4Store::put`] at finish
-//! ([`BufferedMiss`]). Batched reads are one [`G4Store::get_batch`] (one `MGET` in Redis).
+//! ([`BufferedMiss`]). Batched reads are one [`G4Store::get_batch_into`] (one `MGET` or pipelined `GET`s in Redis),
+//! straight into the caller's buffer.
 //!
 //! Errors map onto [`StorageError`]: a refused frame is [`StorageError::Corrupt`] (the adapter
 //! then deletes the bad copy, best effort, so the tier stops serving it), a call past the
@@ -24,7 +25,7 @@ use kvtier_core::SequenceHash;
 
 use super::buffered::{BufferedHit, BufferedMiss};
 use super::{BatchRead, BlockMeta, HitHandler, MissHandler, Storage, StorageError, check_batch};
-use crate::remote::{Fetched, G4Error, G4Store};
+use crate::remote::{G4Error, G4Store, Landed};
 
 /// The G4 external store as a [`Storage`].
 #[derive(Debug, Clone)]
@@ -136,24 +137,20 @@ impl Storage for RemoteStorage {
                 got: block_len,
             });
         }
-        let fetched = self.store.get_batch(hashes).map_err(|e| self.error(e))?;
+        // Straight into `out`: each block lands in its part and is checked as it arrives.
+        let landed = self
+            .store
+            .get_batch_into(hashes, out)
+            .map_err(|e| self.error(e))?;
         let mut reads = Vec::with_capacity(hashes.len());
-        for ((hash, got), dst) in hashes
-            .iter()
-            .zip(fetched)
-            .zip(out.chunks_exact_mut(block_len))
-        {
+        for (hash, got) in hashes.iter().zip(landed) {
             reads.push(match got {
-                // The store checked the length against the namespace's block size.
-                Fetched::Hit(bytes) if bytes.len() == block_len => {
-                    dst.copy_from_slice(&bytes);
-                    BatchRead::Hit
-                }
-                Fetched::Hit(_) | Fetched::Corrupt(_) => {
+                Landed::Hit => BatchRead::Hit,
+                Landed::Corrupt(_) => {
                     self.drop_corrupt(*hash);
                     BatchRead::Corrupt
                 }
-                Fetched::Miss => BatchRead::Miss,
+                Landed::Miss => BatchRead::Miss,
             });
         }
         Ok(reads)
