@@ -71,6 +71,10 @@ pub(crate) fn feed(sink: &mut dyn ValueSink, i: usize, value: Option<&[u8]>) {
     }
 }
 
+/// A manifest as a backend holds it: version, frame, and native expiry (ms since the Unix
+/// epoch) where the store keeps one.
+pub(crate) type StoredManifest = (u64, Vec<u8>, Option<u64>);
+
 /// Checks whether a stored manifest frame is still live (not expired).
 pub(crate) type Live<'a> = &'a dyn Fn(&[u8]) -> bool;
 
@@ -128,17 +132,23 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn exists(&self, key: &str) -> Result<bool, BackendError>;
     /// Removes `key` (no error when absent).
     fn delete(&self, key: &str) -> Result<(), BackendError>;
-    /// The current version and frame of a manifest, if it exists.
+    /// Whether manifests expire natively (a per-key TTL in the store); otherwise the store
+    /// writes the expiry into the frame and checks it on read.
+    fn native_expiry(&self) -> bool;
+    /// The current version and frame of a manifest, if it exists, and its native expiry (ms
+    /// since the Unix epoch) when it has one.
     fn manifest_get(
         &self,
         key: &str,
         live: Live<'_>,
-    ) -> Result<Option<(u64, Vec<u8>)>, BackendError>;
-    /// Creates a manifest if none is live; `None` when one is.
+    ) -> Result<Option<StoredManifest>, BackendError>;
+    /// Creates a manifest if none is live, expiring natively after `ttl` where the store has
+    /// native expiry; `None` when one is live.
     fn manifest_put_new(
         &self,
         key: &str,
         frame: Vec<u8>,
+        ttl: Option<Duration>,
         live: Live<'_>,
     ) -> Result<Option<u64>, BackendError>;
     /// Replaces (`Some`) or deletes (`None`) a manifest if its version is `expected`; returns

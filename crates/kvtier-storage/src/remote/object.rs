@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::backend::{Backend, BackendError, Live};
+use super::backend::{Backend, BackendError, Live, StoredManifest};
 
 /// Superseded manifest versions kept before the oldest is removed.
 ///
@@ -223,19 +223,26 @@ impl Backend for ObjectBackend {
         })
     }
 
+    fn native_expiry(&self) -> bool {
+        false
+    }
+
     fn manifest_get(
         &self,
         key: &str,
         live: Live<'_>,
-    ) -> Result<Option<(u64, Vec<u8>)>, BackendError> {
+    ) -> Result<Option<StoredManifest>, BackendError> {
         let latest = self.run(self.latest(key))?;
-        Ok(latest.filter(|(_, bytes)| !bytes.is_empty() && live(bytes)))
+        Ok(latest
+            .filter(|(_, bytes)| !bytes.is_empty() && live(bytes))
+            .map(|(v, bytes)| (v, bytes, None)))
     }
 
     fn manifest_put_new(
         &self,
         key: &str,
         frame: Vec<u8>,
+        _ttl: Option<Duration>,
         live: Live<'_>,
     ) -> Result<Option<u64>, BackendError> {
         self.run(async {

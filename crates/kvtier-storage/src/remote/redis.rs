@@ -13,12 +13,16 @@ use std::time::Duration;
 
 use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisError};
 
-use super::backend::{Backend, BackendError, Framed, Live, ValueSink};
+use super::backend::{Backend, BackendError, Framed, Live, StoredManifest, ValueSink};
 use super::resp::{Endpoint, RespConn, bulk, io_error};
 
 const PUT_NEW: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
      local n = redis.call('INCR', KEYS[2]) \
-     redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[1]) return n";
+     redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[1]) \
+     if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return n";
+/// Version, frame and remaining time to live (ms; negative: none) of a manifest, atomically.
+const GET: &str = "return {redis.call('HGET', KEYS[1], 'v'), redis.call('HGET', KEYS[1], 'd'), \
+     redis.call('PTTL', KEYS[1])}";
 const CAS: &str = "local v = redis.call('HGET', KEYS[1], 'v') \
      if v == false or v ~= ARGV[1] then return -1 end \
      if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 0 end \
@@ -54,6 +58,12 @@ fn encode_set(buf: &mut Vec<u8>, item: &Framed<'_>, ttl_ms: Option<u64>) {
         bulk(buf, &[b"PX"]);
         bulk(buf, &[ms.to_string().as_bytes()]);
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
@@ -372,22 +382,31 @@ impl Backend for RedisBackend {
         self.with(|c| redis::cmd("DEL").arg(key).exec(c))
     }
 
+    fn native_expiry(&self) -> bool {
+        true
+    }
+
     fn manifest_get(
         &self,
         key: &str,
         _live: Live<'_>,
-    ) -> Result<Option<(u64, Vec<u8>)>, BackendError> {
-        let (v, d): (Option<u64>, Option<Vec<u8>>) =
-            self.with(|c| redis::cmd("HMGET").arg(key).arg("v").arg("d").query(c))?;
-        Ok(v.zip(d))
+    ) -> Result<Option<StoredManifest>, BackendError> {
+        let (v, d, pttl): (Option<u64>, Option<Vec<u8>>, i64) =
+            self.with(|c| redis::cmd("EVAL").arg(GET).arg(1).arg(key).query(c))?;
+        let expiry = u64::try_from(pttl)
+            .ok()
+            .map(|ms| now_ms().saturating_add(ms).max(1));
+        Ok(v.zip(d).map(|(v, d)| (v, d, expiry)))
     }
 
     fn manifest_put_new(
         &self,
         key: &str,
         frame: Vec<u8>,
+        ttl: Option<Duration>,
         _live: Live<'_>,
     ) -> Result<Option<u64>, BackendError> {
+        let ttl = ttl_ms(ttl).map_or(String::new(), |ms| ms.to_string());
         let n: u64 = self.with(|c| {
             redis::cmd("EVAL")
                 .arg(PUT_NEW)
@@ -395,6 +414,7 @@ impl Backend for RedisBackend {
                 .arg(key)
                 .arg(seq_key(key))
                 .arg(&frame)
+                .arg(&ttl)
                 .query(c)
         })?;
         Ok((n > 0).then_some(n))

@@ -36,6 +36,8 @@ pub struct Manifest {
     pub version: u64,
     /// The value as written.
     pub value: Vec<u8>,
+    /// When it expires, in milliseconds since the Unix epoch (`None`: never).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One block of a [`G4Store::get_batch`].
@@ -631,13 +633,15 @@ impl G4Store {
     pub fn manifest(&self, name: &str) -> Result<Option<Manifest>, G4Error> {
         let key = self.manifest_key(name)?;
         let live = self.live(name);
-        let Some((version, bytes)) = self.manifest_call(|b| b.manifest_get(&key, &live))? else {
+        let Some((version, bytes, native)) = self.manifest_call(|b| b.manifest_get(&key, &live))?
+        else {
             return Ok(None);
         };
         match frame::decode(&bytes, self.manifest_expect(name), None) {
-            Ok((_, value)) => Ok(Some(Manifest {
+            Ok((checked, value)) => Ok(Some(Manifest {
                 version,
                 value: value.to_vec(),
+                expires_at_ms: native.or((checked.expiry_ms != 0).then_some(checked.expiry_ms)),
             })),
             Err(source) => {
                 add(&self.counters.corrupt, 1);
@@ -653,10 +657,33 @@ impl G4Store {
     ///
     /// [`G4Error::InvalidName`], or the store's errors.
     pub fn put_new(&self, name: &str, value: &[u8]) -> Result<Cas, G4Error> {
+        self.put_new_with_ttl(name, value, None)
+    }
+
+    /// As [`G4Store::put_new`], expiring `ttl` from now when given (Redis: the key's own
+    /// expiry; object stores: written into the manifest and checked on read).
+    ///
+    /// # Errors
+    ///
+    /// [`G4Error::InvalidName`], or the store's errors.
+    pub fn put_new_with_ttl(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Cas, G4Error> {
         let key = self.manifest_key(name)?;
-        let value = frame::encode(self.manifest_expect(name), 0, value);
+        let native = self.backend.native_expiry();
+        let expiry = match ttl {
+            Some(t) if !native => now_ms()
+                .saturating_add(t.as_millis().min(u128::from(u64::MAX)) as u64)
+                .max(1),
+            _ => 0,
+        };
+        let value = frame::encode(self.manifest_expect(name), expiry, value);
         let live = self.live(name);
-        let v = self.manifest_call(|b| b.manifest_put_new(&key, value, &live))?;
+        let ttl = ttl.filter(|_| native);
+        let v = self.manifest_call(|b| b.manifest_put_new(&key, value, ttl, &live))?;
         Ok(self.cas_outcome(v))
     }
 

@@ -78,10 +78,13 @@ pub enum StorageError {
     #[error("manifest version conflict: expected {expected}, found {actual:?}")]
     VersionMismatch {
         /// The version the caller expected.
-        expected: u64,
+        expected: ManifestVersion,
         /// The version stored (`None`: the key is absent).
-        actual: Option<u64>,
+        actual: Option<ManifestVersion>,
     },
+    /// A manifest key the store cannot hold (empty, or too long for its key space).
+    #[error("invalid manifest key: {0}")]
+    InvalidKey(String),
     /// The key or block is absent.
     #[error("not found")]
     NotFound,
@@ -328,13 +331,43 @@ pub fn get_block(
     Ok(Some(out))
 }
 
+/// A manifest's version: an opaque token that changes on every successful write of the
+/// manifest's value and never repeats for a key, not even across a delete and a re-create.
+///
+/// Tokens are only compared for equality: a stale token (read before any later write, delete
+/// or re-create of the key) never matches again, so a compare-and-swap from it fails instead of
+/// overwriting a newer value (no ABA). Nothing else is promised: tokens are not numbered from 1,
+/// need not be consecutive, and may come from a counter shared by many keys (G3's database,
+/// G4's Redis namespace) or from the key's own history (G4 object stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ManifestVersion(u64);
+
+impl ManifestVersion {
+    /// The token a store keeps as `raw` (for [`ManifestStore`] implementations).
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value, for a store to persist (callers compare tokens, nothing more).
+    pub fn as_raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ManifestVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v:{:x}", self.0)
+    }
+}
+
 /// A stored manifest: its bytes and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The manifest's bytes.
     pub value: Vec<u8>,
-    /// Its version: 1 when created, +1 on every successful update.
-    pub version: u64,
+    /// Its version: pass it to [`ManifestStore::cas_update`] or a versioned
+    /// [`ManifestStore::delete`].
+    pub version: ManifestVersion,
     /// When it expires, in milliseconds since the Unix epoch (`None`: never).
     pub expires_at_ms: Option<u64>,
 }
@@ -342,7 +375,10 @@ pub struct Manifest {
 /// Compare-and-swap manifests of a durable tier: small records (which blocks make up an
 /// object, who owns a prefix) that concurrent writers update safely.
 ///
-/// Versions start at 1 and grow by one per update; an expired manifest is absent.
+/// Every successful [`put_new`](Self::put_new) and [`cas_update`](Self::cas_update) gives the
+/// key a [`ManifestVersion`] it never had before (see there: no ABA across a delete and a
+/// re-create). [`touch_ttl`](Self::touch_ttl) may keep the version or change it, depending on
+/// the store: re-read before a compare-and-swap that follows it. An expired manifest is absent.
 pub trait ManifestStore: Send + Sync {
     /// The manifest stored under `key`, unless absent or expired.
     ///
@@ -351,13 +387,17 @@ pub trait ManifestStore: Send + Sync {
     /// A backend error.
     fn get(&self, key: &[u8]) -> Result<Option<Manifest>, StorageError>;
 
-    /// Creates `key` with `value` (version 1), expiring after `ttl` if given.
+    /// Creates `key` with `value`, expiring after `ttl` if given; returns its version.
     ///
     /// # Errors
     ///
     /// [`StorageError::Exists`] when `key` is present (and not expired); a backend error.
-    fn put_new(&self, key: &[u8], value: &[u8], ttl: Option<Duration>)
-    -> Result<u64, StorageError>;
+    fn put_new(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<ManifestVersion, StorageError>;
 
     /// Replaces `key`'s value if its version is `expected`; returns the new version.
     ///
@@ -365,14 +405,19 @@ pub trait ManifestStore: Send + Sync {
     ///
     /// [`StorageError::VersionMismatch`] when the stored version differs or the key is absent;
     /// a backend error.
-    fn cas_update(&self, key: &[u8], expected: u64, value: &[u8]) -> Result<u64, StorageError>;
+    fn cas_update(
+        &self,
+        key: &[u8],
+        expected: ManifestVersion,
+        value: &[u8],
+    ) -> Result<ManifestVersion, StorageError>;
 
     /// Deletes `key` (only at version `expected`, if given); returns whether it was present.
     ///
     /// # Errors
     ///
     /// [`StorageError::VersionMismatch`] when `expected` is given and differs; a backend error.
-    fn delete(&self, key: &[u8], expected: Option<u64>) -> Result<bool, StorageError>;
+    fn delete(&self, key: &[u8], expected: Option<ManifestVersion>) -> Result<bool, StorageError>;
 
     /// Sets `key` to expire `ttl` from now; returns whether it was present.
     ///
