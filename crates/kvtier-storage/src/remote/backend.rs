@@ -130,6 +130,11 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Whether `key` holds a value.
     fn exists(&self, key: &str) -> Result<bool, BackendError>;
+    /// Whether each of `keys` holds a value, in as few round trips as the store allows; by
+    /// default one [`Backend::exists`] per key.
+    fn exists_batch(&self, keys: &[String]) -> Result<Vec<bool>, BackendError> {
+        keys.iter().map(|k| self.exists(k)).collect()
+    }
     /// Removes `key` (no error when absent).
     fn delete(&self, key: &str) -> Result<(), BackendError>;
     /// Whether manifests expire natively (a per-key TTL in the store); otherwise the store

@@ -378,6 +378,18 @@ impl Backend for RedisBackend {
         self.with(|c| redis::cmd("EXISTS").arg(key).query(c))
     }
 
+    /// One pipeline of `EXISTS`, one per key (a multi-key `EXISTS` only counts them).
+    fn exists_batch(&self, keys: &[String]) -> Result<Vec<bool>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("EXISTS").arg(key);
+        }
+        self.with(|c| pipe.query(c))
+    }
+
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.with(|c| redis::cmd("DEL").arg(key).exec(c))
     }

@@ -586,6 +586,29 @@ impl G4Store {
         self.call(|b| b.exists(&key))
     }
 
+    /// Which of the blocks `hashes` are in the store, in order, in one round trip where the
+    /// store allows (pipelined `EXISTS` in Redis, concurrent probes in object stores); nothing
+    /// is fetched or checked.
+    ///
+    /// # Errors
+    ///
+    /// The store's errors, for the list as a whole.
+    pub fn exists_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, G4Error> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
+        let found = self.call(|b| b.exists_batch(&keys))?;
+        if found.len() != hashes.len() {
+            return Err(G4Error::Backend(format!(
+                "{} answers for {} keys",
+                found.len(),
+                hashes.len()
+            )));
+        }
+        Ok(found)
+    }
+
     /// Removes a block (no error when absent).
     ///
     /// # Errors

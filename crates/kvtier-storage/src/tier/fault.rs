@@ -161,6 +161,12 @@ impl Storage for FaultyStorage {
         }
     }
 
+    /// One fault decision for the whole list (a failing tier fails the probe as a whole).
+    fn contains_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, StorageError> {
+        self.before()?;
+        self.inner.contains_batch(hashes)
+    }
+
     fn get_batch(
         &self,
         hashes: &[SequenceHash],

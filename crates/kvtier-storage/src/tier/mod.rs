@@ -253,6 +253,19 @@ pub trait Storage: Send + Sync {
     /// tier that cannot answer (a failing backend) answers `false`.
     fn contains(&self, hash: SequenceHash) -> bool;
 
+    /// Which of `hashes` the tier holds, in order: [`contains`](Self::contains) for a whole
+    /// list, answered in as few round trips as the tier allows (G4: one pipelined `EXISTS`
+    /// batch in Redis, concurrent probes in object stores). The default asks
+    /// [`contains`](Self::contains) once per block, which is right for tiers whose index is in
+    /// memory (G2, G3). Unlike `contains`, a tier that cannot answer says so.
+    ///
+    /// # Errors
+    ///
+    /// A backend error for the whole list (an unreachable store, an open breaker).
+    fn contains_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, StorageError> {
+        Ok(hashes.iter().map(|&h| self.contains(h)).collect())
+    }
+
     /// Reads many blocks of `block_len` bytes each into `out` (block `i` at
     /// `out[i * block_len..]`). The default does one [`lookup`](Self::lookup) per block;
     /// tiers with a batched read path override it.

@@ -131,6 +131,11 @@ impl Storage for RemoteStorage {
         self.store.exists(hash).unwrap_or(false)
     }
 
+    /// One round trip for the whole list ([`G4Store::exists_batch`]).
+    fn contains_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, StorageError> {
+        self.store.exists_batch(hashes).map_err(|e| self.error(e))
+    }
+
     fn get_batch(
         &self,
         hashes: &[SequenceHash],

@@ -218,6 +218,12 @@ fn batch(s: &dyn Storage, len: usize) {
             "batch block {k}"
         );
     }
+    // Presence of the whole list in one call, in order, agreeing with `contains`.
+    let present = s.contains_batch(&hashes).unwrap();
+    assert_eq!(present, [true, false, true, true, true]);
+    let one_by_one: Vec<bool> = hashes.iter().map(|&h| s.contains(h)).collect();
+    assert_eq!(present, one_by_one);
+    assert!(s.contains_batch(&[]).unwrap().is_empty());
 }
 
 fn concurrent_writers(s: &Arc<dyn Storage>, len: usize, durability: Durability) {
