@@ -307,7 +307,15 @@ fn locate_prefix_probes_each_tier_once_and_survives_a_g4_outage_mid_probe() {
     // Back up (empty: the server persists nothing): G4 answers again once the breaker lets a
     // probe through; its blocks are gone, so the prefix is what G2 and G3 hold plus nothing.
     server.lock().unwrap().restart();
-    put_block(&*g4_tier.inner, hash(8), &block(8, 0, BLOCK)).ok();
+    assert!(
+        eventually(100, || put_block(
+            &*g4_tier.inner,
+            hash(8),
+            &block(8, 0, BLOCK)
+        )
+        .is_ok()),
+        "G4 never took a write again"
+    );
     assert!(
         eventually(100, || store.locate_prefix(&hashes).len() == 9),
         "G4 never probed again"

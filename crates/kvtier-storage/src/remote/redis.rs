@@ -136,10 +136,10 @@ impl RedisBackend {
     /// protocol error left it out of step. A pooled connection that fails at the connection
     /// level (the server restarted since it was used) is replaced and the read, which is
     /// idempotent, runs once more on a fresh one. `None` when block reads use the `redis` crate.
-    fn with_reads(
+    fn with_reads<T>(
         &self,
-        mut f: impl FnMut(&mut RespConn) -> std::io::Result<Result<(), String>>,
-    ) -> Option<Result<(), BackendError>> {
+        mut f: impl FnMut(&mut RespConn) -> std::io::Result<Result<T, String>>,
+    ) -> Option<Result<T, BackendError>> {
         let endpoint = self.endpoint.as_ref()?;
         let pooled = self
             .reads
@@ -378,16 +378,29 @@ impl Backend for RedisBackend {
         self.with(|c| redis::cmd("EXISTS").arg(key).query(c))
     }
 
-    /// One pipeline of `EXISTS`, one per key (a multi-key `EXISTS` only counts them).
+    /// One pipeline of `EXISTS`, one per key (a multi-key `EXISTS` only counts them), in one
+    /// write and one read pass.
     fn exists_batch(&self, keys: &[String]) -> Result<Vec<bool>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("EXISTS").arg(key);
-        }
-        self.with(|c| pipe.query(c))
+        let read = self.with_reads(|c| {
+            for key in keys {
+                c.out.extend_from_slice(b"*2\r\n");
+                bulk(&mut c.out, &[b"EXISTS"]);
+                bulk(&mut c.out, &[key.as_bytes()]);
+            }
+            c.send()?;
+            Ok(c.ints(keys.len())?
+                .map(|n| n.iter().map(|&k| k > 0).collect()))
+        });
+        read.unwrap_or_else(|| {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            self.with(|c| pipe.query(c))
+        })
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {

@@ -6,7 +6,8 @@
 //! which G4 used to copy or shift the payload once more; here the only copy is the kernel's,
 //! and the checksum runs on each chunk as it lands. Only what block reads need is spoken:
 //! `AUTH` and `SELECT` at connect, then pipelined `GET`s or one `MGET`, whose replies are bulk
-//! strings (or an error). Anything else stays on the `redis` crate's connections.
+//! strings (or an error), and pipelined `EXISTS` (integers) for presence probes. Anything else
+//! stays on the `redis` crate's connections.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -39,8 +40,10 @@ enum Head {
     Bulk(Option<usize>),
     /// `*n` (`None` for `*-1`).
     Array(Option<usize>),
-    /// `+...` or `:...`.
+    /// `+...`.
     Simple,
+    /// `:n`.
+    Int(i64),
     /// `-...`: the server's error message.
     Error(String),
 }
@@ -206,7 +209,13 @@ impl RespConn {
         Ok(match kind {
             b'$' => Head::Bulk(parse_len(rest)?),
             b'*' => Head::Array(parse_len(rest)?),
-            b'+' | b':' => Head::Simple,
+            b'+' => Head::Simple,
+            b':' => Head::Int(
+                std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| protocol("bad integer"))?,
+            ),
             b'-' => Head::Error(String::from_utf8_lossy(rest).into_owned()),
             _ => return Err(protocol("unknown reply type")),
         })
@@ -292,6 +301,23 @@ impl RespConn {
             }
         }
         Ok(first)
+    }
+
+    /// Reads `count` integer replies (pipelined `EXISTS`), every one even after an error
+    /// reply; the first error reply is the result.
+    pub(crate) fn ints(&mut self, count: usize) -> io::Result<Result<Vec<i64>, String>> {
+        let mut out = Vec::with_capacity(count);
+        let mut first = None;
+        for _ in 0..count {
+            match self.head()? {
+                Head::Int(n) => out.push(n),
+                Head::Error(msg) => {
+                    first.get_or_insert(msg);
+                }
+                other => return Err(protocol(&format!("expected an integer, got {other:?}"))),
+            }
+        }
+        Ok(first.map_or(Ok(out), Err))
     }
 
     /// Reads an array reply of `count` bulk strings (`MGET`) into `sink`.
