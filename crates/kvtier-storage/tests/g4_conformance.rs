@@ -204,3 +204,61 @@ fn redis_reads_land_in_place_and_stay_in_step_after_bad_replies() {
         assert_eq!(s.corrupt, 4, "{size}: {s:?}");
     }
 }
+
+/// Block reads on G4's own RESP connections authenticate and select the URL's database like
+/// the `redis` crate's connections do: blocks written through the crate's connections (puts)
+/// are read back through the raw ones (gets, batches, presence) from database 3 of a server
+/// with a password; a wrong password is an error value, not a panic.
+#[test]
+fn redis_reads_authenticate_and_select_the_database() {
+    if redis_support::skip_redis_tests() {
+        return;
+    }
+    use kvtier_core::SequenceHash;
+    use kvtier_storage::remote::Fetched;
+    let server = redis_support::RedisServer::start();
+    let mut plain = server.plain();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .exec(&mut plain)
+        .expect("set a password");
+    let url = |pw: &str| format!("redis://:{pw}@127.0.0.1:{}/3", server.port());
+    for size in [4usize << 10, 256 << 10] {
+        let g4 = G4Store::builder(ns(size))
+            .redis(url("s3cret"))
+            .build()
+            .expect("redis");
+        let hashes: Vec<SequenceHash> = (0..3).map(|i| SequenceHash::root(70 + i)).collect();
+        let block = vec![0x5Au8; size];
+        for &h in &hashes {
+            g4.put(h, &block).expect("put");
+        }
+        let mut out = vec![0u8; size];
+        assert!(g4.get_into(hashes[0], &mut out).expect("get_into"));
+        assert!(out == block);
+        let got = g4.get_batch(&hashes).expect("get_batch");
+        assert!(got.iter().all(|f| *f == Fetched::Hit(block.clone())));
+        let probe = [hashes[1], SequenceHash::root(99)];
+        assert_eq!(
+            g4.exists_batch(&probe).expect("exists_batch"),
+            [true, false]
+        );
+        // In database 3, not 0.
+        let in_db0: bool = redis::cmd("EXISTS")
+            .arg(g4.block_key(hashes[0]))
+            .query(&mut plain)
+            .expect("exists in db 0");
+        assert!(!in_db0, "block written to database 0");
+        let wrong = G4Store::builder(ns(size))
+            .redis(url("wrong"))
+            .build()
+            .expect("lazy connect");
+        assert!(
+            wrong.get(hashes[0]).is_err(),
+            "a wrong password read a block"
+        );
+        assert!(wrong.exists_batch(&hashes).is_err());
+    }
+}
