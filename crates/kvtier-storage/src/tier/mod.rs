@@ -20,8 +20,9 @@
 //! Adapters: [`host::HostStorage`] (G2: a [`BlockManager`](kvtier_core::BlockManager) and its
 //! [`HostArena`](crate::arena::HostArena)), [`disk::DiskStorage`] (G3: a
 //! [`DiskTier`](crate::disk::DiskTier)), [`remote::RemoteStorage`] (G4: a
-//! [`G4Store`](crate::remote::G4Store)), and [`fault::FaultyStorage`], a wrapper that injects
-//! failures, stalls and corruption for tests.
+//! [`G4Store`](crate::remote::G4Store); also G4's [`ManifestStore`]), and
+//! [`fault::FaultyStorage`] / [`fault::FaultyManifests`], wrappers that inject failures,
+//! stalls and corruption for tests.
 
 pub mod buffered;
 pub mod disk;
