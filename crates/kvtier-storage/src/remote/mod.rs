@@ -48,6 +48,7 @@ mod backend;
 mod breaker;
 mod error;
 mod frame;
+mod landing;
 mod namespace;
 mod object;
 mod redis;

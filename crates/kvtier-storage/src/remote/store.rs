@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kvtier_core::SequenceHash;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::backend::{Backend, BackendError, Framed, ValueSink};
+use super::backend::{Backend, BackendError, Framed};
 use super::breaker::Breaker;
 use super::frame::{self, Expect, Kind};
+use super::landing::{Dest, Landing};
 use super::stats::{Counters, add};
 use super::{FrameError, G4Error, G4Stats, Namespace};
 
@@ -61,62 +62,6 @@ pub enum Landed {
     /// Present but refused by the check (counted, not served; its part of the buffer is
     /// unspecified).
     Corrupt(FrameError),
-}
-
-/// Where a received block's payload goes.
-enum Dest<'d> {
-    /// A caller's buffer of exactly one block.
-    Borrowed(&'d mut [u8]),
-    /// A buffer of the store's own, allocated when the value's length is right.
-    Owned(Vec<u8>),
-}
-
-impl Dest<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Dest::Borrowed(d) => d,
-            Dest::Owned(v) => v,
-        }
-    }
-}
-
-/// Block frames a backend streams straight into their destinations, each checked by its own
-/// [`frame::Receiver`] as its bytes land.
-struct Landing<'d> {
-    rx: Vec<frame::Receiver>,
-    dests: Vec<Dest<'d>>,
-    payload_len: usize,
-}
-
-impl ValueSink for Landing<'_> {
-    fn start(&mut self, i: usize, len: Option<usize>) {
-        let (Some(rx), Some(dest)) = (self.rx.get_mut(i), self.dests.get_mut(i)) else {
-            return;
-        };
-        rx.start(len);
-        if let Dest::Owned(v) = dest {
-            if len == Some(frame::HEADER_BYTES + self.payload_len) && v.is_empty() {
-                *v = vec![0u8; self.payload_len];
-            }
-        }
-    }
-
-    fn region(&mut self, i: usize) -> &mut [u8] {
-        let (Some(rx), Some(dest)) = (self.rx.get_mut(i), self.dests.get_mut(i)) else {
-            return &mut [];
-        };
-        let dest: &mut [u8] = match dest {
-            Dest::Borrowed(d) => d,
-            Dest::Owned(v) => v,
-        };
-        rx.region(dest)
-    }
-
-    fn filled(&mut self, i: usize, n: usize) {
-        if let (Some(rx), Some(dest)) = (self.rx.get_mut(i), self.dests.get(i)) {
-            rx.filled(n, dest.as_slice());
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -392,7 +392,8 @@ pub struct Manifest {
 /// Every successful [`put_new`](Self::put_new) and [`cas_update`](Self::cas_update) gives the
 /// key a [`ManifestVersion`] it never had before (see there: no ABA across a delete and a
 /// re-create). [`touch_ttl`](Self::touch_ttl) may keep the version or change it, depending on
-/// the store: re-read before a compare-and-swap that follows it. An expired manifest is absent.
+/// the store: re-read before a compare-and-swap that follows it. Whether an update keeps a time to live
+/// is the store's too (G3 keeps it, G4 clears it). An expired manifest is absent.
 pub trait ManifestStore: Send + Sync {
     /// The manifest stored under `key`, unless absent or expired.
     ///
