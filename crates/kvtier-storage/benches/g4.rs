@@ -4,10 +4,13 @@
 //! Groups (each size, each rep, run back to back in the order plain SET, G4 put, plain GET,
 //! G4 get, so noise from the other helpers on the machine hits both sides alike):
 //! - `set` / `put`: one value per round trip. G4 adds a 56-byte frame, its xxh3 checksum, a
-//!   copy into the framed buffer, and the breaker's two uncontended lock/unlocks.
-//! - `get` / `get_into`: G4 checks the frame (length, owner, checksum) and copies the payload
-//!   into the caller's buffer; plain GET returns the reply's `Vec<u8>`.
-//! - `pipeline` / `put_batch`, `mget` / `get_batch`: 16 blocks in one round trip.
+//!   copy into the connection's request buffer, and the breaker's two uncontended lock/unlocks.
+//! - `get` / `get_into`: G4 checks the frame (length, owner, checksum); its own RESP reader
+//!   reads the payload from the socket straight into the caller's buffer and hashes it chunk
+//!   by chunk as it lands; plain GET returns the reply's `Vec<u8>` (parsed by the `redis`
+//!   crate, one copy out of its read buffer).
+//! - `pipeline` / `put_batch`, `mget` / `get_batch`: 16 blocks in one round trip (`get_batch`
+//!   lands each block in a buffer of its own, checked as it arrives).
 //!
 //! Reported: the median over reps of µs per operation for each side, and the median of the
 //! per-rep ratios G4 / plain (goal: within 1.10). Run:

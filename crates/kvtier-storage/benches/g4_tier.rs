@@ -7,6 +7,10 @@
 //! - A read that misses every tier of a G2+G3+G4 [`TieredStore`] (G4 with a deadline, so
 //!   called on its worker thread): with redis-server up (a real G4 miss), then with it killed
 //!   and the breaker open (G4 refuses without a round trip).
+//! - `locate_prefix` of a 32-block prefix spread over G2 (4 blocks), G3 (4) and G4 (24),
+//!   against the per-block probing it replaced (`contains` on every tier for every block the
+//!   faster tiers lack, i.e. one G4 round trip per block; re-enacted here through the public
+//!   API, called directly, without the tier-worker hand-off the old code paid once per tier).
 //!
 //! Run: `cargo bench -p kvtier-storage --bench g4_tier` (`-- --quick` for a smoke run).
 
@@ -106,17 +110,69 @@ fn main() {
     let disk =
         DiskTier::open(dir.path(), DiskConfig::new("bench-g4-tier", block, 64)).expect("disk");
     let store = g4(&server, block);
+    let g2 = HostStorage::new(Arc::new(arena));
+    let g3: Arc<dyn Storage> = Arc::new(DiskStorage::new(Arc::new(disk)));
+    let g4_tier: Arc<dyn Storage> = Arc::new(RemoteStorage::new(Arc::clone(&store)));
     let tiered = TieredStore::builder()
-        .host(HostStorage::new(Arc::new(arena)), TierConfig::default())
+        .host(g2.clone(), TierConfig::default())
+        .tier(Arc::clone(&g3), TierConfig::default())
         .tier(
-            Arc::new(DiskStorage::new(Arc::new(disk))),
-            TierConfig::default(),
-        )
-        .tier(
-            Arc::new(RemoteStorage::new(Arc::clone(&store))) as Arc<dyn Storage>,
+            Arc::clone(&g4_tier),
             TierConfig::default().with_timeout(Duration::from_secs(1)),
         )
         .build();
+
+    // locate_prefix of 32 blocks: 0-3 in G2, 4-7 in G3, 8-31 in G4.
+    let prefix: Vec<SequenceHash> = (0..32).map(|i| SequenceHash::root(500_000 + i)).collect();
+    for (i, &h) in prefix.iter().enumerate() {
+        let home: &dyn Storage = match i {
+            0..=3 => &g2,
+            4..=7 => &*g3,
+            _ => &*g4_tier,
+        };
+        kvtier_storage::tier::put_block(home, h, &vec![i as u8; block]).expect("put");
+    }
+    let tiers: [&dyn Storage; 3] = [&g2, &*g3, &*g4_tier];
+    let per_block = || {
+        let mut at: Vec<Option<usize>> = vec![None; prefix.len()];
+        for (t, tier) in tiers.iter().enumerate() {
+            for (slot, &h) in at.iter_mut().zip(&prefix) {
+                if slot.is_none() && tier.contains(h) {
+                    *slot = Some(t);
+                }
+            }
+        }
+        at.into_iter().map_while(|t| t).collect::<Vec<usize>>()
+    };
+    let want = per_block();
+    assert_eq!(want.len(), 32);
+    assert_eq!(tiered.locate_prefix(&prefix).tiers, want);
+    let locate_ops = ops / 4;
+    let (mut old, mut new, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let o = time(locate_ops, |_| assert_eq!(per_block().len(), 32));
+        let n = time(locate_ops, |_| {
+            assert_eq!(tiered.locate_prefix(&prefix).len(), 32)
+        });
+        old.push(o);
+        new.push(n);
+        ratios.push(n / o);
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    println!(
+        "\nlocate_prefix, 32 blocks (4 in G2, 4 in G3, 24 in G4), µs per call, median of {reps} reps"
+    );
+    println!(
+        "| per-block probes (before) | one probe per tier (after) | after/before median (min-max) |"
+    );
+    println!(
+        "| {:.1} | {:.1} | {:.3} ({lo:.2}-{hi:.2}) |",
+        median(old),
+        median(new),
+        median(ratios)
+    );
     let mut out = vec![0u8; block];
     let mut miss = |i: u64| {
         let got = tiered

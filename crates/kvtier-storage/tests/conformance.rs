@@ -12,8 +12,9 @@ use kvtier_storage::arena::HostArena;
 use kvtier_storage::disk::{DiskConfig, DiskManifests, DiskTier};
 use kvtier_storage::layout::BlockLayout;
 use kvtier_storage::tier::disk::DiskStorage;
+use kvtier_storage::tier::fault::{Fault, FaultyManifests, FaultyStorage};
 use kvtier_storage::tier::host::HostStorage;
-use kvtier_storage::tier::{ManifestStore, Storage, get_block, put_block};
+use kvtier_storage::tier::{ManifestStore, Storage, StorageError, get_block, put_block};
 
 const BLOCK: usize = 4096;
 
@@ -158,4 +159,51 @@ fn g2_concurrent_readers_and_an_evicting_writer() {
     let written = writer.join().unwrap();
     assert!(whole > 0 && written > 0, "reads {whole}, writes {written}");
     assert!(s.arena().stats().evictions > 0, "the writer never evicted");
+}
+
+/// The fault wrapper passes the manifest suite when idle (durable: it wraps G3's manifests).
+#[test]
+fn faulty_manifests_conform_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    manifest_suite(
+        &mut || {
+            let inner = Arc::new(DiskManifests::open(&path).unwrap());
+            Arc::new(FaultyManifests::new(inner)) as Arc<dyn ManifestStore>
+        },
+        Durability::Durable,
+    );
+}
+
+/// One switch fails a durable tier's blocks and its manifests together; a corrupting fault
+/// flips manifest values on read only (the stored value is intact once the fault is gone);
+/// every injected fault is counted.
+#[test]
+fn a_faulty_tier_fails_its_manifests_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), DiskConfig::new("faulty", BLOCK, 64)).unwrap();
+    let faulty = FaultyStorage::new(Arc::new(DiskStorage::new(Arc::new(tier))));
+    let manifests =
+        faulty.wrap_manifests(Arc::new(DiskManifests::open(dir.path().join("m")).unwrap()));
+    let v = manifests.put_new(b"k", b"value", None).unwrap();
+    put_block(&faulty, hash(1), &block(1, 0, BLOCK)).unwrap();
+    faulty.set(Fault::Fail);
+    assert!(matches!(manifests.get(b"k"), Err(StorageError::Backend(_))));
+    assert!(matches!(
+        manifests.cas_update(b"k", v, b"new"),
+        Err(StorageError::Backend(_))
+    ));
+    assert!(matches!(
+        manifests.delete(b"k", None),
+        Err(StorageError::Backend(_))
+    ));
+    assert!(faulty.lookup(hash(1)).is_err());
+    assert_eq!(faulty.injected(), 4);
+    faulty.set(Fault::Corrupt);
+    let got = manifests.get(b"k").unwrap().unwrap();
+    assert_ne!(got.value, b"value");
+    assert_eq!(got.version, v);
+    faulty.set(Fault::None);
+    assert_eq!(manifests.get(b"k").unwrap().unwrap().value, b"value");
+    assert_eq!(manifests.injected(), 5);
 }

@@ -1,6 +1,8 @@
 //! The shared conformance suite (`conformance_support`) run for G4 behind the tier interface
 //! ([`RemoteStorage`]): in memory, on a local directory (durable: reopened for the restart
-//! case) and on a real redis-server on loopback (durable while the server runs).
+//! case) and on a real redis-server on loopback (durable while the server runs); and the
+//! manifest suite for G4's compare-and-swap manifests through [`ManifestStore`] on the same
+//! three backends.
 
 #[path = "conformance_support/mod.rs"]
 mod conformance_support;
@@ -8,10 +10,10 @@ mod redis_support;
 
 use std::sync::Arc;
 
-use conformance_support::{Durability, block, hash, storage_suite};
+use conformance_support::{Durability, block, hash, manifest_suite, storage_suite};
 use kvtier_storage::remote::{G4Store, Namespace};
 use kvtier_storage::tier::remote::RemoteStorage;
-use kvtier_storage::tier::{BatchRead, Storage, StorageError, get_block, put_block};
+use kvtier_storage::tier::{BatchRead, ManifestStore, Storage, StorageError, get_block, put_block};
 use redis_support::{RedisServer, skip_redis_tests};
 
 const BLOCK: usize = 4096;
@@ -53,6 +55,58 @@ fn g4_redis_conforms() {
         &mut || tier(G4Store::builder(ns()).redis(url.clone()).build().unwrap()),
         Durability::Durable,
     );
+}
+
+fn manifests(store: G4Store) -> Arc<dyn ManifestStore> {
+    Arc::new(RemoteStorage::new(Arc::new(store)))
+}
+
+#[test]
+fn g4_memory_manifests_conform() {
+    manifest_suite(
+        &mut || manifests(G4Store::builder(ns()).memory().build().unwrap()),
+        Durability::Volatile,
+    );
+}
+
+#[test]
+fn g4_local_dir_manifests_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    manifest_suite(
+        &mut || manifests(G4Store::builder(ns()).local_dir(&path).build().unwrap()),
+        Durability::Durable,
+    );
+}
+
+#[test]
+fn g4_redis_manifests_conform() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = RedisServer::start();
+    let url = server.url();
+    manifest_suite(
+        &mut || manifests(G4Store::builder(ns()).redis(url.clone()).build().unwrap()),
+        Durability::Durable,
+    );
+}
+
+/// Manifest keys G4 cannot name are refused with an error value, not a panic.
+#[test]
+fn g4_manifest_keys_out_of_range_are_errors() {
+    let m = manifests(G4Store::builder(ns()).memory().build().unwrap());
+    for key in [&b""[..], &[7u8; 101][..]] {
+        assert!(matches!(
+            m.put_new(key, b"v", None),
+            Err(StorageError::InvalidKey(_))
+        ));
+        assert!(matches!(m.get(key), Err(StorageError::InvalidKey(_))));
+    }
+    // Any bytes up to the limit are fine, binary included.
+    let v = m.put_new(&[0xff, 0, b'/', 1], b"v", None).unwrap();
+    assert_eq!(m.get(&[0xff, 0, b'/', 1]).unwrap().unwrap().version, v);
+    assert!(m.put_new(&[7u8; 100], b"v", None).is_ok());
 }
 
 /// A tampered object is refused (never served), reported as corrupt, and dropped from G4, in

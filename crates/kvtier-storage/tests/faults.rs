@@ -51,9 +51,9 @@ fn a_failing_tier_is_skipped_and_counted() {
     assert_eq!(store.locate_prefix(&[hash(2)]).tiers, vec![2]);
     let m = store.metrics();
     assert_eq!(m.tiers[1].write_errors, 1);
-    // The failed read is counted (a failed probe reads as absent: `contains` has no error).
-    assert_eq!(m.tiers[1].errors, 1, "{m:?}");
-    assert_eq!(m.faults(), 2);
+    // The failed read and the failed prefix probe (`contains_batch`) are both counted.
+    assert_eq!(m.tiers[1].errors, 2, "{m:?}");
+    assert_eq!(m.faults(), 3);
     assert!(faulty.injected() >= 3);
     // The failed async promotion into tier 1 is counted, never seen by the caller.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -23,7 +23,7 @@ use kvtier_storage::tier::remote::RemoteStorage;
 use kvtier_storage::tier::{Storage, put_block};
 use kvtier_storage::tiered::{TierConfig, TieredStore};
 use redis_support::{RedisServer, skip_redis_tests};
-use tiered_support::{BLOCK, disk, host};
+use tiered_support::{BLOCK, Counting, disk, host};
 
 /// Polls `ok` every 20 ms, up to `tries` times; returns whether it ever held.
 fn eventually(tries: u32, mut ok: impl FnMut() -> bool) -> bool {
@@ -234,5 +234,90 @@ fn a_prefix_spread_over_three_tiers_is_onboarded_into_g2() {
         g4.stats().hits,
         2,
         "G4 read other than the prefix's two blocks"
+    );
+}
+
+/// `locate_prefix` probes each tier once for the whole list (G4 on Redis: one pipelined batch
+/// of EXISTS, not one round trip per block), and a G4 outage in the middle of a probe (the
+/// server dies as G4's turn comes, after G2 and G3 answered) shortens the prefix to what G2
+/// and G3 hold: counted as a G4 error, no error for the caller. Back up, G4 counts again.
+#[test]
+fn locate_prefix_probes_each_tier_once_and_survives_a_g4_outage_mid_probe() {
+    if skip_redis_tests() {
+        return;
+    }
+    let server = Arc::new(std::sync::Mutex::new(RedisServer::start()));
+    let url = server.lock().unwrap().url();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Namespace::new("three-tier-locate", "xxh3-v1/bs16", BLOCK).unwrap();
+    let g4 = Arc::new(
+        G4Store::builder(ns)
+            .redis(url)
+            .with_timeout(Duration::from_millis(200))
+            .with_breaker(3, Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    );
+    let g2 = host(64);
+    let g3: Arc<dyn Storage> = disk(dir.path());
+    let g4_tier = Counting::new(Arc::new(RemoteStorage::new(Arc::clone(&g4))));
+    let store = TieredStore::builder()
+        .host(g2.clone(), TierConfig::default())
+        .tier(Arc::clone(&g3), TierConfig::default())
+        .tier(
+            Arc::clone(&g4_tier) as Arc<dyn Storage>,
+            TierConfig::default().with_timeout(Duration::from_secs(2)),
+        )
+        .build();
+    // 32 blocks: 0-3 in G2, 4-7 in G3, 8-29 in G4 only, 30 nowhere, 31 in G4.
+    for i in 0..32u64 {
+        let home: &dyn Storage = match i {
+            0..=3 => &g2,
+            4..=7 => &*g3,
+            30 => continue,
+            _ => &*g4_tier.inner,
+        };
+        put_block(home, hash(i), &block(i, 0, BLOCK)).unwrap();
+    }
+    let hashes: Vec<_> = (0..32).map(hash).collect();
+    let mut want = vec![0, 0, 0, 0, 1, 1, 1, 1];
+    want.extend([2; 22]);
+    assert_eq!(store.locate_prefix(&hashes).tiers, want);
+    assert_eq!(
+        g4_tier.probe_counts(),
+        (0, 1),
+        "G4 was probed block by block"
+    );
+    // The server dies just as G4's probe starts.
+    let killer = Arc::clone(&server);
+    *g4_tier.on_probe.lock().unwrap() = Some(Box::new(move || killer.lock().unwrap().kill()));
+    let before = store.metrics().tiers[2].clone();
+    let located = store.locate_prefix(&hashes);
+    assert_eq!(
+        located.tiers,
+        [0, 0, 0, 0, 1, 1, 1, 1],
+        "prefix with G4 down"
+    );
+    let during = store.metrics().tiers[2].clone();
+    assert!(
+        during.errors + during.timeouts > before.errors + before.timeouts,
+        "G4's failed probe not counted: {during:?}"
+    );
+    assert_eq!(g4_tier.probe_counts(), (0, 2));
+    // Back up (empty: the server persists nothing): G4 answers again once the breaker lets a
+    // probe through; its blocks are gone, so the prefix is what G2 and G3 hold plus nothing.
+    server.lock().unwrap().restart();
+    assert!(
+        eventually(100, || put_block(
+            &*g4_tier.inner,
+            hash(8),
+            &block(8, 0, BLOCK)
+        )
+        .is_ok()),
+        "G4 never took a write again"
+    );
+    assert!(
+        eventually(100, || store.locate_prefix(&hashes).len() == 9),
+        "G4 never probed again"
     );
 }

@@ -192,3 +192,46 @@ fn purge_removes_everywhere() {
     assert!(!store.purge(hash(7)));
     assert!(store.get(hash(7), &mut out[..10]).unwrap().is_none());
 }
+
+/// The store's digest map is bounded: many writes keep at most its capacity (rewrites of one
+/// block do not grow it, a purge shrinks it), and the newest blocks keep the extra check: a
+/// copy corrupted below the tier's own checksum is still refused.
+#[test]
+fn digests_are_bounded_and_the_newest_blocks_stay_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyStorage::new(disk(dir.path())));
+    let store = TieredStore::builder()
+        .host(host(32), TierConfig::default())
+        .tier(faulty.clone(), TierConfig::default())
+        .with_digest_capacity(4)
+        .build();
+    for i in 0..20 {
+        store.put(hash(i), &block(i, 0, BLOCK)).unwrap();
+    }
+    assert_eq!(store.digests_kept(), 4);
+    for round in 0..50 {
+        store.put(hash(19), &block(19, round, BLOCK)).unwrap();
+    }
+    assert_eq!(store.digests_kept(), 4, "rewrites grew the map");
+    assert!(store.purge(hash(18)));
+    assert_eq!(store.digests_kept(), 3);
+    // Block 19 (digest kept): its G3 copy corrupted on the way out is refused, not served.
+    store.tier(0).unwrap().purge(hash(19)).unwrap();
+    faulty.set(Fault::Corrupt);
+    let mut out = vec![0u8; BLOCK];
+    assert_eq!(store.get(hash(19), &mut out).unwrap(), None);
+    assert_eq!(store.metrics().tiers[1].corrupt, 1);
+    faulty.set(Fault::None);
+    // Capacity 0 keeps nothing; reads still work (the tiers' own checks remain).
+    let dir0 = tempfile::tempdir().unwrap();
+    let bare = TieredStore::builder()
+        .host(host(8), TierConfig::default())
+        .tier(disk(dir0.path()), TierConfig::default())
+        .with_digest_capacity(0)
+        .build();
+    bare.put(hash(1), &block(1, 0, BLOCK)).unwrap();
+    assert_eq!(bare.digests_kept(), 0);
+    bare.tier(0).unwrap().purge(hash(1)).unwrap();
+    assert_eq!(bare.get(hash(1), &mut out).unwrap(), Some(1));
+    assert!(out == block(1, 0, BLOCK));
+}

@@ -2,6 +2,9 @@
 //! (`dir/manifests.redb`), so a manifest update never waits behind a block batch.
 //!
 //! Table `manifests`: `key -> (version, expires_at_ms, value)` (`expires_at_ms = 0`: never).
+//! Table `manifest_seq`: one counter; every create and update takes the next value as the
+//! record's version, in the same transaction, so a version never repeats for a key (not even
+//! across a delete and a re-create) and survives a restart.
 //! Every operation is one redb transaction; each write (create, update, delete, TTL change) is
 //! one write transaction that reads and writes the record, committed with immediate durability.
 //! redb runs one write transaction at a time, so the check and the write of a CAS are atomic
@@ -13,14 +16,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::DiskError;
-use crate::tier::{Manifest, ManifestStore, StorageError};
+use crate::tier::{Manifest, ManifestStore, ManifestVersion, StorageError};
 
 const MANIFESTS: TableDefinition<'_, &[u8], (u64, u64, &[u8])> = TableDefinition::new("manifests");
+const SEQ: TableDefinition<'_, &str, u64> = TableDefinition::new("manifest_seq");
+const SEQ_KEY: &str = "last";
 
 /// The compare-and-swap manifests of one disk tier directory, in `dir/manifests.redb`: each
 /// operation is one redb transaction (a write reads and writes the record in one write
-/// transaction, committed durably), so concurrent writers of one key are safe. Versions start
-/// at 1; an expired manifest reads as absent.
+/// transaction, committed durably), so concurrent writers of one key are safe. Versions come
+/// from one counter per database (never reused); an expired manifest reads as absent.
 #[derive(Debug)]
 pub struct DiskManifests {
     db: Database,
@@ -60,20 +65,37 @@ impl DiskManifests {
         std::fs::create_dir_all(dir).map_err(DiskError::io("creating the tier directory"))?;
         let db = Database::create(dir.join("manifests.redb")).map_err(DiskError::index)?;
         let txn = db.begin_write().map_err(DiskError::index)?;
-        txn.open_table(MANIFESTS).map_err(DiskError::index)?;
+        {
+            let manifests = txn.open_table(MANIFESTS).map_err(DiskError::index)?;
+            let mut seq = txn.open_table(SEQ).map_err(DiskError::index)?;
+            if seq.get(SEQ_KEY).map_err(DiskError::index)?.is_none() {
+                // A database from before the counter: start above every version in it.
+                let mut last = 0;
+                for record in manifests.iter().map_err(DiskError::index)? {
+                    let (_, v) = record.map_err(DiskError::index)?;
+                    last = last.max(v.value().0);
+                }
+                seq.insert(SEQ_KEY, last).map_err(DiskError::index)?;
+            }
+        }
         txn.commit().map_err(DiskError::index)?;
         Ok(Self { db })
     }
 
-    /// Runs `f` on the stored record of `key` (if live) inside one write transaction; `f`
-    /// returns the record to store (`None`: remove) and the result.
+    /// Runs `f` on the stored record of `key` (if live) and the next unused version inside one
+    /// write transaction; `f` returns the record to store (`None`: remove) and the result.
     fn update<R>(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<(u64, u64)>) -> Result<(Option<(u64, u64, Vec<u8>)>, R), StorageError>,
+        f: impl FnOnce(
+            Option<(u64, u64)>,
+            u64,
+        ) -> Result<(Option<(u64, u64, Vec<u8>)>, R), StorageError>,
     ) -> Result<R, StorageError> {
         let txn = self.db.begin_write().map_err(backend)?;
         let result = {
+            let mut seq = txn.open_table(SEQ).map_err(backend)?;
+            let fresh = seq.get(SEQ_KEY).map_err(backend)?.map_or(0, |v| v.value()) + 1;
             let mut table = txn.open_table(MANIFESTS).map_err(backend)?;
             let current = table
                 .get(key)
@@ -83,9 +105,12 @@ impl DiskManifests {
                     (version, expires)
                 })
                 .filter(|&(_, expires)| live(expires));
-            let (next, result) = f(current)?;
+            let (next, result) = f(current, fresh)?;
             match next {
                 Some((version, expires, value)) => {
+                    if version == fresh {
+                        seq.insert(SEQ_KEY, fresh).map_err(backend)?;
+                    }
                     table
                         .insert(key, (version, expires, value.as_slice()))
                         .map_err(backend)?;
@@ -111,7 +136,7 @@ impl ManifestStore for DiskManifests {
         let (version, expires, value) = record.value();
         Ok(live(expires).then(|| Manifest {
             value: value.to_vec(),
-            version,
+            version: ManifestVersion::from_raw(version),
             expires_at_ms: (expires != 0).then_some(expires),
         }))
     }
@@ -121,33 +146,41 @@ impl ManifestStore for DiskManifests {
         key: &[u8],
         value: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<u64, StorageError> {
-        self.update(key, |current| match current {
+    ) -> Result<ManifestVersion, StorageError> {
+        self.update(key, |current, fresh| match current {
             Some(_) => Err(StorageError::Exists),
-            None => Ok((Some((1, deadline(ttl), value.to_vec())), 1)),
+            None => Ok((
+                Some((fresh, deadline(ttl), value.to_vec())),
+                ManifestVersion::from_raw(fresh),
+            )),
         })
     }
 
-    fn cas_update(&self, key: &[u8], expected: u64, value: &[u8]) -> Result<u64, StorageError> {
-        self.update(key, |current| match current {
-            Some((version, expires)) if version == expected => {
-                let next = version + 1;
-                Ok((Some((next, expires, value.to_vec())), next))
-            }
+    fn cas_update(
+        &self,
+        key: &[u8],
+        expected: ManifestVersion,
+        value: &[u8],
+    ) -> Result<ManifestVersion, StorageError> {
+        self.update(key, |current, fresh| match current {
+            Some((version, expires)) if version == expected.as_raw() => Ok((
+                Some((fresh, expires, value.to_vec())),
+                ManifestVersion::from_raw(fresh),
+            )),
             other => Err(StorageError::VersionMismatch {
                 expected,
-                actual: other.map(|(v, _)| v),
+                actual: other.map(|(v, _)| ManifestVersion::from_raw(v)),
             }),
         })
     }
 
-    fn delete(&self, key: &[u8], expected: Option<u64>) -> Result<bool, StorageError> {
-        self.update(key, |current| match (current, expected) {
+    fn delete(&self, key: &[u8], expected: Option<ManifestVersion>) -> Result<bool, StorageError> {
+        self.update(key, |current, _| match (current, expected) {
             (None, None) => Ok((None, false)),
-            (Some((version, _)), Some(want)) if version != want => {
+            (Some((version, _)), Some(want)) if version != want.as_raw() => {
                 Err(StorageError::VersionMismatch {
                     expected: want,
-                    actual: Some(version),
+                    actual: Some(ManifestVersion::from_raw(version)),
                 })
             }
             (None, Some(want)) => Err(StorageError::VersionMismatch {

@@ -48,9 +48,11 @@ mod backend;
 mod breaker;
 mod error;
 mod frame;
+mod landing;
 mod namespace;
 mod object;
 mod redis;
+mod resp;
 #[cfg(feature = "s3")]
 mod s3;
 mod stats;
@@ -62,4 +64,4 @@ pub use namespace::Namespace;
 #[cfg(feature = "s3")]
 pub use s3::S3Config;
 pub use stats::G4Stats;
-pub use store::{Cas, Fetched, G4Store, G4StoreBuilder, Manifest};
+pub use store::{Cas, Fetched, G4Store, G4StoreBuilder, Landed, Manifest};

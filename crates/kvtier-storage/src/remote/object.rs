@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::backend::{Backend, BackendError, Live};
+use super::backend::{Backend, BackendError, Live, StoredManifest};
 
 /// Superseded manifest versions kept before the oldest is removed.
 ///
@@ -164,6 +164,14 @@ async fn get_one(store: &dyn ObjectStore, key: &str) -> Result<Option<Vec<u8>>, 
     }
 }
 
+async fn head_one(store: &dyn ObjectStore, key: &str) -> Result<bool, BackendError> {
+    match store.head(&Path::from(key)).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(classify(e)),
+    }
+}
+
 impl Backend for ObjectBackend {
     fn put(&self, key: &str, value: Vec<u8>, _ttl: Option<Duration>) -> Result<(), BackendError> {
         self.run(async {
@@ -205,13 +213,15 @@ impl Backend for ObjectBackend {
     }
 
     fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        self.run(async {
-            match self.store.head(&Path::from(key)).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(classify(e)),
-            }
-        })
+        self.run(head_one(self.store.as_ref(), key))
+    }
+
+    /// Concurrent `HEAD`s inside one bounded call.
+    fn exists_batch(&self, keys: &[String]) -> Result<Vec<bool>, BackendError> {
+        let store = self.store.as_ref();
+        self.run(futures::future::try_join_all(
+            keys.iter().map(|k| head_one(store, k)),
+        ))
     }
 
     fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -223,19 +233,26 @@ impl Backend for ObjectBackend {
         })
     }
 
+    fn native_expiry(&self) -> bool {
+        false
+    }
+
     fn manifest_get(
         &self,
         key: &str,
         live: Live<'_>,
-    ) -> Result<Option<(u64, Vec<u8>)>, BackendError> {
+    ) -> Result<Option<StoredManifest>, BackendError> {
         let latest = self.run(self.latest(key))?;
-        Ok(latest.filter(|(_, bytes)| !bytes.is_empty() && live(bytes)))
+        Ok(latest
+            .filter(|(_, bytes)| !bytes.is_empty() && live(bytes))
+            .map(|(v, bytes)| (v, bytes, None)))
     }
 
     fn manifest_put_new(
         &self,
         key: &str,
         frame: Vec<u8>,
+        _ttl: Option<Duration>,
         live: Live<'_>,
     ) -> Result<Option<u64>, BackendError> {
         self.run(async {

@@ -11,13 +11,18 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, ConnectionLike, RedisError};
+use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisError};
 
-use super::backend::{Backend, BackendError, Framed, Live};
+use super::backend::{Backend, BackendError, Framed, Live, StoredManifest, ValueSink};
+use super::resp::{Endpoint, RespConn, bulk, io_error};
 
 const PUT_NEW: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
      local n = redis.call('INCR', KEYS[2]) \
-     redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[1]) return n";
+     redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[1]) \
+     if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return n";
+/// Version, frame and remaining time to live (ms; negative: none) of a manifest, atomically.
+const GET: &str = "return {redis.call('HGET', KEYS[1], 'v'), redis.call('HGET', KEYS[1], 'd'), \
+     redis.call('PTTL', KEYS[1])}";
 const CAS: &str = "local v = redis.call('HGET', KEYS[1], 'v') \
      if v == false or v ~= ARGV[1] then return -1 end \
      if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 0 end \
@@ -39,18 +44,6 @@ struct Pooled {
     buf: Vec<u8>,
 }
 
-/// Appends one RESP bulk string made of `parts` to `buf`.
-fn bulk(buf: &mut Vec<u8>, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    buf.push(b'$');
-    buf.extend_from_slice(len.to_string().as_bytes());
-    buf.extend_from_slice(b"\r\n");
-    for p in parts {
-        buf.extend_from_slice(p);
-    }
-    buf.extend_from_slice(b"\r\n");
-}
-
 /// Appends `SET key header+payload [PX ms]` to `buf`.
 fn encode_set(buf: &mut Vec<u8>, item: &Framed<'_>, ttl_ms: Option<u64>) {
     buf.extend_from_slice(if ttl_ms.is_some() {
@@ -67,6 +60,12 @@ fn encode_set(buf: &mut Vec<u8>, item: &Framed<'_>, ttl_ms: Option<u64>) {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
     ttl.map(|t| t.as_millis().max(1) as u64)
 }
@@ -76,6 +75,10 @@ pub(crate) struct RedisBackend {
     client: Client,
     timeout: Duration,
     pool: Mutex<Vec<Pooled>>,
+    /// Where block reads connect with their own RESP parser ([`RespConn`]); `None` for
+    /// addresses it does not speak (TLS, Unix sockets): reads then use the `redis` crate.
+    endpoint: Option<Endpoint>,
+    reads: Mutex<Vec<RespConn>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -105,10 +108,77 @@ impl RedisBackend {
     /// A backend for the server at `url` (`redis://host:port/db`); connects lazily.
     pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
         let client = Client::open(url).map_err(|e| BackendError::Other(e.to_string()))?;
+        let info = client.get_connection_info();
+        let endpoint = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let settings = info.redis_settings();
+                Some(Endpoint {
+                    host: host.clone(),
+                    port: *port,
+                    auth: settings
+                        .password()
+                        .map(|p| (settings.username().map(str::to_string), p.to_string())),
+                    db: settings.db(),
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             client,
             timeout,
             pool: Mutex::new(Vec::new()),
+            endpoint,
+            reads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs a block read on a pooled [`RespConn`]; the connection goes back unless an I/O or
+    /// protocol error left it out of step. A pooled connection that fails at the connection
+    /// level (the server restarted since it was used) is replaced and the read, which is
+    /// idempotent, runs once more on a fresh one. `None` when block reads use the `redis` crate.
+    fn with_reads<T>(
+        &self,
+        mut f: impl FnMut(&mut RespConn) -> std::io::Result<Result<T, String>>,
+    ) -> Option<Result<T, BackendError>> {
+        let endpoint = self.endpoint.as_ref()?;
+        let pooled = self
+            .reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let fresh = pooled.is_none();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match RespConn::connect(endpoint, self.timeout) {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        let mut result = f(&mut conn);
+        if !fresh {
+            if let Err(e) = &result {
+                if !matches!(io_error(e), BackendError::Timeout) {
+                    conn = match RespConn::connect(endpoint, self.timeout) {
+                        Ok(c) => c,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    result = f(&mut conn);
+                }
+            }
+        }
+        conn.out.clear();
+        if conn.out.capacity() > BUF_KEEP {
+            conn.out = Vec::new();
+        }
+        Some(match result {
+            Ok(answer) => {
+                let mut pool = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < POOL_MAX {
+                    pool.push(conn);
+                }
+                answer.map_err(BackendError::Other)
+            }
+            Err(e) => Err(io_error(&e)),
         })
     }
 
@@ -252,53 +322,55 @@ impl Backend for RedisBackend {
         self.with(|c| redis::cmd("MGET").arg(keys).query(c))
     }
 
-    fn get_batch_each(
+    fn get_to(&self, key: &str, sink: &mut dyn ValueSink) -> Result<(), BackendError> {
+        let read = self.with_reads(|c| {
+            c.out.extend_from_slice(b"*2\r\n");
+            bulk(&mut c.out, &[b"GET"]);
+            bulk(&mut c.out, &[key.as_bytes()]);
+            c.send()?;
+            c.bulks_into(1, sink)
+        });
+        read.unwrap_or_else(|| {
+            super::backend::feed(sink, 0, self.get(key)?.as_deref());
+            Ok(())
+        })
+    }
+
+    fn get_batch_to(
         &self,
         keys: &[String],
         value_bytes: usize,
-        each: &mut dyn FnMut(usize, Option<Vec<u8>>),
+        sink: &mut dyn ValueSink,
     ) -> Result<(), BackendError> {
         if keys.is_empty() {
             return Ok(());
         }
-        if value_bytes < STREAM_BYTES {
-            return self.with_buf(|p| {
-                p.buf
+        let read = self.with_reads(|c| {
+            if value_bytes < STREAM_BYTES {
+                c.out
                     .extend_from_slice(format!("*{}\r\n", keys.len() + 1).as_bytes());
-                bulk(&mut p.buf, &[b"MGET"]);
+                bulk(&mut c.out, &[b"MGET"]);
                 for key in keys {
-                    bulk(&mut p.buf, &[key.as_bytes()]);
+                    bulk(&mut c.out, &[key.as_bytes()]);
                 }
-                let reply = p.con.req_packed_command(&p.buf)?.extract_error()?;
-                let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply)?;
-                for (i, v) in values.into_iter().enumerate() {
-                    each(i, v);
-                }
-                Ok(())
-            });
-        }
-        // Pipelined GETs rather than one MGET: each reply is handed over (and checked by the
-        // store) while the server is still writing the next ones.
-        self.with_buf(|p| {
+                c.send()?;
+                return c.array_into(keys.len(), sink);
+            }
+            // Pipelined GETs rather than one MGET: each reply lands (and is checked) while the
+            // server is still writing the next ones.
             for key in keys {
-                p.buf.extend_from_slice(b"*2\r\n");
-                bulk(&mut p.buf, &[b"GET"]);
-                bulk(&mut p.buf, &[key.as_bytes()]);
+                c.out.extend_from_slice(b"*2\r\n");
+                bulk(&mut c.out, &[b"GET"]);
+                bulk(&mut c.out, &[key.as_bytes()]);
             }
-            p.con.send_packed_command(&p.buf)?;
-            let mut first_err = None;
-            for i in 0..keys.len() {
-                // Every reply is read, even after a bad one, so the connection stays in step.
-                let value = p.con.recv_response()?.extract_error();
-                match value.and_then(|v| Ok(redis::from_redis_value(v)?)) {
-                    Ok(v) if first_err.is_none() => each(i, v),
-                    Ok(_) => {}
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
+            c.send()?;
+            c.bulks_into(keys.len(), sink)
+        });
+        read.unwrap_or_else(|| {
+            for (i, v) in self.get_batch(keys)?.iter().enumerate() {
+                super::backend::feed(sink, i, v.as_deref());
             }
-            first_err.map_or(Ok(()), Err)
+            Ok(())
         })
     }
 
@@ -306,26 +378,60 @@ impl Backend for RedisBackend {
         self.with(|c| redis::cmd("EXISTS").arg(key).query(c))
     }
 
+    /// One pipeline of `EXISTS`, one per key (a multi-key `EXISTS` only counts them), in one
+    /// write and one read pass.
+    fn exists_batch(&self, keys: &[String]) -> Result<Vec<bool>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = self.with_reads(|c| {
+            for key in keys {
+                c.out.extend_from_slice(b"*2\r\n");
+                bulk(&mut c.out, &[b"EXISTS"]);
+                bulk(&mut c.out, &[key.as_bytes()]);
+            }
+            c.send()?;
+            Ok(c.ints(keys.len())?
+                .map(|n| n.iter().map(|&k| k > 0).collect()))
+        });
+        read.unwrap_or_else(|| {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            self.with(|c| pipe.query(c))
+        })
+    }
+
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.with(|c| redis::cmd("DEL").arg(key).exec(c))
+    }
+
+    fn native_expiry(&self) -> bool {
+        true
     }
 
     fn manifest_get(
         &self,
         key: &str,
         _live: Live<'_>,
-    ) -> Result<Option<(u64, Vec<u8>)>, BackendError> {
-        let (v, d): (Option<u64>, Option<Vec<u8>>) =
-            self.with(|c| redis::cmd("HMGET").arg(key).arg("v").arg("d").query(c))?;
-        Ok(v.zip(d))
+    ) -> Result<Option<StoredManifest>, BackendError> {
+        let (v, d, pttl): (Option<u64>, Option<Vec<u8>>, i64) =
+            self.with(|c| redis::cmd("EVAL").arg(GET).arg(1).arg(key).query(c))?;
+        let expiry = u64::try_from(pttl)
+            .ok()
+            .map(|ms| now_ms().saturating_add(ms).max(1));
+        Ok(v.zip(d).map(|(v, d)| (v, d, expiry)))
     }
 
     fn manifest_put_new(
         &self,
         key: &str,
         frame: Vec<u8>,
+        ttl: Option<Duration>,
         _live: Live<'_>,
     ) -> Result<Option<u64>, BackendError> {
+        let ttl = ttl_ms(ttl).map_or(String::new(), |ms| ms.to_string());
         let n: u64 = self.with(|c| {
             redis::cmd("EVAL")
                 .arg(PUT_NEW)
@@ -333,6 +439,7 @@ impl Backend for RedisBackend {
                 .arg(key)
                 .arg(seq_key(key))
                 .arg(&frame)
+                .arg(&ttl)
                 .query(c)
         })?;
         Ok((n > 0).then_some(n))

@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::backend::{Backend, BackendError, Framed};
 use super::breaker::Breaker;
 use super::frame::{self, Expect, Kind};
+use super::landing::{Dest, Landing};
 use super::stats::{Counters, add};
 use super::{FrameError, G4Error, G4Stats, Namespace};
 
@@ -36,6 +37,8 @@ pub struct Manifest {
     pub version: u64,
     /// The value as written.
     pub value: Vec<u8>,
+    /// When it expires, in milliseconds since the Unix epoch (`None`: never).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One block of a [`G4Store::get_batch`].
@@ -46,6 +49,18 @@ pub enum Fetched {
     /// Not in the store.
     Miss,
     /// Present but refused by the check (counted, not served).
+    Corrupt(FrameError),
+}
+
+/// One block of a [`G4Store::get_batch_into`]: what landed in its part of the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    /// Present and verified: the block's bytes are in its part of the buffer.
+    Hit,
+    /// Not in the store (its part of the buffer is unchanged).
+    Miss,
+    /// Present but refused by the check (counted, not served; its part of the buffer is
+    /// unspecified).
     Corrupt(FrameError),
 }
 
@@ -178,12 +193,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A verified frame's payload, in the frame's own buffer.
-fn strip_header(mut frame: Vec<u8>) -> Vec<u8> {
-    frame.drain(..frame::HEADER_BYTES);
-    frame
 }
 
 fn valid_name(name: &str) -> bool {
@@ -365,31 +374,59 @@ impl G4Store {
         Ok(())
     }
 
-    /// Checks a fetched value and counts the outcome.
-    fn verify<'a>(
-        &self,
-        hash: SequenceHash,
-        value: Option<&'a [u8]>,
-    ) -> Result<Option<&'a [u8]>, FrameError> {
+    /// Counts one received block's outcome.
+    fn count(&self, outcome: &Result<Option<u64>, FrameError>) {
         add(&self.counters.gets, 1);
-        let Some(value) = value else {
-            add(&self.counters.misses, 1);
-            return Ok(None);
-        };
-        match frame::decode(value, self.block_expect(hash), Some(self.ns.block_bytes())) {
-            Ok((_, payload)) => {
+        match outcome {
+            Ok(Some(_)) => {
                 add(&self.counters.hits, 1);
-                add(&self.counters.bytes_read, payload.len() as u64);
-                Ok(Some(payload))
+                add(&self.counters.bytes_read, self.ns.block_bytes() as u64);
             }
-            Err(e) => {
-                add(&self.counters.corrupt, 1);
-                Err(e)
-            }
+            Ok(None) => add(&self.counters.misses, 1),
+            Err(_) => add(&self.counters.corrupt, 1),
         }
     }
 
-    /// Fetches a block into `out`; `Ok(false)` when it is not in the store.
+    /// Receives the blocks `hashes` into `dests` (one round trip where the store allows) and
+    /// returns each one's checked, counted outcome.
+    #[expect(
+        clippy::type_complexity,
+        reason = "one private helper's pair of results"
+    )]
+    fn land<'d>(
+        &self,
+        hashes: &[SequenceHash],
+        dests: Vec<Dest<'d>>,
+    ) -> Result<(Vec<Result<Option<u64>, FrameError>>, Vec<Dest<'d>>), G4Error> {
+        let bb = self.ns.block_bytes();
+        let mut landing = Landing {
+            rx: hashes
+                .iter()
+                .map(|&h| frame::Receiver::new(self.block_expect(h), bb))
+                .collect(),
+            dests,
+            payload_len: bb,
+        };
+        let result = if let [hash] = hashes {
+            let key = self.block_key(*hash);
+            self.call(|b| b.get_to(&key, &mut landing))
+        } else {
+            let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
+            self.call(|b| b.get_batch_to(&keys, bb, &mut landing))
+        };
+        if let Err(e) = result {
+            add(&self.counters.gets, hashes.len() as u64);
+            return Err(e);
+        }
+        let outcomes: Vec<_> = landing.rx.iter().map(frame::Receiver::finish).collect();
+        for outcome in &outcomes {
+            self.count(outcome);
+        }
+        Ok((outcomes, landing.dests))
+    }
+
+    /// Fetches a block into `out`; `Ok(false)` when it is not in the store. The payload is
+    /// read from the connection straight into `out` and checked as it lands (Redis).
     ///
     /// # Errors
     ///
@@ -397,17 +434,14 @@ impl G4Store {
     /// stored value fails its check (`out` is then unspecified), or the store's errors.
     pub fn get_into(&self, hash: SequenceHash, out: &mut [u8]) -> Result<bool, G4Error> {
         self.check_size(out.len())?;
-        let key = self.block_key(hash);
-        let value = self
-            .call(|b| b.get(&key))
-            .inspect_err(|_| add(&self.counters.gets, 1))?;
-        match self.verify(hash, value.as_deref()) {
-            Ok(Some(payload)) => {
-                out.copy_from_slice(payload);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(source) => Err(G4Error::Corrupt { key, source }),
+        let (outcomes, _) = self.land(&[hash], vec![Dest::Borrowed(out)])?;
+        match outcomes.into_iter().next() {
+            Some(Ok(found)) => Ok(found.is_some()),
+            Some(Err(source)) => Err(G4Error::Corrupt {
+                key: self.block_key(hash),
+                source,
+            }),
+            None => Err(G4Error::Backend("no outcome for one key".into())),
         }
     }
 
@@ -417,50 +451,74 @@ impl G4Store {
     ///
     /// As [`G4Store::get_into`].
     pub fn get(&self, hash: SequenceHash) -> Result<Option<Vec<u8>>, G4Error> {
-        let key = self.block_key(hash);
-        let value = self
-            .call(|b| b.get(&key))
-            .inspect_err(|_| add(&self.counters.gets, 1))?;
-        match self.verify(hash, value.as_deref()) {
-            Ok(Some(_)) => Ok(value.map(strip_header)),
-            Ok(None) => Ok(None),
-            Err(source) => Err(G4Error::Corrupt { key, source }),
+        let (outcomes, dests) = self.land(&[hash], vec![Dest::Owned(Vec::new())])?;
+        match (outcomes.into_iter().next(), dests.into_iter().next()) {
+            (Some(Ok(Some(_))), Some(Dest::Owned(v))) => Ok(Some(v)),
+            (Some(Ok(_)), _) => Ok(None),
+            (Some(Err(source)), _) => Err(G4Error::Corrupt {
+                key: self.block_key(hash),
+                source,
+            }),
+            (None, _) => Err(G4Error::Backend("no outcome for one key".into())),
         }
     }
 
-    /// Fetches many blocks in one round trip where the store allows (`MGET` in Redis,
-    /// concurrent requests in object stores), each checked on its own.
+    /// Fetches many blocks in one round trip where the store allows (`MGET` or pipelined
+    /// `GET`s in Redis, concurrent requests in object stores), each checked on its own as it
+    /// arrives, into one new buffer per block.
     ///
     /// # Errors
     ///
     /// The store's errors, for the batch as a whole; corrupt blocks are [`Fetched::Corrupt`].
     pub fn get_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<Fetched>, G4Error> {
-        let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
-        let mut out = Vec::with_capacity(hashes.len());
-        // Each block is checked as it arrives (Redis pipelines the GETs), overlapping the
-        // checksum with the transfer of the next blocks.
-        let mut each = |i: usize, value: Option<Vec<u8>>| {
-            let hash = hashes[i];
-            out.push(match self.verify(hash, value.as_deref()) {
-                // The reply's own buffer, header removed in place: no second buffer to fault in.
-                Ok(Some(_)) => value.map_or(Fetched::Miss, |v| Fetched::Hit(strip_header(v))),
-                Ok(None) => Fetched::Miss,
-                Err(e) => Fetched::Corrupt(e),
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dests = hashes.iter().map(|_| Dest::Owned(Vec::new())).collect();
+        let (outcomes, dests) = self.land(hashes, dests)?;
+        Ok(outcomes
+            .into_iter()
+            .zip(dests)
+            .map(|(outcome, dest)| match (outcome, dest) {
+                (Ok(Some(_)), Dest::Owned(v)) => Fetched::Hit(v),
+                (Ok(_), _) => Fetched::Miss,
+                (Err(e), _) => Fetched::Corrupt(e),
+            })
+            .collect())
+    }
+
+    /// Fetches many blocks, as [`G4Store::get_batch`], straight into `out`: block `i` lands
+    /// in `out[i * block_bytes..(i + 1) * block_bytes]` (no buffer per block, no copy).
+    ///
+    /// # Errors
+    ///
+    /// [`G4Error::WrongSize`] if `out` is not `hashes.len()` blocks long; the store's errors,
+    /// for the batch as a whole.
+    pub fn get_batch_into(
+        &self,
+        hashes: &[SequenceHash],
+        out: &mut [u8],
+    ) -> Result<Vec<Landed>, G4Error> {
+        let bb = self.ns.block_bytes();
+        if hashes.len().checked_mul(bb) != Some(out.len()) {
+            return Err(G4Error::WrongSize {
+                expected: hashes.len().saturating_mul(bb),
+                actual: out.len(),
             });
-        };
-        let result = self.call(|b| b.get_batch_each(&keys, self.ns.block_bytes(), &mut each));
-        if let Err(e) = result {
-            add(&self.counters.gets, (hashes.len() - out.len()) as u64);
-            return Err(e);
         }
-        if out.len() != hashes.len() {
-            return Err(G4Error::Backend(format!(
-                "{} values for {} keys",
-                out.len(),
-                hashes.len()
-            )));
+        if hashes.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let dests = out.chunks_exact_mut(bb).map(Dest::Borrowed).collect();
+        let (outcomes, _) = self.land(hashes, dests)?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                Ok(Some(_)) => Landed::Hit,
+                Ok(None) => Landed::Miss,
+                Err(e) => Landed::Corrupt(e),
+            })
+            .collect())
     }
 
     /// Whether a block is in the store (without fetching or checking it).
@@ -471,6 +529,29 @@ impl G4Store {
     pub fn exists(&self, hash: SequenceHash) -> Result<bool, G4Error> {
         let key = self.block_key(hash);
         self.call(|b| b.exists(&key))
+    }
+
+    /// Which of the blocks `hashes` are in the store, in order, in one round trip where the
+    /// store allows (pipelined `EXISTS` in Redis, concurrent probes in object stores); nothing
+    /// is fetched or checked.
+    ///
+    /// # Errors
+    ///
+    /// The store's errors, for the list as a whole.
+    pub fn exists_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, G4Error> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = hashes.iter().map(|&h| self.block_key(h)).collect();
+        let found = self.call(|b| b.exists_batch(&keys))?;
+        if found.len() != hashes.len() {
+            return Err(G4Error::Backend(format!(
+                "{} answers for {} keys",
+                found.len(),
+                hashes.len()
+            )));
+        }
+        Ok(found)
     }
 
     /// Removes a block (no error when absent).
@@ -520,13 +601,15 @@ impl G4Store {
     pub fn manifest(&self, name: &str) -> Result<Option<Manifest>, G4Error> {
         let key = self.manifest_key(name)?;
         let live = self.live(name);
-        let Some((version, bytes)) = self.manifest_call(|b| b.manifest_get(&key, &live))? else {
+        let Some((version, bytes, native)) = self.manifest_call(|b| b.manifest_get(&key, &live))?
+        else {
             return Ok(None);
         };
         match frame::decode(&bytes, self.manifest_expect(name), None) {
-            Ok((_, value)) => Ok(Some(Manifest {
+            Ok((checked, value)) => Ok(Some(Manifest {
                 version,
                 value: value.to_vec(),
+                expires_at_ms: native.or((checked.expiry_ms != 0).then_some(checked.expiry_ms)),
             })),
             Err(source) => {
                 add(&self.counters.corrupt, 1);
@@ -542,10 +625,33 @@ impl G4Store {
     ///
     /// [`G4Error::InvalidName`], or the store's errors.
     pub fn put_new(&self, name: &str, value: &[u8]) -> Result<Cas, G4Error> {
+        self.put_new_with_ttl(name, value, None)
+    }
+
+    /// As [`G4Store::put_new`], expiring `ttl` from now when given (Redis: the key's own
+    /// expiry; object stores: written into the manifest and checked on read).
+    ///
+    /// # Errors
+    ///
+    /// [`G4Error::InvalidName`], or the store's errors.
+    pub fn put_new_with_ttl(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Cas, G4Error> {
         let key = self.manifest_key(name)?;
-        let value = frame::encode(self.manifest_expect(name), 0, value);
+        let native = self.backend.native_expiry();
+        let expiry = match ttl {
+            Some(t) if !native => now_ms()
+                .saturating_add(t.as_millis().min(u128::from(u64::MAX)) as u64)
+                .max(1),
+            _ => 0,
+        };
+        let value = frame::encode(self.manifest_expect(name), expiry, value);
         let live = self.live(name);
-        let v = self.manifest_call(|b| b.manifest_put_new(&key, value, &live))?;
+        let ttl = ttl.filter(|_| native);
+        let v = self.manifest_call(|b| b.manifest_put_new(&key, value, ttl, &live))?;
         Ok(self.cas_outcome(v))
     }
 

@@ -20,8 +20,9 @@
 //! Adapters: [`host::HostStorage`] (G2: a [`BlockManager`](kvtier_core::BlockManager) and its
 //! [`HostArena`](crate::arena::HostArena)), [`disk::DiskStorage`] (G3: a
 //! [`DiskTier`](crate::disk::DiskTier)), [`remote::RemoteStorage`] (G4: a
-//! [`G4Store`](crate::remote::G4Store)), and [`fault::FaultyStorage`], a wrapper that injects
-//! failures, stalls and corruption for tests.
+//! [`G4Store`](crate::remote::G4Store); also G4's [`ManifestStore`]), and
+//! [`fault::FaultyStorage`] / [`fault::FaultyManifests`], wrappers that inject failures,
+//! stalls and corruption for tests.
 
 pub mod buffered;
 pub mod disk;
@@ -78,10 +79,13 @@ pub enum StorageError {
     #[error("manifest version conflict: expected {expected}, found {actual:?}")]
     VersionMismatch {
         /// The version the caller expected.
-        expected: u64,
+        expected: ManifestVersion,
         /// The version stored (`None`: the key is absent).
-        actual: Option<u64>,
+        actual: Option<ManifestVersion>,
     },
+    /// A manifest key the store cannot hold (empty, or too long for its key space).
+    #[error("invalid manifest key: {0}")]
+    InvalidKey(String),
     /// The key or block is absent.
     #[error("not found")]
     NotFound,
@@ -250,6 +254,19 @@ pub trait Storage: Send + Sync {
     /// tier that cannot answer (a failing backend) answers `false`.
     fn contains(&self, hash: SequenceHash) -> bool;
 
+    /// Which of `hashes` the tier holds, in order: [`contains`](Self::contains) for a whole
+    /// list, answered in as few round trips as the tier allows (G4: one pipelined `EXISTS`
+    /// batch in Redis, concurrent probes in object stores). The default asks
+    /// [`contains`](Self::contains) once per block, which is right for tiers whose index is in
+    /// memory (G2, G3). Unlike `contains`, a tier that cannot answer says so.
+    ///
+    /// # Errors
+    ///
+    /// A backend error for the whole list (an unreachable store, an open breaker).
+    fn contains_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, StorageError> {
+        Ok(hashes.iter().map(|&h| self.contains(h)).collect())
+    }
+
     /// Reads many blocks of `block_len` bytes each into `out` (block `i` at
     /// `out[i * block_len..]`). The default does one [`lookup`](Self::lookup) per block;
     /// tiers with a batched read path override it.
@@ -328,13 +345,43 @@ pub fn get_block(
     Ok(Some(out))
 }
 
+/// A manifest's version: an opaque token that changes on every successful write of the
+/// manifest's value and never repeats for a key, not even across a delete and a re-create.
+///
+/// Tokens are only compared for equality: a stale token (read before any later write, delete
+/// or re-create of the key) never matches again, so a compare-and-swap from it fails instead of
+/// overwriting a newer value (no ABA). Nothing else is promised: tokens are not numbered from 1,
+/// need not be consecutive, and may come from a counter shared by many keys (G3's database,
+/// G4's Redis namespace) or from the key's own history (G4 object stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ManifestVersion(u64);
+
+impl ManifestVersion {
+    /// The token a store keeps as `raw` (for [`ManifestStore`] implementations).
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value, for a store to persist (callers compare tokens, nothing more).
+    pub fn as_raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ManifestVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v:{:x}", self.0)
+    }
+}
+
 /// A stored manifest: its bytes and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The manifest's bytes.
     pub value: Vec<u8>,
-    /// Its version: 1 when created, +1 on every successful update.
-    pub version: u64,
+    /// Its version: pass it to [`ManifestStore::cas_update`] or a versioned
+    /// [`ManifestStore::delete`].
+    pub version: ManifestVersion,
     /// When it expires, in milliseconds since the Unix epoch (`None`: never).
     pub expires_at_ms: Option<u64>,
 }
@@ -342,7 +389,11 @@ pub struct Manifest {
 /// Compare-and-swap manifests of a durable tier: small records (which blocks make up an
 /// object, who owns a prefix) that concurrent writers update safely.
 ///
-/// Versions start at 1 and grow by one per update; an expired manifest is absent.
+/// Every successful [`put_new`](Self::put_new) and [`cas_update`](Self::cas_update) gives the
+/// key a [`ManifestVersion`] it never had before (see there: no ABA across a delete and a
+/// re-create). [`touch_ttl`](Self::touch_ttl) may keep the version or change it, depending on
+/// the store: re-read before a compare-and-swap that follows it. Whether an update keeps a time to live
+/// is the store's too (G3 keeps it, G4 clears it). An expired manifest is absent.
 pub trait ManifestStore: Send + Sync {
     /// The manifest stored under `key`, unless absent or expired.
     ///
@@ -351,13 +402,17 @@ pub trait ManifestStore: Send + Sync {
     /// A backend error.
     fn get(&self, key: &[u8]) -> Result<Option<Manifest>, StorageError>;
 
-    /// Creates `key` with `value` (version 1), expiring after `ttl` if given.
+    /// Creates `key` with `value`, expiring after `ttl` if given; returns its version.
     ///
     /// # Errors
     ///
     /// [`StorageError::Exists`] when `key` is present (and not expired); a backend error.
-    fn put_new(&self, key: &[u8], value: &[u8], ttl: Option<Duration>)
-    -> Result<u64, StorageError>;
+    fn put_new(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<ManifestVersion, StorageError>;
 
     /// Replaces `key`'s value if its version is `expected`; returns the new version.
     ///
@@ -365,14 +420,19 @@ pub trait ManifestStore: Send + Sync {
     ///
     /// [`StorageError::VersionMismatch`] when the stored version differs or the key is absent;
     /// a backend error.
-    fn cas_update(&self, key: &[u8], expected: u64, value: &[u8]) -> Result<u64, StorageError>;
+    fn cas_update(
+        &self,
+        key: &[u8],
+        expected: ManifestVersion,
+        value: &[u8],
+    ) -> Result<ManifestVersion, StorageError>;
 
     /// Deletes `key` (only at version `expected`, if given); returns whether it was present.
     ///
     /// # Errors
     ///
     /// [`StorageError::VersionMismatch`] when `expected` is given and differs; a backend error.
-    fn delete(&self, key: &[u8], expected: Option<u64>) -> Result<bool, StorageError>;
+    fn delete(&self, key: &[u8], expected: Option<ManifestVersion>) -> Result<bool, StorageError>;
 
     /// Sets `key` to expire `ttl` from now; returns whether it was present.
     ///

@@ -19,9 +19,10 @@
 //!   against the xxh3 digest recorded when the block was written through this store (a block
 //!   with no recorded digest, e.g. after a restart, relies on the tier's own checksum) and a
 //!   mismatch is a miss there (the copy is purged). Every such event is counted
-//!   ([`TieredStore::metrics`]). The digests live in memory, one entry (a `u128` key and a
-//!   `u64`) per block written through the store until it is purged through it; blocks that
-//!   tiers evict on their own keep their entry. A tier without a deadline is called on the caller's thread:
+//!   ([`TieredStore::metrics`]). The digests live in memory, bounded
+//!   ([`TieredStoreBuilder::with_digest_capacity`], default [`DEFAULT_DIGEST_CAPACITY`]):
+//!   beyond the bound the oldest recorded are forgotten first, and those blocks fall back to
+//!   their tier's own checksum. A tier without a deadline is called on the caller's thread:
 //!   give every tier that can stall (disk, network) a deadline.
 //! - **Prefixes.** [`TieredStore::locate_prefix`] answers which leading blocks of a hash list
 //!   are available, and in which tier each lives; [`TieredStore::fetch_prefix_into_host`]
@@ -58,13 +59,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod digests;
 mod flight;
 mod metrics;
 mod prefix;
 mod runner;
 mod write;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +80,7 @@ pub use write::{TieredWriter, WriteReport};
 use crate::tier::buffered::BufferedHit;
 use crate::tier::host::HostStorage;
 use crate::tier::{HitHandler, Storage, StorageError, get_block, put_block};
+use digests::Digests;
 use flight::{Fetched, Flights, Role};
 use metrics::{TierCounters, inc};
 use runner::{Pool, RunError};
@@ -156,13 +158,29 @@ struct Entry {
     counters: Arc<TierCounters>,
 }
 
+/// Digests a [`TieredStore`] keeps unless told otherwise (with their eviction queue, about
+/// 35 MiB of memory when full).
+pub const DEFAULT_DIGEST_CAPACITY: usize = 1 << 18;
+
 /// Builds a [`TieredStore`].
-#[derive(Default)]
 pub struct TieredStoreBuilder {
     host: Option<HostStorage<G2>>,
     host_config: TierConfig,
     tiers: Vec<(Arc<dyn Storage>, TierConfig)>,
     promotion: Promotion,
+    digest_capacity: usize,
+}
+
+impl Default for TieredStoreBuilder {
+    fn default() -> Self {
+        Self {
+            host: None,
+            host_config: TierConfig::default(),
+            tiers: Vec::new(),
+            promotion: Promotion::default(),
+            digest_capacity: DEFAULT_DIGEST_CAPACITY,
+        }
+    }
 }
 
 impl std::fmt::Debug for TieredStoreBuilder {
@@ -196,6 +214,14 @@ impl TieredStoreBuilder {
         self
     }
 
+    /// How many block digests the store keeps (default [`DEFAULT_DIGEST_CAPACITY`]; the
+    /// oldest recorded are forgotten first; 0 keeps none and leaves every check to the tiers).
+    /// Size it to the blocks the lower tiers hold to keep the extra check on all of them.
+    pub fn with_digest_capacity(mut self, capacity: usize) -> Self {
+        self.digest_capacity = capacity;
+        self
+    }
+
     /// The store.
     pub fn build(self) -> TieredStore {
         let mut list: Vec<(Arc<dyn Storage>, TierConfig)> = Vec::new();
@@ -223,7 +249,7 @@ impl TieredStoreBuilder {
             host: self.host,
             promotion: self.promotion,
             flights: Flights::default(),
-            digests: Mutex::default(),
+            digests: Mutex::new(Digests::new(self.digest_capacity)),
             fetches: Default::default(),
             flight_waits: Default::default(),
             scratch: Mutex::default(),
@@ -237,7 +263,7 @@ pub struct TieredStore {
     host: Option<HostStorage<G2>>,
     promotion: Promotion,
     flights: Flights,
-    digests: Mutex<HashMap<u128, u64>>,
+    digests: Mutex<Digests>,
     fetches: std::sync::atomic::AtomicU64,
     flight_waits: std::sync::atomic::AtomicU64,
     /// The read buffer of [`fetch_prefix_into_host`](Self::fetch_prefix_into_host), kept
@@ -336,9 +362,14 @@ impl TieredStore {
         }
     }
 
+    /// Block digests kept now (at most the builder's digest capacity).
+    pub fn digests_kept(&self) -> usize {
+        self.digests.lock().len()
+    }
+
     /// Whether `bytes` match the digest recorded for `hash` (true when none is recorded).
     fn verify(&self, hash: SequenceHash, bytes: &[u8]) -> bool {
-        let expected = self.digests.lock().get(&hash.as_u128()).copied();
+        let expected = self.digests.lock().get(hash.as_u128());
         expected.is_none_or(|d| d == xxh3_64(bytes))
     }
 
@@ -512,7 +543,7 @@ impl TieredStore {
     /// Removes the block from every tier; returns whether any held it. Tier faults are counted
     /// and skipped.
     pub fn purge(&self, hash: SequenceHash) -> bool {
-        self.digests.lock().remove(&hash.as_u128());
+        self.digests.lock().remove(hash.as_u128());
         let mut any = false;
         for i in 0..self.tiers.len() {
             match self.call(i, move |s| s.purge(hash)) {

@@ -39,8 +39,11 @@ pub struct Onboarded {
 }
 
 impl TieredStore {
-    /// For each of `hashes`, the fastest tier among `tiers` that holds it (one probe per tier
-    /// for the whole list; a faulty tier counts as holding nothing).
+    /// For each of `hashes`, the fastest tier among `tiers` that holds it: one
+    /// [`contains_batch`](crate::tier::Storage::contains_batch) per tier over the blocks the
+    /// faster tiers lack (for G4: one round trip, not one per block). A tier that fails the
+    /// probe (an outage, an open breaker, a timeout) counts the error and holds nothing, so
+    /// the answer falls back to what the other tiers hold.
     fn probe(&self, hashes: &[SequenceHash], tiers: std::ops::Range<usize>) -> Vec<Option<usize>> {
         let mut at: Vec<Option<usize>> = vec![None; hashes.len()];
         for i in tiers {
@@ -53,12 +56,19 @@ impl TieredStore {
             if pending.is_empty() {
                 break;
             }
-            let present = self.call(i, move |s| {
-                Ok(pending
-                    .iter()
-                    .map(|h| s.contains(*h))
-                    .collect::<Vec<bool>>())
-            });
+            let n = pending.len();
+            let present = self
+                .call(i, move |s| s.contains_batch(&pending))
+                .and_then(|p| {
+                    if p.len() == n {
+                        Ok(p)
+                    } else {
+                        Err(StorageError::backend(format!(
+                            "{} presence answers for {n} blocks",
+                            p.len()
+                        )))
+                    }
+                });
             let present = match present {
                 Ok(p) => p,
                 Err(e) => {

@@ -13,12 +13,14 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use kvtier_core::SequenceHash;
 use kvtier_storage::tier::{
-    BatchRead, BlockMeta, ManifestStore, Storage, StorageError, get_block, put_block,
+    BatchRead, BlockMeta, ManifestStore, ManifestVersion, Storage, StorageError, get_block,
+    put_block,
 };
 
 /// Whether a tier keeps its blocks across a restart.
@@ -216,6 +218,12 @@ fn batch(s: &dyn Storage, len: usize) {
             "batch block {k}"
         );
     }
+    // Presence of the whole list in one call, in order, agreeing with `contains`.
+    let present = s.contains_batch(&hashes).unwrap();
+    assert_eq!(present, [true, false, true, true, true]);
+    let one_by_one: Vec<bool> = hashes.iter().map(|&h| s.contains(h)).collect();
+    assert_eq!(present, one_by_one);
+    assert!(s.contains_batch(&[]).unwrap().is_empty());
 }
 
 fn concurrent_writers(s: &Arc<dyn Storage>, len: usize, durability: Durability) {
@@ -301,87 +309,148 @@ fn restart(s: Arc<dyn Storage>, open: &mut dyn FnMut() -> Arc<dyn Storage>, len:
 }
 
 /// Runs every manifest case against the store `open` returns (reopened for the restart case
-/// when durable).
+/// when durable). Versions are opaque tokens: the suite only compares them, and checks that a
+/// key never sees the same version twice (not across a delete and a re-create, not across a
+/// restart), so a stale compare-and-swap can never land (no ABA).
 pub fn manifest_suite(open: &mut dyn FnMut() -> Arc<dyn ManifestStore>, durability: Durability) {
     let m = open();
+    // Every (key, version) handed out: a key never gets one of its versions twice.
+    let mut seen: HashSet<(Vec<u8>, ManifestVersion)> = HashSet::new();
+    let mut fresh = |key: &[u8], v: ManifestVersion| {
+        assert!(
+            seen.insert((key.to_vec(), v)),
+            "version {v} of {key:?} handed out twice"
+        );
+    };
     // put_new, get, Exists.
-    assert_eq!(m.put_new(b"a", b"one", None).unwrap(), 1);
+    let a1 = m.put_new(b"a", b"one", None).unwrap();
+    fresh(b"a", a1);
     assert!(matches!(
         m.put_new(b"a", b"two", None),
         Err(StorageError::Exists)
     ));
     let got = m.get(b"a").unwrap().expect("present");
-    assert_eq!((got.value.as_slice(), got.version), (&b"one"[..], 1));
+    assert_eq!((got.value.as_slice(), got.version), (&b"one"[..], a1));
+    assert_eq!(got.expires_at_ms, None);
     assert_eq!(m.get(b"nope").unwrap(), None);
-    // cas_update.
-    assert_eq!(m.cas_update(b"a", 1, b"two").unwrap(), 2);
+    // cas_update: a new version; the old one is stale from now on.
+    let a2 = m.cas_update(b"a", a1, b"two").unwrap();
+    fresh(b"a", a2);
+    match m.cas_update(b"a", a1, b"stale") {
+        Err(StorageError::VersionMismatch { expected, actual }) => {
+            assert_eq!((expected, actual), (a1, Some(a2)));
+        }
+        other => panic!("stale cas_update: {other:?}"),
+    }
     assert!(matches!(
-        m.cas_update(b"a", 1, b"stale"),
-        Err(StorageError::VersionMismatch {
-            expected: 1,
-            actual: Some(2)
-        })
-    ));
-    assert!(matches!(
-        m.cas_update(b"nope", 1, b"x"),
+        m.cas_update(b"nope", a1, b"x"),
         Err(StorageError::VersionMismatch { actual: None, .. })
     ));
     assert_eq!(m.get(b"a").unwrap().unwrap().value, b"two");
     // delete, versioned and not.
-    m.put_new(b"d", b"x", None).unwrap();
+    let d1 = m.put_new(b"d", b"x", None).unwrap();
+    fresh(b"d", d1);
+    let d1b = m.cas_update(b"d", d1, b"y").unwrap();
+    fresh(b"d", d1b);
     assert!(matches!(
-        m.delete(b"d", Some(5)),
+        m.delete(b"d", Some(d1)),
         Err(StorageError::VersionMismatch { .. })
     ));
-    assert!(m.delete(b"d", Some(1)).unwrap());
+    assert!(m.delete(b"d", Some(d1b)).unwrap());
     assert!(!m.delete(b"d", None).unwrap());
-    assert_eq!(
-        m.put_new(b"d", b"again", None).unwrap(),
-        1,
-        "deleted key is free again"
-    );
+    assert!(matches!(
+        m.delete(b"d", Some(d1b)),
+        Err(StorageError::VersionMismatch { actual: None, .. })
+    ));
+    // No ABA: the key re-created after a delete has a version it never had, so a writer still
+    // holding an old one cannot overwrite the new value or delete it.
+    let d2 = m.put_new(b"d", b"again", None).unwrap();
+    fresh(b"d", d2);
+    for stale in [d1, d1b] {
+        assert!(matches!(
+            m.cas_update(b"d", stale, b"from a stale writer"),
+            Err(StorageError::VersionMismatch { .. })
+        ));
+        assert!(matches!(
+            m.delete(b"d", Some(stale)),
+            Err(StorageError::VersionMismatch { .. })
+        ));
+    }
+    assert_eq!(m.get(b"d").unwrap().unwrap().value, b"again");
+    assert!(m.delete(b"d", None).unwrap());
+    for round in 0..5u8 {
+        let v = m.put_new(b"d", &[round], None).unwrap();
+        fresh(b"d", v);
+        let w = m.cas_update(b"d", v, &[round, 1]).unwrap();
+        fresh(b"d", w);
+        assert!(m.delete(b"d", Some(w)).unwrap());
+    }
     // TTL: expiry and touch.
-    m.put_new(b"t", b"short", Some(Duration::from_millis(40)))
+    let t1 = m
+        .put_new(b"t", b"short", Some(Duration::from_millis(40)))
         .unwrap();
-    m.put_new(b"u", b"touched", Some(Duration::from_millis(40)))
-        .unwrap();
+    fresh(b"t", t1);
+    let got = m.get(b"t").unwrap().expect("present before expiry");
+    assert!(got.expires_at_ms.is_some(), "TTL not reported: {got:?}");
+    fresh(
+        b"u",
+        m.put_new(b"u", b"touched", Some(Duration::from_millis(40)))
+            .unwrap(),
+    );
     assert!(m.touch_ttl(b"u", Duration::from_secs(60)).unwrap());
     assert!(!m.touch_ttl(b"nope", Duration::from_secs(1)).unwrap());
     std::thread::sleep(Duration::from_millis(120));
     assert_eq!(m.get(b"t").unwrap(), None, "expired manifest still served");
     assert_eq!(m.get(b"u").unwrap().unwrap().value, b"touched");
-    assert_eq!(
-        m.put_new(b"t", b"new", None).unwrap(),
-        1,
-        "expired key is free again"
+    let t2 = m.put_new(b"t", b"new", None).unwrap();
+    fresh(b"t", t2);
+    assert!(
+        matches!(
+            m.cas_update(b"t", t1, b"x"),
+            Err(StorageError::VersionMismatch { .. })
+        ),
+        "the expired manifest's version matched its successor"
     );
-    // Concurrent CAS increments: none lost.
-    m.put_new(b"counter", &0u64.to_le_bytes(), None).unwrap();
+    // Concurrent writers of one key, on real threads: CAS increments, none lost, every
+    // winning version new.
+    let c0 = m.put_new(b"counter", &0u64.to_le_bytes(), None).unwrap();
+    fresh(b"counter", c0);
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let m = Arc::clone(&m);
             std::thread::spawn(move || {
+                let mut won = Vec::new();
                 for _ in 0..25 {
                     loop {
                         let cur = m.get(b"counter").unwrap().unwrap();
                         let n = u64::from_le_bytes(cur.value.as_slice().try_into().unwrap());
                         match m.cas_update(b"counter", cur.version, &(n + 1).to_le_bytes()) {
-                            Ok(_) => break,
+                            Ok(v) => {
+                                won.push(v);
+                                break;
+                            }
                             Err(StorageError::VersionMismatch { .. }) => continue,
                             Err(e) => panic!("cas failed: {e}"),
                         }
                     }
                 }
+                won
             })
         })
         .collect();
+    let mut won = Vec::new();
     for t in threads {
-        t.join().expect("cas thread panicked");
+        won.extend(t.join().expect("cas thread panicked"));
+    }
+    assert_eq!(won.len(), 100);
+    for &v in &won {
+        fresh(b"counter", v);
     }
     let counter = m.get(b"counter").unwrap().unwrap();
     assert_eq!(counter.value, 100u64.to_le_bytes());
-    assert_eq!(counter.version, 101);
-    // Concurrent put_new of one key: exactly one wins.
+    assert!(won.contains(&counter.version));
+    // Concurrent put_new of one key: exactly one wins. Then racing deleters and re-creators
+    // of one key: a version is never handed out twice and every stale delete fails.
     let wins: usize = (0..4)
         .map(|t: u8| {
             let m = Arc::clone(&m);
@@ -392,12 +461,39 @@ pub fn manifest_suite(open: &mut dyn FnMut() -> Arc<dyn ManifestStore>, durabili
         .map(|h| usize::from(h.join().unwrap()))
         .sum();
     assert_eq!(wins, 1);
+    let churn: Vec<_> = (0..3)
+        .map(|_| {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                let mut made = Vec::new();
+                for _ in 0..10 {
+                    if let Ok(v) = m.put_new(b"churn", b"x", None) {
+                        made.push(v);
+                    }
+                    if let Some(cur) = m.get(b"churn").unwrap() {
+                        let _ = m.delete(b"churn", Some(cur.version));
+                    }
+                }
+                made
+            })
+        })
+        .collect();
+    for t in churn {
+        for v in t.join().expect("churn thread panicked") {
+            fresh(b"churn", v);
+        }
+    }
     if durability == Durability::Durable {
+        let a_now = m.get(b"a").unwrap().unwrap().version;
+        let counter_now = m.get(b"counter").unwrap().unwrap().version;
         assert_eq!(Arc::strong_count(&m), 1);
         drop(m);
         let m = open();
-        assert_eq!(m.get(b"a").unwrap().unwrap().version, 2);
-        assert_eq!(m.get(b"counter").unwrap().unwrap().version, 101);
+        assert_eq!(m.get(b"a").unwrap().unwrap().version, a_now);
+        assert_eq!(m.get(b"counter").unwrap().unwrap().version, counter_now);
         assert_eq!(m.get(b"u").unwrap().unwrap().value, b"touched");
+        // Versions keep their promise across the restart.
+        assert!(m.delete(b"a", Some(a_now)).unwrap());
+        fresh(b"a", m.put_new(b"a", b"after restart", None).unwrap());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvtier_core::SequenceHash;
-use kvtier_storage::remote::{Cas, Fetched, FrameError, G4Error, G4Store, Namespace};
+use kvtier_storage::remote::{Cas, Fetched, FrameError, G4Error, G4Store, Landed, Namespace};
 
 /// Rewrites the raw stored value under a key through `f` (the test's own client).
 pub type Tamper<'a> = dyn Fn(&str, &dyn Fn(Vec<u8>) -> Vec<u8>) + Sync + 'a;
@@ -98,10 +98,33 @@ fn batches(g4: &G4Store) {
         assert_eq!(got[at], Fetched::Hit(want.clone()), "block {i}");
     }
     assert!(g4.get_batch(&[]).expect("empty").is_empty());
+    // Presence of a whole list in one call, in order; nothing fetched or counted as a get.
+    let present = g4.exists_batch(&asked).expect("exists_batch");
+    let mut want = vec![true; 11];
+    want[3] = false;
+    assert_eq!(present, want);
+    assert!(g4.exists_batch(&[]).expect("empty").is_empty());
+    // Straight into one buffer: each block in its part, the miss's part untouched.
+    let mut out = vec![0xEEu8; 11 * 1024];
+    let landed = g4.get_batch_into(&asked, &mut out).expect("get_batch_into");
+    assert_eq!(landed[3], Landed::Miss);
+    assert!(out[3 * 1024..4 * 1024].iter().all(|&b| b == 0xEE));
+    for (i, (_, want)) in blocks.iter().enumerate() {
+        let at = if i < 3 { i } else { i + 1 };
+        assert_eq!(landed[at], Landed::Hit, "block {i}");
+        assert!(
+            out[at * 1024..(at + 1) * 1024] == want[..],
+            "block {i} bytes"
+        );
+    }
+    assert!(matches!(
+        g4.get_batch_into(&asked, &mut out[..100]),
+        Err(G4Error::WrongSize { .. })
+    ));
     let bad = [(SequenceHash::root(1), &[0u8; 3][..])];
     assert!(matches!(g4.put_batch(&bad), Err(G4Error::WrongSize { .. })));
     let s = g4.stats();
-    assert_eq!((s.puts, s.gets, s.hits, s.misses), (10, 11, 10, 1));
+    assert_eq!((s.puts, s.gets, s.hits, s.misses), (10, 22, 20, 2));
 }
 
 fn manifests(g4: &G4Store) {

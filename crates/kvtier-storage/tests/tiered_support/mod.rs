@@ -3,8 +3,8 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kvtier_core::{BlockManager, G2, SequenceHash};
 use kvtier_storage::arena::HostArena;
@@ -33,11 +33,20 @@ pub fn disk(dir: &Path) -> Arc<DiskStorage> {
     Arc::new(DiskStorage::new(Arc::new(tier)))
 }
 
+/// A hook run once, at the next presence probe of a [`Counting`] tier.
+pub type ProbeHook = Box<dyn FnOnce() + Send>;
+
 /// Counts the calls a tier gets.
 pub struct Counting {
     pub inner: Arc<dyn Storage>,
     pub lookups: AtomicU64,
     pub batches: AtomicU64,
+    /// Single-block presence probes (`contains`).
+    pub probes: AtomicU64,
+    /// Batched presence probes (`contains_batch`).
+    pub probe_batches: AtomicU64,
+    /// Run (once) when the next `contains_batch` starts, before it reaches the tier.
+    pub on_probe: Mutex<Option<ProbeHook>>,
 }
 
 impl Counting {
@@ -46,7 +55,18 @@ impl Counting {
             inner,
             lookups: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            probe_batches: AtomicU64::new(0),
+            on_probe: Mutex::new(None),
         })
+    }
+
+    /// (single probes, batched probes) so far.
+    pub fn probe_counts(&self) -> (u64, u64) {
+        (
+            self.probes.load(Ordering::Relaxed),
+            self.probe_batches.load(Ordering::Relaxed),
+        )
     }
 
     pub fn lookups(&self) -> u64 {
@@ -83,7 +103,16 @@ impl Storage for Counting {
         self.inner.update_meta(hash, meta)
     }
     fn contains(&self, hash: SequenceHash) -> bool {
+        self.probes.fetch_add(1, Ordering::Relaxed);
         self.inner.contains(hash)
+    }
+    fn contains_batch(&self, hashes: &[SequenceHash]) -> Result<Vec<bool>, StorageError> {
+        self.probe_batches.fetch_add(1, Ordering::Relaxed);
+        let hook = self.on_probe.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.contains_batch(hashes)
     }
     fn get_batch(
         &self,
