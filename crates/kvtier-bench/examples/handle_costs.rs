@@ -14,6 +14,10 @@
 //!   block on one fresh line) and the last drop gives every block back with a plain store per
 //!   block (as a batch release under a shard lock would). Not the manager's semantics: a block
 //!   stays active until every handle of its call is dropped.
+//! - `keepalive + slot count`: each handle owns an `Arc` count of one keep-alive object per call
+//!   (which holds the slot table) instead of its slot's, and still gives its block back with
+//!   one increment of the slot's `released` (per-handle semantics kept: two read-modify-writes
+//!   per block on the call's fresh line, one on the slot's).
 //! - `one count per call`: the handles own nothing; one non-atomic count per call, the last
 //!   drop gives the blocks back. The floor if handles needed no atomic at all, which safe Rust
 //!   cannot build (each owned `Arc` is one atomic increment and one decrement).
@@ -81,6 +85,23 @@ struct ActHandle {
     _index: u32,
 }
 
+/// A handle that keeps the table alive through its call's keep-alive object and counts its
+/// release on the slot.
+struct KeptHandle {
+    keep: Arc<Arc<[Arc<FakeSlot>]>>,
+    id: u32,
+}
+
+impl Drop for KeptHandle {
+    fn drop(&mut self) {
+        let s = &self.keep[self.id as usize];
+        let r = s.released.fetch_add(1, Ordering::AcqRel) + 1;
+        if s.handles.load(Ordering::Acquire) == r {
+            s.state.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The floor: the handles of one call share one non-atomic count.
 struct Batch {
     table: Arc<[Arc<FakeSlot>]>,
@@ -134,6 +155,23 @@ fn activation(table: &Arc<[Arc<FakeSlot>]>, start: usize, n: usize) {
         })
         .collect();
     drop(act);
+    drop(black_box(out));
+}
+
+fn keepalive(table: &Arc<[Arc<FakeSlot>]>, start: usize, n: usize) {
+    let keep = Arc::new(table.clone());
+    let mut out = Vec::with_capacity(n);
+    for i in start..start + n {
+        let s = &table[i];
+        s.handles
+            .store(s.handles.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        s.state.store(1, Ordering::Relaxed);
+        out.push(KeptHandle {
+            keep: keep.clone(),
+            id: i as u32,
+        });
+    }
+    drop(keep);
     drop(black_box(out));
 }
 
@@ -191,8 +229,9 @@ fn main() {
     };
     let threads = opt("--threads", 1);
     let reps = opt("--reps", 7);
-    let schemes: [(&str, Scheme); 3] = [
+    let schemes: [(&str, Scheme); 4] = [
         ("per-slot (today)", per_slot),
+        ("keepalive + slot count", keepalive),
         ("activation (safe)", activation),
         ("one count per call", one_count),
     ];
