@@ -184,14 +184,16 @@ impl Shared {
         scope.finish();
     }
 
-    /// Takes victim `v` under its shard lock (the caller holds no lock) if it still is
-    /// the inactive block the policy gave up: same inactive version, still in the index. Leaves
-    /// the slot in `to` (Mutable for an allocation, Reset when draining), then runs `then` under
-    /// the lock. `false` for a stale victim (matched since, and back in the policy through its
-    /// own events if it became inactive again).
-    fn take_victim(
-        &self,
+    /// Takes victim `v` under its shard lock if it still is the inactive block the policy gave
+    /// up: same inactive version, still in the index. `held` is the shard lock the caller holds,
+    /// if any; it is kept when `v` lives in that shard, and otherwise released before `v`'s shard
+    /// is locked (lock order rule 1). Leaves the slot in `to` (Mutable for an allocation, Reset
+    /// when draining), then runs `then` under the lock. `false` for a stale victim (matched
+    /// since, and back in the policy through its own events if it became inactive again).
+    fn take_victim<'a>(
+        &'a self,
         slots: &[Arc<Slot>],
+        held: &mut Option<(usize, MutexGuard<'a, Shard>)>,
         v: Victim,
         to: SlotState,
         then: impl FnOnce(&mut Shard, SequenceHash),
@@ -203,7 +205,13 @@ impl Shared {
         // version changed too, and the checks below fail under whichever lock this names.
         let h = slot.hash();
         let s = self.shard_of(h);
-        let mut g = self.shards[s].lock();
+        if held.as_ref().map(|(c, _)| *c) != Some(s) {
+            self.release_held(held);
+            *held = Some((s, self.shards[s].lock()));
+        }
+        let Some((_, g)) = held else {
+            unreachable!("the shard was just locked")
+        };
         if slot.state() != SlotState::Inactive
             || slot.version() != v.version
             || !g.index.holds(h, v.id)
@@ -216,19 +224,25 @@ impl Shared {
         slot.set_evict_on_release(self.default_evict_on_release);
         slot.set_state(to);
         g.counters.evictions += 1;
-        then(&mut g, h);
-        self.sync_available(s, &g);
+        then(g, h);
         true
+    }
+
+    /// Publishes the availability of the shard a victim walk holds and unlocks it.
+    fn release_held(&self, held: &mut Option<(usize, MutexGuard<'_, Shard>)>) {
+        if let Some((s, g)) = held.take() {
+            self.sync_available(s, &g);
+        }
     }
 
     /// Takes up to `want` victims (flushing pending events first); for each, `then` runs under
     /// its shard lock. Stops when `want` are taken or the policy has none left.
     ///
     /// The policy lock is held only to apply the pending events and pick the victims; they are
-    /// taken after it is released, one shard lock at a time, so other threads' flushes and
-    /// evictions do not wait for this one's index updates. A victim picked here is in no policy
-    /// until it is taken or found stale (its own later events put it back if it became inactive
-    /// again), so nothing can take it twice.
+    /// taken after it is released, consecutive victims of one shard under one acquisition of
+    /// its lock, so other threads' flushes and evictions do not wait for this one's index
+    /// updates. A victim picked here is in no policy until it is taken or found stale (its own
+    /// later events put it back if it became inactive again), so nothing can take it twice.
     pub(super) fn evict_into(
         &self,
         slots: &[Arc<Slot>],
@@ -247,11 +261,13 @@ impl Shared {
             if victims.is_empty() {
                 break;
             }
+            let mut held = None;
             for &v in &victims {
-                if self.take_victim(slots, v, to, |g, h| then(g, v.id, h)) {
+                if self.take_victim(slots, &mut held, v, to, |g, h| then(g, v.id, h)) {
                     taken += 1;
                 }
             }
+            self.release_held(&mut held);
         }
         taken
     }

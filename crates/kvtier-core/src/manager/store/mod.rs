@@ -49,7 +49,8 @@
 //! 2. The policy lock is taken with no shard lock held; under it, shard locks are taken one at a
 //!    time, only to collect event buffers (a shard whose pending mirror is clear is skipped
 //!    unlocked). Victims are picked under the policy lock and taken after it is released, each
-//!    under its own shard lock (`evict.rs`). A guard whose buffer filled up applies the events
+//!    run of consecutive victims of one shard under one acquisition of that shard's lock
+//!    (`evict.rs`). A guard whose buffer filled up applies the events
 //!    only after releasing its shard lock.
 //! 3. A slot's `dup_of` mutex may be taken while holding the shard lock of that slot, never the
 //!    other way round.
