@@ -177,10 +177,7 @@ fn unknown_flags() {
             flags: 1
         }
     );
-    assert!(matches!(
-        decode_response(&raw(0xFF, 1, &[1, 0, 0, 0]), &Limits::default()),
-        Ok(_)
-    ));
+    assert!(decode_response(&raw(0xFF, 1, &[1, 0, 0, 0]), &Limits::default()).is_ok());
 }
 
 #[test]
