@@ -91,6 +91,18 @@ pub enum CommandInfo {
     Docs,
 }
 
+/// `HELLO [protover [AUTH username password] [SETNAME name]]`: redis-py 8 opens with
+/// `HELLO 3` and falls back to RESP2 on `-NOPROTO` (see [`super::hello_reply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    /// The protocol version asked for (`None`: keep the current one).
+    pub protover: Option<i64>,
+    /// `AUTH username password`.
+    pub auth: Option<(&'a [u8], &'a [u8])>,
+    /// `SETNAME name`.
+    pub setname: Option<&'a [u8]>,
+}
+
 /// A recognised command, borrowing its arguments.
 ///
 /// # Examples
@@ -137,6 +149,8 @@ pub enum Command<'a> {
     Client(ClientCommand<'a>),
     /// `COMMAND ...`.
     Command(CommandInfo),
+    /// `HELLO ...`.
+    Hello(Hello<'a>),
 }
 
 /// A command that cannot be run; the connection stays open.
@@ -177,6 +191,9 @@ pub enum CommandError {
     /// SCAN's cursor is not an unsigned integer.
     #[error("invalid cursor")]
     InvalidCursor,
+    /// HELLO's protocol version is not an integer.
+    #[error("Protocol version is not an integer or out of range")]
+    BadProtocolVersion,
     /// SELECT of a database other than 0.
     #[error("DB index is out of range")]
     DbOutOfRange,
@@ -295,6 +312,8 @@ impl<'a> Command<'a> {
         } else if is("CLIENT") {
             arity("client", !rest.is_empty())?;
             parse_client(rest).map(Command::Client)
+        } else if is("HELLO") {
+            parse_hello(rest).map(Command::Hello)
         } else if is("COMMAND") {
             match rest.first().map(|a| a.to_ascii_uppercase()) {
                 None => Ok(Command::Command(CommandInfo::List)),
@@ -435,4 +454,34 @@ fn parse_client<'a>(args: &'a [Arg<'a>]) -> Result<ClientCommand<'a>, CommandErr
             sub: text(arg(0)),
         }),
     }
+}
+
+fn parse_hello<'a>(args: &'a [Arg<'a>]) -> Result<Hello<'a>, CommandError> {
+    let mut hello = Hello {
+        protover: None,
+        auth: None,
+        setname: None,
+    };
+    let Some((ver, mut rest)) = args.split_first() else {
+        return Ok(hello);
+    };
+    hello.protover = Some(parse_i64(ver).ok_or(CommandError::BadProtocolVersion)?);
+    while let Some((opt, tail)) = rest.split_first() {
+        if opt.eq_ignore_ascii_case(b"AUTH") {
+            let [user, pass, tail @ ..] = tail else {
+                return Err(CommandError::Syntax);
+            };
+            hello.auth = Some((user, pass));
+            rest = tail;
+        } else if opt.eq_ignore_ascii_case(b"SETNAME") {
+            let [name, tail @ ..] = tail else {
+                return Err(CommandError::Syntax);
+            };
+            hello.setname = Some(name);
+            rest = tail;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok(hello)
 }

@@ -7,7 +7,7 @@
 //! - [`Command::from_args`]: the commands served (PING, ECHO, GET, SET with
 //!   NX/XX/GET/EX/PX/EXAT/PXAT/KEEPTTL, MGET, EXISTS, DEL, SCAN with MATCH/COUNT/TYPE, INFO,
 //!   DBSIZE, SELECT 0, QUIT, and the connect-time CONFIG GET, CLIENT SETNAME/GETNAME/SETINFO/ID,
-//!   COMMAND [COUNT|DOCS]); a [`CommandError`] is answered and the connection continues.
+//!   COMMAND [COUNT|DOCS], HELLO answered in RESP2 or with NOPROTO); a [`CommandError`] is answered and the connection continues.
 //! - [`Reply`], [`write_bulk`], [`write_array_len`], [`scan_reply`], [`config_get_reply`]:
 //!   replies into a [`crate::WriteBuf`], bulk payloads borrowed for `writev`.
 //! - [`glob_match`]: SCAN MATCH patterns with redis' semantics.
@@ -48,12 +48,13 @@ mod parse;
 mod reply;
 
 pub use command::{
-    ClientCommand, Command, CommandError, CommandInfo, Expiry, Scan, Set, SetCondition,
+    ClientCommand, Command, CommandError, CommandInfo, Expiry, Hello, Scan, Set, SetCondition,
 };
 pub use glob::glob_match;
 pub use parse::{Parsed, parse_command};
 pub use reply::{
-    DEFAULT_CONFIG, Reply, config_get_reply, scan_reply, write_array_len, write_bulk, write_integer,
+    DEFAULT_CONFIG, Reply, config_get_reply, hello_reply, scan_reply, write_array_len, write_bulk,
+    write_integer,
 };
 
 /// One command argument: borrowed from the receive buffer, or owned when an inline argument

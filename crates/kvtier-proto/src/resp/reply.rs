@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::{Arg, glob_match};
+use super::{Arg, Hello, glob_match};
 use crate::WriteBuf;
 
 /// A reply value.
@@ -160,4 +160,50 @@ pub fn config_get_reply<'a>(params: &[Arg<'_>], config: &'a [(&'a str, &'a str)]
         }
     }
     Reply::Array(items)
+}
+
+/// The answer to `HELLO`, as redis-server 7 gives it over RESP2: for no version or version 2,
+/// the server's properties as a flat array of name/value pairs; for any other version, the
+/// error text `NOPROTO sorry, this protocol version is not supported` (RESP3 is not spoken;
+/// clients such as redis-py 8 then continue in RESP2).
+///
+/// # Errors
+///
+/// The `NOPROTO` error text, to send as [`Reply::Error`].
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_proto::resp::{hello_reply, Hello, Reply};
+/// let v3 = Hello { protover: Some(3), auth: None, setname: None };
+/// assert!(hello_reply(&v3, "kvtier", "0.1.0", 7).unwrap_err().starts_with("NOPROTO"));
+/// let v2 = Hello { protover: Some(2), ..v3 };
+/// let Ok(Reply::Array(fields)) = hello_reply(&v2, "kvtier", "0.1.0", 7) else { panic!() };
+/// assert_eq!(fields[5], Reply::Integer(2));
+/// ```
+pub fn hello_reply<'a>(
+    hello: &Hello<'_>,
+    server: &'a str,
+    version: &'a str,
+    client_id: i64,
+) -> Result<Reply<'a>, &'static str> {
+    match hello.protover {
+        None | Some(2) => Ok(Reply::Array(vec![
+            Reply::Bulk(b"server"),
+            Reply::Bulk(server.as_bytes()),
+            Reply::Bulk(b"version"),
+            Reply::Bulk(version.as_bytes()),
+            Reply::Bulk(b"proto"),
+            Reply::Integer(2),
+            Reply::Bulk(b"id"),
+            Reply::Integer(client_id),
+            Reply::Bulk(b"mode"),
+            Reply::Bulk(b"standalone"),
+            Reply::Bulk(b"role"),
+            Reply::Bulk(b"master"),
+            Reply::Bulk(b"modules"),
+            Reply::Array(Vec::new()),
+        ])),
+        Some(_) => Err("NOPROTO sorry, this protocol version is not supported"),
+    }
 }
