@@ -65,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
     let (frames, err) = read_all(&[data]);
     let mut offset = 0;
     for f in &frames {
-        assert_eq!(&data[offset..offset + f.len()], &f[..], "a frame is its bytes");
+        assert_eq!(
+            &data[offset..offset + f.len()],
+            &f[..],
+            "a frame is its bytes"
+        );
         check_frame(f);
         offset += f.len();
     }

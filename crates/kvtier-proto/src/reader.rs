@@ -12,6 +12,10 @@ use crate::{FrameHeader, HEADER_LEN, Limits, ProtoError, Request, Response};
 
 /// How much [`FrameReader::read_from`] asks for at once when no frame length is known.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most [`FrameReader::read_from`] asks for at once (the buffer is zero-filled up to what
+/// it asks for, so asking for a whole 64 MiB frame on every short read would cost a memset of
+/// the rest of the frame per read).
+const MAX_READ: usize = 1 << 20;
 
 /// One complete frame, borrowed from a [`FrameReader`]'s buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +103,8 @@ impl FrameReader {
     }
 
     /// Reads once from `source` into the buffer: as much as the frame being received still
-    /// needs, or 64 KiB when its header is not there yet. Returns the bytes read (0 = end of
-    /// stream).
+    /// needs (at most 1 MiB), or 64 KiB when its header is not there yet. Returns the bytes
+    /// read (0 = end of stream).
     ///
     /// # Errors
     ///
@@ -109,12 +113,14 @@ impl FrameReader {
     pub fn read_from<R: Read>(&mut self, source: &mut R) -> std::io::Result<usize> {
         self.compact();
         let want = match FrameHeader::parse_limited(&self.buf, self.limits.max_frame_bytes) {
-            Ok(Some(h)) => (h.len as usize).saturating_sub(self.buf.len()).max(1),
+            Ok(Some(h)) => (h.len as usize)
+                .saturating_sub(self.buf.len())
+                .clamp(1, MAX_READ),
             Ok(None) => READ_CHUNK,
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         };
         let old = self.buf.len();
-        self.buf.resize(old + want.min(READ_CHUNK.max(want)), 0);
+        self.buf.resize(old + want, 0);
         let n = source.read(self.buf.get_mut(old..).unwrap_or_default());
         self.buf.truncate(old + *n.as_ref().unwrap_or(&0));
         n

@@ -223,9 +223,10 @@ impl<'a> HashList<'a> {
     /// The hash at `index`.
     pub fn get(&self, index: usize) -> Option<SequenceHash> {
         match self.0 {
-            HashRepr::Wire(b) => b
-                .get(index * HASH_BYTES..(index + 1) * HASH_BYTES)
-                .map(read_hash),
+            HashRepr::Wire(b) => {
+                let start = index.checked_mul(HASH_BYTES)?;
+                b.get(start..start.checked_add(HASH_BYTES)?).map(read_hash)
+            }
             HashRepr::Typed(h) => h.get(index).copied(),
         }
     }

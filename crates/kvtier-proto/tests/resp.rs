@@ -116,6 +116,20 @@ fn protocol_errors_have_redis_texts() {
         RespError::BulkTooLong { len: 11, max: 10 }.reply_text(),
         "ERR Protocol error: bulk length 11 exceeds the limit of 10"
     );
+    // Huge declared lengths under huge limits wait for more instead of overflowing.
+    let unlimited = RespLimits {
+        max_bulk_len: usize::MAX,
+        max_array_len: usize::MAX,
+        max_inline_len: usize::MAX,
+    };
+    assert_eq!(
+        parse_command(
+            b"*9223372036854775807\r\n$9223372036854775807\r\nab",
+            &unlimited
+        ),
+        Ok(None)
+    );
+    assert_eq!(parse_command(b"GET abc", &unlimited), Ok(None));
     // Incomplete input within limits waits for more.
     assert_eq!(parse_command(b"*1\r\n$10\r\nabc", &limits), Ok(None));
     assert_eq!(parse_command(b"GET abc", &limits), Ok(None));

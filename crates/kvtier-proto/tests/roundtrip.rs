@@ -204,6 +204,23 @@ fn blocks_ref<'a>(i: usize, a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
 }
 
 #[test]
+fn views_answer_out_of_range_queries_with_none() {
+    let hs = [SequenceHash::root(1)];
+    let mut out = WriteBuf::new();
+    Request::Get(HashList::new(&hs))
+        .encode(1, &Limits::default(), &mut out)
+        .unwrap();
+    let wire = out.to_vec();
+    let (_, Request::Get(list)) = decode_request(&wire, &Limits::default()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(list.get(0), Some(hs[0]));
+    assert_eq!(list.get(1), None);
+    assert_eq!(list.get(usize::MAX), None);
+    assert_eq!(HashList::new(&hs).get(usize::MAX), None);
+}
+
+#[test]
 fn pipelined_frames_share_one_buffer_and_resume_after_partial_writes() {
     let limits = Limits::default();
     let block = vec![7u8; 10_000];

@@ -150,18 +150,22 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, R
                 max: limits.max_bulk_len,
             });
         }
-        let len = len as usize;
         let start = eol + 2;
-        let Some(data) = rest.get(start..start + len) else {
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|e| e.checked_add(2).is_some())
+            .ok_or(RespError::InvalidBulkLength)?;
+        let Some(data) = rest.get(start..end) else {
             return Ok(None);
         };
-        match rest.get(start + len..start + len + 2) {
-            None if rest.len() < start + len + 2 => return Ok(None),
+        match rest.get(end..end + 2) {
+            None if rest.len() < end + 2 => return Ok(None),
             Some(b"\r\n") => {}
             _ => return Err(RespError::MissingCrlf),
         }
         args.push(Cow::Borrowed(data));
-        pos += start + len + 2;
+        pos += end + 2;
     }
     Ok(Some((args, pos)))
 }
