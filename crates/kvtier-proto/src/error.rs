@@ -190,7 +190,8 @@ pub enum ErrorCode {
     SubscribeFailed,
     /// 15: a server-side failure (I/O error in a tier...).
     Internal,
-    /// A code this side does not know (sent by a newer peer).
+    /// A code this side does not know (sent by a newer peer). Build codes with
+    /// [`ErrorCode::from_u16`]: `Other(1)` would be sent as 1 and read back as `Malformed`.
     Other(u16),
 }
 

@@ -89,6 +89,6 @@ pub use response::{
 };
 pub use segments::WriteBuf;
 pub use types::{
-    BlockResult, GET_ENTRY_BYTES, GetBlocks, HASH_BYTES, HashList, PUT_ENTRY_BYTES, PutBlocks,
-    PutStatus, TierId, TierSet,
+    BlockResult, GET_ENTRY_BYTES, GetBlocks, HASH_BYTES, HashIter, HashList, PUT_ENTRY_BYTES,
+    PutBlocks, PutStatus, TierId, TierSet,
 };

@@ -232,8 +232,11 @@ impl<'a> HashList<'a> {
     }
 
     /// The hashes in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = SequenceHash> + '_ {
-        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    pub fn iter(&self) -> HashIter<'a> {
+        HashIter(match self.0 {
+            HashRepr::Wire(b) => HashIterRepr::Wire(b.chunks_exact(HASH_BYTES)),
+            HashRepr::Typed(h) => HashIterRepr::Typed(h.iter()),
+        })
     }
 
     /// The hashes collected into a vector.
@@ -252,6 +255,36 @@ impl<'a> HashList<'a> {
         }
     }
 }
+
+/// Iterator over a [`HashList`].
+#[derive(Clone, Debug)]
+pub struct HashIter<'a>(HashIterRepr<'a>);
+
+#[derive(Clone, Debug)]
+enum HashIterRepr<'a> {
+    Wire(std::slice::ChunksExact<'a, u8>),
+    Typed(std::slice::Iter<'a, SequenceHash>),
+}
+
+impl Iterator for HashIter<'_> {
+    type Item = SequenceHash;
+
+    fn next(&mut self) -> Option<SequenceHash> {
+        match &mut self.0 {
+            HashIterRepr::Wire(chunks) => chunks.next().map(read_hash),
+            HashIterRepr::Typed(iter) => iter.next().copied(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            HashIterRepr::Wire(chunks) => chunks.size_hint(),
+            HashIterRepr::Typed(iter) => iter.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for HashIter<'_> {}
 
 impl PartialEq for HashList<'_> {
     fn eq(&self, other: &Self) -> bool {
