@@ -103,6 +103,15 @@ fn match32(c: &mut Criterion) {
             list.iter().fold(0u64, |a, h| a ^ h.chained())
         })
     });
+    g.bench_function("decode_no_iter", |b| {
+        b.iter(|| {
+            let (_, req) = decode_request(black_box(&wire), &limits).expect("valid");
+            let Request::Match(list) = req else {
+                unreachable!()
+            };
+            list.len()
+        })
+    });
     let tiers = vec![TierSet::EMPTY.with(TierId::G2); 32];
     let mut out = WriteBuf::new();
     g.bench_function("encode_reply", |b| {

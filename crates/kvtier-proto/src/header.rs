@@ -266,6 +266,26 @@ impl FrameHeader {
     }
 }
 
+/// The request id of the frame at the start of `buf` without checking anything else, so a
+/// server can echo it in the ERROR frame for a frame whose header is bad. `None` before 16
+/// bytes are there.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_proto::{peek_request_id, FrameHeader};
+/// let mut bad = [0u8; 16];
+/// bad[8] = 42; // version 0, opcode 0: FrameHeader::parse refuses it
+/// assert!(FrameHeader::parse(&bad).is_err());
+/// assert_eq!(peek_request_id(&bad), Some(42));
+/// ```
+pub fn peek_request_id(buf: &[u8]) -> Option<u64> {
+    let h = buf.first_chunk::<HEADER_LEN>()?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h[8..16]);
+    Some(u64::from_le_bytes(id))
+}
+
 /// For a receive buffer that starts at a frame boundary: the length of the first frame once
 /// its header is there (`Ok(None)` before that). The server reads until `buf.len()` reaches it.
 ///

@@ -21,7 +21,7 @@
 //! | [`Request`], [`Response`] | message content; `encode` into a [`WriteBuf`], `decode` from a payload |
 //! | [`decode_request`], [`decode_response`] | one whole frame at once |
 //! | [`FrameReader`] | whole frames out of a growing receive buffer |
-//! | [`ProtoError`], [`ErrorCode`] | what is wrong, and its stable wire code |
+//! | [`ProtoError`], [`ErrorCode`], [`encode_error`], [`peek_request_id`] | what is wrong, its stable wire code, and the ERROR frame that reports it |
 //!
 //! Sequence hashes travel as their full 128 bits ([`kvtier_core::SequenceHash::as_u128`]),
 //! so position and lineage survive the trip; event bodies are kvtier-events' own encodings.
@@ -80,12 +80,13 @@ mod types;
 
 pub use error::{ErrorCode, ProtoError};
 pub use frame::split_frame;
-pub use header::{FrameHeader, HEADER_LEN, Opcode, VERSION, flags, frame_len};
+pub use header::{FrameHeader, HEADER_LEN, Opcode, VERSION, flags, frame_len, peek_request_id};
 pub use limits::Limits;
 pub use reader::{FrameReader, RawFrame};
 pub use request::{Hello, Request, Subscribe, decode_request};
 pub use response::{
     EndReason, ErrorFrame, Response, ServerInfo, Stat, SubscribeEvent, decode_response,
+    encode_error,
 };
 pub use segments::WriteBuf;
 pub use types::{

@@ -536,6 +536,68 @@ impl<'a> Response<'a> {
     }
 }
 
+/// Appends an ERROR frame, cutting `message` (at a character boundary) to what the limits
+/// allow, so that a long or generated message never makes the error itself unsendable.
+///
+/// # Errors
+///
+/// [`ProtoError::FrameTooLarge`] only when `limits.max_frame_bytes` is below 20 (no ERROR
+/// frame fits).
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_proto::{decode_response, encode_error, ErrorCode, Limits, ProtoError, Response, WriteBuf};
+///
+/// let limits = Limits::default();
+/// let err = ProtoError::UnsupportedVersion { version: 9 };
+/// let mut out = WriteBuf::new();
+/// encode_error(&mut out, 0, err.code(), true, &err.to_string(), &limits)?;
+/// let bytes = out.to_vec();
+/// let (_, Response::Error(frame)) = decode_response(&bytes, &limits)? else { unreachable!() };
+/// assert_eq!(frame.code, ErrorCode::UnsupportedVersion);
+/// assert!(frame.fatal);
+/// # Ok::<(), ProtoError>(())
+/// ```
+pub fn encode_error(
+    out: &mut WriteBuf<'_>,
+    request_id: u64,
+    code: ErrorCode,
+    fatal: bool,
+    message: &str,
+    limits: &Limits,
+) -> Result<(), ProtoError> {
+    let room = (limits.max_frame_bytes as usize).saturating_sub(crate::HEADER_LEN + 4);
+    let mut end = message
+        .len()
+        .min(limits.max_text_len)
+        .min(usize::from(u16::MAX))
+        .min(room);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = Response::Error(ErrorFrame {
+        code,
+        fatal,
+        message: message.get(..end).unwrap_or_default(),
+    });
+    // The message is copied into the metadata: the frame borrows nothing from `out`'s 'a.
+    let start = frame::begin(out);
+    let result = frame.write_meta(out.meta_mut(), limits);
+    if let Err(e) = result {
+        frame::abort(out, start);
+        return Err(e);
+    }
+    let fl = if fatal { flags::ERROR_FATAL } else { 0 };
+    frame::finish(
+        out,
+        start,
+        &FrameHeader::response(Opcode::Error, fl, request_id),
+        0,
+        limits,
+    )
+}
+
 fn bool_byte(b: u8, what: &'static str) -> Result<bool, ProtoError> {
     match b {
         0 => Ok(false),

@@ -322,3 +322,54 @@ fn event_bodies_are_kvtier_events_encodings() {
     assert_eq!(ev.decode_message().unwrap().unwrap(), msg);
     assert!(ev.decode_dump().is_none());
 }
+
+#[test]
+fn error_frames_always_fit_their_limits() {
+    let message = "é".repeat(5_000); // 10,000 bytes of two-byte characters
+    for (max_text_len, max_frame_bytes, want_len) in [
+        (4_096, Limits::DEFAULT_MAX_FRAME_BYTES, 4_096),
+        (4_095, Limits::DEFAULT_MAX_FRAME_BYTES, 4_094), // cut at a character boundary
+        (100_000, Limits::DEFAULT_MAX_FRAME_BYTES, 10_000),
+        (4_096, 27, 6),
+        (4_096, 20, 0),
+    ] {
+        let limits = Limits {
+            max_text_len,
+            max_frame_bytes,
+            ..Limits::default()
+        };
+        let mut out = WriteBuf::new();
+        kvtier_proto::encode_error(&mut out, 4, ErrorCode::Internal, false, &message, &limits)
+            .unwrap();
+        let wire = out.to_vec();
+        assert!(wire.len() <= max_frame_bytes as usize);
+        let (header, Response::Error(frame)) = decode_response(&wire, &limits).unwrap() else {
+            panic!("not an error frame")
+        };
+        assert_eq!(header.request_id, 4);
+        assert_eq!(frame.code, ErrorCode::Internal);
+        assert_eq!(frame.message.len(), want_len);
+        assert!(message.starts_with(frame.message));
+    }
+    // The u16 length field caps a message at 65,535 bytes whatever max_text_len says.
+    let long = "a".repeat(100_000);
+    let limits = Limits {
+        max_text_len: 1 << 20,
+        ..Limits::default()
+    };
+    let mut out = WriteBuf::new();
+    kvtier_proto::encode_error(&mut out, 1, ErrorCode::Busy, false, &long, &limits).unwrap();
+    let wire = out.to_vec();
+    let (_, Response::Error(frame)) = decode_response(&wire, &limits).unwrap() else {
+        panic!("not an error frame")
+    };
+    assert_eq!(frame.message.len(), 65_535);
+
+    let tiny = Limits {
+        max_frame_bytes: 19,
+        ..Limits::default()
+    };
+    let mut out = WriteBuf::new();
+    assert!(kvtier_proto::encode_error(&mut out, 1, ErrorCode::Busy, false, "x", &tiny).is_err());
+    assert!(out.is_empty());
+}
