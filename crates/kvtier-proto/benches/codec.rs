@@ -4,9 +4,12 @@
 //! - `put32`: a PUT of 32 blocks of 256 KiB. `encode` builds the header and 32-entry index
 //!   and borrows the blocks (it must not depend on block size: nothing is copied); `decode`
 //!   validates the index against the data section and yields the 32 borrowed blocks.
-//! - `match32`: a MATCH of 32 hashes. `encode` and `decode` of the request, plus the
-//!   32-entry reply's `encode_reply`.
-//! - `resp_get`: parsing a pipelined redis-benchmark-style `GET key:000000001234` command.
+//! - `match32`: a MATCH of 32 hashes. `encode` and `decode` (which iterates the 32 hashes) of
+//!   the request, `decode_no_iter` (framing and validation only), and the 32-entry reply's
+//!   `encode_reply`.
+//! - `resp_get`: parsing 16 pipelined redis-benchmark-style `GET key:000000001234` commands,
+//!   with `parse_command` (a new argument vector per command) and `parse_command_into` (one
+//!   vector reused, as a connection does).
 //!
 //! Run: `cargo bench -p kvtier-proto --bench codec` (criterion; ns per frame).
 //! Reference figures are in `docs/protocol.md` ("Codec speed").
@@ -20,7 +23,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kvtier_core::SequenceHash;
-use kvtier_proto::resp::{Command, RespLimits, parse_command};
+use kvtier_proto::resp::{Command, RespLimits, parse_command, parse_command_into};
 use kvtier_proto::{
     HashList, Limits, PutBlocks, Request, Response, TierId, TierSet, WriteBuf, decode_request,
 };
@@ -144,5 +147,26 @@ fn resp_get(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, put32, match32, resp_get);
+fn resp_get_into(c: &mut Criterion) {
+    let limits = RespLimits::default();
+    let wire = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000001234\r\n".repeat(16);
+    c.bench_function("resp_get/parse16_into", |b| {
+        b.iter(|| {
+            let mut offset = 0;
+            let mut n = 0;
+            let mut args = Vec::new();
+            while let Some(used) =
+                parse_command_into(&wire[offset..], &limits, &mut args).expect("valid")
+            {
+                offset += used;
+                if let Ok(Command::Get(k)) = Command::from_args(&args) {
+                    n += k.len();
+                }
+            }
+            n
+        })
+    });
+}
+
+criterion_group!(benches, put32, match32, resp_get, resp_get_into);
 criterion_main!(benches);

@@ -5,8 +5,8 @@
 use kvtier_proto::WriteBuf;
 use kvtier_proto::resp::{
     Arg, ClientCommand, Command, CommandError, CommandInfo, Expiry, Reply, RespError, RespLimits,
-    SetCondition, config_get_reply, parse_command, scan_reply, write_array_len, write_bulk,
-    write_integer,
+    SetCondition, config_get_reply, parse_command, parse_command_into, scan_reply, write_array_len,
+    write_bulk, write_integer,
 };
 use proptest::prelude::*;
 
@@ -70,6 +70,16 @@ fn every_split_point_gives_none_or_the_same_commands() {
         let got = parse_all(&wire[..cut]).unwrap();
         assert_eq!(got[..], all[..got.len()], "prefix of {cut} bytes");
     }
+    // The reusing variant parses the same commands out of the same bytes.
+    let (mut offset, mut args, mut again) = (0, Vec::new(), Vec::new());
+    while let Some(used) =
+        parse_command_into(&wire[offset..], &RespLimits::default(), &mut args).unwrap()
+    {
+        offset += used;
+        again.push(args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+    }
+    assert_eq!(again, all);
+    assert!(args.is_empty(), "left empty when no command is complete");
 }
 
 #[test]

@@ -52,6 +52,39 @@ pub fn parse_command<'a>(
     buf: &'a [u8],
     limits: &RespLimits,
 ) -> Result<Option<Parsed<'a>>, RespError> {
+    let mut args = Vec::new();
+    Ok(parse_command_into(buf, limits, &mut args)?.map(|consumed| Parsed { args, consumed }))
+}
+
+/// [`parse_command`] into a caller's vector, so that a connection parsing a pipeline out of
+/// one buffer reuses one allocation for every command's arguments. `args` is cleared first;
+/// on `Ok(Some(consumed))` it holds the command (never empty), otherwise it is left empty.
+///
+/// # Errors
+///
+/// As [`parse_command`].
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_proto::resp::{parse_command_into, Command, RespLimits};
+/// let buf = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n";
+/// let (mut offset, mut args, mut keys) = (0, Vec::new(), Vec::new());
+/// while let Some(used) = parse_command_into(&buf[offset..], &RespLimits::default(), &mut args)? {
+///     offset += used;
+///     if let Ok(Command::Get(key)) = Command::from_args(&args) {
+///         keys.push(key.to_vec());
+///     }
+/// }
+/// assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()]);
+/// # Ok::<(), kvtier_proto::resp::RespError>(())
+/// ```
+pub fn parse_command_into<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+    args: &mut Vec<Arg<'a>>,
+) -> Result<Option<usize>, RespError> {
+    args.clear();
     let mut offset = 0;
     loop {
         let rest = buf.get(offset..).unwrap_or_default();
@@ -59,26 +92,28 @@ pub fn parse_command<'a>(
             return Ok(None);
         };
         let step = if first == b'*' {
-            parse_multibulk(rest, limits)?
+            parse_multibulk(rest, limits, args)
         } else {
-            parse_inline(rest, limits)?
+            parse_inline(rest, limits, args)
         };
         match step {
-            None => return Ok(None),
-            Some((args, used)) => {
+            Ok(Some(used)) => {
                 offset += used;
                 if !args.is_empty() {
-                    return Ok(Some(Parsed {
-                        args,
-                        consumed: offset,
-                    }));
+                    return Ok(Some(offset));
                 }
+            }
+            Ok(None) => {
+                args.clear();
+                return Ok(None);
+            }
+            Err(e) => {
+                args.clear();
+                return Err(e);
             }
         }
     }
 }
-
-type Step<'a> = Option<(Vec<Arg<'a>>, usize)>;
 
 /// Finds `\r\n` within the first `max` bytes: `Ok(Some(end of line before CR))`, `Ok(None)`
 /// if not there yet, `Err(())` if `max` bytes came without it.
@@ -109,7 +144,12 @@ pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
-fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, RespError> {
+/// Appends one multibulk command's arguments to `args`; `Some(bytes used)` when complete.
+fn parse_multibulk<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+    args: &mut Vec<Arg<'a>>,
+) -> Result<Option<usize>, RespError> {
     let Some(eol) =
         find_crlf(buf, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidMultibulkLength)?
     else {
@@ -119,7 +159,7 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, R
         parse_i64(buf.get(1..eol).unwrap_or_default()).ok_or(RespError::InvalidMultibulkLength)?;
     let mut pos = eol + 2;
     if count <= 0 {
-        return Ok(Some((Vec::new(), pos)));
+        return Ok(Some(pos));
     }
     if count as u64 > limits.max_array_len as u64 {
         return Err(RespError::ArrayTooLong {
@@ -127,7 +167,6 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, R
             max: limits.max_array_len,
         });
     }
-    let mut args = Vec::new();
     for _ in 0..count {
         let rest = buf.get(pos..).unwrap_or_default();
         let Some(&marker) = rest.first() else {
@@ -167,10 +206,15 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, R
         args.push(Cow::Borrowed(data));
         pos += end + 2;
     }
-    Ok(Some((args, pos)))
+    Ok(Some(pos))
 }
 
-fn parse_inline<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, RespError> {
+/// Appends one inline command's arguments to `args`; `Some(bytes used)` when complete.
+fn parse_inline<'a>(
+    buf: &'a [u8],
+    limits: &RespLimits,
+    args: &mut Vec<Arg<'a>>,
+) -> Result<Option<usize>, RespError> {
     let Some(nl) = buf
         .iter()
         .take(limits.max_inline_len.saturating_add(1))
@@ -187,14 +231,14 @@ fn parse_inline<'a>(buf: &'a [u8], limits: &RespLimits) -> Result<Step<'a>, Resp
     if let Some(stripped) = line.strip_suffix(b"\r") {
         line = stripped;
     }
-    let args = split_args(line)?;
+    split_args(line, args)?;
     if args.len() > limits.max_array_len {
         return Err(RespError::ArrayTooLong {
             len: args.len() as u64,
             max: limits.max_array_len,
         });
     }
-    Ok(Some((args, nl + 1)))
+    Ok(Some(nl + 1))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -204,8 +248,7 @@ fn hex(b: u8) -> Option<u8> {
 /// Splits an inline line into arguments with redis' `sdssplitargs` rules: whitespace
 /// separates; `"..."` understands `\n \r \t \b \a \\ \" \xHH`; `'...'` understands `\'`; a
 /// closing quote must be followed by whitespace or the end.
-fn split_args(line: &[u8]) -> Result<Vec<Arg<'_>>, RespError> {
-    let mut args = Vec::new();
+fn split_args<'a>(line: &'a [u8], args: &mut Vec<Arg<'a>>) -> Result<(), RespError> {
     let mut i = 0;
     let n = line.len();
     loop {
@@ -213,7 +256,7 @@ fn split_args(line: &[u8]) -> Result<Vec<Arg<'_>>, RespError> {
             i += 1;
         }
         if i >= n {
-            return Ok(args);
+            return Ok(());
         }
         let quote = line.get(i).copied().filter(|b| *b == b'"' || *b == b'\'');
         let Some(q) = quote else {
