@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates, once, the Python virtual environment that kvtier's tests use to run real
 # publishers (pyzmq, and msgspec: what vLLM encodes its KV events with; msgpack for ad-hoc
-# checks) and scripts/vllm_golden.py, and prints the path of its python interpreter on stdout.
+# checks) and scripts/vllm_golden.py, and real clients (redis: redis-py, for the RESP port),
+# and prints the path of its python interpreter on stdout.
 #
 #   scripts/python-env.sh            # venv in target/py-venv
 #   KVTIER_PY_VENV=/tmp/v scripts/python-env.sh
@@ -15,7 +16,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${KVTIER_PY_VENV:-$root/target/py-venv}"
 base_python="${KVTIER_PYTHON:-python3}"
-requirements=("pyzmq>=25" "msgpack>=1.0" "msgspec>=0.18")
+requirements=("pyzmq>=25" "msgpack>=1.0" "msgspec>=0.18" "redis>=5")
 stamp="$venv/.kvtier-requirements"
 wanted="${requirements[*]}"
 
@@ -40,7 +41,7 @@ if ! ready; then
         "$base_python" -m venv "$venv" >&2
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
             "${requirements[@]}" >&2
-        "$venv/bin/python" -c 'import zmq, msgpack, msgspec' >&2
+        "$venv/bin/python" -c 'import zmq, msgpack, msgspec, redis' >&2
         printf '%s' "$wanted" >"$stamp"
     fi
 fi
