@@ -1,0 +1,98 @@
+//! The server's knobs: which IO backend, how many threads, limits, pool sizes. Plain data
+//! (`ServerConfig`), set through [`ServerBuilder`](crate::ServerBuilder)'s `with_*` setters.
+
+use std::time::Duration;
+
+use crate::pool::PoolClass;
+
+/// Environment variable that picks the IO backend when the configuration says
+/// [`BackendChoice::Auto`]: `uring`, `epoll` or `auto`.
+pub const BACKEND_ENV: &str = "KVTIER_IO_BACKEND";
+
+/// An IO backend the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Completion-based: io_uring (accept, recv, writev and the wake-up eventfd as
+    /// submissions).
+    Uring,
+    /// Readiness-based: epoll through `mio`; works wherever io_uring is refused.
+    Epoll,
+}
+
+impl Backend {
+    /// Both backends, for tests that run everything on each.
+    pub const ALL: [Backend; 2] = [Backend::Uring, Backend::Epoll];
+
+    /// The backend's lowercase name (`uring`, `epoll`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+/// How the backend is chosen at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// [`BACKEND_ENV`] if set, else io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// This backend or a start error (io_uring refused is an error, not a fallback).
+    Force(Backend),
+}
+
+/// Every knob of the runtime; defaults in [`ServerConfig::default`].
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub backend: BackendChoice,
+    pub io_threads: usize,
+    pub workers: usize,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_per_conn: usize,
+    pub max_queued_response_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub pool_classes: Vec<PoolClass>,
+    pub ring_slots: usize,
+    pub worker_batch: usize,
+    pub worker_spins: u32,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            backend: BackendChoice::Auto,
+            // One IO thread per four cores (at least one): an IO thread moves bytes at
+            // several GB/s, and on small machines every extra busy thread takes a core from
+            // the workers that do the real work.
+            io_threads: (cores / 4).max(1),
+            workers: cores.max(1),
+            max_frame_bytes: 64 << 20,
+            max_connections: 4096,
+            max_in_flight_per_conn: 128,
+            max_queued_response_bytes: 16 << 20,
+            read_buffer_bytes: 64 << 10,
+            pool_classes: vec![
+                PoolClass {
+                    chunk_bytes: 4 << 10,
+                    count: 1024,
+                },
+                PoolClass {
+                    chunk_bytes: (256 << 10) + (4 << 10),
+                    count: 64,
+                },
+                PoolClass {
+                    chunk_bytes: (1 << 20) + (4 << 10),
+                    count: 32,
+                },
+            ],
+            ring_slots: 4096,
+            worker_batch: 32,
+            worker_spins: 200,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! One connection's state, shared by both IO backends: the read buffer and framing, the
+//! in-flight count, the queue of response segments and the close decision. The backend owns
+//! the socket and moves bytes; this type decides where they go.
+//!
+//! ```text
+//! read ──▶ rbuf ──frame_len──▶ complete frame: copied into a pool buffer ──▶ worker
+//!                  └─ long frame, body not in yet: pool buffer of `len`, body read straight into it
+//! reply ──▶ wq (segments) ──vectored write──▶ socket; guards dropped as their bytes leave
+//! ```
+//!
+//! # Invariants
+//!
+//! - Reading stops while `in_flight >= max_in_flight` or `queued_bytes >= max_queued`
+//!   (backpressure); frames already buffered are cut only while under the in-flight cap.
+//! - A frame's announced length is checked against `max_frame` before any of its body is
+//!   buffered; a framer that cannot tell the length is stopped at `max_frame` buffered bytes.
+//! - The buffer returned by [`Conn::read_buf`] is not moved or touched until the matching
+//!   [`Conn::on_read`] (the io_uring backend lends it to the kernel in between).
+//! - `queued_bytes` equals the unwritten bytes of `wq` and is mirrored in the server's
+//!   `response_bytes_queued` gauge, which `Drop` settles.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use crate::counters::Counters;
+use crate::framing::{Framer, FramingError};
+use crate::pool::{BufferPool, FrameBuf};
+use crate::service::{ConnInfo, Response, Segment};
+
+/// A frame whose length is known but whose body is at least this long and not yet in is read
+/// straight into its own buffer instead of through the read buffer (saves a copy).
+const DIRECT_BODY_MIN: usize = 16 << 10;
+
+/// Per-connection limits, copied from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_frame: usize,
+    pub max_in_flight: usize,
+    pub max_queued: usize,
+    pub read_buffer: usize,
+}
+
+struct Body {
+    buf: FrameBuf,
+    filled: usize,
+}
+
+pub(crate) struct Conn<S> {
+    pub(crate) info: ConnInfo,
+    pub(crate) session: Arc<S>,
+    framer: Arc<dyn Framer>,
+    limits: Limits,
+    counters: Arc<Counters>,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    body: Option<Body>,
+    in_flight: usize,
+    wq: VecDeque<Segment>,
+    wq_offset: usize,
+    queued_bytes: usize,
+    paused: bool,
+    /// The peer closed its side (read returned 0).
+    pub(crate) eof: bool,
+    /// A socket error: close now, drop what is queued.
+    pub(crate) failed: bool,
+    /// Close once in-flight requests are answered and everything queued is written.
+    pub(crate) close_when_flushed: bool,
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(
+        info: ConnInfo,
+        session: S,
+        framer: Arc<dyn Framer>,
+        limits: Limits,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            info,
+            session: Arc::new(session),
+            framer,
+            rbuf: vec![0; limits.read_buffer.max(64)],
+            limits,
+            counters,
+            rstart: 0,
+            rend: 0,
+            body: None,
+            in_flight: 0,
+            wq: VecDeque::new(),
+            wq_offset: 0,
+            queued_bytes: 0,
+            paused: false,
+            eof: false,
+            failed: false,
+            close_when_flushed: false,
+        }
+    }
+
+    /// Whether the backend should read from the socket now.
+    pub(crate) fn wants_read(&mut self, draining: bool) -> bool {
+        let blocked = self.in_flight >= self.limits.max_in_flight
+            || self.queued_bytes >= self.limits.max_queued;
+        if blocked && !self.paused {
+            self.counters.paused();
+        }
+        self.paused = blocked;
+        !blocked && !self.eof && !self.failed && !self.close_when_flushed && !draining
+    }
+
+    /// Where the next read lands: the rest of a long frame's body, or the read buffer's free
+    /// tail (compacted or grown first when needed). Never empty.
+    pub(crate) fn read_buf(&mut self) -> &mut [u8] {
+        if let Some(body) = &mut self.body {
+            let filled = body.filled;
+            return &mut body.buf.as_mut_slice()[filled..];
+        }
+        if self.rend == self.rbuf.len() {
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            } else {
+                // A frame whose length is still unknown fills the buffer: grow, up to the
+                // frame limit (`cut_frames` fails the connection at the limit).
+                let len = (self.rbuf.len() * 2).min(self.limits.max_frame.max(self.rbuf.len() + 1));
+                self.rbuf.resize(len, 0);
+            }
+        }
+        &mut self.rbuf[self.rend..]
+    }
+
+    /// `n` bytes arrived in the buffer last returned by [`read_buf`](Self::read_buf).
+    pub(crate) fn on_read(&mut self, n: usize) {
+        self.counters.read(n);
+        match &mut self.body {
+            Some(body) => body.filled += n,
+            None => self.rend += n,
+        }
+    }
+
+    /// Cuts complete frames (while under the in-flight cap) into pool buffers, pushed to
+    /// `out`; each counts as in flight until its completion.
+    pub(crate) fn cut_frames(
+        &mut self,
+        pool: &BufferPool,
+        out: &mut Vec<FrameBuf>,
+    ) -> Result<(), FramingError> {
+        if let Some(body) = &self.body {
+            if body.filled < body.buf.len() {
+                return Ok(());
+            }
+            if let Some(body) = self.body.take() {
+                self.emit(body.buf, out);
+            }
+        }
+        while self.in_flight < self.limits.max_in_flight && !self.close_when_flushed {
+            let avail = &self.rbuf[self.rstart..self.rend];
+            if avail.is_empty() {
+                break;
+            }
+            let Some(len) = self.framer.frame_len(avail)? else {
+                if avail.len() >= self.limits.max_frame {
+                    return Err(FramingError::TooLarge {
+                        len: avail.len() as u64,
+                        max: self.limits.max_frame,
+                    });
+                }
+                break;
+            };
+            if len > self.limits.max_frame {
+                return Err(FramingError::TooLarge {
+                    len: len as u64,
+                    max: self.limits.max_frame,
+                });
+            }
+            if len == 0 {
+                return Err(FramingError::Invalid {
+                    reason: "framer returned an empty frame".into(),
+                });
+            }
+            if len <= avail.len() {
+                let mut buf = pool.take(len);
+                buf.as_mut_slice().copy_from_slice(&avail[..len]);
+                self.rstart += len;
+                self.emit(buf, out);
+            } else if len > self.rbuf.len() || len >= DIRECT_BODY_MIN {
+                let have = avail.len();
+                let mut buf = pool.take(len);
+                buf.as_mut_slice()[..have].copy_from_slice(avail);
+                self.rstart = self.rend;
+                self.body = Some(Body { buf, filled: have });
+                break;
+            } else {
+                break;
+            }
+        }
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, buf: FrameBuf, out: &mut Vec<FrameBuf>) {
+        self.in_flight += 1;
+        self.counters.frame_in();
+        out.push(buf);
+    }
+
+    /// A request of this connection completed.
+    pub(crate) fn complete(&mut self, response: Option<Response>, close: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(response) = response {
+            self.queue(response);
+        }
+        if close {
+            self.close_when_flushed = true;
+        }
+    }
+
+    /// The bytes could not be framed: queue the service's error frame (if any) and close
+    /// once it is written.
+    pub(crate) fn fail_framing(&mut self, response: Option<Response>) {
+        self.counters.malformed();
+        if let Some(response) = response {
+            self.queue(response);
+        }
+        self.close_when_flushed = true;
+        self.body = None;
+        self.rstart = 0;
+        self.rend = 0;
+    }
+
+    fn queue(&mut self, response: Response) {
+        self.counters.frame_out();
+        for segment in response.segments {
+            let len = segment.bytes().len();
+            if len > 0 {
+                self.queued_bytes += len;
+                self.counters.queued(len);
+                self.wq.push_back(segment);
+            }
+        }
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.wq.is_empty()
+    }
+
+    /// Fills `out` with the queued bytes, in order, up to `out.len()` slices; returns how many.
+    pub(crate) fn write_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, segment) in self.wq.iter().enumerate() {
+            if n == out.len() {
+                break;
+            }
+            let bytes = segment.bytes();
+            out[n] = IoSlice::new(if i == 0 {
+                &bytes[self.wq_offset..]
+            } else {
+                bytes
+            });
+            n += 1;
+        }
+        n
+    }
+
+    /// `n` queued bytes are on the socket: drop finished segments (and their guards).
+    pub(crate) fn on_written(&mut self, mut n: usize) {
+        self.counters.written(n);
+        self.counters.dequeued(n);
+        self.queued_bytes -= n;
+        while n > 0 {
+            let Some(front) = self.wq.front() else { break };
+            let rest = front.bytes().len() - self.wq_offset;
+            if n >= rest {
+                n -= rest;
+                self.wq.pop_front();
+                self.wq_offset = 0;
+            } else {
+                self.wq_offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Whether the connection is finished and should be dropped (closing the socket).
+    pub(crate) fn done(&self, draining: bool) -> bool {
+        self.failed
+            || (self.wq.is_empty()
+                && self.in_flight == 0
+                && (self.eof || self.close_when_flushed || draining))
+    }
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.counters.dequeued(self.queued_bytes);
+        self.counters.conn_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::{BinaryFramer, LineFramer};
+    use crate::pool::PoolClass;
+    use crate::service::ConnId;
+
+    fn conn(framer: Arc<dyn Framer>, max_in_flight: usize) -> (Conn<()>, BufferPool) {
+        let counters = Arc::new(Counters::default());
+        counters.conn_opened();
+        let pool = BufferPool::new(
+            &[PoolClass {
+                chunk_bytes: 1 << 16,
+                count: 4,
+            }],
+            counters.clone(),
+        );
+        let info = ConnInfo {
+            id: ConnId(1),
+            listener: 0,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            io_thread: 0,
+        };
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_in_flight,
+            max_queued: 1 << 20,
+            read_buffer: 256,
+        };
+        (Conn::new(info, (), framer, limits, counters), pool)
+    }
+
+    fn feed(c: &mut Conn<()>, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let buf = c.read_buf();
+            let n = buf.len().min(bytes.len()).min(7); // odd-sized reads
+            buf[..n].copy_from_slice(&bytes[..n]);
+            c.on_read(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn frame(len: usize, fill: u8) -> Vec<u8> {
+        let mut f = vec![fill; len];
+        f[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        f[4] = 1;
+        f
+    }
+
+    #[test]
+    fn cuts_small_and_long_frames_across_odd_reads() {
+        let (mut c, pool) = conn(Arc::new(BinaryFramer::new()), 100);
+        let frames = [frame(16, 1), frame(100, 2), frame(40_000, 3), frame(20, 4)];
+        let mut out = Vec::new();
+        for f in &frames {
+            // Feed byte by byte in small pieces, cutting as a backend would after each read.
+            for piece in f.chunks(999) {
+                feed(&mut c, piece);
+                c.cut_frames(&pool, &mut out).unwrap();
+            }
+        }
+        let got: Vec<Vec<u8>> = out.iter().map(|b| b.as_slice().to_vec()).collect();
+        assert_eq!(got, frames.to_vec());
+        assert_eq!(c.in_flight, 4);
+    }
+
+    #[test]
+    fn in_flight_cap_holds_frames_back_until_completion() {
+        let (mut c, pool) = conn(Arc::new(LineFramer), 2);
+        feed(&mut c, b"a\nb\nc\n");
+        let mut out = Vec::new();
+        c.cut_frames(&pool, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(!c.wants_read(false));
+        c.complete(None, false);
+        c.cut_frames(&pool, &mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].as_slice(), b"c\n");
+        assert_eq!(c.counters.snapshot().backpressure_pauses, 1);
+    }
+
+    #[test]
+    fn oversized_length_fails_before_the_body() {
+        let (mut c, pool) = conn(Arc::new(BinaryFramer::new()), 8);
+        feed(&mut c, &(2u32 << 20).to_le_bytes());
+        let err = c.cut_frames(&pool, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err,
+            FramingError::TooLarge {
+                len: 2 << 20,
+                max: 1 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn endless_line_stops_at_the_frame_limit() {
+        let (mut c, pool) = conn(Arc::new(LineFramer), 8);
+        let chunk = vec![b'x'; 4096];
+        let mut result = Ok(());
+        for _ in 0..300 {
+            feed(&mut c, &chunk);
+            result = c.cut_frames(&pool, &mut Vec::new());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(FramingError::TooLarge { .. })));
+        assert!(c.rbuf.len() <= (1 << 20) + 4096);
+    }
+
+    #[test]
+    fn partial_writes_advance_through_segments() {
+        let (mut c, _pool) = conn(Arc::new(LineFramer), 8);
+        c.in_flight = 1;
+        c.complete(
+            Some(Response::from_vec(b"abc".to_vec()).guarded(b"defgh".to_vec())),
+            false,
+        );
+        assert_eq!(c.counters.snapshot().response_bytes_queued, 8);
+        let mut written = Vec::new();
+        for step in [2, 3, 1, 2] {
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = c.write_slices(&mut iov);
+            let all: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
+            written.extend_from_slice(&all[..step]);
+            c.on_written(step);
+        }
+        assert_eq!(written, b"abcdefgh");
+        assert!(!c.has_output());
+        assert!(!c.done(false));
+        assert!(c.done(true)); // draining: nothing in flight, nothing queued
+        c.eof = true;
+        assert!(c.done(false));
+        assert_eq!(c.counters.snapshot().response_bytes_queued, 0);
+    }
+}
