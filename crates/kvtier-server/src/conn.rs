@@ -46,6 +46,25 @@ struct Body {
     filled: usize,
 }
 
+/// A connection's read buffer lent out for one completion-based read (io_uring): the bytes
+/// past `at` receive the data. Returned with [`Conn::return_read_target`].
+pub(crate) enum ReadTarget {
+    /// The read buffer; valid bytes end at `at`.
+    Buffer { buf: Vec<u8>, at: usize },
+    /// A long frame's own buffer, filled up to `at`.
+    Body { buf: FrameBuf, at: usize },
+}
+
+impl ReadTarget {
+    /// Where the data goes.
+    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+        match self {
+            ReadTarget::Buffer { buf, at } => &mut buf[*at..],
+            ReadTarget::Body { buf, at } => &mut buf.as_mut_slice()[*at..],
+        }
+    }
+}
+
 pub(crate) struct Conn<S> {
     pub(crate) info: ConnInfo,
     pub(crate) session: Arc<S>,
@@ -61,6 +80,8 @@ pub(crate) struct Conn<S> {
     wq_offset: usize,
     queued_bytes: usize,
     paused: bool,
+    /// The read buffer is lent out (`lend_read_target`): no framing until it is back.
+    lent: bool,
     /// The peer closed its side (read returned 0).
     pub(crate) eof: bool,
     /// A socket error: close now, drop what is queued.
@@ -92,6 +113,7 @@ impl<S> Conn<S> {
             wq_offset: 0,
             queued_bytes: 0,
             paused: false,
+            lent: false,
             eof: false,
             failed: false,
             close_when_flushed: false,
@@ -131,6 +153,35 @@ impl<S> Conn<S> {
         &mut self.rbuf[self.rend..]
     }
 
+    /// Lends the buffer [`read_buf`](Self::read_buf) would return, for a read that completes
+    /// later; framing waits until [`return_read_target`](Self::return_read_target).
+    pub(crate) fn lend_read_target(&mut self) -> ReadTarget {
+        let _ = self.read_buf();
+        self.lent = true;
+        match self.body.take() {
+            Some(body) => ReadTarget::Body {
+                buf: body.buf,
+                at: body.filled,
+            },
+            None => ReadTarget::Buffer {
+                buf: std::mem::take(&mut self.rbuf),
+                at: self.rend,
+            },
+        }
+    }
+
+    /// Takes a lent buffer back, with `n` new bytes in it.
+    pub(crate) fn return_read_target(&mut self, target: ReadTarget, n: usize) {
+        self.lent = false;
+        match target {
+            ReadTarget::Buffer { buf, .. } => self.rbuf = buf,
+            ReadTarget::Body { buf, at } => self.body = Some(Body { buf, filled: at }),
+        }
+        if n > 0 {
+            self.on_read(n);
+        }
+    }
+
     /// `n` bytes arrived in the buffer last returned by [`read_buf`](Self::read_buf).
     pub(crate) fn on_read(&mut self, n: usize) {
         self.counters.read(n);
@@ -147,6 +198,9 @@ impl<S> Conn<S> {
         pool: &BufferPool,
         out: &mut Vec<FrameBuf>,
     ) -> Result<(), FramingError> {
+        if self.lent {
+            return Ok(());
+        }
         if let Some(body) = &self.body {
             if body.filled < body.buf.len() {
                 return Ok(());
@@ -265,6 +319,42 @@ impl<S> Conn<S> {
             n += 1;
         }
         n
+    }
+
+    /// Takes up to `max` queued segments (and the offset into the first) for a write that
+    /// completes later; they still count as queued until [`return_writes`](Self::return_writes).
+    pub(crate) fn lend_writes(&mut self, max: usize) -> (Vec<Segment>, usize) {
+        let n = max.min(self.wq.len());
+        let segments = self.wq.drain(..n).collect();
+        (segments, std::mem::take(&mut self.wq_offset))
+    }
+
+    /// A lent write finished with `written` bytes on the socket: the unwritten rest goes back
+    /// in front of whatever was queued meanwhile.
+    pub(crate) fn return_writes(&mut self, segments: Vec<Segment>, offset: usize, written: usize) {
+        self.counters.written(written);
+        self.counters.dequeued(written);
+        self.queued_bytes -= written;
+        let mut left = written;
+        let mut offset = offset;
+        let mut keep = Vec::new();
+        for segment in segments {
+            let rest = segment.bytes().len() - offset;
+            if left >= rest {
+                left -= rest;
+                offset = 0;
+            } else {
+                if keep.is_empty() {
+                    self.wq_offset = offset + left;
+                }
+                left = 0;
+                offset = 0;
+                keep.push(segment);
+            }
+        }
+        for segment in keep.into_iter().rev() {
+            self.wq.push_front(segment);
+        }
     }
 
     /// `n` queued bytes are on the socket: drop finished segments (and their guards).

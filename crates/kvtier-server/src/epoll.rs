@@ -263,15 +263,6 @@ impl<S: Service> EpollLoop<S> {
         let mut progress = false;
         for _ in 0..ROUNDS {
             progress = false;
-            if c.core.has_output() && c.writable {
-                match flush(&mut c.stream, &mut c.core) {
-                    Ok(true) => progress = true,
-                    Ok(false) => c.writable = false,
-                    Err(_) => c.core.failed = true,
-                }
-            }
-            self.shared
-                .dispatch(&mut c.core, key, &mut self.scratch, &mut self.stalled);
             if c.readable && c.core.wants_read(draining) {
                 match c.stream.read(c.core.read_buf()) {
                     Ok(0) => c.core.eof = true,
@@ -281,6 +272,16 @@ impl<S: Service> EpollLoop<S> {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                    Err(_) => c.core.failed = true,
+                }
+            }
+            // Frames buffered earlier may be cut now (a completion freed in-flight room).
+            self.shared
+                .dispatch(&mut c.core, key, &mut self.scratch, &mut self.stalled);
+            if c.core.has_output() && c.writable {
+                match flush(&mut c.stream, &mut c.core) {
+                    Ok(true) => progress = true,
+                    Ok(false) => c.writable = false,
                     Err(_) => c.core.failed = true,
                 }
             }

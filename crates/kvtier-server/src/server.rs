@@ -284,21 +284,37 @@ impl<S: Service> ServerBuilder<S> {
                 Vec::new()
             };
             let shared = shared.clone();
-            let handle = match backend {
-                Backend::Epoll => {
-                    let event_loop = EpollLoop::new(shared, i, mine)?;
-                    std::thread::Builder::new()
-                        .name(format!("kvtier-io-{i}"))
-                        .spawn(move || event_loop.run())?
-                }
-                Backend::Uring => {
-                    let event_loop = uring::UringLoop::new(shared, i, mine)?;
-                    std::thread::Builder::new()
-                        .name(format!("kvtier-io-{i}"))
-                        .spawn(move || event_loop.run())?
-                }
-            };
+            // The loop is built on its own thread (io_uring's operation table holds raw
+            // pointers and never leaves it); setup errors come back through `ready`.
+            let (ready, started) = std::sync::mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("kvtier-io-{i}"))
+                .spawn(move || match backend {
+                    Backend::Epoll => match EpollLoop::new(shared, i, mine) {
+                        Ok(event_loop) => {
+                            let _ = ready.send(Ok(()));
+                            event_loop.run()
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Ok(())
+                        }
+                    },
+                    Backend::Uring => match uring::UringLoop::new(shared, i, mine) {
+                        Ok(event_loop) => {
+                            let _ = ready.send(Ok(()));
+                            event_loop.run()
+                        }
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            Ok(())
+                        }
+                    },
+                })?;
             server.io_threads.push(handle);
+            started
+                .recv()
+                .map_err(|_| io::Error::other("IO thread exited during setup"))??;
         }
         Ok(server)
     }
