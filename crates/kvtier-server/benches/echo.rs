@@ -1,0 +1,188 @@
+//! Echo throughput of the IO runtime against raw loopback TCP.
+//!
+//! Groups: frame sizes 256 KiB and 1 MiB × 1, 4 and 16 connections, each a client thread
+//! sending one frame and reading its echo back (ping-pong, so every target sees the same
+//! request pattern), against three servers:
+//!
+//! - `raw`: a plain blocking thread per connection that reads a whole frame and writes it back
+//!   (the loopback ceiling: no framing layer, no hand-off between threads);
+//! - `uring` and `epoll`: kvtier-server on each backend with an echo service that sends the
+//!   request buffer back as a guarded segment (1 IO thread, 2 workers).
+//!
+//! Reps are interleaved (raw, uring, epoll, raw, ...) and the table shows medians and the
+//! ratio of medians to `raw`; GB/s counts echoed bytes once (the same bytes also went in).
+//!
+//! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]`
+//!
+//! Reference (shared 2-vCPU EPYC VM, noisy): see docs/server-io-bench.md once measured.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kvtier_server::{
+    Backend, BackendChoice, BinaryFramer, ConnInfo, Context, Request, Response, Server,
+    ServerBuilder, Service,
+};
+
+struct Echo;
+
+impl Service for Echo {
+    type Session = ();
+    fn open(&self, _conn: &ConnInfo) {}
+    fn handle(&self, ctx: Context<()>, request: Request) {
+        ctx.reply(Response::new().guarded(request.into_frame()));
+    }
+}
+
+/// A thread-per-connection blocking echo server; stops accepting when `stop` is set.
+fn raw_server(stop: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let mut h = [0u8; 16];
+                    if s.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+                    buf.resize(len, 0);
+                    buf[..16].copy_from_slice(&h);
+                    if s.read_exact(&mut buf[16..]).is_err() || s.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn frame(len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    f[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    f[4] = 1;
+    f[5..16].fill(0);
+    f
+}
+
+/// Echoed bytes per second over `conns` ping-pong connections for `secs`.
+fn drive(addr: SocketAddr, size: usize, conns: usize, secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let request = frame(size);
+                let mut back = vec![0u8; size];
+                let mut bytes = 0u64;
+                while Instant::now() < deadline {
+                    s.write_all(&request).unwrap();
+                    s.read_exact(&mut back).unwrap();
+                    bytes += size as u64;
+                }
+                assert!(back == request, "echo corrupted");
+                bytes
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn kvtier(backend: Backend) -> Server {
+    ServerBuilder::new(Echo)
+        .listen("127.0.0.1:0".parse().unwrap(), BinaryFramer::new())
+        .with_backend(BackendChoice::Force(backend))
+        .with_io_threads(1)
+        .with_workers(2)
+        .start()
+        .unwrap()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: f64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let reps = value("--reps", if quick { 1.0 } else { 5.0 }) as usize;
+    let secs = value("--secs", if quick { 0.2 } else { 1.0 });
+    let sizes: &[usize] = if quick {
+        &[256 << 10]
+    } else {
+        &[256 << 10, 1 << 20]
+    };
+    let conn_counts: &[usize] = if quick { &[1, 4] } else { &[1, 4, 16] };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let raw = raw_server(stop.clone());
+    let uring = kvtier(Backend::Uring);
+    let epoll = kvtier(Backend::Epoll);
+    let targets = [
+        ("raw", raw),
+        ("uring", uring.local_addrs()[0]),
+        ("epoll", epoll.local_addrs()[0]),
+    ];
+    println!("reps={reps} secs={secs} (medians; GB/s of echoed bytes; ratio = vs raw)");
+    println!(
+        "{:>9} {:>5} {:>10} {:>10} {:>7} {:>10} {:>7}",
+        "frame", "conns", "raw GB/s", "uring GB/s", "ratio", "epoll GB/s", "ratio"
+    );
+    for &size in sizes {
+        for &conns in conn_counts {
+            let mut results = vec![Vec::new(); targets.len()];
+            drive(raw, size, conns, 0.1); // warm-up, dropped
+            for _ in 0..reps {
+                for (i, (_, addr)) in targets.iter().enumerate() {
+                    results[i].push(drive(*addr, size, conns, secs) / 1e9);
+                }
+            }
+            let m: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+            println!(
+                "{:>8}K {:>5} {:>10.2} {:>10.2} {:>7.2} {:>10.2} {:>7.2}",
+                size >> 10,
+                conns,
+                m[0],
+                m[1],
+                m[1] / m[0],
+                m[2],
+                m[2] / m[0]
+            );
+        }
+    }
+    let (cu, ce) = (uring.counters(), epoll.counters());
+    println!(
+        "uring: frames {} pool fallbacks {} ring full {}; epoll: frames {} pool fallbacks {} ring full {}",
+        cu.frames_in,
+        cu.pool_fallbacks,
+        cu.ring_full,
+        ce.frames_in,
+        ce.pool_fallbacks,
+        ce.ring_full
+    );
+    stop.store(true, Ordering::Relaxed);
+    uring.shutdown().unwrap();
+    epoll.shutdown().unwrap();
+}
