@@ -7,7 +7,8 @@
 //! - `raw`: a plain blocking thread per connection that reads a whole frame and writes it back
 //!   (the loopback ceiling: no framing layer, no hand-off between threads);
 //! - `uring` and `epoll`: kvtier-server on each backend with an echo service that sends the
-//!   request buffer back as a guarded segment (1 IO thread, 2 workers).
+//!   request buffer back as a guarded segment (1 IO thread and 2 workers unless
+//!   `KVTIER_BENCH_IO` / `KVTIER_BENCH_WORKERS` say otherwise).
 //!
 //! Reps are interleaved (raw, uring, epoll, raw, ...) and the table shows medians and the
 //! ratio of medians to `raw`; GB/s counts echoed bytes once (the same bytes also went in).
@@ -102,12 +103,20 @@ fn drive(addr: SocketAddr, size: usize, conns: usize, secs: f64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Thread counts from `KVTIER_BENCH_IO` / `KVTIER_BENCH_WORKERS` (defaults 1 and 2).
 fn kvtier(backend: Backend) -> Server {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     ServerBuilder::new(Echo)
         .listen("127.0.0.1:0".parse().unwrap(), BinaryFramer::new())
         .with_backend(BackendChoice::Force(backend))
-        .with_io_threads(1)
-        .with_workers(2)
+        .with_io_threads(env("KVTIER_BENCH_IO", 1))
+        .with_workers(env("KVTIER_BENCH_WORKERS", 2))
+        .with_worker_spins(env("KVTIER_BENCH_SPINS", 200) as u32)
         .start()
         .unwrap()
 }

@@ -51,6 +51,7 @@ pub(crate) struct ServerConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight_per_conn: usize,
+    pub max_in_flight_bytes_per_conn: usize,
     pub max_queued_response_bytes: usize,
     pub read_buffer_bytes: usize,
     pub pool_classes: Vec<PoolClass>,
@@ -73,6 +74,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 << 20,
             max_connections: 4096,
             max_in_flight_per_conn: 128,
+            max_in_flight_bytes_per_conn: 64 << 20,
             max_queued_response_bytes: 16 << 20,
             read_buffer_bytes: 64 << 10,
             pool_classes: vec![

@@ -10,8 +10,9 @@
 //!
 //! # Invariants
 //!
-//! - Reading stops while `in_flight >= max_in_flight` or `queued_bytes >= max_queued`
-//!   (backpressure); frames already buffered are cut only while under the in-flight cap.
+//! - Reading stops while `in_flight >= max_in_flight`, `in_flight_bytes >=
+//!   max_in_flight_bytes` or `queued_bytes >= max_queued` (backpressure); frames already
+//!   buffered are cut only while under the in-flight caps.
 //! - A frame's announced length is checked against `max_frame` before any of its body is
 //!   buffered; a framer that cannot tell the length is stopped at `max_frame` buffered bytes.
 //! - The buffer returned by [`Conn::read_buf`] is not moved or touched until the matching
@@ -37,6 +38,7 @@ const DIRECT_BODY_MIN: usize = 16 << 10;
 pub(crate) struct Limits {
     pub max_frame: usize,
     pub max_in_flight: usize,
+    pub max_in_flight_bytes: usize,
     pub max_queued: usize,
     pub read_buffer: usize,
 }
@@ -76,6 +78,7 @@ pub(crate) struct Conn<S> {
     rend: usize,
     body: Option<Body>,
     in_flight: usize,
+    in_flight_bytes: usize,
     wq: VecDeque<Segment>,
     wq_offset: usize,
     queued_bytes: usize,
@@ -109,6 +112,7 @@ impl<S> Conn<S> {
             rend: 0,
             body: None,
             in_flight: 0,
+            in_flight_bytes: 0,
             wq: VecDeque::new(),
             wq_offset: 0,
             queued_bytes: 0,
@@ -122,13 +126,17 @@ impl<S> Conn<S> {
 
     /// Whether the backend should read from the socket now.
     pub(crate) fn wants_read(&mut self, draining: bool) -> bool {
-        let blocked = self.in_flight >= self.limits.max_in_flight
-            || self.queued_bytes >= self.limits.max_queued;
+        let blocked = self.at_in_flight_cap() || self.queued_bytes >= self.limits.max_queued;
         if blocked && !self.paused {
             self.counters.paused();
         }
         self.paused = blocked;
         !blocked && !self.eof && !self.failed && !self.close_when_flushed && !draining
+    }
+
+    fn at_in_flight_cap(&self) -> bool {
+        self.in_flight >= self.limits.max_in_flight
+            || self.in_flight_bytes >= self.limits.max_in_flight_bytes
     }
 
     /// Where the next read lands: the rest of a long frame's body, or the read buffer's free
@@ -209,7 +217,7 @@ impl<S> Conn<S> {
                 self.emit(body.buf, out);
             }
         }
-        while self.in_flight < self.limits.max_in_flight && !self.close_when_flushed {
+        while !self.at_in_flight_cap() && !self.close_when_flushed {
             let avail = &self.rbuf[self.rstart..self.rend];
             if avail.is_empty() {
                 break;
@@ -259,13 +267,20 @@ impl<S> Conn<S> {
 
     fn emit(&mut self, buf: FrameBuf, out: &mut Vec<FrameBuf>) {
         self.in_flight += 1;
+        self.in_flight_bytes += buf.len();
         self.counters.frame_in();
         out.push(buf);
     }
 
     /// A request of this connection completed.
-    pub(crate) fn complete(&mut self, response: Option<Response>, close: bool) {
+    pub(crate) fn complete(
+        &mut self,
+        response: Option<Response>,
+        close: bool,
+        request_bytes: usize,
+    ) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(request_bytes);
         if let Some(response) = response {
             self.queue(response);
         }
@@ -418,6 +433,7 @@ mod tests {
         let limits = Limits {
             max_frame: 1 << 20,
             max_in_flight,
+            max_in_flight_bytes: 1 << 20,
             max_queued: 1 << 20,
             read_buffer: 256,
         };
@@ -466,11 +482,27 @@ mod tests {
         c.cut_frames(&pool, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert!(!c.wants_read(false));
-        c.complete(None, false);
+        c.complete(None, false, 2);
         c.cut_frames(&pool, &mut out).unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].as_slice(), b"c\n");
         assert_eq!(c.counters.snapshot().backpressure_pauses, 1);
+    }
+
+    #[test]
+    fn in_flight_bytes_cap_pauses_reading() {
+        let (mut c, pool) = conn(Arc::new(BinaryFramer::new()), 100);
+        let big = frame(600_000, 9);
+        let mut out = Vec::new();
+        for f in [&big, &big] {
+            feed(&mut c, f);
+            c.cut_frames(&pool, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 2);
+        // 1.2 MB in flight is past the 1 MiB byte cap, though only 2 of 100 frames are.
+        assert!(!c.wants_read(false));
+        c.complete(None, false, 600_000);
+        assert!(c.wants_read(false));
     }
 
     #[test]
@@ -510,6 +542,7 @@ mod tests {
         c.complete(
             Some(Response::from_vec(b"abc".to_vec()).guarded(b"defgh".to_vec())),
             false,
+            0,
         );
         assert_eq!(c.counters.snapshot().response_bytes_queued, 8);
         let mut written = Vec::new();

@@ -160,13 +160,14 @@ impl<S: Service> EpollLoop<S> {
             IoMsg::Completion {
                 slab_key,
                 conn,
+                request_bytes,
                 response,
                 close,
             } => {
                 if let Some(c) = self.conns.get_mut(slab_key)
                     && c.core.info.id == conn
                 {
-                    c.core.complete(response, close);
+                    c.core.complete(response, close, request_bytes);
                     mark(&mut self.dirty, slab_key, c);
                 }
             }

@@ -25,6 +25,8 @@ pub(crate) enum IoMsg {
     Completion {
         slab_key: usize,
         conn: ConnId,
+        /// Size of the request frame, released from the connection's in-flight bytes.
+        request_bytes: usize,
         response: Option<Response>,
         close: bool,
     },

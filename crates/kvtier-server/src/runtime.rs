@@ -69,6 +69,7 @@ impl<S: Service> Shared<S> {
         Limits {
             max_frame: self.config.max_frame_bytes,
             max_in_flight: self.config.max_in_flight_per_conn.max(1),
+            max_in_flight_bytes: self.config.max_in_flight_bytes_per_conn.max(1),
             max_queued: self.config.max_queued_response_bytes.max(1),
             read_buffer: self.config.read_buffer_bytes,
         }
@@ -165,6 +166,7 @@ impl<S: Service> Shared<S> {
                 let route = Route {
                     inbox: self.inboxes[job.info.io_thread].clone(),
                     slab_key: job.slab_key,
+                    request_bytes: job.frame.len(),
                 };
                 let ctx = Context::new(job.info, job.session, route);
                 let request = Request::new(job.frame);

@@ -145,6 +145,14 @@ impl<S: Service> ServerBuilder<S> {
         self
     }
 
+    /// Request bytes of one connection handed to workers and not yet answered; at the cap the
+    /// connection is not read (a frame being read may still complete, so the bound is this
+    /// plus one `max_frame_bytes`). Default: 64 MiB.
+    pub fn with_max_in_flight_bytes_per_conn(mut self, n: usize) -> Self {
+        self.config.max_in_flight_bytes_per_conn = n;
+        self
+    }
+
     /// Response bytes queued for one connection before it stops being read (a client that
     /// does not read its replies). Default: 16 MiB. A connection's memory is bounded by this
     /// plus `max_in_flight_per_conn` replies.
@@ -321,20 +329,38 @@ impl<S: Service> ServerBuilder<S> {
 }
 
 fn choose_backend(choice: BackendChoice) -> Result<Backend, ServerError> {
-    let choice = match choice {
-        BackendChoice::Auto => match std::env::var(BACKEND_ENV).as_deref() {
-            Ok("epoll") => BackendChoice::Force(Backend::Epoll),
-            Ok("uring") | Ok("io_uring") => BackendChoice::Force(Backend::Uring),
-            _ => BackendChoice::Auto,
-        },
-        forced => forced,
+    resolve_backend(
+        choice,
+        std::env::var(BACKEND_ENV).ok().as_deref(),
+        uring::probe,
+    )
+}
+
+/// The backend for `choice`, the value of [`BACKEND_ENV`] (consulted only for `Auto`) and
+/// whether io_uring works here (`probe`, called only when io_uring is a candidate).
+fn resolve_backend(
+    choice: BackendChoice,
+    env: Option<&str>,
+    probe: impl FnOnce() -> io::Result<()>,
+) -> Result<Backend, ServerError> {
+    let choice = match (choice, env) {
+        (BackendChoice::Auto, Some("epoll")) => BackendChoice::Force(Backend::Epoll),
+        (BackendChoice::Auto, Some("uring" | "io_uring")) => BackendChoice::Force(Backend::Uring),
+        (BackendChoice::Auto, Some(other)) if other != "auto" && !other.is_empty() => {
+            tracing::warn!(
+                value = other,
+                "unknown {BACKEND_ENV}; choosing automatically"
+            );
+            BackendChoice::Auto
+        }
+        (choice, _) => choice,
     };
     match choice {
         BackendChoice::Force(Backend::Epoll) => Ok(Backend::Epoll),
-        BackendChoice::Force(Backend::Uring) => uring::probe()
+        BackendChoice::Force(Backend::Uring) => probe()
             .map(|()| Backend::Uring)
             .map_err(ServerError::UringUnavailable),
-        BackendChoice::Auto => match uring::probe() {
+        BackendChoice::Auto => match probe() {
             Ok(()) => Ok(Backend::Uring),
             Err(e) => {
                 tracing::info!(%e, "io_uring unavailable; using epoll");
@@ -453,5 +479,56 @@ impl std::fmt::Debug for Server {
             .field("local_addrs", &self.local_addrs)
             .field("backend", &self.backend)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+
+    #[test]
+    fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
+        let auto = BackendChoice::Auto;
+        assert_eq!(
+            resolve_backend(auto, None, || Ok(())).unwrap(),
+            Backend::Uring
+        );
+        assert_eq!(
+            resolve_backend(auto, None, refused).unwrap(),
+            Backend::Epoll
+        );
+        assert_eq!(
+            resolve_backend(auto, Some("auto"), refused).unwrap(),
+            Backend::Epoll
+        );
+        assert_eq!(
+            resolve_backend(auto, Some("bogus"), || Ok(())).unwrap(),
+            Backend::Uring
+        );
+    }
+
+    #[test]
+    fn forcing_picks_one_backend_or_fails() {
+        let never = || -> io::Result<()> { panic!("epoll must not probe io_uring") };
+        let epoll = BackendChoice::Force(Backend::Epoll);
+        let uring = BackendChoice::Force(Backend::Uring);
+        assert_eq!(
+            resolve_backend(epoll, Some("uring"), never).unwrap(),
+            Backend::Epoll
+        );
+        assert!(matches!(
+            resolve_backend(uring, None, refused),
+            Err(ServerError::UringUnavailable(_))
+        ));
+        // The environment forces too, when the configuration leaves the choice open.
+        assert_eq!(
+            resolve_backend(BackendChoice::Auto, Some("epoll"), never).unwrap(),
+            Backend::Epoll
+        );
+        assert!(resolve_backend(BackendChoice::Auto, Some("uring"), refused).is_err());
     }
 }

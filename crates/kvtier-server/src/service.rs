@@ -198,6 +198,7 @@ pub struct Context<S> {
 pub(crate) struct Route {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) slab_key: usize,
+    pub(crate) request_bytes: usize,
 }
 
 impl<S> Context<S> {
@@ -238,6 +239,7 @@ impl<S> Context<S> {
         if let Some(route) = self.route.take() {
             route.inbox.push(IoMsg::Completion {
                 slab_key: route.slab_key,
+                request_bytes: route.request_bytes,
                 conn: self.info.id,
                 response,
                 close,

@@ -177,7 +177,26 @@ fn two_listeners_two_framers(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+fn a_panicking_handler_loses_only_its_request(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let server = builder(service, backend)
+        .with_max_in_flight_per_conn(2)
+        .start()
+        .unwrap();
+    let mut stream = connect(server.local_addrs()[0]);
+    // More panics than the in-flight cap: each must still release its slot.
+    for id in 0..5 {
+        stream.write_all(&frame(OP_PANIC, 0, id, 8)).unwrap();
+    }
+    for id in 10..20 {
+        roundtrip(&mut stream, &frame(OP_ECHO, 0, id, 100));
+    }
+    assert_eq!(server.counters().frames_in, 15);
+    server.shutdown().unwrap();
+}
+
 on_both_backends!(
+    a_panicking_handler_loses_only_its_request,
     pipelined_requests_on_one_connection,
     replies_complete_out_of_order,
     large_frames_with_partial_reads_and_writes,

@@ -21,6 +21,8 @@ pub const OP_ECHO: u8 = 0;
 pub const OP_DELAY: u8 = 1;
 /// Echo, then close the connection.
 pub const OP_QUIT: u8 = 2;
+/// The handler panics (a service bug): only that request is lost.
+pub const OP_PANIC: u8 = 3;
 /// Opcode of the error frame the service answers malformed input with.
 pub const OP_ERROR: u8 = 0xFF;
 
@@ -47,6 +49,7 @@ impl Service for TestService {
                     ctx.reply(Response::new().guarded(request.into_frame()));
                 });
             }
+            OP_PANIC => panic!("test service asked to panic"),
             OP_QUIT => ctx.reply_and_close(Response::new().guarded(request.into_frame())),
             _ => ctx.reply(Response::new().guarded(request.into_frame())),
         }
