@@ -15,6 +15,23 @@
 //! - [`Server::shutdown`] stops accepting, answers and flushes what is in flight, calls
 //!   [`Service::drain`], and joins every thread; [`Server::counters`] reads the counters.
 //!
+//! # For the protocol layer
+//!
+//! - [`ConnInfo::listener`] says which listener (so which framer and protocol) a request came
+//!   on; [`Service::Session`] holds per-connection state (namespace, authentication).
+//! - Requests of one connection run concurrently on the workers and may complete in any
+//!   order: replies carry the request id; state that must precede other requests (HELLO) is
+//!   set before its reply is sent, and a client waits for that reply. RESP needs in-order
+//!   replies: serialise per session or set `with_max_in_flight_per_conn(1)` on a RESP-only
+//!   server (a per-listener cap is not built yet).
+//! - [`Context`] may move to another thread and reply later (disk or remote fetches);
+//!   [`Response::guarded`] sends bytes straight from memory a guard keeps alive (a reader
+//!   guard on arena slots for GET) and drops the guard once they are on the socket.
+//! - [`Service::malformed`] writes the protocol's error frame before a framing error closes
+//!   the connection; [`Service::drain`] runs once at shutdown, after the last reply.
+//! - Writes may raise `SIGPIPE` on a closed peer: Rust binaries ignore it by default; a host
+//!   process embedding the server must too.
+//!
 //! `unsafe` is denied in this crate except in one module, `uring/sys.rs` (io_uring
 //! submissions whose buffers must outlive them); its tests also run under AddressSanitizer
 //! (`scripts/asan-server.sh`).
