@@ -13,7 +13,8 @@
 //! Reps are interleaved (raw, uring, epoll, raw, ...) and the table shows medians and the
 //! ratio of medians to `raw`; GB/s counts echoed bytes once (the same bytes also went in).
 //!
-//! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]`
+//! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]
+//! [--size BYTES --conns N]`
 //!
 //! Reference (shared 2-vCPU EPYC VM, noisy): see docs/server-io-bench.md once measured.
 
@@ -136,14 +137,21 @@ fn main() {
             .unwrap_or(default)
     };
     let quick = args.iter().any(|a| a == "--quick");
+    // `--conns N` / `--size BYTES`: one cell only (for profiling).
+    let only_conns = value("--conns", 0.0) as usize;
+    let only_size = value("--size", 0.0) as usize;
     let reps = value("--reps", if quick { 1.0 } else { 5.0 }) as usize;
     let secs = value("--secs", if quick { 0.2 } else { 1.0 });
-    let sizes: &[usize] = if quick {
-        &[256 << 10]
-    } else {
-        &[256 << 10, 1 << 20]
+    let sizes: &[usize] = match (only_size, quick) {
+        (0, true) => &[256 << 10],
+        (0, false) => &[256 << 10, 1 << 20],
+        _ => std::slice::from_ref(&only_size),
     };
-    let conn_counts: &[usize] = if quick { &[1, 4] } else { &[1, 4, 16] };
+    let conn_counts: &[usize] = match (only_conns, quick) {
+        (0, true) => &[1, 4],
+        (0, false) => &[1, 4, 16],
+        _ => std::slice::from_ref(&only_conns),
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let raw = raw_server(stop.clone());

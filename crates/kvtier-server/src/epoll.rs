@@ -34,6 +34,8 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const ROUNDS: usize = 16;
 /// Slices per vectored write.
 const IOV: usize = 64;
+/// Wait before accepting again after a failing accept (out of descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 struct EConn<S> {
     stream: TcpStream,
@@ -53,6 +55,9 @@ pub(crate) struct EpollLoop<S: Service> {
     stalled: VecDeque<Job<S::Session>>,
     scratch: Vec<crate::pool::FrameBuf>,
     draining: Option<Instant>,
+    /// Listeners whose accept failed (EMFILE...), to retry at the instant given: with
+    /// edge-triggered readiness no new event comes for connections already in the backlog.
+    accept_retry: Vec<(usize, Instant)>,
 }
 
 impl<S: Service> EpollLoop<S> {
@@ -83,6 +88,7 @@ impl<S: Service> EpollLoop<S> {
             stalled: VecDeque::new(),
             scratch: Vec::new(),
             draining: None,
+            accept_retry: Vec::new(),
         })
     }
 
@@ -95,8 +101,8 @@ impl<S: Service> EpollLoop<S> {
                 Some(Duration::ZERO)
             } else if !self.stalled.is_empty() {
                 Some(Duration::from_micros(100))
-            } else if self.draining.is_some() {
-                Some(Duration::from_millis(10))
+            } else if self.draining.is_some() || !self.accept_retry.is_empty() {
+                Some(ACCEPT_BACKOFF)
             } else {
                 None
             };
@@ -126,9 +132,21 @@ impl<S: Service> EpollLoop<S> {
             for msg in msgs.drain(..) {
                 self.on_msg(msg);
             }
-            if self.shared.retry_stalled(&mut self.stalled) {
-                // Still full: the frames wait; try again after a short poll.
+            if !self.accept_retry.is_empty() {
+                let now = Instant::now();
+                let due: Vec<usize> = self
+                    .accept_retry
+                    .iter()
+                    .filter(|(_, at)| *at <= now)
+                    .map(|(i, _)| *i)
+                    .collect();
+                self.accept_retry.retain(|(_, at)| *at > now);
+                for i in due {
+                    self.accept(i);
+                }
             }
+            // Frames that found the ring full wait for the next turn (short poll above).
+            self.shared.retry_stalled(&mut self.stalled);
             let dirty = std::mem::take(&mut self.dirty);
             for key in &dirty {
                 self.drive(*key);
@@ -185,6 +203,7 @@ impl<S: Service> EpollLoop<S> {
             }
             IoMsg::Shutdown => {
                 self.draining = Some(Instant::now() + self.shared.config.shutdown_timeout);
+                self.accept_retry.clear();
                 for mut l in self.listeners.drain(..) {
                     let _ = self.poll.registry().deregister(&mut l);
                 }
@@ -223,8 +242,10 @@ impl<S: Service> EpollLoop<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and leave the backlog for the next event.
+                    // EMFILE and friends: log, retry shortly (the backlog raises no new edge).
                     tracing::warn!(%e, "accept failed");
+                    self.accept_retry
+                        .push((listener, Instant::now() + ACCEPT_BACKOFF));
                     return;
                 }
             }

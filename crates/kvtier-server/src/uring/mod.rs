@@ -39,6 +39,8 @@ const TAG_LISTENER: u64 = u64::MAX / 2;
 const IOV: usize = 64;
 /// Submission queue size.
 const ENTRIES: u32 = 1024;
+/// Wait before accepting again after a failing accept (out of descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 struct UConn<S> {
     stream: TcpStream,
@@ -59,6 +61,9 @@ pub(crate) struct UringLoop<S: Service> {
     stalled: VecDeque<Job<S::Session>>,
     scratch: Vec<crate::pool::FrameBuf>,
     draining: Option<Instant>,
+    /// Listeners whose accept failed (EMFILE...), re-armed at the instant given instead of at
+    /// once (which would spin while descriptors are exhausted).
+    accept_retry: Vec<(usize, Instant)>,
 }
 
 impl<S: Service> UringLoop<S> {
@@ -83,6 +88,7 @@ impl<S: Service> UringLoop<S> {
             stalled: VecDeque::new(),
             scratch: Vec::new(),
             draining: None,
+            accept_retry: Vec::new(),
         })
     }
 
@@ -95,8 +101,8 @@ impl<S: Service> UringLoop<S> {
                 (0, None)
             } else if !self.stalled.is_empty() {
                 (1, Some(Duration::from_micros(100)))
-            } else if self.draining.is_some() {
-                (1, Some(Duration::from_millis(10)))
+            } else if self.draining.is_some() || !self.accept_retry.is_empty() {
+                (1, Some(ACCEPT_BACKOFF))
             } else {
                 (1, None)
             };
@@ -113,6 +119,20 @@ impl<S: Service> UringLoop<S> {
                 }
                 if self.draining.is_none() {
                     self.ring.read_wake(inbox.as_fd(), TAG_WAKE);
+                }
+            }
+            if !self.accept_retry.is_empty() {
+                let now = Instant::now();
+                for (i, at) in std::mem::take(&mut self.accept_retry) {
+                    match self.listeners.get(i) {
+                        Some(Some(l)) if at <= now && self.draining.is_none() => {
+                            self.ring.accept(l.as_fd(), TAG_LISTENER + i as u64);
+                        }
+                        Some(Some(_)) if self.draining.is_none() => {
+                            self.accept_retry.push((i, at));
+                        }
+                        _ => {}
+                    }
                 }
             }
             self.shared.retry_stalled(&mut self.stalled);
@@ -157,10 +177,18 @@ impl<S: Service> UringLoop<S> {
             Owned::Cancel => {}
             Owned::Accepted(fd) => {
                 let i = (d.tag - TAG_LISTENER) as usize;
+                let transient = matches!(
+                    -d.result,
+                    libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::ECANCELED
+                );
                 if let Some(fd) = fd {
                     self.admit(TcpStream::from(fd), i);
-                } else if d.result != -libc::ECANCELED {
-                    tracing::warn!(errno = -d.result, "accept failed");
+                } else if !transient {
+                    tracing::warn!(errno = -d.result, "accept failed; retrying shortly");
+                    if self.draining.is_none() {
+                        self.accept_retry.push((i, Instant::now() + ACCEPT_BACKOFF));
+                        return false;
+                    }
                 }
                 if self.draining.is_none()
                     && let Some(Some(l)) = self.listeners.get(i)
