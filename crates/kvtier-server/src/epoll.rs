@@ -25,7 +25,7 @@ use slab::Slab;
 
 use crate::conn::Conn;
 use crate::inbox::IoMsg;
-use crate::runtime::{Job, Shared};
+use crate::runtime::{EventLoop, Job, Shared};
 use crate::service::Service;
 
 const WAKE: Token = Token(usize::MAX);
@@ -60,8 +60,8 @@ pub(crate) struct EpollLoop<S: Service> {
     accept_retry: Vec<(usize, Instant)>,
 }
 
-impl<S: Service> EpollLoop<S> {
-    pub(crate) fn new(
+impl<S: Service> EventLoop<S> for EpollLoop<S> {
+    fn new(
         shared: Arc<Shared<S>>,
         index: usize,
         listeners: Vec<std::net::TcpListener>,
@@ -92,7 +92,7 @@ impl<S: Service> EpollLoop<S> {
         })
     }
 
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut msgs = Vec::new();
         let inbox = self.shared.inboxes[self.index].clone();
@@ -172,7 +172,9 @@ impl<S: Service> EpollLoop<S> {
             }
         }
     }
+}
 
+impl<S: Service> EpollLoop<S> {
     fn on_msg(&mut self, msg: IoMsg) {
         match msg {
             IoMsg::Completion {

@@ -23,6 +23,19 @@ use crate::pool::{BufferPool, FrameBuf};
 use crate::ring::Ring;
 use crate::service::{ConnId, ConnInfo, Context, Request, Route, Service};
 
+/// One IO thread's event loop: a backend. Built on the thread that runs it.
+pub(crate) trait EventLoop<S: Service>: Sized {
+    /// Sets up the loop of IO thread `index`, accepting on `listeners` (thread 0 only).
+    fn new(
+        shared: Arc<Shared<S>>,
+        index: usize,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> std::io::Result<Self>;
+
+    /// Runs until a graceful shutdown has closed every connection (or timed out).
+    fn run(self) -> std::io::Result<()>;
+}
+
 /// One request on its way to a worker.
 pub(crate) struct Job<S> {
     info: ConnInfo,

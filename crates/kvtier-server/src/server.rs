@@ -22,7 +22,7 @@ use crate::epoll::EpollLoop;
 use crate::framing::Framer;
 use crate::inbox::{Inbox, IoMsg};
 use crate::pool::PoolClass;
-use crate::runtime::Shared;
+use crate::runtime::{EventLoop, Shared};
 use crate::service::Service;
 use crate::uring;
 
@@ -292,39 +292,43 @@ impl<S: Service> ServerBuilder<S> {
                 Vec::new()
             };
             let shared = shared.clone();
-            // The loop is built on its own thread (io_uring's operation table holds raw
-            // pointers and never leaves it); setup errors come back through `ready`.
-            let (ready, started) = std::sync::mpsc::channel();
-            let handle = std::thread::Builder::new()
-                .name(format!("kvtier-io-{i}"))
-                .spawn(move || match backend {
-                    Backend::Epoll => match EpollLoop::new(shared, i, mine) {
-                        Ok(event_loop) => {
-                            let _ = ready.send(Ok(()));
-                            event_loop.run()
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            Ok(())
-                        }
-                    },
-                    Backend::Uring => match uring::UringLoop::new(shared, i, mine) {
-                        Ok(event_loop) => {
-                            let _ = ready.send(Ok(()));
-                            event_loop.run()
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            Ok(())
-                        }
-                    },
-                })?;
+            let handle = match backend {
+                Backend::Epoll => spawn_io_thread::<EpollLoop<S>, S>(shared, i, mine)?,
+                Backend::Uring => spawn_io_thread::<uring::UringLoop<S>, S>(shared, i, mine)?,
+            };
             server.io_threads.push(handle);
-            started
-                .recv()
-                .map_err(|_| io::Error::other("IO thread exited during setup"))??;
         }
         Ok(server)
+    }
+}
+
+/// Starts IO thread `index` on backend `L`. The loop is built on its own thread (io_uring's
+/// operation table holds raw pointers and never leaves it); a setup error is returned here.
+fn spawn_io_thread<L: EventLoop<S>, S: Service>(
+    shared: Arc<Shared<S>>,
+    index: usize,
+    listeners: Vec<TcpListener>,
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    let (ready, started) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("kvtier-io-{index}"))
+        .spawn(move || match L::new(shared, index, listeners) {
+            Ok(event_loop) => {
+                let _ = ready.send(Ok(()));
+                event_loop.run()
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                Ok(())
+            }
+        })?;
+    match started.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => Err(io::Error::other("IO thread exited during setup")),
     }
 }
 

@@ -27,7 +27,7 @@ use slab::Slab;
 
 use crate::conn::Conn;
 use crate::inbox::IoMsg;
-use crate::runtime::{Job, Shared};
+use crate::runtime::{EventLoop, Job, Shared};
 use crate::service::Service;
 
 pub(crate) use sys::probe;
@@ -66,12 +66,8 @@ pub(crate) struct UringLoop<S: Service> {
     accept_retry: Vec<(usize, Instant)>,
 }
 
-impl<S: Service> UringLoop<S> {
-    pub(crate) fn new(
-        shared: Arc<Shared<S>>,
-        index: usize,
-        listeners: Vec<TcpListener>,
-    ) -> io::Result<Self> {
+impl<S: Service> EventLoop<S> for UringLoop<S> {
+    fn new(shared: Arc<Shared<S>>, index: usize, listeners: Vec<TcpListener>) -> io::Result<Self> {
         let mut ring = Ring::new(ENTRIES)?;
         ring.read_wake(shared.inboxes[index].as_fd(), TAG_WAKE);
         for (i, l) in listeners.iter().enumerate() {
@@ -92,7 +88,7 @@ impl<S: Service> UringLoop<S> {
         })
     }
 
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    fn run(mut self) -> io::Result<()> {
         let mut done = Vec::new();
         let mut msgs = Vec::new();
         let inbox = self.shared.inboxes[self.index].clone();
@@ -169,7 +165,9 @@ impl<S: Service> UringLoop<S> {
             }
         }
     }
+}
 
+impl<S: Service> UringLoop<S> {
     /// Applies one completion; returns whether it was the inbox wake-up.
     fn on_done(&mut self, d: Done) -> bool {
         match d.owned {
