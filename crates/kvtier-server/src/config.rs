@@ -1,7 +1,11 @@
 //! The server's knobs: which IO backend, how many threads, limits, pool sizes. Plain data
 //! (`ServerConfig`), set through [`ServerBuilder`](crate::ServerBuilder)'s `with_*` setters.
 
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::framing::Framer;
 
 use crate::pool::PoolClass;
 
@@ -96,5 +100,89 @@ impl Default for ServerConfig {
             worker_spins: 200,
             shutdown_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// One listener: where it listens, how its bytes are cut into frames, and the limits that
+/// differ from the server's (a RESP port wants in-order replies and its own frame limit).
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_server::{LineFramer, ListenerConfig};
+///
+/// let text = ListenerConfig::new("127.0.0.1:0".parse()?, LineFramer)
+///     .with_ordered_replies(true)
+///     .with_max_frame_bytes(4096);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub struct ListenerConfig {
+    pub(crate) bind: Bind,
+    pub(crate) framer: Arc<dyn Framer>,
+    pub(crate) ordered: bool,
+    pub(crate) max_frame_bytes: Option<usize>,
+    pub(crate) max_in_flight_per_conn: Option<usize>,
+}
+
+pub(crate) enum Bind {
+    Addr(SocketAddr),
+    Bound(TcpListener),
+}
+
+impl ListenerConfig {
+    /// Listens on `addr` (port 0: any free port) with `framer`.
+    pub fn new(addr: SocketAddr, framer: impl Framer) -> Self {
+        Self::with_bind(Bind::Addr(addr), framer)
+    }
+
+    /// Uses an already bound listener.
+    pub fn from_listener(listener: TcpListener, framer: impl Framer) -> Self {
+        Self::with_bind(Bind::Bound(listener), framer)
+    }
+
+    fn with_bind(bind: Bind, framer: impl Framer) -> Self {
+        Self {
+            bind,
+            framer: Arc::new(framer),
+            ordered: false,
+            max_frame_bytes: None,
+            max_in_flight_per_conn: None,
+        }
+    }
+
+    /// Write each connection's replies in request order, whatever order the workers finish
+    /// in (protocols without request ids: RESP). A reply that finishes early waits, counted
+    /// in the connection's queued bytes. Default: false (replies leave as they complete).
+    pub fn with_ordered_replies(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// Largest frame on this listener. Default: the server's `max_frame_bytes`.
+    pub fn with_max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = Some(n);
+        self
+    }
+
+    /// In-flight requests per connection on this listener. Default: the server's.
+    pub fn with_max_in_flight_per_conn(mut self, n: usize) -> Self {
+        self.max_in_flight_per_conn = Some(n);
+        self
+    }
+}
+
+impl std::fmt::Debug for ListenerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bind = match &self.bind {
+            Bind::Addr(a) => format!("{a}"),
+            Bind::Bound(l) => format!("{:?}", l.local_addr()),
+        };
+        f.debug_struct("ListenerConfig")
+            .field("bind", &bind)
+            .field("framer", &self.framer)
+            .field("ordered", &self.ordered)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_in_flight_per_conn", &self.max_in_flight_per_conn)
+            .finish()
     }
 }

@@ -20,13 +20,14 @@
 //! - `queued_bytes` equals the unwritten bytes of `wq` and is mirrored in the server's
 //!   `response_bytes_queued` gauge, which `Drop` settles.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::Arc;
 
 use crate::counters::Counters;
 use crate::framing::{Framer, FramingError};
 use crate::pool::{BufferPool, FrameBuf};
+use crate::runtime::ListenerSpec;
 use crate::service::{ConnInfo, Response, Segment};
 
 /// A frame whose length is known but whose body is at least this long and not yet in is read
@@ -79,6 +80,13 @@ pub(crate) struct Conn<S> {
     body: Option<Body>,
     in_flight: usize,
     in_flight_bytes: usize,
+    /// Replies leave in request order (`seq`), early finishers wait in `parked`.
+    ordered: bool,
+    /// Sequence number of the next frame cut.
+    next_seq: u64,
+    /// Sequence number of the next reply to write (ordered connections).
+    next_reply: u64,
+    parked: BTreeMap<u64, (Option<Response>, bool)>,
     wq: VecDeque<Segment>,
     wq_offset: usize,
     queued_bytes: usize,
@@ -97,14 +105,18 @@ impl<S> Conn<S> {
     pub(crate) fn new(
         info: ConnInfo,
         session: S,
-        framer: Arc<dyn Framer>,
-        limits: Limits,
+        listener: &ListenerSpec,
         counters: Arc<Counters>,
     ) -> Self {
+        let limits = listener.limits;
         Self {
             info,
             session: Arc::new(session),
-            framer,
+            framer: listener.framer.clone(),
+            ordered: listener.ordered,
+            next_seq: 0,
+            next_reply: 0,
+            parked: BTreeMap::new(),
             rbuf: vec![0; limits.read_buffer.max(64)],
             limits,
             counters,
@@ -204,7 +216,7 @@ impl<S> Conn<S> {
     pub(crate) fn cut_frames(
         &mut self,
         pool: &BufferPool,
-        out: &mut Vec<FrameBuf>,
+        out: &mut Vec<(u64, FrameBuf)>,
     ) -> Result<(), FramingError> {
         if self.lent {
             return Ok(());
@@ -265,22 +277,43 @@ impl<S> Conn<S> {
         Ok(())
     }
 
-    fn emit(&mut self, buf: FrameBuf, out: &mut Vec<FrameBuf>) {
+    fn emit(&mut self, buf: FrameBuf, out: &mut Vec<(u64, FrameBuf)>) {
         self.in_flight += 1;
         self.in_flight_bytes += buf.len();
         self.counters.frame_in();
-        out.push(buf);
+        out.push((self.next_seq, buf));
+        self.next_seq += 1;
     }
 
-    /// A request of this connection completed.
+    /// Request `seq` of this connection completed.
     pub(crate) fn complete(
         &mut self,
+        seq: u64,
         response: Option<Response>,
         close: bool,
         request_bytes: usize,
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(request_bytes);
+        if !self.ordered {
+            self.finish(response, close);
+            return;
+        }
+        // Parked replies count as queued at once: they hold memory like queued ones.
+        let bytes = response.as_ref().map_or(0, Response::len);
+        self.queued_bytes += bytes;
+        self.counters.queued(bytes);
+        self.parked.insert(seq, (response, close));
+        while let Some((response, close)) = self.parked.remove(&self.next_reply) {
+            self.next_reply += 1;
+            let bytes = response.as_ref().map_or(0, Response::len);
+            self.queued_bytes -= bytes;
+            self.counters.dequeued(bytes);
+            self.finish(response, close);
+        }
+    }
+
+    fn finish(&mut self, response: Option<Response>, close: bool) {
         if let Some(response) = response {
             self.queue(response);
         }
@@ -402,6 +435,7 @@ impl<S> Conn<S> {
 
 impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
+        // `queued_bytes` covers parked replies too.
         self.counters.dequeued(self.queued_bytes);
         self.counters.conn_closed();
     }
@@ -415,6 +449,14 @@ mod tests {
     use crate::service::ConnId;
 
     fn conn(framer: Arc<dyn Framer>, max_in_flight: usize) -> (Conn<()>, BufferPool) {
+        conn_with(framer, max_in_flight, false)
+    }
+
+    fn conn_with(
+        framer: Arc<dyn Framer>,
+        max_in_flight: usize,
+        ordered: bool,
+    ) -> (Conn<()>, BufferPool) {
         let counters = Arc::new(Counters::default());
         counters.conn_opened();
         let pool = BufferPool::new(
@@ -437,7 +479,12 @@ mod tests {
             max_queued: 1 << 20,
             read_buffer: 256,
         };
-        (Conn::new(info, (), framer, limits, counters), pool)
+        let spec = ListenerSpec {
+            framer,
+            ordered,
+            limits,
+        };
+        (Conn::new(info, (), &spec, counters), pool)
     }
 
     fn feed(c: &mut Conn<()>, mut bytes: &[u8]) {
@@ -469,7 +516,7 @@ mod tests {
                 c.cut_frames(&pool, &mut out).unwrap();
             }
         }
-        let got: Vec<Vec<u8>> = out.iter().map(|b| b.as_slice().to_vec()).collect();
+        let got: Vec<Vec<u8>> = out.iter().map(|(_, b)| b.as_slice().to_vec()).collect();
         assert_eq!(got, frames.to_vec());
         assert_eq!(c.in_flight, 4);
     }
@@ -482,10 +529,10 @@ mod tests {
         c.cut_frames(&pool, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert!(!c.wants_read(false));
-        c.complete(None, false, 2);
+        c.complete(0, None, false, 2);
         c.cut_frames(&pool, &mut out).unwrap();
         assert_eq!(out.len(), 3);
-        assert_eq!(out[2].as_slice(), b"c\n");
+        assert_eq!((out[2].0, out[2].1.as_slice()), (2, &b"c\n"[..]));
         assert_eq!(c.counters.snapshot().backpressure_pauses, 1);
     }
 
@@ -501,8 +548,29 @@ mod tests {
         assert_eq!(out.len(), 2);
         // 1.2 MB in flight is past the 1 MiB byte cap, though only 2 of 100 frames are.
         assert!(!c.wants_read(false));
-        c.complete(None, false, 600_000);
+        c.complete(0, None, false, 600_000);
         assert!(c.wants_read(false));
+    }
+
+    #[test]
+    fn ordered_connection_writes_replies_in_request_order() {
+        let (mut c, pool) = conn_with(Arc::new(LineFramer), 8, true);
+        feed(&mut c, b"a\nb\nc\n");
+        let mut out = Vec::new();
+        c.cut_frames(&pool, &mut out).unwrap();
+        let seqs: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        let reply = |s: &str| Some(Response::from_vec(s.as_bytes().to_vec()));
+        c.complete(2, reply("C"), false, 2);
+        c.complete(1, None, false, 2); // no reply, still holds its place
+        assert!(!c.has_output());
+        assert_eq!(c.counters.snapshot().response_bytes_queued, 1); // parked "C"
+        c.complete(0, reply("A"), false, 2);
+        let mut iov = [IoSlice::new(&[]); 4];
+        let n = c.write_slices(&mut iov);
+        let all: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(all, b"AC");
+        assert_eq!(c.counters.snapshot().response_bytes_queued, 2);
     }
 
     #[test]
@@ -540,6 +608,7 @@ mod tests {
         let (mut c, _pool) = conn(Arc::new(LineFramer), 8);
         c.in_flight = 1;
         c.complete(
+            0,
             Some(Response::from_vec(b"abc".to_vec()).guarded(b"defgh".to_vec())),
             false,
             0,

@@ -53,7 +53,7 @@ pub(crate) struct EpollLoop<S: Service> {
     conns: Slab<EConn<S::Session>>,
     dirty: Vec<usize>,
     stalled: VecDeque<Job<S::Session>>,
-    scratch: Vec<crate::pool::FrameBuf>,
+    scratch: Vec<(u64, crate::pool::FrameBuf)>,
     draining: Option<Instant>,
     /// Listeners whose accept failed (EMFILE...), to retry at the instant given: with
     /// edge-triggered readiness no new event comes for connections already in the backlog.
@@ -181,13 +181,14 @@ impl<S: Service> EpollLoop<S> {
                 slab_key,
                 conn,
                 request_bytes,
+                seq,
                 response,
                 close,
             } => {
                 if let Some(c) = self.conns.get_mut(slab_key)
                     && c.core.info.id == conn
                 {
-                    c.core.complete(response, close, request_bytes);
+                    c.core.complete(seq, response, close, request_bytes);
                     mark(&mut self.dirty, slab_key, c);
                 }
             }

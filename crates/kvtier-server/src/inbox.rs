@@ -27,6 +27,8 @@ pub(crate) enum IoMsg {
         conn: ConnId,
         /// Size of the request frame, released from the connection's in-flight bytes.
         request_bytes: usize,
+        /// The request's position on its connection (for in-order replies).
+        seq: u64,
         response: Option<Response>,
         close: bool,
     },

@@ -20,10 +20,10 @@
 //! - [`ConnInfo::listener`] says which listener (so which framer and protocol) a request came
 //!   on; [`Service::Session`] holds per-connection state (namespace, authentication).
 //! - Requests of one connection run concurrently on the workers and may complete in any
-//!   order: replies carry the request id; state that must precede other requests (HELLO) is
-//!   set before its reply is sent, and a client waits for that reply. RESP needs in-order
-//!   replies: serialise per session or set `with_max_in_flight_per_conn(1)` on a RESP-only
-//!   server (a per-listener cap is not built yet).
+//!   order: on the binary port replies carry the request id; state that must precede other
+//!   requests (HELLO) is set before its reply is sent, and a client waits for that reply. A
+//!   protocol without ids (RESP) uses a listener with
+//!   [`ListenerConfig::with_ordered_replies`]: the IO thread writes replies in request order.
 //! - [`Context`] may move to another thread and reply later (disk or remote fetches);
 //!   [`Response::guarded`] sends bytes straight from memory a guard keeps alive (a reader
 //!   guard on arena slots for GET) and drops the guard once they are on the socket.
@@ -79,7 +79,7 @@ mod server;
 mod service;
 mod uring;
 
-pub use config::{BACKEND_ENV, Backend, BackendChoice};
+pub use config::{BACKEND_ENV, Backend, BackendChoice, ListenerConfig};
 pub use counters::CountersSnapshot;
 pub use framing::{
     BINARY_HEADER_LEN, BINARY_VERSION, BinaryFramer, Framer, FramingError, LineFramer,

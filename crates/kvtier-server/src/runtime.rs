@@ -41,7 +41,15 @@ pub(crate) struct Job<S> {
     info: ConnInfo,
     session: Arc<S>,
     slab_key: usize,
+    seq: u64,
     frame: FrameBuf,
+}
+
+/// What the IO threads know about one listener.
+pub(crate) struct ListenerSpec {
+    pub(crate) framer: Arc<dyn Framer>,
+    pub(crate) ordered: bool,
+    pub(crate) limits: Limits,
 }
 
 /// State shared by the IO threads and workers of one server.
@@ -52,7 +60,7 @@ pub(crate) struct Shared<S: Service> {
     pub(crate) pool: BufferPool,
     pub(crate) ring: Ring<Job<S::Session>>,
     pub(crate) inboxes: Vec<Arc<Inbox>>,
-    pub(crate) framers: Vec<Arc<dyn Framer>>,
+    pub(crate) listeners: Vec<ListenerSpec>,
     next_conn: AtomicU64,
     next_thread: AtomicUsize,
 }
@@ -61,7 +69,7 @@ impl<S: Service> Shared<S> {
     pub(crate) fn new(
         service: Arc<S>,
         config: ServerConfig,
-        framers: Vec<Arc<dyn Framer>>,
+        listeners: Vec<ListenerSpec>,
         inboxes: Vec<Arc<Inbox>>,
     ) -> Self {
         let counters = Arc::new(Counters::default());
@@ -71,20 +79,10 @@ impl<S: Service> Shared<S> {
             service,
             counters,
             inboxes,
-            framers,
+            listeners,
             config,
             next_conn: AtomicU64::new(1),
             next_thread: AtomicUsize::new(0),
-        }
-    }
-
-    pub(crate) fn limits(&self) -> Limits {
-        Limits {
-            max_frame: self.config.max_frame_bytes,
-            max_in_flight: self.config.max_in_flight_per_conn.max(1),
-            max_in_flight_bytes: self.config.max_in_flight_bytes_per_conn.max(1),
-            max_queued: self.config.max_queued_response_bytes.max(1),
-            read_buffer: self.config.read_buffer_bytes,
         }
     }
 
@@ -117,8 +115,7 @@ impl<S: Service> Shared<S> {
         Conn::new(
             info,
             session,
-            self.framers[listener].clone(),
-            self.limits(),
+            &self.listeners[listener],
             self.counters.clone(),
         )
     }
@@ -130,7 +127,7 @@ impl<S: Service> Shared<S> {
         &self,
         conn: &mut Conn<S::Session>,
         slab_key: usize,
-        scratch: &mut Vec<FrameBuf>,
+        scratch: &mut Vec<(u64, FrameBuf)>,
         stalled: &mut VecDeque<Job<S::Session>>,
     ) {
         if let Err(err) = conn.cut_frames(&self.pool, scratch) {
@@ -138,11 +135,12 @@ impl<S: Service> Shared<S> {
             let reply = self.service.malformed(&conn.info, &err);
             conn.fail_framing(reply);
         }
-        for frame in scratch.drain(..) {
+        for (seq, frame) in scratch.drain(..) {
             let job = Job {
                 info: conn.info,
                 session: conn.session.clone(),
                 slab_key,
+                seq,
                 frame,
             };
             if stalled.is_empty() {
@@ -180,6 +178,7 @@ impl<S: Service> Shared<S> {
                     inbox: self.inboxes[job.info.io_thread].clone(),
                     slab_key: job.slab_key,
                     request_bytes: job.frame.len(),
+                    seq: job.seq,
                 };
                 let ctx = Context::new(job.info, job.session, route);
                 let request = Request::new(job.frame);

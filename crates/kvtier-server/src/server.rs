@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::{BACKEND_ENV, Backend, BackendChoice, ServerConfig};
+use crate::config::{BACKEND_ENV, Backend, BackendChoice, Bind, ListenerConfig, ServerConfig};
+use crate::conn::Limits;
 use crate::counters::CountersSnapshot;
 use crate::epoll::EpollLoop;
 use crate::framing::Framer;
 use crate::inbox::{Inbox, IoMsg};
 use crate::pool::PoolClass;
-use crate::runtime::{EventLoop, Shared};
+use crate::runtime::{EventLoop, ListenerSpec, Shared};
 use crate::service::Service;
 use crate::uring;
 
@@ -69,13 +70,8 @@ pub enum ServerError {
 /// default), then [`start`](Self::start).
 pub struct ServerBuilder<S: Service> {
     service: Arc<S>,
-    listeners: Vec<(Listen, Arc<dyn Framer>)>,
+    listeners: Vec<ListenerConfig>,
     config: ServerConfig,
-}
-
-enum Listen {
-    Addr(SocketAddr),
-    Bound(TcpListener),
 }
 
 impl<S: Service> ServerBuilder<S> {
@@ -96,15 +92,18 @@ impl<S: Service> ServerBuilder<S> {
 
     /// Listens on `addr` (port 0: any free port; see [`Server::local_addrs`]) and cuts its
     /// connections' bytes with `framer`. Listener indices follow the order of calls.
-    pub fn listen(mut self, addr: SocketAddr, framer: impl Framer) -> Self {
-        self.listeners.push((Listen::Addr(addr), Arc::new(framer)));
-        self
+    pub fn listen(self, addr: SocketAddr, framer: impl Framer) -> Self {
+        self.with_listener(ListenerConfig::new(addr, framer))
     }
 
     /// Like [`listen`](Self::listen), on an already bound listener.
-    pub fn listen_on(mut self, listener: TcpListener, framer: impl Framer) -> Self {
-        self.listeners
-            .push((Listen::Bound(listener), Arc::new(framer)));
+    pub fn listen_on(self, listener: TcpListener, framer: impl Framer) -> Self {
+        self.with_listener(ListenerConfig::from_listener(listener, framer))
+    }
+
+    /// Adds a listener with its own options (ordered replies, limits).
+    pub fn with_listener(mut self, listener: ListenerConfig) -> Self {
+        self.listeners.push(listener);
         self
     }
 
@@ -222,16 +221,41 @@ impl<S: Service> ServerBuilder<S> {
             }
         }
         let mut bound = Vec::new();
-        let mut framers = Vec::new();
-        for (listen, framer) in listeners {
-            let listener = match listen {
-                Listen::Addr(addr) => {
+        let mut specs = Vec::new();
+        for listener in listeners {
+            let ListenerConfig {
+                bind,
+                framer,
+                ordered,
+                max_frame_bytes,
+                max_in_flight_per_conn,
+            } = listener;
+            bound.push(match bind {
+                Bind::Addr(addr) => {
                     TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?
                 }
-                Listen::Bound(l) => l,
-            };
-            bound.push(listener);
-            framers.push(framer);
+                Bind::Bound(l) => l,
+            });
+            let max_frame = max_frame_bytes.unwrap_or(config.max_frame_bytes);
+            if max_frame == 0 {
+                return Err(ServerError::Config {
+                    key: "max_frame_bytes",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            specs.push(ListenerSpec {
+                framer,
+                ordered,
+                limits: Limits {
+                    max_frame,
+                    max_in_flight: max_in_flight_per_conn
+                        .unwrap_or(config.max_in_flight_per_conn)
+                        .max(1),
+                    max_in_flight_bytes: config.max_in_flight_bytes_per_conn.max(1),
+                    max_queued: config.max_queued_response_bytes.max(1),
+                    read_buffer: config.read_buffer_bytes,
+                },
+            });
         }
         let local_addrs = bound
             .iter()
@@ -252,7 +276,7 @@ impl<S: Service> ServerBuilder<S> {
         let shared = Arc::new(Shared::new(
             service.clone(),
             config.clone(),
-            framers,
+            specs,
             inboxes.clone(),
         ));
 

@@ -199,6 +199,7 @@ pub(crate) struct Route {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) slab_key: usize,
     pub(crate) request_bytes: usize,
+    pub(crate) seq: u64,
 }
 
 impl<S> Context<S> {
@@ -240,6 +241,7 @@ impl<S> Context<S> {
             route.inbox.push(IoMsg::Completion {
                 slab_key: route.slab_key,
                 request_bytes: route.request_bytes,
+                seq: route.seq,
                 conn: self.info.id,
                 response,
                 close,

@@ -195,7 +195,41 @@ fn a_panicking_handler_loses_only_its_request(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+fn ordered_listener_keeps_request_order(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let server = kvtier_server::ServerBuilder::with_shared_service(service)
+        .with_listener(
+            kvtier_server::ListenerConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                kvtier_server::BinaryFramer::new(),
+            )
+            .with_ordered_replies(true),
+        )
+        .with_backend(kvtier_server::BackendChoice::Force(backend))
+        .with_workers(2)
+        .start()
+        .unwrap();
+    let mut stream = connect(server.local_addrs()[0]);
+    // A slow request first, then quick ones: they finish first but must wait their turn.
+    let mut all = frame(OP_DELAY, 200, 0, 10);
+    for id in 1..30 {
+        all.extend(frame(
+            if id % 7 == 0 { OP_DELAY } else { OP_ECHO },
+            20,
+            id,
+            100,
+        ));
+    }
+    stream.write_all(&all).unwrap();
+    let order: Vec<u64> = (0..30)
+        .map(|_| request_id(&read_frame(&mut stream).unwrap()))
+        .collect();
+    assert_eq!(order, (0..30).collect::<Vec<_>>());
+    server.shutdown().unwrap();
+}
+
 on_both_backends!(
+    ordered_listener_keeps_request_order,
     a_panicking_handler_loses_only_its_request,
     pipelined_requests_on_one_connection,
     replies_complete_out_of_order,

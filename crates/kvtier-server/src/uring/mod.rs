@@ -59,7 +59,7 @@ pub(crate) struct UringLoop<S: Service> {
     conns: Slab<UConn<S::Session>>,
     dirty: Vec<usize>,
     stalled: VecDeque<Job<S::Session>>,
-    scratch: Vec<crate::pool::FrameBuf>,
+    scratch: Vec<(u64, crate::pool::FrameBuf)>,
     draining: Option<Instant>,
     /// Listeners whose accept failed (EMFILE...), re-armed at the instant given instead of at
     /// once (which would spin while descriptors are exhausted).
@@ -277,13 +277,14 @@ impl<S: Service> UringLoop<S> {
                 slab_key,
                 conn,
                 request_bytes,
+                seq,
                 response,
                 close,
             } => {
                 if let Some(c) = self.conns.get_mut(slab_key)
                     && c.core.info.id == conn
                 {
-                    c.core.complete(response, close, request_bytes);
+                    c.core.complete(seq, response, close, request_bytes);
                     mark(&mut self.dirty, slab_key, c);
                 }
             }
