@@ -1,5 +1,6 @@
 //! Graceful shutdown on both backends: requests in flight when `shutdown()` is called are all
-//! answered and flushed, the service's drain hook runs once, and nothing is accepted after.
+//! answered and flushed, the service's drain hook runs once, and nothing is accepted after;
+//! a request still unanswered at the shutdown timeout loses its connection, not the server.
 
 mod common;
 
@@ -62,4 +63,33 @@ fn drop_shuts_down_too(backend: Backend) {
     assert_eq!(service.drained.load(Ordering::SeqCst), 1);
 }
 
-on_both_backends!(shutdown_answers_everything_in_flight, drop_shuts_down_too);
+fn shutdown_gives_up_on_requests_past_the_timeout(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let server = builder(service.clone(), backend)
+        .with_shutdown_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let mut s = connect(server.local_addrs()[0]);
+    // A reply that comes 3 s later, long after the server is gone (it must not crash then).
+    s.write_all(&frame(OP_DELAY, 3000, 1, 10)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.counters().frames_in < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = std::time::Instant::now();
+    server.shutdown().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(closed(&mut s), "closed without the late reply");
+    assert_eq!(service.drained.load(Ordering::SeqCst), 1);
+}
+
+on_both_backends!(
+    shutdown_answers_everything_in_flight,
+    drop_shuts_down_too,
+    shutdown_gives_up_on_requests_past_the_timeout,
+);
