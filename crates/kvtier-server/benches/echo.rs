@@ -6,8 +6,8 @@
 //!
 //! - `raw`: a plain blocking thread per connection that reads a whole frame and writes it back
 //!   (the loopback ceiling: no framing layer, no hand-off between threads);
-//! - `uring` and `epoll`: kvtier-server on each backend with an echo service that sends the
-//!   request buffer back as a guarded segment (1 IO thread and 2 workers unless
+//! - `uring` and `epoll`: kvtier-server on each backend with its [`Echo`] service (the request
+//!   buffer sent back as a guarded segment) (1 IO thread and 2 workers unless
 //!   `KVTIER_BENCH_IO` / `KVTIER_BENCH_WORKERS` say otherwise).
 //!
 //! Reps are interleaved (raw, uring, epoll, raw, ...) and the table shows medians and the
@@ -24,20 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kvtier_server::{
-    Backend, BackendChoice, BinaryFramer, ConnInfo, Context, Request, Response, Server,
-    ServerBuilder, Service,
-};
-
-struct Echo;
-
-impl Service for Echo {
-    type Session = ();
-    fn open(&self, _conn: &ConnInfo) {}
-    fn handle(&self, ctx: Context<()>, request: Request) {
-        ctx.reply(Response::new().guarded(request.into_frame()));
-    }
-}
+use kvtier_server::{Backend, BackendChoice, BinaryFramer, Echo, Server, ServerBuilder};
 
 /// A thread-per-connection blocking echo server; stops accepting when `stop` is set.
 fn raw_server(stop: Arc<AtomicBool>) -> SocketAddr {

@@ -12,6 +12,7 @@
 //!   queue and eventfd, in any order, and leave with vectored writes.
 //! - Limits and backpressure: frame size, connections, in-flight requests and queued reply
 //!   bytes per connection; a framing error gets the service's error frame, then a close.
+//! - [`Echo`] is the reference service (frames back unchanged, zero copy).
 //! - [`Server::shutdown`] stops accepting, answers and flushes what is in flight, calls
 //!   [`Service::drain`], and joins every thread; [`Server::counters`] reads the counters.
 //!
@@ -69,6 +70,7 @@
 mod config;
 mod conn;
 mod counters;
+mod echo;
 mod epoll;
 mod framing;
 mod inbox;
@@ -81,6 +83,7 @@ mod uring;
 
 pub use config::{BACKEND_ENV, Backend, BackendChoice, ListenerConfig};
 pub use counters::CountersSnapshot;
+pub use echo::Echo;
 pub use framing::{
     BINARY_HEADER_LEN, BINARY_VERSION, BinaryFramer, Framer, FramingError, LineFramer,
 };
