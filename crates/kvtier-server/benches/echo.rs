@@ -12,9 +12,11 @@
 //!
 //! Reps are interleaved (raw, uring, epoll, raw, ...) and the table shows medians and the
 //! ratio of medians to `raw`; GB/s counts echoed bytes once (the same bytes also went in).
+//! `cpu s/GB` is the whole process's CPU time (clients included, the same for every target)
+//! per GB echoed: it tells a server that burns more CPU from one that waits more.
 //!
 //! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]
-//! [--size BYTES --conns N]`
+//! [--size BYTES --conns N] [--only raw|uring|epoll]`
 //!
 //! Reference (shared 2-vCPU EPYC VM, noisy): see docs/server-io-bench.md once measured.
 
@@ -109,6 +111,12 @@ fn kvtier(backend: Backend) -> Server {
         .unwrap()
 }
 
+/// CPU time of the whole process (all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -127,6 +135,11 @@ fn main() {
     // `--conns N` / `--size BYTES`: one cell only (for profiling).
     let only_conns = value("--conns", 0.0) as usize;
     let only_size = value("--size", 0.0) as usize;
+    // `--only raw|uring|epoll`: drive one target only (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let reps = value("--reps", if quick { 1.0 } else { 5.0 }) as usize;
     let secs = value("--secs", if quick { 0.2 } else { 1.0 });
     let sizes: &[usize] = match (only_size, quick) {
@@ -151,28 +164,44 @@ fn main() {
     ];
     println!("reps={reps} secs={secs} (medians; GB/s of echoed bytes; ratio = vs raw)");
     println!(
-        "{:>9} {:>5} {:>10} {:>10} {:>7} {:>10} {:>7}",
+        "{:>9} {:>5} {:>10} {:>10} {:>7} {:>10} {:>7}   cpu s/GB: raw uring epoll",
         "frame", "conns", "raw GB/s", "uring GB/s", "ratio", "epoll GB/s", "ratio"
     );
     for &size in sizes {
         for &conns in conn_counts {
             let mut results = vec![Vec::new(); targets.len()];
+            let mut cpu = vec![Vec::new(); targets.len()];
             drive(raw, size, conns, 0.1); // warm-up, dropped
             for _ in 0..reps {
-                for (i, (_, addr)) in targets.iter().enumerate() {
-                    results[i].push(drive(*addr, size, conns, secs) / 1e9);
+                for (i, (name, addr)) in targets.iter().enumerate() {
+                    let skip = only.as_deref().is_some_and(|o| o != *name);
+                    if skip {
+                        results[i].push(f64::NAN);
+                        cpu[i].push(f64::NAN);
+                        continue;
+                    }
+                    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+                    let rate = drive(*addr, size, conns, secs);
+                    let (used, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+                    results[i].push(rate / 1e9);
+                    // CPU (whole process: clients and server) per GB echoed.
+                    cpu[i].push(used / (rate * wall / 1e9));
                 }
             }
             let m: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+            let c: Vec<f64> = cpu.iter_mut().map(|r| median(r)).collect();
             println!(
-                "{:>8}K {:>5} {:>10.2} {:>10.2} {:>7.2} {:>10.2} {:>7.2}",
+                "{:>8}K {:>5} {:>10.2} {:>10.2} {:>7.2} {:>10.2} {:>7.2}   {:>5.2} {:>5.2} {:>5.2}",
                 size >> 10,
                 conns,
                 m[0],
                 m[1],
                 m[1] / m[0],
                 m[2],
-                m[2] / m[0]
+                m[2] / m[0],
+                c[0],
+                c[1],
+                c[2]
             );
         }
     }

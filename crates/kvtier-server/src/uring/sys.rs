@@ -104,9 +104,17 @@ pub(crate) fn probe() -> io::Result<()> {
 }
 
 impl Ring {
+    /// A ring used only by the calling thread: completion work runs when that thread asks
+    /// for completions (`DEFER_TASKRUN`) instead of interrupting it; kernels without it
+    /// (before 6.1) get a plain ring.
     pub(crate) fn new(entries: u32) -> io::Result<Self> {
+        let ring = IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::<squeue::Entry, cqueue::Entry>::builder().build(entries))?;
         Ok(Self {
-            ring: IoUring::<squeue::Entry, cqueue::Entry>::builder().build(entries)?,
+            ring,
             ops: Slab::new(),
         })
     }
