@@ -70,10 +70,11 @@ impl Default for ServerConfig {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             backend: BackendChoice::Auto,
-            // One IO thread per four cores (at least one): an IO thread moves bytes at
-            // several GB/s, and on small machines every extra busy thread takes a core from
-            // the workers that do the real work.
-            io_threads: (cores / 4).max(1),
+            // Half the cores, rounded up: IO threads do the socket copies (the bulk of the
+            // CPU for block traffic), workers need the rest for lookups, arena copies and
+            // the disk tier. On 2 cores: 1 (the echo bench's second IO thread helped only
+            // from 4 connections on, on a noisy shared machine; `with_io_threads(2)`).
+            io_threads: cores.div_ceil(2).max(1),
             workers: cores.max(1),
             max_frame_bytes: 64 << 20,
             max_connections: 4096,

@@ -113,7 +113,7 @@ impl<S: Service> ServerBuilder<S> {
         self
     }
 
-    /// IO threads. Default: one per four cores, at least one.
+    /// IO threads. Default: half the cores, rounded up (1 on 2 cores).
     pub fn with_io_threads(mut self, n: usize) -> Self {
         self.config.io_threads = n;
         self
