@@ -316,11 +316,19 @@ impl<S: Service> ServerBuilder<S> {
                 Vec::new()
             };
             let shared = shared.clone();
-            let handle = match backend {
-                Backend::Epoll => spawn_io_thread::<EpollLoop<S>, S>(shared, i, mine)?,
-                Backend::Uring => spawn_io_thread::<uring::UringLoop<S>, S>(shared, i, mine)?,
+            let spawned = match backend {
+                Backend::Epoll => spawn_io_thread::<EpollLoop<S>, S>(shared, i, mine),
+                Backend::Uring => spawn_io_thread::<uring::UringLoop<S>, S>(shared, i, mine),
             };
-            server.io_threads.push(handle);
+            match spawned {
+                Ok(handle) => server.io_threads.push(handle),
+                Err(e) => {
+                    // Dropping `server` stops the threads already started; a service that
+                    // never served has nothing to drain.
+                    server.drain = None;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(server)
     }
