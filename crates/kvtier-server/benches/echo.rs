@@ -1,8 +1,8 @@
 //! Echo throughput of the IO runtime against raw loopback TCP.
 //!
-//! Groups: frame sizes 256 KiB and 1 MiB × 1, 4 and 16 connections, each a client thread
-//! sending one frame and reading its echo back (ping-pong, so every target sees the same
-//! request pattern), against three servers:
+//! Groups: frame sizes 256 KiB and 1 MiB × 1, 4 and 16 connections, each a client sending a
+//! frame and reading its echo back (ping-pong; `--pipeline D` keeps D frames outstanding per
+//! connection instead), the same request pattern for every target, against three servers:
 //!
 //! - `raw`: a plain blocking thread per connection that reads a whole frame and writes it back
 //!   (the loopback ceiling: no framing layer, no hand-off between threads);
@@ -16,7 +16,7 @@
 //! per GB echoed: it tells a server that burns more CPU from one that waits more.
 //!
 //! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]
-//! [--size BYTES --conns N] [--only raw|uring|epoll]`
+//! [--pipeline D] [--size BYTES --conns N] [--only raw|uring|epoll]`
 //!
 //! Reference (shared 2-vCPU EPYC VM, noisy): see docs/server-io-bench.md once measured.
 
@@ -67,8 +67,10 @@ fn frame(len: usize) -> Vec<u8> {
     f
 }
 
-/// Echoed bytes per second over `conns` ping-pong connections for `secs`.
-fn drive(addr: SocketAddr, size: usize, conns: usize, secs: f64) -> f64 {
+/// Echoed bytes per second over `conns` connections for `secs`, each with up to `depth`
+/// frames outstanding (1: ping-pong on one thread; more: a writer and a reader thread, the
+/// writer taking a credit per frame that the reader hands back per echo).
+fn drive(addr: SocketAddr, size: usize, conns: usize, depth: usize, secs: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let clients: Vec<_> = (0..conns)
@@ -78,14 +80,51 @@ fn drive(addr: SocketAddr, size: usize, conns: usize, secs: f64) -> f64 {
                 s.set_nodelay(true).unwrap();
                 let request = frame(size);
                 let mut back = vec![0u8; size];
-                let mut bytes = 0u64;
-                while Instant::now() < deadline {
-                    s.write_all(&request).unwrap();
-                    s.read_exact(&mut back).unwrap();
-                    bytes += size as u64;
+                if depth <= 1 {
+                    let mut bytes = 0u64;
+                    while Instant::now() < deadline {
+                        s.write_all(&request).unwrap();
+                        s.read_exact(&mut back).unwrap();
+                        bytes += size as u64;
+                    }
+                    assert!(back == request, "echo corrupted");
+                    return bytes;
                 }
+                let (credit, credits) = std::sync::mpsc::sync_channel::<()>(depth);
+                for _ in 0..depth {
+                    credit.send(()).unwrap();
+                }
+                // Frames fully written so far, and whether the writer has stopped.
+                let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let done = Arc::new(AtomicBool::new(false));
+                let mut writer = s.try_clone().unwrap();
+                let (request_w, sent_w, done_w) = (request.clone(), sent.clone(), done.clone());
+                let sender = std::thread::spawn(move || {
+                    while Instant::now() < deadline {
+                        if credits.recv_timeout(Duration::from_millis(10)).is_err() {
+                            continue;
+                        }
+                        writer.write_all(&request_w).unwrap();
+                        sent_w.fetch_add(1, Ordering::Release);
+                    }
+                    done_w.store(true, Ordering::Release);
+                });
+                let mut received = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    if received < sent.load(Ordering::Acquire) {
+                        s.read_exact(&mut back).unwrap();
+                        received += 1;
+                        let _ = credit.try_send(());
+                    } else if finished {
+                        break;
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                sender.join().unwrap();
                 assert!(back == request, "echo corrupted");
-                bytes
+                received * size as u64
             })
         })
         .collect();
@@ -142,6 +181,7 @@ fn main() {
         .and_then(|i| args.get(i + 1).cloned());
     let reps = value("--reps", if quick { 1.0 } else { 5.0 }) as usize;
     let secs = value("--secs", if quick { 0.2 } else { 1.0 });
+    let depth = value("--pipeline", 1.0) as usize;
     let sizes: &[usize] = match (only_size, quick) {
         (0, true) => &[256 << 10],
         (0, false) => &[256 << 10, 1 << 20],
@@ -162,7 +202,9 @@ fn main() {
         ("uring", uring.local_addrs()[0]),
         ("epoll", epoll.local_addrs()[0]),
     ];
-    println!("reps={reps} secs={secs} (medians; GB/s of echoed bytes; ratio = vs raw)");
+    println!(
+        "reps={reps} secs={secs} pipeline={depth} (medians; GB/s of echoed bytes; ratio = vs raw)"
+    );
     println!(
         "{:>9} {:>5} {:>10} {:>10} {:>7} {:>10} {:>7}   cpu s/GB: raw uring epoll",
         "frame", "conns", "raw GB/s", "uring GB/s", "ratio", "epoll GB/s", "ratio"
@@ -171,7 +213,7 @@ fn main() {
         for &conns in conn_counts {
             let mut results = vec![Vec::new(); targets.len()];
             let mut cpu = vec![Vec::new(); targets.len()];
-            drive(raw, size, conns, 0.1); // warm-up, dropped
+            drive(raw, size, conns, depth, 0.1); // warm-up, dropped
             for _ in 0..reps {
                 for (i, (name, addr)) in targets.iter().enumerate() {
                     let skip = only.as_deref().is_some_and(|o| o != *name);
@@ -181,7 +223,7 @@ fn main() {
                         continue;
                     }
                     let (cpu0, t0) = (cpu_seconds(), Instant::now());
-                    let rate = drive(*addr, size, conns, secs);
+                    let rate = drive(*addr, size, conns, depth, secs);
                     let (used, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
                     results[i].push(rate / 1e9);
                     // CPU (whole process: clients and server) per GB echoed.
