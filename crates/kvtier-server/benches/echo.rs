@@ -18,7 +18,24 @@
 //! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]
 //! [--pipeline D] [--size BYTES --conns N] [--only raw|uring|epoll]`
 //!
-//! Reference (shared 2-vCPU EPYC VM, noisy): see docs/server-io-bench.md once measured.
+//! Reference figures (2-vCPU EPYC VM shared with other builds, load average 3-10 during the
+//! runs, so ±30% between runs; 1 IO thread, 2 workers; `--reps 5 --secs 1`, medians):
+//!
+//! ```text
+//! ping-pong    frame conns  raw GB/s  uring (ratio)  epoll (ratio)  cpu s/GB raw/uring/epoll
+//!              256K     1     3.27    2.64 (0.81)    2.42 (0.74)    0.31 0.38 0.41
+//!              256K     4     5.22    2.56 (0.49)    2.83 (0.54)    0.36 0.45 0.46
+//!              256K    16     4.21    2.44 (0.58)    2.30 (0.55)    0.40 0.52 0.52
+//!             1024K     1     3.83    2.44 (0.64)    2.54 (0.66)    0.26 0.40 0.37
+//!             1024K     4     3.54    2.37 (0.67)    2.55 (0.72)    0.33 0.42 0.43
+//!             1024K    16     2.10    1.80 (0.85)    1.97 (0.94)    0.48 0.54 0.50
+//! ```
+//!
+//! What they say: one IO thread does every socket copy of the server (the raw server spreads
+//! them over a thread per connection), and each request costs two extra thread hand-offs
+//! (IO thread -> worker -> IO thread), about 1.2-1.6x raw's CPU per byte. An experiment that
+//! ran the service inline on the IO thread brought the CPU per byte back to raw's, so the
+//! hand-offs, not the framing or buffers (<2% of samples in `perf`), are the cost.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
