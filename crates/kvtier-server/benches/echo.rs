@@ -16,7 +16,7 @@
 //! per GB echoed: it tells a server that burns more CPU from one that waits more.
 //!
 //! Run: `cargo bench -p kvtier-server --bench echo -- [--reps N] [--secs S] [--quick]
-//! [--pipeline D] [--size BYTES --conns N] [--only raw|uring|epoll]`
+//! [--pipeline D] [--inline] [--size BYTES --conns N] [--only raw|uring|epoll]`
 //!
 //! Reference figures (2-vCPU EPYC VM shared with other builds, load average 3-10 during the
 //! runs, so ±30% between runs; 1 IO thread, 2 workers; `--reps 5 --secs 1`, medians):
@@ -43,7 +43,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kvtier_server::{Backend, BackendChoice, BinaryFramer, Echo, Server, ServerBuilder};
+use kvtier_server::{
+    Backend, BackendChoice, BinaryFramer, ConnInfo, Context, Echo, Request, Server, ServerBuilder,
+    Service,
+};
+
+/// [`Echo`] handled on the IO thread (`Service::run_inline`): no hand-off to a worker.
+struct InlineEcho;
+
+impl Service for InlineEcho {
+    type Session = ();
+    fn open(&self, _conn: &ConnInfo) {}
+    fn handle(&self, ctx: Context<()>, request: Request) {
+        Echo.handle(ctx, request);
+    }
+    fn run_inline(&self, _conn: &ConnInfo, _frame: &[u8]) -> bool {
+        true
+    }
+}
 
 /// A thread-per-connection blocking echo server; stops accepting when `stop` is set.
 fn raw_server(stop: Arc<AtomicBool>) -> SocketAddr {
@@ -149,22 +166,30 @@ fn drive(addr: SocketAddr, size: usize, conns: usize, depth: usize, secs: f64) -
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Thread counts from `KVTIER_BENCH_IO` / `KVTIER_BENCH_WORKERS` (defaults 1 and 2).
-fn kvtier(backend: Backend) -> Server {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    ServerBuilder::new(Echo)
-        .listen("127.0.0.1:0".parse().unwrap(), BinaryFramer::new())
-        .with_backend(BackendChoice::Force(backend))
-        .with_io_threads(env("KVTIER_BENCH_IO", 1))
-        .with_workers(env("KVTIER_BENCH_WORKERS", 2))
-        .with_worker_spins(env("KVTIER_BENCH_SPINS", 200) as u32)
-        .start()
-        .unwrap()
+/// kvtier with [`Echo`] (or [`InlineEcho`]); thread counts from `KVTIER_BENCH_IO` /
+/// `KVTIER_BENCH_WORKERS` (defaults 1 and 2).
+fn kvtier(backend: Backend, inline: bool) -> Server {
+    fn start<S: Service>(builder: ServerBuilder<S>, backend: Backend) -> Server {
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        builder
+            .listen("127.0.0.1:0".parse().unwrap(), BinaryFramer::new())
+            .with_backend(BackendChoice::Force(backend))
+            .with_io_threads(env("KVTIER_BENCH_IO", 1))
+            .with_workers(env("KVTIER_BENCH_WORKERS", 2))
+            .with_worker_spins(env("KVTIER_BENCH_SPINS", 200) as u32)
+            .start()
+            .unwrap()
+    }
+    if inline {
+        start(ServerBuilder::new(InlineEcho), backend)
+    } else {
+        start(ServerBuilder::new(Echo), backend)
+    }
 }
 
 /// CPU time of the whole process (all threads), in seconds.
@@ -199,6 +224,8 @@ fn main() {
     let reps = value("--reps", if quick { 1.0 } else { 5.0 }) as usize;
     let secs = value("--secs", if quick { 0.2 } else { 1.0 });
     let depth = value("--pipeline", 1.0) as usize;
+    // `--inline`: the kvtier targets answer on their IO thread (`Service::run_inline`).
+    let inline = args.iter().any(|a| a == "--inline");
     let sizes: &[usize] = match (only_size, quick) {
         (0, true) => &[256 << 10],
         (0, false) => &[256 << 10, 1 << 20],
@@ -212,15 +239,15 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let raw = raw_server(stop.clone());
-    let uring = kvtier(Backend::Uring);
-    let epoll = kvtier(Backend::Epoll);
+    let uring = kvtier(Backend::Uring, inline);
+    let epoll = kvtier(Backend::Epoll, inline);
     let targets = [
         ("raw", raw),
         ("uring", uring.local_addrs()[0]),
         ("epoll", epoll.local_addrs()[0]),
     ];
     println!(
-        "reps={reps} secs={secs} pipeline={depth} (medians; GB/s of echoed bytes; ratio = vs raw)"
+        "reps={reps} secs={secs} pipeline={depth} inline={inline} (medians; GB/s of echoed bytes; ratio = vs raw)"
     );
     println!(
         "{:>9} {:>5} {:>10} {:>10} {:>7} {:>10} {:>7}   cpu s/GB: raw uring epoll",

@@ -28,6 +28,8 @@
 //! - [`Context`] may move to another thread and reply later (disk or remote fetches);
 //!   [`Response::guarded`] sends bytes straight from memory a guard keeps alive (a reader
 //!   guard on arena slots for GET) and drops the guard once they are on the socket.
+//! - [`Service::run_inline`] lets a request that never blocks (a G2 lookup, a GET of host
+//!   memory) run on the IO thread, skipping the two thread hand-offs; the rest go to workers.
 //! - [`Service::malformed`] writes the protocol's error frame before a framing error closes
 //!   the connection; [`Service::drain`] runs once at shutdown, after the last reply.
 //! - Writes may raise `SIGPIPE` on a closed peer: Rust binaries ignore it by default; a host

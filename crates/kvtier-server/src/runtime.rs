@@ -136,6 +136,16 @@ impl<S: Service> Shared<S> {
             conn.fail_framing(reply);
         }
         for (seq, frame) in scratch.drain(..) {
+            if self.service.run_inline(&conn.info, frame.as_slice()) {
+                let route = Route {
+                    inbox: self.inboxes[conn.info.io_thread].clone(),
+                    slab_key,
+                    request_bytes: frame.len(),
+                    seq,
+                };
+                self.call(Context::new(conn.info, conn.session.clone(), route), frame);
+                continue;
+            }
             let job = Job {
                 info: conn.info,
                 session: conn.session.clone(),
@@ -180,18 +190,21 @@ impl<S: Service> Shared<S> {
                     request_bytes: job.frame.len(),
                     seq: job.seq,
                 };
-                let ctx = Context::new(job.info, job.session, route);
-                let request = Request::new(job.frame);
-                // A panicking service loses that request (its context completes with no reply
-                // as it unwinds), not the worker.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    self.service.handle(ctx, request);
-                }))
-                .is_err()
-                {
-                    tracing::error!("service panicked while handling a request");
-                }
+                self.call(Context::new(job.info, job.session, route), job.frame);
             }
+        }
+    }
+
+    /// Calls the service. A panicking service loses that request (its context completes with
+    /// no reply as it unwinds), not the thread.
+    fn call(&self, ctx: Context<S::Session>, frame: FrameBuf) {
+        let request = Request::new(frame);
+        if std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.service.handle(ctx, request);
+        }))
+        .is_err()
+        {
+            tracing::error!("service panicked while handling a request");
         }
     }
 }

@@ -60,6 +60,15 @@ pub trait Service: Send + Sync + 'static {
     /// Handle one complete frame. Reply through `ctx` now or later, from any thread.
     fn handle(&self, ctx: Context<Self::Session>, request: Request);
 
+    /// Whether this frame is handled on the IO thread that read it, skipping the hand-off to
+    /// a worker and back (two thread wake-ups). Only for requests that never block and finish
+    /// in microseconds (a lookup in host memory, a GET answered with guarded arena bytes):
+    /// while `handle` runs, no other connection of that IO thread is served. Default: never.
+    fn run_inline(&self, conn: &ConnInfo, frame: &[u8]) -> bool {
+        let _ = (conn, frame);
+        false
+    }
+
     /// The connection's bytes cannot be framed: the response returned here (the protocol's
     /// error frame) is written, then the connection closes. Default: close without a reply.
     fn malformed(&self, conn: &ConnInfo, error: &FramingError) -> Option<Response> {

@@ -228,7 +228,38 @@ fn ordered_listener_keeps_request_order(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+fn inline_requests_run_on_the_io_thread(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let server = builder(service, backend).start().unwrap();
+    let mut stream = connect(server.local_addrs()[0]);
+    let mut all = Vec::new();
+    for id in 0..40u64 {
+        let op = if id % 2 == 0 {
+            OP_WHERE_INLINE
+        } else {
+            OP_WHERE
+        };
+        all.extend(frame(op, 0, id, 0));
+    }
+    stream.write_all(&all).unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..40 {
+        let reply = read_frame(&mut stream).unwrap();
+        let id = request_id(&reply);
+        let thread = String::from_utf8_lossy(&reply[16..]).into_owned();
+        let expect = if id % 2 == 0 {
+            "kvtier-io-"
+        } else {
+            "kvtier-worker-"
+        };
+        assert!(thread.starts_with(expect), "request {id} ran on {thread}");
+        assert!(seen.insert(id));
+    }
+    server.shutdown().unwrap();
+}
+
 on_both_backends!(
+    inline_requests_run_on_the_io_thread,
     ordered_listener_keeps_request_order,
     a_panicking_handler_loses_only_its_request,
     pipelined_requests_on_one_connection,

@@ -23,6 +23,10 @@ pub const OP_DELAY: u8 = 1;
 pub const OP_QUIT: u8 = 2;
 /// The handler panics (a service bug): only that request is lost.
 pub const OP_PANIC: u8 = 3;
+/// Reply with the name of the thread that handled the request, run inline on the IO thread.
+pub const OP_WHERE_INLINE: u8 = 4;
+/// Reply with the name of the thread that handled the request (a worker).
+pub const OP_WHERE: u8 = 5;
 /// Opcode of the error frame the service answers malformed input with.
 pub const OP_ERROR: u8 = 0xFF;
 
@@ -50,9 +54,22 @@ impl Service for TestService {
                 });
             }
             OP_PANIC => panic!("test service asked to panic"),
+            OP_WHERE | OP_WHERE_INLINE => {
+                let name = std::thread::current()
+                    .name()
+                    .unwrap_or("?")
+                    .as_bytes()
+                    .to_vec();
+                let id = u64::from_le_bytes(frame[8..16].try_into().unwrap());
+                ctx.reply(Response::from_vec(header(16 + name.len(), opcode, 0, id)).owned(name));
+            }
             OP_QUIT => ctx.reply_and_close(Response::new().guarded(request.into_frame())),
             _ => ctx.reply(Response::new().guarded(request.into_frame())),
         }
+    }
+
+    fn run_inline(&self, _conn: &ConnInfo, frame: &[u8]) -> bool {
+        frame[5] == OP_WHERE_INLINE
     }
 
     fn malformed(&self, _conn: &ConnInfo, error: &FramingError) -> Option<Response> {
