@@ -49,7 +49,7 @@ fn replies_complete_out_of_order(backend: Backend) {
     let service = Arc::new(TestService::default());
     let server = builder(service, backend).start().unwrap();
     let mut stream = connect(server.local_addrs()[0]);
-    let slow = frame(OP_DELAY, 300, 1, 10);
+    let slow = frame(OP_DELAY, 600, 1, 10);
     stream.write_all(&slow).unwrap();
     let quick: Vec<Vec<u8>> = (2..12).map(|id| frame(OP_ECHO, 0, id, 50)).collect();
     stream.write_all(&quick.concat()).unwrap();
@@ -156,8 +156,12 @@ fn two_listeners_two_framers(backend: Backend) {
             ctx.reply(Response::from_vec(reply));
         }
     }
+    // Lines carry no request id: that listener writes replies in request order.
     let server = kvtier_server::ServerBuilder::new(Mixed)
-        .listen("127.0.0.1:0".parse().unwrap(), LineFramer)
+        .with_listener(
+            kvtier_server::ListenerConfig::new("127.0.0.1:0".parse().unwrap(), LineFramer)
+                .with_ordered_replies(true),
+        )
         .listen(
             "127.0.0.1:0".parse().unwrap(),
             kvtier_server::BinaryFramer::new(),
