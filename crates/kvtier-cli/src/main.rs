@@ -6,10 +6,13 @@
 //!   tiered replay of G2 above G3 under each write policy ([`tiered`]).
 //! - `router` ([`router`]): the KV-aware router service (event ingestion, prefix index, HTTP
 //!   queries).
+//! - `bench` ([`bench`]): a load generator for block servers (any Redis server, plain loopback
+//!   TCP as the ceiling): ops/s, GB/s, latency percentiles.
 //!
 //! Errors are reported on stderr as `error: ...` with the whole cause chain, and the process
 //! exits with status 1 (clap's own usage errors exit with 2).
 
+mod bench;
 mod replay;
 mod router;
 mod tiered;
@@ -34,6 +37,9 @@ enum Command {
     /// Run the KV-aware router: ingest engines' KV events, answer prefix-overlap queries.
     #[command(long_about = router::LONG_ABOUT)]
     Router(router::RouterArgs),
+    /// Load a server with block PUTs/GETs/MATCHes; print ops/s, GB/s and latency percentiles.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Router(args) => router::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
