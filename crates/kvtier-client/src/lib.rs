@@ -1,0 +1,1 @@
+//! Clients for kvtier's binary protocol (skeleton; being written).

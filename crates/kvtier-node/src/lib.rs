@@ -1,0 +1,3 @@
+//! kvtier's KV service over the storage tiers (skeleton; being written).
+
+pub mod resp;

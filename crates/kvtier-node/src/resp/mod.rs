@@ -1,0 +1,1 @@
+//! The Redis-compatible port (being written).
