@@ -23,6 +23,7 @@
 
 mod buf;
 mod guard;
+mod owned;
 mod raw;
 mod stats;
 
@@ -32,6 +33,7 @@ use kvtier_core::{BlockManager, MutableBlock, Tier};
 
 pub use buf::PageBuf;
 pub use guard::SlotGuard;
+pub use owned::SlotBytes;
 pub use stats::ArenaStats;
 
 use crate::layout::{BlockLayout, LayoutError};
