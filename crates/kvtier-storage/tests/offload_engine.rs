@@ -149,6 +149,28 @@ fn write_through_copies_registered_blocks_to_g3() {
 }
 
 #[test]
+fn write_through_skips_blocks_already_below_and_writes_the_rest_as_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let g3 = disk(dir.path());
+    let (arena, observer, sink) = g2_with_write_through(WritePolicy::WriteThrough, g3.clone());
+    let hashes = chain(6, 5);
+    // Two blocks reached G3 first (a durable PUT writes them there before G2).
+    g3.put_batch(&[
+        (hashes[0], &pattern(hashes[0])),
+        (hashes[3], &pattern(hashes[3])),
+    ])
+    .unwrap();
+    fill(&arena, &hashes);
+    wait_for(|| observer.stats().pending() == 0);
+    let stats = sink.stats();
+    assert_eq!((stats.written, stats.present, stats.failed), (3, 2, 0));
+    assert_eq!(stats.bytes, 3 * BLOCK as u64);
+    for &h in &hashes {
+        assert_eq!(get_block(g3.as_ref(), h).unwrap(), Some(pattern(h)));
+    }
+}
+
+#[test]
 fn selective_write_through_copies_only_after_k_hits() {
     let dir = tempfile::tempdir().unwrap();
     let g3 = disk(dir.path());

@@ -14,7 +14,7 @@ use kvtier_core::{G2, SequenceHash};
 
 use super::OffloadSink;
 use crate::arena::HostArena;
-use crate::tier::{Storage, put_block};
+use crate::tier::Storage;
 
 /// Counters of an [`ArenaSink`] (a snapshot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct ArenaSinkStats {
     pub gone: u64,
     /// Blocks the lower tier refused (counted, not retried).
     pub failed: u64,
+    /// Blocks the lower tier already held (not written again).
+    pub present: u64,
 }
 
 /// Copies registered G2 blocks down to `lower`; install it as an
@@ -43,6 +45,7 @@ pub struct ArenaSink {
     bytes: AtomicU64,
     gone: AtomicU64,
     failed: AtomicU64,
+    present: AtomicU64,
 }
 
 impl std::fmt::Debug for ArenaSink {
@@ -64,6 +67,7 @@ impl ArenaSink {
             bytes: AtomicU64::new(0),
             gone: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            present: AtomicU64::new(0),
         }
     }
 
@@ -80,6 +84,7 @@ impl ArenaSink {
             bytes: self.bytes.load(Ordering::Relaxed),
             gone: self.gone.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            present: self.present.load(Ordering::Relaxed),
         }
     }
 }
@@ -96,24 +101,39 @@ impl OffloadSink for ArenaSink {
             return Ok(());
         };
         let held = arena.manager().scan_matches(batch, false);
-        let mut first_err = None;
-        for (hash, block) in batch.iter().zip(held) {
+        // Blocks already below (a durable PUT wrote them there first) are not written again.
+        let below = self.lower.contains_batch(batch).unwrap_or_default();
+        let mut blocks = Vec::with_capacity(batch.len());
+        for (k, (hash, block)) in batch.iter().zip(&held).enumerate() {
             let Some(block) = block else {
                 self.gone.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let bytes = arena.block(&block)?;
-            match put_block(self.lower.as_ref(), *hash, bytes) {
-                Ok(()) => {
-                    self.written.fetch_add(1, Ordering::Relaxed);
-                    self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
-                    first_err.get_or_insert(e);
-                }
+            if below.get(k).copied().unwrap_or(false) {
+                self.present.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            blocks.push((*hash, arena.block(block)?));
+        }
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        // One batched write (for the disk tier: one sync and one index commit for all).
+        let mut first_err = None;
+        match self.lower.put_batch(&blocks) {
+            Ok(()) => {
+                self.written
+                    .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+                let bytes: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+                self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.failed
+                    .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+                first_err = Some(e);
             }
         }
+        drop(held);
         match first_err {
             Some(e) => Err(Box::new(e)),
             None => Ok(()),

@@ -116,4 +116,10 @@ impl Storage for DiskStorage {
             })
             .collect())
     }
+
+    /// One [`DiskTier::put_batch`]: the batch's bytes are written, synced and committed
+    /// together (one `fdatasync` per file touched and one index commit for the batch).
+    fn put_batch(&self, blocks: &[(SequenceHash, &[u8])]) -> Result<(), StorageError> {
+        Ok(self.tier.put_batch(blocks)?)
+    }
 }

@@ -297,6 +297,20 @@ pub trait Storage: Send + Sync {
         }
         Ok(reads)
     }
+
+    /// Writes many whole blocks. The default writes them one by one through
+    /// [`put_block`] and stops at the first failure; tiers with a batched write path (one
+    /// sync for the batch) override it. On error, a prefix of the batch may be stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_block`].
+    fn put_batch(&self, blocks: &[(SequenceHash, &[u8])]) -> Result<(), StorageError> {
+        for (hash, bytes) in blocks {
+            put_block(self, *hash, bytes)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks that a batch buffer holds `n` blocks of `block_len` bytes.
@@ -315,8 +329,8 @@ pub(crate) fn check_batch(n: usize, block_len: usize, got: usize) -> Result<(), 
 /// # Errors
 ///
 /// As [`Storage::get_miss_handler`], [`MissHandler::write_chunk`] and [`MissHandler::finish`].
-pub fn put_block(
-    storage: &dyn Storage,
+pub fn put_block<S: Storage + ?Sized>(
+    storage: &S,
     hash: SequenceHash,
     bytes: &[u8],
 ) -> Result<(), StorageError> {
