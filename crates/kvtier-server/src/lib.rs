@@ -90,5 +90,5 @@ pub use framing::{
     BINARY_HEADER_LEN, BINARY_VERSION, BinaryFramer, Framer, FramingError, LineFramer,
 };
 pub use pool::{FrameBuf, PoolClass};
-pub use server::{Server, ServerBuilder, ServerError};
+pub use server::{CountersSource, Server, ServerBuilder, ServerError};
 pub use service::{ConnId, ConnInfo, Context, Request, Response, Segment, Service};

@@ -291,7 +291,7 @@ impl<S: Service> ServerBuilder<S> {
                 move || shared.ring.close()
             })),
             drain: Some(Box::new(move || service.drain())),
-            snapshot: Box::new({
+            snapshot: Arc::new({
                 let counters = shared.counters.clone();
                 move || counters.snapshot()
             }),
@@ -418,8 +418,11 @@ pub struct Server {
     workers: Vec<JoinHandle<io::Result<()>>>,
     stop: Option<Stopper>,
     drain: Option<Stopper>,
-    snapshot: Box<dyn Fn() -> CountersSnapshot + Send + Sync>,
+    snapshot: CountersSource,
 }
+
+/// Reads a server's counters; see [`Server::counters_source`].
+pub type CountersSource = Arc<dyn Fn() -> CountersSnapshot + Send + Sync>;
 
 impl Server {
     /// The bound address of each listener, in the order they were added.
@@ -435,6 +438,12 @@ impl Server {
     /// The counters now.
     pub fn counters(&self) -> CountersSnapshot {
         (self.snapshot)()
+    }
+
+    /// A handle that reads the counters from anywhere, for as long as it is kept (a metrics
+    /// endpoint served by the service itself); after shutdown it reads the final values.
+    pub fn counters_source(&self) -> CountersSource {
+        Arc::clone(&self.snapshot)
     }
 
     /// Stops accepting, answers and flushes in-flight requests, closes connections, stops the
