@@ -6,6 +6,7 @@
 //!   tiered replay of G2 above G3 under each write policy ([`tiered`]).
 //! - `router` ([`router`]): the KV-aware router service (event ingestion, prefix index, HTTP
 //!   queries).
+//! - `serve` ([`serve`]): the kvtier block server ([`kvtier_node::Node`]) until SIGINT/SIGTERM.
 //! - `bench` ([`bench`]): a load generator for block servers (any Redis server, plain loopback
 //!   TCP as the ceiling): ops/s, GB/s, latency percentiles.
 //!
@@ -15,6 +16,7 @@
 mod bench;
 mod replay;
 mod router;
+mod serve;
 mod tiered;
 
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Command {
     /// Run the KV-aware router: ingest engines' KV events, answer prefix-overlap queries.
     #[command(long_about = router::LONG_ABOUT)]
     Router(router::RouterArgs),
+    /// Run the kvtier block server (binary protocol, Redis-compatible port, /metrics).
+    #[command(long_about = serve::LONG_ABOUT)]
+    Serve(serve::ServeArgs),
     /// Load a server with block PUTs/GETs/MATCHes; print ops/s, GB/s and latency percentiles.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Router(args) => router::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {
