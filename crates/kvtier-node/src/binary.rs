@@ -68,9 +68,20 @@ pub(crate) struct Binary {
     pub(crate) token: Option<Vec<u8>>,
     pub(crate) lane: Lane,
     pub(crate) server_name: String,
+    /// The IO runtime's counters, set once the server started.
+    pub(crate) server_counters: std::sync::OnceLock<kvtier_server::CountersSource>,
 }
 
 impl Binary {
+    /// Every counter of the node (tiers, protocol, IO runtime), by name.
+    pub(crate) fn stats(&self) -> Vec<(String, u64)> {
+        let mut stats = self.store.stats();
+        if let Some(source) = self.server_counters.get() {
+            stats.extend(crate::metrics::server_stats(&source()));
+        }
+        stats
+    }
+
     /// Whether the frame is handled on the IO thread: reads of memory only.
     pub(crate) fn run_inline(frame: &[u8]) -> bool {
         matches!(
@@ -149,7 +160,7 @@ impl Binary {
             }
             Request::Stats => {
                 StoreCounters::add(&counters.requests_stats, 1);
-                let stats = self.store.stats();
+                let stats = self.stats();
                 let stats: Vec<Stat<'_>> = stats
                     .iter()
                     .take(self.limits.max_stats_entries as usize)

@@ -103,6 +103,7 @@ impl Node {
             limits,
             token: config.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
             lane: Lane::new(workers.max(2), 1024)?,
+            server_counters: OnceLock::new(),
             server_name: format!("kvtier/{}", env!("CARGO_PKG_VERSION")),
         });
 
@@ -122,7 +123,6 @@ impl Node {
         let service = Arc::new(NodeService {
             protocols,
             binary,
-            server_counters: OnceLock::new(),
             healthy: AtomicBool::new(true),
             drain_timeout: DRAIN_TIMEOUT,
         });
@@ -143,7 +143,7 @@ impl Node {
             builder = builder.with_listener(listener);
         }
         let server = builder.start()?;
-        let _ = service.server_counters.set(server.counters_source());
+        let _ = service.binary.server_counters.set(server.counters_source());
         let addrs = server.local_addrs().to_vec();
         tracing::info!(
             addr = %addrs[0],

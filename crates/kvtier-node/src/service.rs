@@ -1,11 +1,11 @@
 //! [`NodeService`]: the node's [`Service`] on the IO runtime. It tells the listeners apart
 //! (binary protocol, RESP, HTTP) and hands each frame to that protocol's handler.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kvtier_server::{ConnInfo, Context, CountersSource, FramingError, Request, Response, Service};
+use kvtier_server::{ConnInfo, Context, FramingError, Request, Response, Service};
 
 use crate::binary::{Binary, BinarySession};
 use crate::{http, metrics};
@@ -28,7 +28,6 @@ pub(crate) enum Session {
 pub(crate) struct NodeService {
     pub(crate) protocols: Vec<Protocol>,
     pub(crate) binary: Arc<Binary>,
-    pub(crate) server_counters: OnceLock<CountersSource>,
     pub(crate) healthy: AtomicBool,
     pub(crate) drain_timeout: Duration,
 }
@@ -43,11 +42,7 @@ impl NodeService {
 
     /// Every counter of the node, by name.
     pub(crate) fn stats(&self) -> Vec<(String, u64)> {
-        let mut stats = self.binary.store.stats();
-        if let Some(source) = self.server_counters.get() {
-            stats.extend(metrics::server_stats(&source()));
-        }
-        stats
+        self.binary.stats()
     }
 }
 
