@@ -12,7 +12,7 @@
 //!
 //! - Reading stops while `in_flight >= max_in_flight`, `in_flight_bytes >=
 //!   max_in_flight_bytes` or `queued_bytes >= max_queued` (backpressure); frames already
-//!   buffered are cut only while under the in-flight caps.
+//!   buffered are cut only while under all three.
 //! - A frame's announced length is checked against `max_frame` before any of its body is
 //!   buffered; a framer that cannot tell the length is stopped at `max_frame` buffered bytes.
 //! - The buffer returned by [`Conn::read_buf`] is not moved or touched until the matching
@@ -229,7 +229,13 @@ impl<S> Conn<S> {
                 self.emit(body.buf, out);
             }
         }
-        while !self.at_in_flight_cap() && !self.close_when_flushed {
+        // Replies not yet written count too: a client that pipelines requests but does not
+        // read replies stops being served once `max_queued` bytes wait for it (frames answered
+        // on the IO thread complete at once, so the in-flight cap alone would not stop them).
+        while !self.at_in_flight_cap()
+            && self.queued_bytes < self.limits.max_queued
+            && !self.close_when_flushed
+        {
             let avail = &self.rbuf[self.rstart..self.rend];
             if avail.is_empty() {
                 break;
