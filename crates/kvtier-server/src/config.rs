@@ -153,7 +153,9 @@ impl ListenerConfig {
 
     /// Write each connection's replies in request order, whatever order the workers finish
     /// in (protocols without request ids: RESP). A reply that finishes early waits, counted
-    /// in the connection's queued bytes. Default: false (replies leave as they complete).
+    /// in the connection's queued bytes. Reply streams are refused on such a listener
+    /// ([`Context::into_stream`](crate::Context::into_stream)): one would hold back every
+    /// later reply. Default: false (replies leave as they complete).
     pub fn with_ordered_replies(mut self, ordered: bool) -> Self {
         self.ordered = ordered;
         self

@@ -17,8 +17,13 @@
 //!   buffered; a framer that cannot tell the length is stopped at `max_frame` buffered bytes.
 //! - The buffer returned by [`Conn::read_buf`] is not moved or touched until the matching
 //!   [`Conn::on_read`] (the io_uring backend lends it to the kernel in between).
-//! - `queued_bytes` equals the unwritten bytes of `wq` and is mirrored in the server's
-//!   `response_bytes_queued` gauge, which `Drop` settles.
+//! - `queued_bytes` equals the unwritten bytes of `wq` (and parked replies) and is mirrored
+//!   in the server's `response_bytes_queued` gauge, which `Drop` settles, and in the
+//!   connection's pending bytes on its [`ReplyPath`] (which stream frames in the inbox also
+//!   count: their senders added them already).
+//! - Once ending (EOF, socket error, close requested, draining) the connection closes its
+//!   [`ReplyPath`], refusing stream frames; it is then done when nothing is queued and every
+//!   request still in flight is an open stream (streams end on their own time; nobody waits).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
@@ -26,7 +31,9 @@ use std::sync::Arc;
 
 use crate::counters::Counters;
 use crate::framing::{Framer, FramingError};
+use crate::inbox::{ConnEvent, Inbox};
 use crate::pool::{BufferPool, FrameBuf};
+use crate::reply_path::ReplyPath;
 use crate::runtime::ListenerSpec;
 use crate::service::{ConnInfo, Response, Segment};
 
@@ -71,6 +78,8 @@ impl ReadTarget {
 pub(crate) struct Conn<S> {
     pub(crate) info: ConnInfo,
     pub(crate) session: Arc<S>,
+    /// How replies (and stream frames) come back to this connection from other threads.
+    pub(crate) path: Arc<ReplyPath>,
     framer: Arc<dyn Framer>,
     limits: Limits,
     counters: Arc<Counters>,
@@ -102,16 +111,28 @@ pub(crate) struct Conn<S> {
 }
 
 impl<S> Conn<S> {
+    /// A connection in slab entry `slab_key` of the IO thread whose inbox is `inbox`.
     pub(crate) fn new(
         info: ConnInfo,
         session: S,
         listener: &ListenerSpec,
         counters: Arc<Counters>,
+        inbox: Arc<Inbox>,
+        slab_key: usize,
     ) -> Self {
         let limits = listener.limits;
+        let path = ReplyPath::new(
+            inbox,
+            info.id,
+            slab_key,
+            listener.ordered,
+            limits.max_queued,
+            counters.clone(),
+        );
         Self {
             info,
             session: Arc::new(session),
+            path: Arc::new(path),
             framer: listener.framer.clone(),
             ordered: listener.ordered,
             next_seq: 0,
@@ -291,6 +312,21 @@ impl<S> Conn<S> {
         self.next_seq += 1;
     }
 
+    /// Applies what another thread sent this connection.
+    pub(crate) fn apply(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Completion {
+                request_bytes,
+                seq,
+                response,
+                close,
+            } => self.complete(seq, response, close, request_bytes),
+            // Streams are refused on ordered connections: a frame goes out as it comes.
+            ConnEvent::StreamFrame(response) => self.queue(response, true),
+            ConnEvent::Poke => {}
+        }
+    }
+
     /// Request `seq` of this connection completed.
     pub(crate) fn complete(
         &mut self,
@@ -306,22 +342,18 @@ impl<S> Conn<S> {
             return;
         }
         // Parked replies count as queued at once: they hold memory like queued ones.
-        let bytes = response.as_ref().map_or(0, Response::len);
-        self.queued_bytes += bytes;
-        self.counters.queued(bytes);
+        self.enqueued(response.as_ref().map_or(0, Response::len));
         self.parked.insert(seq, (response, close));
         while let Some((response, close)) = self.parked.remove(&self.next_reply) {
             self.next_reply += 1;
-            let bytes = response.as_ref().map_or(0, Response::len);
-            self.queued_bytes -= bytes;
-            self.counters.dequeued(bytes);
+            self.dequeued(response.as_ref().map_or(0, Response::len));
             self.finish(response, close);
         }
     }
 
     fn finish(&mut self, response: Option<Response>, close: bool) {
         if let Some(response) = response {
-            self.queue(response);
+            self.queue(response, false);
         }
         if close {
             self.close_when_flushed = true;
@@ -333,7 +365,7 @@ impl<S> Conn<S> {
     pub(crate) fn fail_framing(&mut self, response: Option<Response>) {
         self.counters.malformed();
         if let Some(response) = response {
-            self.queue(response);
+            self.queue(response, false);
         }
         self.close_when_flushed = true;
         self.body = None;
@@ -341,16 +373,37 @@ impl<S> Conn<S> {
         self.rend = 0;
     }
 
-    fn queue(&mut self, response: Response) {
+    /// Queues `response` for writing; `in_pending`: its bytes are already counted in the
+    /// path's pending bytes (a stream frame, counted by its sender).
+    fn queue(&mut self, response: Response, in_pending: bool) {
         self.counters.frame_out();
+        let mut total = 0;
         for segment in response.segments {
             let len = segment.bytes().len();
             if len > 0 {
-                self.queued_bytes += len;
-                self.counters.queued(len);
+                total += len;
                 self.wq.push_back(segment);
             }
         }
+        self.queued_bytes += total;
+        self.counters.queued(total);
+        if !in_pending {
+            self.path.add_pending(total);
+        }
+    }
+
+    /// `n` more reply bytes held (parked).
+    fn enqueued(&mut self, n: usize) {
+        self.queued_bytes += n;
+        self.counters.queued(n);
+        self.path.add_pending(n);
+    }
+
+    /// `n` held reply bytes written or released.
+    fn dequeued(&mut self, n: usize) {
+        self.queued_bytes -= n;
+        self.counters.dequeued(n);
+        self.path.sub_pending(n);
     }
 
     pub(crate) fn has_output(&self) -> bool {
@@ -387,8 +440,7 @@ impl<S> Conn<S> {
     /// in front of whatever was queued meanwhile.
     pub(crate) fn return_writes(&mut self, segments: Vec<Segment>, offset: usize, written: usize) {
         self.counters.written(written);
-        self.counters.dequeued(written);
-        self.queued_bytes -= written;
+        self.dequeued(written);
         let mut left = written;
         let mut offset = offset;
         let mut keep = Vec::new();
@@ -414,8 +466,7 @@ impl<S> Conn<S> {
     /// `n` queued bytes are on the socket: drop finished segments (and their guards).
     pub(crate) fn on_written(&mut self, mut n: usize) {
         self.counters.written(n);
-        self.counters.dequeued(n);
-        self.queued_bytes -= n;
+        self.dequeued(n);
         while n > 0 {
             let Some(front) = self.wq.front() else { break };
             let rest = front.bytes().len() - self.wq_offset;
@@ -430,19 +481,25 @@ impl<S> Conn<S> {
         }
     }
 
-    /// Whether the connection is finished and should be dropped (closing the socket).
+    /// Whether the connection is finished and should be dropped (closing the socket). Once
+    /// it is ending, also tells its streams (their sends fail from now on).
     pub(crate) fn done(&self, draining: bool) -> bool {
-        self.failed
-            || (self.wq.is_empty()
-                && self.in_flight == 0
-                && (self.eof || self.close_when_flushed || draining))
+        if !(self.failed || self.eof || self.close_when_flushed || draining) {
+            return false;
+        }
+        // Close before counting streams: a stream opened after this count sees `closing`
+        // and pokes us (see `reply_path`).
+        self.path.close();
+        self.failed || (self.wq.is_empty() && self.in_flight <= self.path.open_streams())
     }
 }
 
 impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
+        self.path.close();
         // `queued_bytes` covers parked replies too.
         self.counters.dequeued(self.queued_bytes);
+        self.path.sub_pending(self.queued_bytes);
         self.counters.conn_closed();
     }
 }

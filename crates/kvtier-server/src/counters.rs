@@ -2,8 +2,8 @@
 //! [`CountersSnapshot`] (the lead's Prometheus exporter reads the snapshot).
 //!
 //! A snapshot is not atomic across fields: two fields read while traffic flows may be a few
-//! events apart. Gauges (`connections_open`, `response_bytes_queued`) are exact once the server
-//! is quiet.
+//! events apart. Gauges (`connections_open`, `response_bytes_queued`, `streams_open`) are exact
+//! once the server is quiet.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -22,6 +22,9 @@ pub(crate) struct Counters {
     pool_fallbacks: AtomicU64,
     ring_full: AtomicU64,
     response_bytes_queued: AtomicU64,
+    streams_open: AtomicU64,
+    stream_frames: AtomicU64,
+    stream_congested: AtomicU64,
 }
 
 /// A reading of the server's counters.
@@ -52,6 +55,13 @@ pub struct CountersSnapshot {
     pub ring_full: u64,
     /// Response bytes queued and not yet written, all connections together (gauge).
     pub response_bytes_queued: u64,
+    /// Reply streams ([`ReplyStream`](crate::ReplyStream)) not yet ended (gauge).
+    pub streams_open: u64,
+    /// Stream frames accepted by [`ReplyStream::try_send`](crate::ReplyStream::try_send).
+    pub stream_frames: u64,
+    /// Stream frames refused because their connection's pending output was at its limit
+    /// ([`StreamError::Congested`](crate::StreamError::Congested)).
+    pub stream_congested: u64,
 }
 
 impl Counters {
@@ -69,6 +79,9 @@ impl Counters {
             pool_fallbacks: self.pool_fallbacks.load(Relaxed),
             ring_full: self.ring_full.load(Relaxed),
             response_bytes_queued: self.response_bytes_queued.load(Relaxed),
+            streams_open: self.streams_open.load(Relaxed),
+            stream_frames: self.stream_frames.load(Relaxed),
+            stream_congested: self.stream_congested.load(Relaxed),
         }
     }
 
@@ -111,5 +124,17 @@ impl Counters {
     }
     pub(crate) fn dequeued(&self, n: usize) {
         self.response_bytes_queued.fetch_sub(n as u64, Relaxed);
+    }
+    pub(crate) fn stream_opened(&self) {
+        self.streams_open.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stream_closed(&self) {
+        self.streams_open.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn stream_frame(&self) {
+        self.stream_frames.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stream_congested(&self) {
+        self.stream_congested.fetch_add(1, Relaxed);
     }
 }

@@ -177,18 +177,15 @@ impl<S: Service> EventLoop<S> for EpollLoop<S> {
 impl<S: Service> EpollLoop<S> {
     fn on_msg(&mut self, msg: IoMsg) {
         match msg {
-            IoMsg::Completion {
+            IoMsg::Conn {
                 slab_key,
                 conn,
-                request_bytes,
-                seq,
-                response,
-                close,
+                event,
             } => {
                 if let Some(c) = self.conns.get_mut(slab_key)
                     && c.core.info.id == conn
                 {
-                    c.core.complete(seq, response, close, request_bytes);
+                    c.core.apply(event);
                     mark(&mut self.dirty, slab_key, c);
                 }
             }
@@ -267,7 +264,7 @@ impl<S: Service> EpollLoop<S> {
             self.shared.counters.conn_closed();
             return;
         }
-        let core = self.shared.new_conn(listener, peer, self.index);
+        let core = self.shared.new_conn(listener, peer, self.index, key);
         entry.insert(EConn {
             stream,
             core,
@@ -302,7 +299,7 @@ impl<S: Service> EpollLoop<S> {
             }
             // Frames buffered earlier may be cut now (a completion freed in-flight room).
             self.shared
-                .dispatch(&mut c.core, key, &mut self.scratch, &mut self.stalled);
+                .dispatch(&mut c.core, &mut self.scratch, &mut self.stalled);
             if c.core.has_output() && c.writable {
                 match flush(&mut c.stream, &mut c.core) {
                     Ok(true) => progress = true,

@@ -1,6 +1,6 @@
-//! An IO thread's inbox: completions from workers, connections handed over by the accepting
-//! thread, and control messages, behind one mutex, plus the eventfd that wakes the IO thread
-//! (an epoll readiness source, or an io_uring read).
+//! An IO thread's inbox: completions and stream frames from workers, connections handed over
+//! by the accepting thread, and control messages, behind one mutex, plus the eventfd that
+//! wakes the IO thread (an epoll readiness source, or an io_uring read).
 //!
 //! # Invariants
 //!
@@ -21,16 +21,12 @@ use crate::service::{ConnId, Response};
 
 /// What an IO thread is told.
 pub(crate) enum IoMsg {
-    /// A request finished.
-    Completion {
+    /// Something for one connection; ignored if the connection is gone (its slab key may
+    /// hold another connection by then: `conn` tells them apart).
+    Conn {
         slab_key: usize,
         conn: ConnId,
-        /// Size of the request frame, released from the connection's in-flight bytes.
-        request_bytes: usize,
-        /// The request's position on its connection (for in-order replies).
-        seq: u64,
-        response: Option<Response>,
-        close: bool,
+        event: ConnEvent,
     },
     /// A connection accepted by another IO thread, now owned by this one.
     Adopt {
@@ -40,6 +36,24 @@ pub(crate) enum IoMsg {
     },
     /// Graceful shutdown: stop accepting and reading, finish and flush, then exit.
     Shutdown,
+}
+
+/// What happened to one connection, away from its IO thread.
+pub(crate) enum ConnEvent {
+    /// A request finished (a stream ended).
+    Completion {
+        /// Size of the request frame, released from the connection's in-flight bytes.
+        request_bytes: usize,
+        /// The request's position on its connection (for in-order replies).
+        seq: u64,
+        response: Option<Response>,
+        close: bool,
+    },
+    /// One frame of an open stream; its bytes are already counted in the connection's
+    /// pending bytes ([`ReplyPath`](crate::reply_path::ReplyPath)).
+    StreamFrame(Response),
+    /// Look at the connection again (a stream opened on a closing connection).
+    Poke,
 }
 
 /// An IO thread's message queue and its wake-up eventfd.

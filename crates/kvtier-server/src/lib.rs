@@ -13,8 +13,9 @@
 //! - Limits and backpressure: frame size, connections, in-flight requests and queued reply
 //!   bytes per connection; a framing error gets the service's error frame, then a close.
 //! - [`Echo`] is the reference service (frames back unchanged, zero copy).
-//! - [`Server::shutdown`] stops accepting, answers and flushes what is in flight, calls
-//!   [`Service::drain`], and joins every thread; [`Server::counters`] reads the counters.
+//! - [`Server::shutdown`] stops accepting, answers and flushes what is in flight (closing
+//!   reply streams without waiting for them), calls [`Service::drain`], and joins every
+//!   thread; [`Server::counters`] reads the counters.
 //!
 //! # For the protocol layer
 //!
@@ -28,6 +29,13 @@
 //! - [`Context`] may move to another thread and reply later (disk or remote fetches);
 //!   [`Response::guarded`] sends bytes straight from memory a guard keeps alive (a reader
 //!   guard on arena slots for GET) and drops the guard once they are on the socket.
+//! - [`Context::into_stream`] answers one request with many frames over time (SUBSCRIBE): a
+//!   [`ReplyStream`] pushes them from any thread with [`ReplyStream::try_send`], which never
+//!   blocks and fails with [`StreamError::Congested`] past the connection's queued-bytes
+//!   limit and [`StreamError::Closed`] once the connection ends (peer gone, shutdown);
+//!   [`ReplyStream::end`] completes the request. The stream holds an in-flight slot until
+//!   then; other requests of the connection are answered meanwhile. Refused
+//!   ([`StreamRefused`]) on listeners with ordered replies.
 //! - [`Service::run_inline`] lets a request that never blocks (a G2 lookup, a GET of host
 //!   memory) run on the IO thread, skipping the two thread hand-offs; the rest go to workers.
 //! - [`Service::malformed`] writes the protocol's error frame before a framing error closes
@@ -77,10 +85,12 @@ mod epoll;
 mod framing;
 mod inbox;
 mod pool;
+mod reply_path;
 mod ring;
 mod runtime;
 mod server;
 mod service;
+mod stream;
 mod uring;
 
 pub use config::{BACKEND_ENV, Backend, BackendChoice, ListenerConfig};
@@ -92,3 +102,4 @@ pub use framing::{
 pub use pool::{FrameBuf, PoolClass};
 pub use server::{CountersSource, Server, ServerBuilder, ServerError};
 pub use service::{ConnId, ConnInfo, Context, Request, Response, Segment, Service};
+pub use stream::{ReplyStream, StreamError, StreamRefused};

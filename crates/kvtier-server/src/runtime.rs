@@ -20,6 +20,7 @@ use crate::counters::Counters;
 use crate::framing::Framer;
 use crate::inbox::Inbox;
 use crate::pool::{BufferPool, FrameBuf};
+use crate::reply_path::ReplyPath;
 use crate::ring::Ring;
 use crate::service::{ConnId, ConnInfo, Context, Request, Route, Service};
 
@@ -40,7 +41,7 @@ pub(crate) trait EventLoop<S: Service>: Sized {
 pub(crate) struct Job<S> {
     info: ConnInfo,
     session: Arc<S>,
-    slab_key: usize,
+    path: Arc<ReplyPath>,
     seq: u64,
     frame: FrameBuf,
 }
@@ -98,12 +99,14 @@ impl<S: Service> Shared<S> {
         Some(self.next_thread.fetch_add(1, Ordering::Relaxed) % self.inboxes.len())
     }
 
-    /// The connection state of a socket admitted on `listener`, owned by `io_thread`.
+    /// The connection state of a socket admitted on `listener`, owned by `io_thread` in its
+    /// slab entry `slab_key`.
     pub(crate) fn new_conn(
         &self,
         listener: usize,
         peer: std::net::SocketAddr,
         io_thread: usize,
+        slab_key: usize,
     ) -> Conn<S::Session> {
         let info = ConnInfo {
             id: ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed)),
@@ -117,6 +120,8 @@ impl<S: Service> Shared<S> {
             session,
             &self.listeners[listener],
             self.counters.clone(),
+            self.inboxes[io_thread].clone(),
+            slab_key,
         )
     }
 
@@ -126,7 +131,6 @@ impl<S: Service> Shared<S> {
     pub(crate) fn dispatch(
         &self,
         conn: &mut Conn<S::Session>,
-        slab_key: usize,
         scratch: &mut Vec<(u64, FrameBuf)>,
         stalled: &mut VecDeque<Job<S::Session>>,
     ) {
@@ -138,8 +142,7 @@ impl<S: Service> Shared<S> {
         for (seq, frame) in scratch.drain(..) {
             if self.service.run_inline(&conn.info, frame.as_slice()) {
                 let route = Route {
-                    inbox: self.inboxes[conn.info.io_thread].clone(),
-                    slab_key,
+                    path: conn.path.clone(),
                     request_bytes: frame.len(),
                     seq,
                 };
@@ -149,7 +152,7 @@ impl<S: Service> Shared<S> {
             let job = Job {
                 info: conn.info,
                 session: conn.session.clone(),
-                slab_key,
+                path: conn.path.clone(),
                 seq,
                 frame,
             };
@@ -185,8 +188,7 @@ impl<S: Service> Shared<S> {
         ) {
             for job in batch.drain(..) {
                 let route = Route {
-                    inbox: self.inboxes[job.info.io_thread].clone(),
-                    slab_key: job.slab_key,
+                    path: job.path,
                     request_bytes: job.frame.len(),
                     seq: job.seq,
                 };

@@ -3,8 +3,9 @@
 //! SIGINT/SIGTERM helper for the CLI.
 //!
 //! ```text
-//! shutdown(): every IO thread stops accepting and reading, answers what is in flight and
-//!             flushes it (or gives up at shutdown_timeout), closes its connections, exits
+//! shutdown(): every IO thread stops accepting and reading, closes reply streams (their
+//!             sends fail), answers what else is in flight and flushes it (or gives up at
+//!             shutdown_timeout), closes its connections, exits
 //!          -> the ring closes, workers finish and exit
 //!          -> Service::drain()
 //!          -> return
@@ -153,8 +154,10 @@ impl<S: Service> ServerBuilder<S> {
     }
 
     /// Response bytes queued for one connection before it stops being read (a client that
-    /// does not read its replies). Default: 16 MiB. A connection's memory is bounded by this
-    /// plus `max_in_flight_per_conn` replies.
+    /// does not read its replies), and the most a [`ReplyStream`](crate::ReplyStream) may
+    /// have pending on it (beyond it frames are refused as congested). Default: 16 MiB. A
+    /// connection's memory is bounded by this plus `max_in_flight_per_conn` replies (and one
+    /// stream frame, or each stream's last reply).
     pub fn with_max_queued_response_bytes(mut self, n: usize) -> Self {
         self.config.max_queued_response_bytes = n;
         self
@@ -448,6 +451,11 @@ impl Server {
 
     /// Stops accepting, answers and flushes in-flight requests, closes connections, stops the
     /// workers, calls [`Service::drain`], and joins every thread.
+    ///
+    /// Open [`ReplyStream`](crate::ReplyStream)s are not waited for: they are closed at once
+    /// (`try_send` fails with [`StreamError::Closed`](crate::StreamError::Closed)) and their
+    /// connections close once everything else is answered and written. Waiting for the rest
+    /// is bounded by the shutdown timeout.
     ///
     /// # Errors
     ///

@@ -1,18 +1,21 @@
 //! The seam between the IO runtime and what frames mean: the [`Service`] trait, the
-//! [`Request`] a worker hands it, the [`Context`] it replies through and the [`Response`] it
-//! replies with.
+//! [`Request`] a worker hands it, the [`Context`] it replies through (or turns into a
+//! [`ReplyStream`] of many frames) and the [`Response`] it replies with.
 //!
 //! ```text
 //! IO thread ──frame──▶ ring ──▶ worker: Service::handle(ctx, request)
 //!     ▲                                   │ ctx.reply(response)   (any thread, any time)
+//!     │                                   │ or ctx.into_stream(): try_send(frame)… end(last)
 //!     └────── per-IO-thread queue + eventfd ◀┘
 //! ```
 //!
 //! # Invariants
 //!
 //! - Every request produces exactly one completion: [`Context::reply`],
-//!   [`Context::reply_and_close`], [`Context::close`], or dropping the context (no reply; the
-//!   request still stops counting against the connection's in-flight cap).
+//!   [`Context::reply_and_close`], [`Context::close`], dropping the context (no reply; the
+//!   request still stops counting against the connection's in-flight cap), or the end of the
+//!   [`ReplyStream`] it became ([`ReplyStream::end`] or dropping it). Until then the request
+//!   counts against the in-flight cap; a stream's frames before its end go out as they come.
 //! - Requests of one connection may be handled concurrently by several workers and complete
 //!   in any order; a protocol that needs order (HELLO before PUT) carries request ids and lets
 //!   the client wait, or serialises in its session.
@@ -24,8 +27,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::framing::FramingError;
-use crate::inbox::{Inbox, IoMsg};
 use crate::pool::FrameBuf;
+use crate::reply_path::ReplyPath;
+use crate::stream::{ReplyStream, StreamRefused};
 
 /// What frames mean: implemented by the protocol layer (kvtier's binary operations, RESP).
 ///
@@ -78,7 +82,10 @@ pub trait Service: Send + Sync + 'static {
 
     /// Graceful shutdown: called once every in-flight request is answered and every worker has
     /// stopped, before [`Server::shutdown`](crate::Server::shutdown) returns (flush the disk
-    /// tier here). Default: nothing.
+    /// tier here). Streams are not waited for: by now every connection is closed, and a
+    /// [`ReplyStream`] still held refuses frames with
+    /// [`StreamError::Closed`](crate::StreamError::Closed); stop and join publisher threads
+    /// here. Default: nothing.
     fn drain(&self) {}
 }
 
@@ -198,15 +205,16 @@ impl Response {
 
 /// Where a request's reply goes: its connection, on its IO thread. Exactly one completion per
 /// request; dropping the context without replying completes it with no bytes.
+/// [`into_stream`](Self::into_stream) trades it for a stream of many replies.
 pub struct Context<S> {
     info: ConnInfo,
     session: Arc<S>,
     route: Option<Route>,
 }
 
+/// One request's way back: its connection's path, and what its completion releases.
 pub(crate) struct Route {
-    pub(crate) inbox: Arc<Inbox>,
-    pub(crate) slab_key: usize,
+    pub(crate) path: Arc<ReplyPath>,
     pub(crate) request_bytes: usize,
     pub(crate) seq: u64,
 }
@@ -245,16 +253,30 @@ impl<S> Context<S> {
         self.complete(None, true);
     }
 
+    /// Turns this request into a stream of replies (SUBSCRIBE): frames pushed with
+    /// [`ReplyStream::try_send`] from any thread, until [`ReplyStream::end`] or its drop
+    /// completes the request. See [`ReplyStream`] for in-flight accounting, backpressure and
+    /// shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamRefused`], handing this context back, on a listener with
+    /// [ordered replies](crate::ListenerConfig::with_ordered_replies): an open stream would
+    /// hold back every later reply of its connection.
+    pub fn into_stream(mut self) -> Result<ReplyStream<S>, StreamRefused<S>> {
+        if self.route.as_ref().is_some_and(|route| route.path.ordered) {
+            return Err(StreamRefused::new(self));
+        }
+        // `self` completes nothing once its route is taken.
+        let route = self.route.take();
+        Ok(ReplyStream::new(self.info, self.session.clone(), route))
+    }
+
     fn complete(&mut self, response: Option<Response>, close: bool) {
         if let Some(route) = self.route.take() {
-            route.inbox.push(IoMsg::Completion {
-                slab_key: route.slab_key,
-                request_bytes: route.request_bytes,
-                seq: route.seq,
-                conn: self.info.id,
-                response,
-                close,
-            });
+            route
+                .path
+                .complete(route.request_bytes, route.seq, response, close);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Unit tests of the connection state: framing across odd reads, caps, ordered replies,
-//! partial writes, and property tests that no byte stream makes framing panic.
+//! partial writes, pending bytes and closing with open streams, and property tests that no
+//! byte stream makes framing panic.
 
 use super::*;
 use crate::framing::{BinaryFramer, LineFramer};
@@ -42,7 +43,8 @@ fn conn_with(
         ordered,
         limits,
     };
-    (Conn::new(info, (), &spec, counters), pool)
+    let inbox = Arc::new(Inbox::new().unwrap());
+    (Conn::new(info, (), &spec, counters, inbox, 0), pool)
 }
 
 fn feed(c: &mut Conn<()>, mut bytes: &[u8]) {
@@ -187,6 +189,59 @@ fn partial_writes_advance_through_segments() {
     c.eof = true;
     assert!(c.done(false));
     assert_eq!(c.counters.snapshot().response_bytes_queued, 0);
+}
+
+#[test]
+fn pending_bytes_mirror_the_queue_and_count_stream_frames_once() {
+    let (mut c, _pool) = conn(Arc::new(LineFramer), 8);
+    c.in_flight = 1;
+    c.complete(0, Some(Response::from_vec(vec![1; 3])), false, 0);
+    assert_eq!(c.path.pending(), 3);
+    // A stream frame: its sender counted it before pushing.
+    c.path.reserve(5).unwrap();
+    assert_eq!(c.path.pending(), 8);
+    c.apply(ConnEvent::StreamFrame(Response::from_vec(vec![2; 5])));
+    assert_eq!((c.path.pending(), c.queued_bytes), (8, 8));
+    c.on_written(6);
+    assert_eq!(c.path.pending(), 2);
+    let (segments, offset) = c.lend_writes(4);
+    c.return_writes(segments, offset, 2);
+    assert_eq!(c.path.pending(), 0);
+    assert_eq!(c.counters.snapshot().response_bytes_queued, 0);
+}
+
+#[test]
+fn reserve_admits_a_lone_frame_and_refuses_past_the_limit() {
+    let (c, _pool) = conn(Arc::new(LineFramer), 8);
+    // The test limit is 1 MiB: a 2 MiB frame passes alone, nothing passes after it.
+    c.path.reserve(2 << 20).unwrap();
+    assert_eq!(c.path.reserve(1), Err(2 << 20));
+    c.path.sub_pending(2 << 20);
+    c.path.reserve((1 << 20) - 1).unwrap();
+    c.path.reserve(1).unwrap();
+    assert_eq!(c.path.reserve(1), Err(1 << 20));
+    assert_eq!(c.path.pending(), 1 << 20);
+}
+
+#[test]
+fn closing_connection_waits_for_requests_but_not_for_open_streams() {
+    let (mut c, _pool) = conn(Arc::new(LineFramer), 8);
+    c.in_flight = 2;
+    c.path.open_stream();
+    assert!(!c.done(false));
+    assert!(!c.path.is_closing(), "an open connection keeps its streams");
+    c.eof = true;
+    assert!(!c.done(false), "an ordinary request is still in flight");
+    assert!(
+        c.path.is_closing(),
+        "streams learn at once that the peer left"
+    );
+    c.complete(1, None, false, 0);
+    assert!(c.done(false), "only the stream is left in flight");
+    // The stream ends later: its completion finds the connection as it left it.
+    c.path.close_stream();
+    c.complete(0, None, false, 0);
+    assert_eq!(c.in_flight, 0);
 }
 
 /// Feeds `bytes` in pieces of the given sizes (cycled), cutting after each read and

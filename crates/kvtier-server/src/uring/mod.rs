@@ -258,8 +258,10 @@ impl<S: Service> UringLoop<S> {
             self.shared.counters.conn_closed();
             return;
         }
-        let core = self.shared.new_conn(listener, peer, self.index);
-        let key = self.conns.insert(UConn {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let core = self.shared.new_conn(listener, peer, self.index, key);
+        entry.insert(UConn {
             stream,
             core,
             reading: false,
@@ -273,18 +275,15 @@ impl<S: Service> UringLoop<S> {
 
     fn on_msg(&mut self, msg: IoMsg) {
         match msg {
-            IoMsg::Completion {
+            IoMsg::Conn {
                 slab_key,
                 conn,
-                request_bytes,
-                seq,
-                response,
-                close,
+                event,
             } => {
                 if let Some(c) = self.conns.get_mut(slab_key)
                     && c.core.info.id == conn
                 {
-                    c.core.complete(seq, response, close, request_bytes);
+                    c.core.apply(event);
                     mark(&mut self.dirty, slab_key, c);
                 }
             }
@@ -319,7 +318,7 @@ impl<S: Service> UringLoop<S> {
         c.dirty = false;
         if !c.reading {
             self.shared
-                .dispatch(&mut c.core, key, &mut self.scratch, &mut self.stalled);
+                .dispatch(&mut c.core, &mut self.scratch, &mut self.stalled);
         }
         if !c.writing && c.core.has_output() && !c.core.failed {
             let (segments, offset) = c.core.lend_writes(IOV);
