@@ -11,6 +11,7 @@
 //!   a GET that needs the disk moves to the slow lane. PUT and DELETE run on the workers.
 //! - **GET replies** are written from the arena: each G2 block is a guarded segment holding
 //!   its slot until the bytes are on the socket.
+//! - **SUBSCRIBE** streams G2's block events (`subscribe.rs`).
 //! - **Errors.** A frame that cannot be decoded gets a fatal ERROR frame, then the connection
 //!   closes; a request the server cannot serve (no space, disk failure) gets a non-fatal one.
 
@@ -70,6 +71,8 @@ pub(crate) struct Binary {
     pub(crate) server_name: String,
     /// The IO runtime's counters, set once the server started.
     pub(crate) server_counters: std::sync::OnceLock<kvtier_server::CountersSource>,
+    /// Open SUBSCRIBE streams.
+    pub(crate) subscriptions: crate::subscribe::Subscriptions,
 }
 
 impl Binary {
@@ -175,16 +178,15 @@ impl Binary {
                 StoreCounters::add(&counters.requests_ping, 1);
                 self.encode(id, &Response::Pong(bytes))
             }
-            Request::Subscribe(_) => {
+            Request::Subscribe(subscribe) => {
                 StoreCounters::add(&counters.requests_subscribe, 1);
-                Ok(self.error_frame(
-                    id,
-                    ErrorCode::SubscribeFailed,
-                    false,
-                    "event subscriptions are not served by this build",
-                ))
+                crate::subscribe::subscribe(self, ctx, id, subscribe);
+                return;
             }
-            Request::Unsubscribe { .. } => self.encode(id, &Response::Unsubscribe { found: false }),
+            Request::Unsubscribe { subscription } => {
+                let found = self.subscriptions.unsubscribe(ctx.conn().id, subscription);
+                self.encode(id, &Response::Unsubscribe { found })
+            }
             _ => Ok(self.error_frame(id, ErrorCode::UnknownOpcode, false, "unsupported request")),
         };
         match result {
@@ -279,7 +281,7 @@ impl Binary {
     }
 
     /// Encodes a reply that borrows nothing it has to keep (everything but GET).
-    fn encode(
+    pub(crate) fn encode(
         &self,
         id: u64,
         response: &Response<'_>,
@@ -289,7 +291,7 @@ impl Binary {
         Ok(kvtier_server::Response::from_vec(out.to_vec()))
     }
 
-    fn error_frame(
+    pub(crate) fn error_frame(
         &self,
         id: u64,
         code: ErrorCode,

@@ -16,7 +16,8 @@
 //!   batches; a durable PUT reaches disk before it is acknowledged, so it survives `kill -9`;
 //!   a restart serves every block the disk holds.
 //! - **The binary protocol**: HELLO (version, namespace, token), PUT, GET (block bytes written
-//!   straight from the arena), MATCH, EXISTS, DELETE, STATS, PING. Namespaces isolate tenants;
+//!   straight from the arena), MATCH, EXISTS, DELETE, STATS, PING, and SUBSCRIBE (the G2 block-event stream with
+//!   event ids and replay, which `kvtier router` can follow). Namespaces isolate tenants;
 //!   with a token configured, nothing but HELLO works before authentication.
 //! - **Metrics**: every counter of the runtime, the tiers and the protocols.
 //!
@@ -78,6 +79,7 @@ pub mod resp;
 mod scope;
 mod service;
 mod store;
+mod subscribe;
 
 pub use config::{ByteSize, IoBackend, NodeConfig};
 pub use error::NodeError;

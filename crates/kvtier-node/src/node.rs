@@ -104,6 +104,7 @@ impl Node {
             token: config.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
             lane: Lane::new(workers.max(2), 1024)?,
             server_counters: OnceLock::new(),
+            subscriptions: Default::default(),
             server_name: format!("kvtier/{}", env!("CARGO_PKG_VERSION")),
         });
 

@@ -91,6 +91,7 @@ impl Service for NodeService {
 
     fn drain(&self) {
         self.healthy.store(false, Ordering::Relaxed);
+        self.binary.subscriptions.stop();
         self.binary.lane.stop();
         if !self.binary.store.drain(self.drain_timeout) {
             tracing::warn!("shutdown: some blocks were not copied to disk before the deadline");
