@@ -64,7 +64,6 @@ struct SubQueue {
 /// # Examples
 ///
 /// See the [crate documentation](crate) for a whole session against a scripted server.
-#[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
     inbox: FrameIn,
@@ -81,6 +80,17 @@ pub struct Client {
     subscriptions: HashMap<u64, SubQueue>,
     /// Why the connection is closed, once it is.
     closed: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.info)
+            .field("outstanding", &self.outstanding.len())
+            .field("subscriptions", &self.subscriptions.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {

@@ -43,20 +43,30 @@ pub(crate) enum RecvError {
 }
 
 /// A frame in the middle of being read into its own buffer.
-#[derive(Debug)]
 struct Large {
     header: FrameHeader,
     payload: Vec<u8>,
 }
 
 /// Receive state of one connection.
-#[derive(Debug)]
 pub(crate) struct FrameIn {
     max_frame_bytes: u32,
     stage: Vec<u8>,
     start: usize,
     end: usize,
     large: Option<Large>,
+}
+
+impl std::fmt::Debug for FrameIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameIn")
+            .field("staged", &(self.end - self.start))
+            .field(
+                "large",
+                &self.large.as_ref().map(|l| (l.header.len, l.payload.len())),
+            )
+            .finish()
+    }
 }
 
 impl FrameIn {

@@ -17,10 +17,19 @@ use crate::types::{GetBlock, ServerInfo, sub_bytes};
 use crate::{ClientError, Ticket};
 
 /// One whole received frame: its checked header and its payload.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Frame {
     pub(crate) header: FrameHeader,
     pub(crate) payload: Bytes,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("header", &self.header)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
 }
 
 impl Frame {
