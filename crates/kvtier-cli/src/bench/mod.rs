@@ -1,17 +1,19 @@
 //! `kvtier bench`: load a server with a mix of block PUTs, GETs and MATCHes and print what it
 //! sustained: ops/s, GB/s of block bytes, latency percentiles.
 //!
-//! Targets: any Redis server (`--target redis://HOST:PORT`: redis-server, or kvtier's RESP
-//! port), and plain loopback TCP (`--raw-tcp`, a server inside this process doing the same
-//! exchanges with nothing but the kernel in between: the ceiling). The same workload runs
-//! against each, so their figures compare directly.
+//! Targets: kvtier's binary port (`--addr HOST:PORT` or `--target kvtier://HOST:PORT`), any
+//! Redis server (`--target redis://HOST:PORT`: redis-server, or kvtier's RESP port), and plain
+//! loopback TCP (`--raw-tcp`, a server inside this process doing the same exchanges with
+//! nothing but the kernel in between: the ceiling). The same workload runs against each, so
+//! their figures compare directly.
 //!
 //! Modules: [`workload`] (mix, keys, block stamps), [`conn`] (the connection seam),
-//! [`resp`] and [`raw`] (the targets), [`driver`] (threads, pipelining, histograms),
-//! [`report`] (the printed and JSON results).
+//! [`kvtier`], [`resp`] and [`raw`] (the targets), [`driver`] (threads, pipelining,
+//! histograms), [`report`] (the printed and JSON results).
 
 mod conn;
 mod driver;
+mod kvtier;
 mod raw;
 mod report;
 mod resp;
@@ -27,10 +29,11 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::driver::Settings;
+use self::kvtier::{DEFAULT_NAMESPACE, KvtierConn, KvtierOptions};
 use self::raw::{RawConn, RawServer};
 use self::report::Report;
 use self::resp::RespConn;
-use self::workload::{MAX_BLOCK_BYTES, Mix, default_keyspace};
+use self::workload::{MATCH_HASHES, MAX_BLOCK_BYTES, Mix, default_keyspace};
 
 /// Long help of `kvtier bench`.
 pub const LONG_ABOUT: &str = "\
@@ -38,6 +41,10 @@ Load a server with block PUTs, GETs and MATCHes and print ops/s, GB/s of block b
 and p50/p99/p999 latency.
 
 Targets:
+  --addr HOST:PORT             kvtier's binary port (also --target kvtier://HOST:PORT): PUT \
+stores --blocks-per-request blocks, GET fetches as many, MATCH asks for the cached prefix of \
+--match-len hashes; in namespace --namespace (default kvbench), with --token if the server \
+wants one
   --target redis://HOST:PORT   any Redis server (redis-server, or kvtier's RESP port): PUT is \
 SET, GET is GET, on keys kvbench:N
   --raw-tcp                    plain loopback TCP to a server inside this process that does the \
@@ -48,6 +55,8 @@ run, the keys a GET may name are stored (so GETs move bytes); every GET reply is
 against the block stored under its key. Requests answered during --warmup are not counted.
 
 Examples:
+  kvtier bench --addr 127.0.0.1:7400 --block-bytes 256KiB --connections 4 --pipeline 8 \
+--mix 1:4:1
   kvtier bench --raw-tcp --block-bytes 256KiB --connections 4 --mix 0:1:0
   kvtier bench --target redis://127.0.0.1:6379 --block-bytes 256KiB --connections 4 \
 --mix 0:1:0 --format json";
@@ -55,13 +64,34 @@ Examples:
 /// Arguments of `kvtier bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The server: `redis://HOST:PORT` (any Redis server, or kvtier's RESP port).
-    #[arg(long, value_name = "URL", required_unless_present = "raw_tcp")]
+    /// The server: `kvtier://HOST:PORT` (kvtier's binary port) or `redis://HOST:PORT` (any
+    /// Redis server, or kvtier's RESP port).
+    #[arg(long, value_name = "URL", required_unless_present_any = ["raw_tcp", "addr"])]
     target: Option<String>,
 
+    /// kvtier's binary port, `HOST:PORT` (the same as `--target kvtier://HOST:PORT`).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "target")]
+    addr: Option<String>,
+
     /// Measure plain loopback TCP doing the same exchanges (the ceiling) instead of a server.
-    #[arg(long, conflicts_with = "target")]
+    #[arg(long, conflicts_with_all = ["target", "addr"])]
     raw_tcp: bool,
+
+    /// kvtier target: the namespace to open at HELLO [default: kvbench].
+    #[arg(long)]
+    namespace: Option<String>,
+
+    /// kvtier target: the auth token to send at HELLO.
+    #[arg(long)]
+    token: Option<String>,
+
+    /// kvtier target: blocks per PUT and per GET request (consecutive keys).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    blocks_per_request: u32,
+
+    /// kvtier target: hashes per MATCH request [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_384))]
+    match_len: Option<u32>,
 
     /// Connections, one thread each.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -75,7 +105,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "256KiB", value_parser = parse_bytes)]
     block_bytes: usize,
 
-    /// Operation weights `put:get:match` (MATCH: a 32-hash prefix lookup; not on Redis).
+    /// Operation weights `put:get:match` (MATCH: a prefix lookup, --match-len hashes on
+    /// kvtier, 32 on raw TCP; not on Redis).
     #[arg(long, default_value = "1:1:0")]
     mix: Mix,
 
@@ -144,11 +175,65 @@ fn parse_warmup(s: &str) -> Result<f64, String> {
     }
 }
 
+/// What `kvtier bench` loads.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// The in-process raw TCP server.
+    RawTcp,
+    /// A Redis server; `url` names it in the report.
+    Redis { url: String, addr: SocketAddr },
+    /// kvtier's binary port; `name` (`kvtier://HOST:PORT`) names it in the report.
+    Kvtier { name: String, addr: SocketAddr },
+}
+
+/// The target the arguments name.
+///
+/// # Errors
+///
+/// An address that does not resolve; a kvtier-only option with another target.
+fn target(args: &BenchArgs) -> Result<Target> {
+    let url = args.target.as_deref().unwrap_or_default();
+    let kvtier = match &args.addr {
+        Some(hostport) => Some((hostport.as_str(), "--addr")),
+        None => url.strip_prefix("kvtier://").map(|rest| (rest, "--target")),
+    };
+    if kvtier.is_none()
+        && (args.namespace.is_some()
+            || args.token.is_some()
+            || args.blocks_per_request != 1
+            || args.match_len.is_some())
+    {
+        bail!(
+            "--namespace, --token, --blocks-per-request and --match-len apply to a kvtier target \
+             (--addr HOST:PORT or --target kvtier://HOST:PORT)"
+        );
+    }
+    if args.raw_tcp {
+        return Ok(Target::RawTcp);
+    }
+    let Some((hostport, flag)) = kvtier else {
+        return Ok(Target::Redis {
+            url: url.to_string(),
+            addr: redis_addr(url)?,
+        });
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("{flag} {hostport:?}: expected HOST:PORT"))?
+        .next()
+        .with_context(|| format!("{flag} {hostport:?}: resolves to nothing"))?;
+    Ok(Target::Kvtier {
+        name: format!("kvtier://{hostport}"),
+        addr,
+    })
+}
+
 /// `redis://HOST:PORT[/DB]` → a socket address.
 fn redis_addr(url: &str) -> Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("redis://")
-        .with_context(|| format!("--target {url:?}: expected redis://HOST:PORT"))?;
+    let rest = url.strip_prefix("redis://").with_context(|| {
+        format!("--target {url:?}: expected redis://HOST:PORT or kvtier://HOST:PORT")
+    })?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
     let with_port = if hostport.contains(':') {
@@ -214,15 +299,19 @@ fn measure(
     progress: &AtomicU64,
 ) -> Result<(String, driver::Run)> {
     let bytes = settings.block_bytes;
-    if args.raw_tcp {
-        let server = RawServer::start().context("starting the raw TCP server")?;
-        let addr = server.addr();
-        let run = driver::run(settings, |_| RawConn::connect(addr, bytes), progress)
-            .context("raw TCP run")?;
-        return Ok(("raw-tcp".to_string(), run));
-    }
-    let url = args.target.as_deref().unwrap_or_default();
-    let addr = redis_addr(url)?;
+    let (url, addr) = match target(args)? {
+        Target::Kvtier { name, addr } => {
+            return measure_kvtier(args, settings, progress, name, addr);
+        }
+        Target::RawTcp => {
+            let server = RawServer::start().context("starting the raw TCP server")?;
+            let addr = server.addr();
+            let run = driver::run(settings, |_| RawConn::connect(addr, bytes), progress)
+                .context("raw TCP run")?;
+            return Ok(("raw-tcp".to_string(), run));
+        }
+        Target::Redis { url, addr } => (url, addr),
+    };
     if settings.mix.matches > 0 {
         bail!(
             "--mix {}: MATCH has no Redis command; use a put:get:0 mix with --target redis://",
@@ -234,7 +323,34 @@ fn measure(
         .with_context(|| format!("{url}: no Redis server answers PING"))?;
     let run = driver::run(settings, |_| RespConn::connect(addr, bytes), progress)
         .with_context(|| format!("{url}: run"))?;
-    Ok((url.to_string(), run))
+    Ok((url, run))
+}
+
+/// Runs against kvtier's binary port at `addr`, after one connection has checked that the
+/// server accepts the session and the request shape.
+fn measure_kvtier(
+    args: &BenchArgs,
+    settings: &Settings,
+    progress: &AtomicU64,
+    name: String,
+    addr: SocketAddr,
+) -> Result<(String, driver::Run)> {
+    let options = KvtierOptions {
+        namespace: args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        token: args.token.clone(),
+        block_bytes: settings.block_bytes,
+        blocks_per_request: args.blocks_per_request as usize,
+        match_len: args.match_len.map_or(MATCH_HASHES, |n| n as usize),
+        keyspace: settings.keyspace,
+    };
+    KvtierConn::connect(addr, &options)
+        .with_context(|| format!("{name}: no kvtier server accepts the session"))?;
+    let run = driver::run(settings, |_| KvtierConn::connect(addr, &options), progress)
+        .with_context(|| format!("{name}: run"))?;
+    Ok((name, run))
 }
 
 fn progress_bar(args: &BenchArgs) -> ProgressBar {
@@ -278,6 +394,115 @@ mod tests {
         ] {
             assert!(parse_bytes(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// `kvtier bench ARGS...` parsed as the binary parses it.
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn targets_are_told_apart_and_kvtier_options_need_a_kvtier_target() {
+        let addr: SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        let kvtier = Target::Kvtier {
+            name: "kvtier://127.0.0.1:7400".to_string(),
+            addr,
+        };
+        let t = |args: &[&str]| target(&parse(args).unwrap());
+        assert_eq!(t(&["--addr", "127.0.0.1:7400"]).unwrap(), kvtier);
+        assert_eq!(
+            t(&["--target", "kvtier://127.0.0.1:7400/"]).unwrap(),
+            kvtier
+        );
+        assert!(matches!(
+            t(&["--target", "redis://127.0.0.1:7400"]).unwrap(),
+            Target::Redis { .. }
+        ));
+        assert_eq!(t(&["--raw-tcp"]).unwrap(), Target::RawTcp);
+        assert!(
+            t(&[
+                "--addr",
+                "127.0.0.1:7400",
+                "--namespace",
+                "a",
+                "--token",
+                "b"
+            ])
+            .is_ok()
+        );
+        for kvtier_only in [
+            &["--namespace", "a"][..],
+            &["--token", "b"],
+            &["--blocks-per-request", "2"],
+            &["--match-len", "8"],
+        ] {
+            for other in [&["--raw-tcp"][..], &["--target", "redis://127.0.0.1:1"]] {
+                let args: Vec<&str> = other.iter().chain(kvtier_only).copied().collect();
+                let err = t(&args).unwrap_err().to_string();
+                assert!(err.contains("apply to a kvtier target"), "{args:?}: {err}");
+            }
+        }
+        assert!(t(&["--addr", "no-port"]).is_err());
+        assert!(t(&["--target", "kvtier://"]).is_err());
+        assert!(parse(&["--addr", "127.0.0.1:1", "--target", "redis://x"]).is_err());
+        assert!(parse(&["--addr", "127.0.0.1:1", "--raw-tcp"]).is_err());
+        assert!(parse(&["--addr", "127.0.0.1:1", "--blocks-per-request", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_kvtier_run_against_a_scripted_server_moves_and_checks_blocks() {
+        let addr = super::kvtier::tests::peer(0, u64::MAX - 1, u64::MAX - 1);
+        let addr = addr.to_string();
+        let args = parse(&[
+            "--addr",
+            &addr,
+            "--namespace",
+            "bench-ns",
+            "--token",
+            "tok",
+            "--block-bytes",
+            "20000",
+            "--keyspace",
+            "40",
+            "--connections",
+            "2",
+            "--pipeline",
+            "4",
+            "--mix",
+            "1:2:1",
+            "--blocks-per-request",
+            "2",
+            "--match-len",
+            "5",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.05",
+        ])
+        .unwrap();
+        let settings = Settings {
+            connections: 2,
+            pipeline: 4,
+            block_bytes: 20_000,
+            mix: args.mix,
+            keyspace: 40,
+            duration: Duration::from_secs_f64(0.3),
+            warmup: Duration::from_secs_f64(0.05),
+        };
+        let (name, run) = measure(&args, &settings, &AtomicU64::new(0)).unwrap();
+        assert_eq!(name, format!("kvtier://{addr}"));
+        let t = &run.tally;
+        assert_eq!(t.errors, 0, "{:?}", t.messages);
+        assert!(t.ops.iter().all(|n| *n > 0), "{:?}", t.ops);
+        // Every key was prefilled: nothing misses, and each PUT or GET moved two blocks.
+        assert_eq!(t.misses, 0);
+        assert_eq!(t.bytes, (t.ops[0] + t.ops[1]) * 2 * 20_000);
     }
 
     #[test]
