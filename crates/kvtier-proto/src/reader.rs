@@ -104,7 +104,7 @@ impl FrameReader {
 
     /// Reads once from `source` into the buffer: as much as the frame being received still
     /// needs (at most 1 MiB), or 64 KiB when its header is not there yet. Returns the bytes
-    /// read (0 = end of stream).
+    /// read (0 = end of stream). A read interrupted by a signal is retried.
     ///
     /// # Errors
     ///
@@ -121,7 +121,13 @@ impl FrameReader {
         };
         let old = self.buf.len();
         self.buf.resize(old + want, 0);
-        let n = source.read(self.buf.get_mut(old..).unwrap_or_default());
+        let n = loop {
+            match source.read(self.buf.get_mut(old..).unwrap_or_default()) {
+                // A signal landed before any byte arrived: nothing was read, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
         self.buf.truncate(old + *n.as_ref().unwrap_or(&0));
         n
     }

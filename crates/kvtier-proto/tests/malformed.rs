@@ -550,3 +550,33 @@ proptest! {
         canonical_or_error(&frame);
     }
 }
+
+/// A source whose first read is cut short by a signal, as a socket read can be.
+struct InterruptedOnce<'a> {
+    interrupted: bool,
+    bytes: &'a [u8],
+}
+
+impl std::io::Read for InterruptedOnce<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.interrupted {
+            self.interrupted = true;
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        self.bytes.read(buf)
+    }
+}
+
+#[test]
+fn read_from_retries_a_read_interrupted_by_a_signal() {
+    let frame = three_hashes();
+    let mut reader = FrameReader::new(Limits::default());
+    let mut src = InterruptedOnce {
+        interrupted: false,
+        bytes: &frame,
+    };
+    let n = reader.read_from(&mut src).unwrap();
+    assert_eq!(n, frame.len());
+    assert!(src.interrupted);
+    assert!(reader.next_frame().unwrap().is_some());
+}
