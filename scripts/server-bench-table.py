@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Turns scripts/server-bench.sh's JSON lines (stdin) into markdown tables: GB/s per target,
+and kvtier's ratio to raw TCP and to redis-server at the same block size, op and concurrency."""
+import json
+import sys
+
+runs = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
+cell = {}
+for r in runs:
+    rep = r["report"]
+    cell[(r["op"], r["block"], r["connections"], r["target"])] = rep
+
+def gbs(rep):
+    return rep["gb_per_sec"] if rep else None
+
+targets = ["raw-tcp", "kvtier-uring", "kvtier-epoll", "redis"]
+for op in ["get", "put"]:
+    print(f"\n### {op.upper()} (GB/s; p99 µs in brackets)\n")
+    print("| block | conns | " + " | ".join(targets) + " | uring ÷ raw | uring ÷ redis | uring ÷ epoll |")
+    print("|---|---|" + "---|" * (len(targets) + 3))
+    keys = sorted({(b, c) for (o, b, c, _) in cell if o == op},
+                  key=lambda k: ({"256KiB": 0, "1MiB": 1, "4MiB": 2}.get(k[0], 9), k[1]))
+    for b, c in keys:
+        vals = [cell.get((op, b, c, t)) for t in targets]
+        row = []
+        for v in vals:
+            row.append("—" if not v else f"{v['gb_per_sec']:.2f} ({v['p99_us']:.0f})")
+        def ratio(a, d):
+            return f"{gbs(a) / gbs(d):.2f}×" if a and d and gbs(d) else "—"
+        print(f"| {b} | {c} | " + " | ".join(row)
+              + f" | {ratio(vals[1], vals[0])} | {ratio(vals[1], vals[3])} | {ratio(vals[1], vals[2])} |")
+
+m = [r for r in runs if r["op"] == "match32" and r["report"]]
+if m:
+    print("\n### MATCH of 32-hash prefixes (pipeline 32)\n")
+    print("| target | conns | ops/s | p50 µs | p99 µs | errors |")
+    print("|---|---|---|---|---|---|")
+    for r in m:
+        rep = r["report"]
+        print(f"| {r['target']} | {r['connections']} | {rep['ops_per_sec']:,.0f} | {rep['p50_us']:.0f} | {rep['p99_us']:.0f} | {rep['errors']} |")
