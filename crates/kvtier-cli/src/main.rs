@@ -41,7 +41,7 @@ enum Command {
     Router(router::RouterArgs),
     /// Run the kvtier block server (binary protocol, Redis-compatible port, /metrics).
     #[command(long_about = serve::LONG_ABOUT)]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load a server with block PUTs/GETs/MATCHes; print ops/s, GB/s and latency percentiles.
     #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),

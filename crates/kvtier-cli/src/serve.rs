@@ -3,7 +3,8 @@
 //! Settings come from, lowest to highest precedence: the defaults (the embedded default: host
 //! memory plus a local-disk tier under `./kvtier-data`, every port on 127.0.0.1), the TOML file
 //! given with `--config`, `KVTIER_*` environment variables, and flags. Every key of the file
-//! is also a flag (`block_bytes` ↔ `--block-bytes` ↔ `KVTIER_BLOCK_BYTES`).
+//! is also a flag (`block_bytes` ↔ `--block-bytes` ↔ `KVTIER_BLOCK_BYTES`; `[resp] shards` ↔
+//! `--resp-shards` ↔ `KVTIER_RESP_SHARDS`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ under ./kvtier-data, 256 KiB blocks, binary protocol on 127.0.0.1:7400, RESP on 
 
 Settings, lowest to highest precedence: defaults, the --config TOML file, KVTIER_* environment \
 variables, flags. Every file key is a flag: block_bytes = \"1MiB\" is --block-bytes 1MiB or \
-KVTIER_BLOCK_BYTES=1MiB. Sizes take B, KiB, MiB, GiB, TiB (powers of 1024). An address flag \
+KVTIER_BLOCK_BYTES=1MiB; keys of the [resp] table take a resp- prefix (--resp-memory-budget). Sizes take B, KiB, MiB, GiB, TiB (powers of 1024). An address flag \
 takes `off` to turn its port off.
 
 SIGINT or SIGTERM stops it gracefully: no new connections, requests in flight answered, \
@@ -99,6 +100,17 @@ pub(crate) struct ServeArgs {
     /// Event messages kept for SUBSCRIBE replay [default: 4096].
     #[arg(long, env = "KVTIER_EVENT_REPLAY", value_name = "N")]
     event_replay: Option<usize>,
+    /// Largest value (and key) on the RESP port; a larger one closes the connection with a
+    /// protocol error (`[resp] max_value_bytes` in the file) [default: 512MiB].
+    #[arg(long, env = "KVTIER_RESP_MAX_VALUE_BYTES", value_name = "SIZE")]
+    resp_max_value_bytes: Option<ByteSize>,
+    /// Host memory for the RESP port's keys and values; past it the least recently read
+    /// keys are evicted (`[resp] memory_budget`) [default: 1GiB].
+    #[arg(long, env = "KVTIER_RESP_MEMORY_BUDGET", value_name = "SIZE")]
+    resp_memory_budget: Option<ByteSize>,
+    /// Lock shards of the RESP keyspace (`[resp] shards`) [default: 64].
+    #[arg(long, env = "KVTIER_RESP_SHARDS", value_name = "N")]
+    resp_shards: Option<usize>,
     /// Log format on stderr: text or json.
     #[arg(long, env = "KVTIER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -151,6 +163,15 @@ impl ServeArgs {
             max_in_flight_per_conn,
             event_replay
         );
+        if let Some(v) = self.resp_max_value_bytes {
+            c.resp.max_value_bytes = v;
+        }
+        if let Some(v) = self.resp_memory_budget {
+            c.resp.memory_budget = v;
+        }
+        if let Some(v) = self.resp_shards {
+            c.resp.shards = v;
+        }
         if let Some(token) = &self.auth_token {
             c.auth_token = Some(token.clone());
         }

@@ -304,6 +304,7 @@ impl NodeConfig {
                 "must be at least 1".into(),
             );
         }
+        self.resp.validate().map_err(NodeError::Config)?;
         if self.auth_token.as_deref().is_some_and(str::is_empty) {
             return bad(
                 "auth_token",

@@ -13,6 +13,7 @@ use kvtier_server::{Backend, BackendChoice, BinaryFramer, ListenerConfig, Server
 use crate::binary::Binary;
 use crate::http::{HttpFramer, MAX_HEAD_BYTES};
 use crate::lane::Lane;
+use crate::resp::RespService;
 use crate::service::{NodeService, Protocol};
 use crate::store::{BlockStore, StoreSettings};
 use crate::{IoBackend, NodeConfig, NodeError};
@@ -110,7 +111,12 @@ impl Node {
 
         let mut protocols = vec![Protocol::Binary];
         let mut builder_listeners = vec![ListenerConfig::new(config.listen, BinaryFramer::new())];
-        let redis_at = None::<usize>;
+        let resp = RespService::new(config.resp.clone());
+        let redis_at = config.redis_listen.map(|addr| {
+            protocols.push(Protocol::Resp);
+            builder_listeners.push(resp.listener(addr));
+            protocols.len() - 1
+        });
         let metrics_at = config.metrics_listen.map(|addr| {
             protocols.push(Protocol::Http);
             builder_listeners.push(
@@ -124,6 +130,7 @@ impl Node {
         let service = Arc::new(NodeService {
             protocols,
             binary,
+            resp,
             healthy: AtomicBool::new(true),
             drain_timeout: DRAIN_TIMEOUT,
         });
@@ -146,6 +153,9 @@ impl Node {
         let server = builder.start()?;
         let _ = service.binary.server_counters.set(server.counters_source());
         let addrs = server.local_addrs().to_vec();
+        if let Some(addr) = redis_at.and_then(|i| addrs.get(i)) {
+            let _ = service.resp.port.set(addr.port());
+        }
         tracing::info!(
             addr = %addrs[0],
             backend = server.backend().name(),

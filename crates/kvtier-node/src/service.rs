@@ -8,12 +8,14 @@ use std::time::Duration;
 use kvtier_server::{ConnInfo, Context, FramingError, Request, Response, Service};
 
 use crate::binary::{Binary, BinarySession};
+use crate::resp::{RespService, RespSession};
 use crate::{http, metrics};
 
 /// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protocol {
     Binary,
+    Resp,
     Http,
 }
 
@@ -21,6 +23,7 @@ pub(crate) enum Protocol {
 #[derive(Debug)]
 pub(crate) enum Session {
     Binary(BinarySession),
+    Resp(RespSession),
     Http,
 }
 
@@ -28,6 +31,7 @@ pub(crate) enum Session {
 pub(crate) struct NodeService {
     pub(crate) protocols: Vec<Protocol>,
     pub(crate) binary: Arc<Binary>,
+    pub(crate) resp: RespService,
     pub(crate) healthy: AtomicBool,
     pub(crate) drain_timeout: Duration,
 }
@@ -42,7 +46,9 @@ impl NodeService {
 
     /// Every counter of the node, by name.
     pub(crate) fn stats(&self) -> Vec<(String, u64)> {
-        self.binary.stats()
+        let mut stats = self.binary.stats();
+        stats.extend(self.resp.stats().named());
+        stats
     }
 }
 
@@ -52,6 +58,7 @@ impl Service for NodeService {
     fn open(&self, conn: &ConnInfo) -> Session {
         match self.protocol(conn) {
             Protocol::Binary => Session::Binary(BinarySession::new(self.binary.token.is_some())),
+            Protocol::Resp => Session::Resp(self.resp.open_session(conn)),
             Protocol::Http => Session::Http,
         }
     }
@@ -59,6 +66,17 @@ impl Service for NodeService {
     fn handle(&self, ctx: Context<Session>, request: Request) {
         match self.protocol(ctx.conn()) {
             Protocol::Binary => self.binary.handle(ctx, request.frame()),
+            Protocol::Resp => {
+                let Session::Resp(session) = &**ctx.session() else {
+                    return;
+                };
+                let outcome = self.resp.handle_frame(session, request.frame());
+                if outcome.close {
+                    ctx.reply_and_close(outcome.response);
+                } else {
+                    ctx.reply(outcome.response);
+                }
+            }
             Protocol::Http => {
                 let healthy = self.healthy.load(Ordering::Relaxed);
                 let (reply, close) =
@@ -75,6 +93,8 @@ impl Service for NodeService {
     fn run_inline(&self, conn: &ConnInfo, frame: &[u8]) -> bool {
         match self.protocol(conn) {
             Protocol::Binary => Binary::run_inline(frame),
+            // Host memory only, and replies must keep command order.
+            Protocol::Resp => true,
             Protocol::Http => false,
         }
     }
@@ -82,6 +102,7 @@ impl Service for NodeService {
     fn malformed(&self, conn: &ConnInfo, error: &FramingError) -> Option<Response> {
         match self.protocol(conn) {
             Protocol::Binary => Some(self.binary.malformed(error)),
+            Protocol::Resp => Some(self.resp.malformed(error)),
             Protocol::Http => Some(Response::from_vec(
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n"
                     .to_vec(),

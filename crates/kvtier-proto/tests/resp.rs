@@ -5,8 +5,8 @@
 use kvtier_proto::WriteBuf;
 use kvtier_proto::resp::{
     Arg, ClientCommand, Command, CommandError, CommandInfo, Expiry, Reply, RespError, RespLimits,
-    SetCondition, config_get_reply, parse_command, parse_command_into, scan_reply, write_array_len,
-    write_bulk, write_integer,
+    SetCondition, command_len, config_get_reply, parse_command, parse_command_into, scan_reply,
+    write_array_len, write_bulk, write_integer,
 };
 use proptest::prelude::*;
 
@@ -323,9 +323,39 @@ proptest! {
         prop_assert_eq!(parsed.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>(), parts);
     }
 
+    /// The framer's view agrees with the parser's: at every split point of a pipeline of
+    /// non-empty commands, a known length is the command's whole length, and it is known
+    /// whenever the parser has the whole command.
+    #[test]
+    fn command_len_agrees_with_the_parser(
+        cmds in prop::collection::vec(prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..5), 1..4),
+        inline in any::<bool>(),
+    ) {
+        let limits = RespLimits::default();
+        let mut wire = Vec::new();
+        for c in &cmds {
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            wire.extend(multibulk(&refs));
+        }
+        if inline {
+            wire.extend_from_slice(b"PING x\r\n");
+        }
+        let first = parse_command(&wire, &limits).unwrap().unwrap().consumed;
+        for cut in 0..=wire.len() {
+            let known = command_len(&wire[..cut], &limits).unwrap();
+            if let Some(n) = known {
+                prop_assert_eq!(n, first);
+            }
+            if cut >= first {
+                prop_assert_eq!(known, Some(first));
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let limits = RespLimits { max_bulk_len: 64, max_array_len: 8, max_inline_len: 64 };
+        let _ = command_len(&bytes, &limits);
         let mut offset = 0;
         while let Ok(Some(p)) = parse_command(&bytes[offset..], &limits) {
             prop_assert!(p.consumed > 0 && offset + p.consumed <= bytes.len());

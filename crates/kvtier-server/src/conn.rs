@@ -344,6 +344,11 @@ impl<S> Conn<S> {
         // Parked replies count as queued at once: they hold memory like queued ones.
         self.enqueued(response.as_ref().map_or(0, Response::len));
         self.parked.insert(seq, (response, close));
+        self.release_parked();
+    }
+
+    /// Writes the parked replies that are next in request order.
+    fn release_parked(&mut self) {
         while let Some((response, close)) = self.parked.remove(&self.next_reply) {
             self.next_reply += 1;
             self.dequeued(response.as_ref().map_or(0, Response::len));
@@ -362,9 +367,17 @@ impl<S> Conn<S> {
 
     /// The bytes could not be framed: queue the service's error frame (if any) and close
     /// once it is written.
+    /// On an ordered connection the error frame takes the next request's place in order: it
+    /// goes out after the replies to every frame cut before the bad bytes.
     pub(crate) fn fail_framing(&mut self, response: Option<Response>) {
         self.counters.malformed();
-        if let Some(response) = response {
+        if self.ordered {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.enqueued(response.as_ref().map_or(0, Response::len));
+            self.parked.insert(seq, (response, true));
+            self.release_parked();
+        } else if let Some(response) = response {
             self.queue(response, false);
         }
         self.close_when_flushed = true;

@@ -2,7 +2,7 @@
 //! and writes. Like the rest of the crate it owns no sockets.
 //!
 //! - [`parse_command`] / [`parse_command_into`]: one client command from a growing buffer
-//!   (multibulk or inline),
+//!   (multibulk or inline); [`command_len`]: its length as soon as it is known (a framer),
 //!   `None` until complete, limited by [`RespLimits`]; a [`RespError`] is fatal for the
 //!   connection (reply [`RespError::reply_text`] and close, as redis-server does).
 //! - [`Command::from_args`]: the commands served (PING, ECHO, GET, SET with
@@ -52,7 +52,7 @@ pub use command::{
     ClientCommand, Command, CommandError, CommandInfo, Expiry, Hello, Scan, Set, SetCondition,
 };
 pub use glob::glob_match;
-pub use parse::{Parsed, parse_command, parse_command_into};
+pub use parse::{Parsed, command_len, parse_command, parse_command_into};
 pub use reply::{
     DEFAULT_CONFIG, Reply, config_get_reply, hello_reply, scan_reply, write_array_len, write_bulk,
     write_integer,

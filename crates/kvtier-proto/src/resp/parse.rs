@@ -115,6 +115,103 @@ pub fn parse_command_into<'a>(
     }
 }
 
+/// Length of the first command in `buf` as soon as it can be known: the whole command's bytes,
+/// possibly more than `buf` holds yet (a multibulk command's length is known once the last
+/// bulk's `$len` line is in, before its payload), `None` while it cannot be told. An empty
+/// command (`*0`, `*-1`, a blank inline line) is a command of its own here.
+///
+/// This is what a server's framer needs: it sizes the buffer for a large SET before the
+/// value arrives, and it checks every length against `limits` without buffering the payload.
+///
+/// # Errors
+///
+/// As [`parse_command`], for the bytes seen so far.
+///
+/// # Examples
+///
+/// ```
+/// use kvtier_proto::resp::{command_len, RespLimits};
+/// let limits = RespLimits::default();
+/// let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+/// assert_eq!(command_len(&set[..20], &limits)?, None); // the value's length is not in yet
+/// assert_eq!(command_len(&set[..26], &limits)?, Some(set.len())); // known before the value
+/// assert_eq!(command_len(b"PING\r\nPING\r\n", &limits)?, Some(6));
+/// # Ok::<(), kvtier_proto::resp::RespError>(())
+/// ```
+pub fn command_len(buf: &[u8], limits: &RespLimits) -> Result<Option<usize>, RespError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != b'*' {
+        return match buf
+            .iter()
+            .take(limits.max_inline_len.saturating_add(1))
+            .position(|&b| b == b'\n')
+        {
+            Some(nl) => Ok(Some(nl + 1)),
+            None if buf.len() > limits.max_inline_len => Err(RespError::InlineTooLong {
+                max: limits.max_inline_len,
+            }),
+            None => Ok(None),
+        };
+    }
+    let Some(eol) =
+        find_crlf(buf, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidMultibulkLength)?
+    else {
+        return Ok(None);
+    };
+    let count =
+        parse_i64(buf.get(1..eol).unwrap_or_default()).ok_or(RespError::InvalidMultibulkLength)?;
+    let mut pos = eol + 2;
+    if count <= 0 {
+        return Ok(Some(pos));
+    }
+    if count as u64 > limits.max_array_len as u64 {
+        return Err(RespError::ArrayTooLong {
+            len: count as u64,
+            max: limits.max_array_len,
+        });
+    }
+    for i in 0..count {
+        let rest = buf.get(pos..).unwrap_or_default();
+        let Some(&marker) = rest.first() else {
+            return Ok(None);
+        };
+        if marker != b'$' {
+            return Err(RespError::ExpectedBulk { got: marker });
+        }
+        let Some(eol) =
+            find_crlf(rest, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidBulkLength)?
+        else {
+            return Ok(None);
+        };
+        let len = parse_i64(rest.get(1..eol).unwrap_or_default())
+            .filter(|l| *l >= 0)
+            .ok_or(RespError::InvalidBulkLength)?;
+        if len as u64 > limits.max_bulk_len as u64 {
+            return Err(RespError::BulkTooLong {
+                len: len as u64,
+                max: limits.max_bulk_len,
+            });
+        }
+        // Within max_bulk_len, so no overflow: header + payload + CRLF.
+        let end = (pos + eol + 2)
+            .saturating_add(len as usize)
+            .saturating_add(2);
+        if i + 1 == count {
+            return Ok(Some(end));
+        }
+        if buf.len() < end {
+            return Ok(None);
+        }
+        if buf.get(end - 2..end) != Some(b"\r\n") {
+            return Err(RespError::MissingCrlf);
+        }
+        pos = end;
+    }
+    Ok(Some(pos))
+}
+
 /// Finds `\r\n` within the first `max` bytes: `Ok(Some(end of line before CR))`, `Ok(None)`
 /// if not there yet, `Err(())` if `max` bytes came without it.
 fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, ()> {

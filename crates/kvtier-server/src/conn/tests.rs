@@ -134,6 +134,26 @@ fn ordered_connection_writes_replies_in_request_order() {
 }
 
 #[test]
+fn ordered_framing_error_goes_out_after_earlier_replies() {
+    let (mut c, pool) = conn_with(Arc::new(LineFramer), 8, true);
+    feed(&mut c, b"a\nb\n");
+    let mut out = Vec::new();
+    c.cut_frames(&pool, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    // The bytes after `b` could not be framed: the error waits for both replies.
+    c.fail_framing(Some(Response::from_vec(b"E".to_vec())));
+    assert!(!c.has_output());
+    assert!(!c.done(false), "requests still in flight");
+    c.complete(1, Some(Response::from_vec(b"B".to_vec())), false, 2);
+    c.complete(0, Some(Response::from_vec(b"A".to_vec())), false, 2);
+    let mut iov = [IoSlice::new(&[]); 4];
+    let n = c.write_slices(&mut iov);
+    let all: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
+    assert_eq!(all, b"ABE");
+    assert!(!c.wants_read(false), "nothing more is read");
+}
+
+#[test]
 fn oversized_length_fails_before_the_body() {
     let (mut c, pool) = conn(Arc::new(BinaryFramer::new()), 8);
     feed(&mut c, &(2u32 << 20).to_le_bytes());
