@@ -38,3 +38,22 @@ if m:
     for r in m:
         rep = r["report"]
         print(f"| {r['target']} | {r['connections']} | {rep['ops_per_sec']:,.0f} | {rep['p50_us']:.0f} | {rep['p99_us']:.0f} | {rep['errors']} |")
+
+r = [x for x in runs if x["op"].startswith("resp-") and x["report"]]
+if r:
+    import statistics
+    print("\n### Small and large GET/SET through the RESP port, redis-benchmark (ops/s, median of rounds; p99 µs)\n")
+    print("| op | value | clients | pipeline | kvtier RESP | redis-server | kvtier ÷ redis |")
+    print("|---|---|---|---|---|---|---|")
+    groups = {}
+    for x in r:
+        groups.setdefault((x["op"], x["block"], x["connections"], x["pipeline"]), {}).setdefault(x["target"], []).append(x["report"])
+    for (op, block, c, p), by in groups.items():
+        def med(reps):
+            return statistics.median(rep["ops_per_sec"] for rep in reps) if reps else None
+        def p99(reps):
+            return statistics.median(rep["p99_us"] for rep in reps) if reps else None
+        k, d = by.get("kvtier-resp", []), by.get("redis", [])
+        cell = lambda reps: f"{med(reps):,.0f} ({p99(reps):.0f})" if reps else "—"
+        ratio = f"{med(k) / med(d):.2f}×" if k and d and med(d) else "—"
+        print(f"| {op[5:].upper()} | {block} | {c} | {p} | {cell(k)} | {cell(d)} | {ratio} |")

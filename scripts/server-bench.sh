@@ -2,7 +2,9 @@
 # Side-by-side server throughput, one run: raw loopback TCP (the ceiling), `kvtier serve` on
 # io_uring and on epoll (default configuration: host memory + write-through disk tier), and
 # redis-server (no persistence), for GET and PUT of 256 KiB / 1 MiB / 4 MiB blocks at 1 / 4 /
-# 16 / 64 connections, all measured by `kvtier bench`; then MATCH of 32-hash prefixes.
+# 16 / 64 connections, all measured by `kvtier bench`; then MATCH of 32-hash prefixes; then
+# small and large GET/SET through kvtier's RESP port and redis-server with `redis-benchmark`
+# (rounds alternate between the two; RESP_ROUNDS, default 3).
 # Prints one JSON line per run (target, op, block, connections + the bench's report).
 #
 #   cargo build --release -p kvtier-cli && scripts/server-bench.sh [SECONDS] > runs.jsonl
@@ -77,3 +79,33 @@ for backend in uring epoll; do
     done
     kill "$kv_pid"; wait "$kv_pid" 2>/dev/null || true
 done
+
+# The RESP port against redis-server with redis-benchmark, rounds alternating. Each line:
+# target kvtier-resp or redis, op resp-set / resp-get, the value size, clients, pipeline.
+resp_rounds="${RESP_ROUNDS:-3}"
+kport=$(port)
+rm -rf "$work/data"
+KVTIER_LOG=warn "$bin" serve --listen "127.0.0.1:$(port)" --redis-listen "127.0.0.1:$kport" \
+    --metrics-listen off --data-dir "$work/data" --disk-bytes 0 --host-bytes 64MiB 2>/dev/null &
+kv_pid=$!; pids+=("$kv_pid")
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$kport") 2>/dev/null && break; sleep 0.1; done
+resp_bench() { # label port size clients pipeline requests keys
+    redis-benchmark -h 127.0.0.1 -p "$2" -t set,get -d "$3" -c "$4" -P "$5" -n "$6" -r "$7" --csv 2>/dev/null \
+        | python3 -c '
+import csv, json, sys
+label, size, c, p = sys.argv[1:5]
+for row in csv.DictReader(sys.stdin):
+    rep = {"ops_per_sec": float(row["rps"]), "p50_us": float(row["p50_latency_ms"]) * 1000,
+           "p99_us": float(row["p99_latency_ms"]) * 1000}
+    print(json.dumps({"target": label, "op": "resp-" + row["test"].lower(), "block": size + "B",
+                      "connections": int(c), "pipeline": int(p), "report": rep}))
+' "$1" "$3" "$4" "$5"
+}
+for round in $(seq "$resp_rounds"); do
+    for spec in "64 50 16 400000 10000" "1024 50 16 200000 10000" "65536 4 1 20000 1000" "262144 4 1 8000 1000"; do
+        set -- $spec
+        resp_bench kvtier-resp "$kport" "$@"
+        resp_bench redis "$rport" "$@"
+    done
+done
+kill "$kv_pid"; wait "$kv_pid" 2>/dev/null || true

@@ -1,10 +1,11 @@
 //! RESP2 client commands from untrusted bytes: the incremental parser never panics and always
 //! makes progress, what it parses re-encodes as a multibulk command that parses to the same
 //! arguments, command recognition and glob matching never panic, and error replies are one
-//! line.
+//! line. The framer's length ([`command_len`]) agrees with the parser: a frame it cuts
+//! is one command (or an empty one, or one whose last bulk lacks its CRLF), and a command the parser completes is one it can cut.
 #![no_main]
 
-use kvtier_proto::resp::{Command, RespLimits, glob_match, parse_command};
+use kvtier_proto::resp::{Command, RespError, RespLimits, command_len, glob_match, parse_command};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: RespLimits = RespLimits {
@@ -14,6 +15,20 @@ const LIMITS: RespLimits = RespLimits {
 };
 
 fuzz_target!(|data: &[u8]| {
+    let mut cut = 0;
+    while let Ok(Some(n)) = command_len(&data[cut..], &LIMITS) {
+        let rest = &data[cut..];
+        if n > rest.len() {
+            break;
+        }
+        match parse_command(&rest[..n], &LIMITS) {
+            Ok(Some(one)) => assert_eq!(one.consumed, n),
+            Ok(None) => {} // an empty command
+            // The last bulk's CRLF is only checked once the whole frame is in.
+            Err(e) => assert_eq!(e, RespError::MissingCrlf, "the framer cut {n} bytes"),
+        }
+        cut += n;
+    }
     let mut offset = 0;
     while let Ok(Some(parsed)) = parse_command(&data[offset..], &LIMITS) {
         assert!(parsed.consumed > 0 && offset + parsed.consumed <= data.len());

@@ -79,7 +79,7 @@ pub(crate) struct ServeArgs {
     /// IO backend: auto, uring or epoll [default: auto].
     #[arg(long, env = "KVTIER_IO_BACKEND", value_name = "BACKEND")]
     io_backend: Option<IoBackend>,
-    /// IO threads; 0 picks half the cores [default: 0].
+    /// IO threads; 0 picks one per core [default: 0].
     #[arg(long, env = "KVTIER_IO_THREADS", value_name = "N")]
     io_threads: Option<usize>,
     /// Worker threads; 0 picks one per core [default: 0].

@@ -180,7 +180,7 @@ pub struct NodeConfig {
     pub auth_token: Option<String>,
     /// IO backend. Default `auto`.
     pub io_backend: IoBackend,
-    /// IO threads; 0 picks half the cores (at least 1). Default 0.
+    /// IO threads; 0 picks one per core. Default 0.
     pub io_threads: usize,
     /// Worker threads; 0 picks one per core. Default 0.
     pub workers: usize,

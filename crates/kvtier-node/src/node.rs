@@ -94,10 +94,18 @@ impl Node {
             max_blocks_per_request: config.max_blocks_per_request,
             ..Limits::default()
         };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = if config.workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            cores
         } else {
             config.workers
+        };
+        // One IO thread per core: the IO threads copy the block bytes (socket to arena and
+        // back), and one thread alone cannot keep up with the loopback's bandwidth.
+        let io_threads = if config.io_threads == 0 {
+            cores
+        } else {
+            config.io_threads
         };
         let binary = Arc::new(Binary {
             store,
@@ -143,10 +151,8 @@ impl Node {
             .with_max_frame_bytes(max_frame)
             .with_max_connections(config.max_connections)
             .with_max_in_flight_per_conn(config.max_in_flight_per_conn)
-            .with_workers(workers);
-        if config.io_threads > 0 {
-            builder = builder.with_io_threads(config.io_threads);
-        }
+            .with_workers(workers)
+            .with_io_threads(io_threads);
         for listener in builder_listeners {
             builder = builder.with_listener(listener);
         }

@@ -341,6 +341,15 @@ impl<S> Conn<S> {
             self.finish(response, close);
             return;
         }
+        if seq == self.next_reply {
+            // Next in order (the common case): no parking.
+            self.next_reply += 1;
+            self.finish(response, close);
+            if !self.parked.is_empty() {
+                self.release_parked();
+            }
+            return;
+        }
         // Parked replies count as queued at once: they hold memory like queued ones.
         self.enqueued(response.as_ref().map_or(0, Response::len));
         self.parked.insert(seq, (response, close));

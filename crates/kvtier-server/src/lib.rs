@@ -84,6 +84,7 @@ mod echo;
 mod epoll;
 mod framing;
 mod inbox;
+mod inline;
 mod pool;
 mod reply_path;
 mod ring;

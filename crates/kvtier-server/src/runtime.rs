@@ -134,35 +134,51 @@ impl<S: Service> Shared<S> {
         scratch: &mut Vec<(u64, FrameBuf)>,
         stalled: &mut VecDeque<Job<S::Session>>,
     ) {
-        if let Err(err) = conn.cut_frames(&self.pool, scratch) {
-            tracing::debug!(conn = conn.info.id.0, %err, "malformed frame; closing");
-            let reply = self.service.malformed(&conn.info, &err);
-            conn.fail_framing(reply);
-        }
-        for (seq, frame) in scratch.drain(..) {
-            if self.service.run_inline(&conn.info, frame.as_slice()) {
-                let route = Route {
-                    path: conn.path.clone(),
-                    request_bytes: frame.len(),
-                    seq,
-                };
-                self.call(Context::new(conn.info, conn.session.clone(), route), frame);
-                continue;
+        // Frames completed inline free in-flight room at once (no inbox message will come
+        // to trigger another cut), so cut again while they do.
+        loop {
+            if let Err(err) = conn.cut_frames(&self.pool, scratch) {
+                tracing::debug!(conn = conn.info.id.0, %err, "malformed frame; closing");
+                let reply = self.service.malformed(&conn.info, &err);
+                conn.fail_framing(reply);
             }
-            let job = Job {
-                info: conn.info,
-                session: conn.session.clone(),
-                path: conn.path.clone(),
-                seq,
-                frame,
-            };
-            if stalled.is_empty() {
-                if let Err(job) = self.ring.push(job) {
-                    self.counters.ring_full();
+            if scratch.is_empty() {
+                return;
+            }
+            let mut freed = false;
+            for (seq, frame) in scratch.drain(..) {
+                if self.service.run_inline(&conn.info, frame.as_slice()) {
+                    let route = Route {
+                        path: conn.path.clone(),
+                        request_bytes: frame.len(),
+                        seq,
+                    };
+                    crate::inline::arm(conn.info.id, seq);
+                    self.call(Context::new(conn.info, conn.session.clone(), route), frame);
+                    if let Some((response, close, request_bytes)) = crate::inline::take() {
+                        conn.complete(seq, response, close, request_bytes);
+                        freed = true;
+                    }
+                    continue;
+                }
+                let job = Job {
+                    info: conn.info,
+                    session: conn.session.clone(),
+                    path: conn.path.clone(),
+                    seq,
+                    frame,
+                };
+                if stalled.is_empty() {
+                    if let Err(job) = self.ring.push(job) {
+                        self.counters.ring_full();
+                        stalled.push_back(job);
+                    }
+                } else {
                     stalled.push_back(job);
                 }
-            } else {
-                stalled.push_back(job);
+            }
+            if !freed {
+                return;
             }
         }
     }

@@ -274,9 +274,16 @@ impl<S> Context<S> {
 
     fn complete(&mut self, response: Option<Response>, close: bool) {
         if let Some(route) = self.route.take() {
-            route
-                .path
-                .complete(route.request_bytes, route.seq, response, close);
+            // Replied inside an inline `handle`: straight back to the connection.
+            if let Err((response, close, _)) = crate::inline::offer(
+                self.info.id,
+                route.seq,
+                (response, close, route.request_bytes),
+            ) {
+                route
+                    .path
+                    .complete(route.request_bytes, route.seq, response, close);
+            }
         }
     }
 }

@@ -140,7 +140,30 @@ fn reply_and_close_flushes_then_closes(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+/// Requests answered on the IO thread complete without a trip through the inbox; frames held
+/// back by the in-flight cap must still be cut as those completions free room.
+fn inline_pipeline_past_the_in_flight_cap_is_all_answered(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let server = builder(service, backend)
+        .with_max_in_flight_per_conn(2)
+        .start()
+        .unwrap();
+    let mut s = connect(server.local_addrs()[0]);
+    let mut wire = Vec::new();
+    for id in 0..200u64 {
+        wire.extend(header(16, OP_WHERE_INLINE, 0, id));
+    }
+    s.write_all(&wire).unwrap();
+    let mut ids: Vec<u64> = (0..200)
+        .map(|_| request_id(&read_frame(&mut s).expect("every request answered")))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..200).collect::<Vec<_>>());
+    server.shutdown().unwrap();
+}
+
 on_both_backends!(
+    inline_pipeline_past_the_in_flight_cap_is_all_answered,
     max_connections_refuses_then_recovers,
     malformed_frames_get_error_and_close,
     slow_reader_stays_bounded_and_others_are_served,

@@ -54,6 +54,80 @@ pub fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> i
     Ok(())
 }
 
+/// Small requests that need not go out one syscall each: [`cork`](Self::cork) holds them
+/// until the connection writes something else or is about to wait for a reply (any `read`),
+/// then they leave in one write. A pipelined client that answers each reply with a new
+/// request thus writes once per batch of replies it has read, as redis-benchmark does.
+#[derive(Debug)]
+pub struct CorkedStream<S> {
+    stream: S,
+    out: Vec<u8>,
+}
+
+/// Corked bytes past this are written at once.
+const CORK_LIMIT: usize = 64 << 10;
+
+impl<S: Read + Write> CorkedStream<S> {
+    /// Wraps `stream`.
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            out: Vec::new(),
+        }
+    }
+
+    /// The wrapped stream.
+    #[cfg(test)]
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Holds `bytes` until the next read or write (or until 64 KiB are held).
+    ///
+    /// # Errors
+    ///
+    /// The socket's error when the held bytes had to be written.
+    pub fn cork(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.extend_from_slice(bytes);
+        if self.out.len() >= CORK_LIMIT {
+            self.uncork()?;
+        }
+        Ok(())
+    }
+
+    fn uncork(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<S: Read + Write> Read for CorkedStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.uncork()?;
+        self.stream.read(buf)
+    }
+}
+
+impl<S: Read + Write> Write for CorkedStream<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.uncork()?;
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.uncork()?;
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.uncork()?;
+        self.stream.flush()
+    }
+}
+
 /// A read buffer: bytes `start..end` of `buf` are received and not yet consumed.
 #[derive(Debug, Default)]
 pub struct InBuf {
@@ -120,6 +194,26 @@ impl InBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corked_bytes_leave_before_a_read_or_another_write() {
+        let mut s = CorkedStream::new(io::Cursor::new(Vec::new()));
+        s.cork(b"GET a;").unwrap();
+        s.cork(b"GET b;").unwrap();
+        assert!(s.get_ref().get_ref().is_empty(), "held");
+        s.write_all(b"PUT c;").unwrap();
+        assert_eq!(s.get_ref().get_ref(), b"GET a;GET b;PUT c;");
+        s.cork(b"GET d;").unwrap();
+        let mut buf = [0u8; 4];
+        let _ = s.read(&mut buf).unwrap();
+        assert_eq!(s.get_ref().get_ref(), b"GET a;GET b;PUT c;GET d;");
+        s.cork(&vec![b'x'; CORK_LIMIT]).unwrap();
+        assert_eq!(
+            s.get_ref().get_ref().len(),
+            24 + CORK_LIMIT,
+            "a full cork goes at once"
+        );
+    }
 
     /// A reader that hands out at most `chunk` bytes per read.
     struct Trickle<'a> {

@@ -24,7 +24,7 @@ use kvtier_proto::{
     PutStatus, Request, Response, WriteBuf,
 };
 
-use super::conn::{Conn, InBuf, Outcome, write_all_vectored};
+use super::conn::{Conn, CorkedStream, InBuf, Outcome, write_all_vectored};
 use super::workload::{Op, OpKind, stamp, stamped};
 
 /// Default of `--namespace`: bench blocks stay apart from real ones.
@@ -63,7 +63,8 @@ pub fn block_hash(key: u64) -> SequenceHash {
 
 /// A pipelined connection to a kvtier server's binary port.
 pub struct KvtierConn {
-    stream: TcpStream,
+    /// MATCH and GET requests are corked; PUTs go out at once.
+    stream: CorkedStream<TcpStream>,
     options: KvtierOptions,
     /// The limits requests are encoded under (ours, lowered to the server's).
     send_limits: Limits,
@@ -96,7 +97,7 @@ impl KvtierConn {
         stream.set_nodelay(true)?;
         let per_request = options.blocks_per_request.max(1);
         let mut conn = Self {
-            stream,
+            stream: CorkedStream::new(stream),
             options: options.clone(),
             send_limits: Limits::default(),
             recv_limits: Limits::default(),
@@ -279,9 +280,15 @@ impl Conn for KvtierConn {
             OpKind::Match => Request::Match(hashes).encode(id, &self.send_limits, &mut out),
         };
         encoded.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(out.segment_count());
-        out.io_slices(0, &mut iov);
-        write_all_vectored(&mut self.stream, &mut iov)?;
+        if op.kind == OpKind::Put {
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(out.segment_count());
+            out.io_slices(0, &mut iov);
+            write_all_vectored(&mut self.stream, &mut iov)?;
+        } else {
+            for segment in out.segments() {
+                self.stream.cork(segment)?;
+            }
+        }
         self.next_id += 1;
         self.pending.insert(id, (tag, op));
         Ok(())

@@ -9,7 +9,10 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::conn::{Conn, InBuf, Outcome, write_all_vectored};
+use super::conn::{Conn, CorkedStream, InBuf, Outcome, write_all_vectored};
+
+/// SET values shorter than this are corked with the command; longer ones go out at once.
+const SMALL_VALUE: usize = 16 << 10;
 use super::workload::{Op, OpKind, stamp, stamped};
 
 /// Key prefix of every key `kvtier bench` writes.
@@ -20,7 +23,8 @@ const MAX_LINE: usize = 64 << 10;
 
 /// A pipelined RESP2 connection.
 pub struct RespConn {
-    stream: TcpStream,
+    /// GETs and SETs of small values are corked; large SETs go out at once.
+    stream: CorkedStream<TcpStream>,
     block: Vec<u8>,
     head: Vec<u8>,
     inb: InBuf,
@@ -38,7 +42,7 @@ impl RespConn {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: CorkedStream::new(stream),
             block: vec![0xA5; block_bytes],
             head: Vec::with_capacity(128),
             inb: InBuf::default(),
@@ -140,18 +144,24 @@ impl Conn for RespConn {
                     self.block.len()
                 )?;
                 stamp(&mut self.block, op.key);
-                write_all_vectored(
-                    &mut self.stream,
-                    &mut [
-                        IoSlice::new(&self.head),
-                        IoSlice::new(&self.block),
-                        IoSlice::new(b"\r\n"),
-                    ],
-                )?;
+                if self.block.len() < SMALL_VALUE {
+                    self.stream.cork(&self.head)?;
+                    self.stream.cork(&self.block)?;
+                    self.stream.cork(b"\r\n")?;
+                } else {
+                    write_all_vectored(
+                        &mut self.stream,
+                        &mut [
+                            IoSlice::new(&self.head),
+                            IoSlice::new(&self.block),
+                            IoSlice::new(b"\r\n"),
+                        ],
+                    )?;
+                }
             }
             OpKind::Get => {
                 write!(self.head, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len())?;
-                self.stream.write_all(&self.head)?;
+                self.stream.cork(&self.head)?;
             }
             OpKind::Match => {
                 return Err(io::Error::new(

@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use kvtier_proto::WriteBuf;
@@ -58,7 +57,9 @@ impl Out {
         self.meta.extend_from_slice(b"\r\n");
     }
 
-    fn value(&mut self, value: Option<Bytes>) {
+    /// A bulk reply of `value` (or null): copied when short, else sent from where it is
+    /// stored.
+    fn value(&mut self, value: Option<&Bytes>) {
         let Some(value) = value else {
             self.meta.extend_from_slice(b"$-1\r\n");
             return;
@@ -68,9 +69,9 @@ impl Out {
             let meta = std::mem::take(&mut self.meta);
             self.response = std::mem::take(&mut self.response)
                 .owned(meta)
-                .guarded(value);
+                .guarded(value.clone());
         } else {
-            self.meta.extend_from_slice(&value);
+            self.meta.extend_from_slice(value);
         }
         self.meta.extend_from_slice(b"\r\n");
     }
@@ -104,19 +105,19 @@ impl RespService {
             // An empty command (`*0`, a blank line): nothing to answer.
             Ok(None) => {}
             Ok(Some(_)) => {
-                self.commands.fetch_add(1, Ordering::Relaxed);
+                self.commands.add(1);
                 match Command::from_args(&args) {
                     Ok(command) => close = self.run(session, command, &mut out),
                     Err(e) => {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        self.errors.add(1);
                         out.error(&e.reply_text());
                     }
                 }
             }
             Err(e) => {
-                // The framer accepted these bytes, so this is only reached if the two
-                // disagree; answer as redis does and close.
-                self.errors.fetch_add(1, Ordering::Relaxed);
+                // The framer cuts by length; a last bulk not followed by CRLF is only seen
+                // here. Answer as redis does and close.
+                self.errors.add(1);
                 out.error(&e.reply_text());
                 close = true;
             }
@@ -134,18 +135,12 @@ impl RespService {
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 out.reply(&Reply::Bulk(message));
             }
-            Command::Get(key) => {
-                let value = self.keyspace.get(key);
-                self.count_lookup(value.is_some());
-                out.value(value);
-            }
+            Command::Get(key) => self.get(key, out),
             Command::Set(set) => self.set(&set, out),
             Command::MGet(keys) => {
                 out.line(b'*', keys.len() as i64);
                 for key in keys {
-                    let value = self.keyspace.get(key);
-                    self.count_lookup(value.is_some());
-                    out.value(value);
+                    self.get(key, out);
                 }
             }
             Command::Exists(keys) => {
@@ -192,15 +187,20 @@ impl RespService {
     }
 
     fn fail(&self, out: &mut Out, text: &str) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.add(1);
         out.error(text);
     }
 
-    fn count_lookup(&self, hit: bool) {
+    /// GET's reply for `key` into `out`, counted as a hit or a miss.
+    fn get(&self, key: &[u8], out: &mut Out) {
+        let hit = self.keyspace.with_value(key, |value| {
+            out.value(value);
+            value.is_some()
+        });
         if hit {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
         } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.misses.add(1);
         }
     }
 
@@ -225,7 +225,7 @@ impl RespService {
         };
         let value = Bytes::copy_from_slice(set.value);
         match self.keyspace.set(set.key, value, condition, ttl, set.get) {
-            Ok(done) if set.get => out.value(done.old),
+            Ok(done) if set.get => out.value(done.old.as_ref()),
             Ok(done) if done.stored => out.reply(&Reply::OK),
             Ok(_) => out.value(None),
             Err(SetError::OverBudget { .. }) => self.fail(
@@ -269,7 +269,7 @@ impl RespService {
             }
             ClientCommand::GetName => {
                 let name = session.name.lock().clone();
-                out.value(name.map(Bytes::from));
+                out.value(name.map(Bytes::from).as_ref());
             }
             ClientCommand::SetInfo { .. } => out.reply(&Reply::OK),
             ClientCommand::Id => out.line(b':', session.id),

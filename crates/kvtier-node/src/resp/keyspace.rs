@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 /// Buckets in each shard: SCAN's unit of iteration and the CLOCK hand's step.
@@ -46,6 +46,9 @@ pub(crate) fn now_ms() -> u64 {
 
 #[derive(Debug)]
 struct Entry {
+    /// xxh3 of the key: placement, and the table's hash (compared before the key bytes).
+    hash: u64,
+    key: Box<[u8]>,
     value: Bytes,
     /// Unix milliseconds after which the entry is gone; 0 = never.
     expires_ms: u64,
@@ -59,7 +62,7 @@ impl Entry {
     }
 }
 
-type Bucket = HashMap<Box<[u8]>, Entry>;
+type Bucket = HashTable<Entry>;
 
 #[derive(Debug)]
 struct Shard {
@@ -135,13 +138,19 @@ pub(crate) struct Keyspace {
     hand: AtomicUsize,
 }
 
-/// Where a key lives: (shard, bucket in the shard).
-fn place(key: &[u8], shards: usize) -> (usize, usize) {
+/// Where a key lives: (its hash, shard, bucket in the shard).
+fn place(key: &[u8], shards: usize) -> (u64, usize, usize) {
     let h = xxhash_rust::xxh3::xxh3_64(key);
     (
+        h,
         (h as usize) % shards,
         ((h >> 32) as usize) % BUCKETS_PER_SHARD,
     )
+}
+
+/// The table's equality: hash first, then the key bytes.
+fn is(hash: u64, key: &[u8]) -> impl Fn(&Entry) -> bool + '_ {
+    move |e| e.hash == hash && *e.key == *key
 }
 
 impl Keyspace {
@@ -177,70 +186,77 @@ impl Keyspace {
     }
 
     /// Removes `key`'s entry from `bucket`, keeping the totals right.
-    fn unlink(&self, bucket: &mut Bucket, key: &[u8]) -> Option<Entry> {
-        let (k, entry) = bucket.remove_entry(key)?;
-        self.forget(&k, &entry);
+    fn unlink(&self, bucket: &mut Bucket, hash: u64, key: &[u8]) -> Option<Entry> {
+        let (entry, _) = bucket.find_entry(hash, is(hash, key)).ok()?.remove();
+        self.forget(&entry);
         Some(entry)
     }
 
-    fn forget(&self, key: &[u8], entry: &Entry) {
+    fn forget(&self, entry: &Entry) {
         self.used
-            .fetch_sub(entry_cost(key, &entry.value), Ordering::Relaxed);
+            .fetch_sub(entry_cost(&entry.key, &entry.value), Ordering::Relaxed);
         self.keys.fetch_sub(1, Ordering::Relaxed);
         if entry.expires_ms != 0 {
             self.keys_with_expiry.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// The live entry of `key` in `bucket`, removing it if it has expired.
+    /// The live entry of `key` in `bucket` (marked referenced), removing it if it has
+    /// expired. One table probe when the key is live.
     fn live<'b>(
         &self,
         bucket: &'b mut Bucket,
+        hash: u64,
         key: &[u8],
         now: &mut Option<u64>,
     ) -> Option<&'b mut Entry> {
-        let expired = {
-            let entry = bucket.get(key)?;
-            entry.expires_ms != 0 && entry.expired(*now.get_or_insert_with(now_ms))
-        };
-        if expired {
-            self.unlink(bucket, key);
+        let entry = bucket.find_entry(hash, is(hash, key)).ok()?;
+        let e = entry.get();
+        if e.expires_ms != 0 && e.expired(*now.get_or_insert_with(now_ms)) {
+            let (gone, _) = entry.remove();
+            self.forget(&gone);
             self.expired.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let entry = bucket.get_mut(key)?;
-        entry.referenced = true;
-        Some(entry)
+        let e = entry.into_mut();
+        e.referenced = true;
+        Some(e)
+    }
+
+    /// Runs `read` on the value of `key` (if it is there and has not expired) under the
+    /// shard's lock: a small value is copied out without touching its reference count.
+    pub(crate) fn with_value<T>(&self, key: &[u8], read: impl FnOnce(Option<&Bytes>) -> T) -> T {
+        let (h, s, b) = place(key, self.shards.len());
+        let mut shard = self.shard(s).lock();
+        let value = shard
+            .buckets
+            .get_mut(b)
+            .and_then(|bucket| self.live(bucket, h, key, &mut None))
+            .map(|e| &e.value);
+        read(value)
     }
 
     /// The value of `key`, if it is there and has not expired.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<Bytes> {
-        let (s, b) = place(key, self.shards.len());
-        let mut shard = self.shard(s).lock();
-        let bucket = shard.buckets.get_mut(b)?;
-        self.live(bucket, key, &mut None).map(|e| e.value.clone())
+        self.with_value(key, |v| v.cloned())
     }
 
     /// Whether `key` is there.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        let (s, b) = place(key, self.shards.len());
-        let mut shard = self.shard(s).lock();
-        shard
-            .buckets
-            .get_mut(b)
-            .is_some_and(|bucket| self.live(bucket, key, &mut None).is_some())
+        self.with_value(key, |v| v.is_some())
     }
 
     /// Removes `key`; whether it was there (and live).
     pub(crate) fn remove(&self, key: &[u8]) -> bool {
-        let (s, b) = place(key, self.shards.len());
+        let (h, s, b) = place(key, self.shards.len());
         let mut shard = self.shard(s).lock();
         let Some(bucket) = shard.buckets.get_mut(b) else {
             return false;
         };
-        let live = self.live(bucket, key, &mut None).is_some();
+        let live = self.live(bucket, h, key, &mut None).is_some();
         if live {
-            self.unlink(bucket, key);
+            self.unlink(bucket, h, key);
         }
         live
     }
@@ -265,7 +281,7 @@ impl Keyspace {
                 budget: self.budget,
             });
         }
-        let (s, b) = place(key, self.shards.len());
+        let (h, s, b) = place(key, self.shards.len());
         let mut now = None;
         let outcome = {
             let mut shard = self.shard(s).lock();
@@ -275,10 +291,10 @@ impl Keyspace {
                     old: None,
                 });
             };
-            let present = self.live(bucket, key, &mut now);
+            let present = self.live(bucket, h, key, &mut now);
             let old_expiry = present.as_ref().map_or(0, |e| e.expires_ms);
+            let exists = present.is_some();
             let old = present.filter(|_| want_old).map(|e| e.value.clone());
-            let exists = bucket.contains_key(key);
             let allowed = match condition {
                 Condition::Always => true,
                 Condition::IfAbsent => !exists,
@@ -292,7 +308,7 @@ impl Keyspace {
                 Ttl::At(at) => at.max(1),
                 Ttl::Keep => old_expiry,
             };
-            self.unlink(bucket, key);
+            self.unlink(bucket, h, key);
             if expires_ms != 0 && expires_ms <= *now.get_or_insert_with(now_ms) {
                 // Already expired (EXAT in the past): the key is simply gone, as in redis.
                 self.expired.fetch_add(1, Ordering::Relaxed);
@@ -302,13 +318,16 @@ impl Keyspace {
                 if expires_ms != 0 {
                     self.keys_with_expiry.fetch_add(1, Ordering::Relaxed);
                 }
-                bucket.insert(
-                    key.into(),
+                bucket.insert_unique(
+                    h,
                     Entry {
+                        hash: h,
+                        key: key.into(),
                         value,
                         expires_ms,
                         referenced: true,
                     },
+                    |e| e.hash,
                 );
             }
             SetOutcome { stored: true, old }
@@ -330,9 +349,9 @@ impl Keyspace {
             let Some(bucket) = shard.buckets.get_mut(g % BUCKETS_PER_SHARD) else {
                 continue;
             };
-            bucket.retain(|key, entry| {
+            bucket.retain(|entry| {
                 if entry.expired(now) {
-                    self.forget(key, entry);
+                    self.forget(entry);
                     self.expired.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
@@ -343,7 +362,7 @@ impl Keyspace {
                 if self.used.load(Ordering::Relaxed) <= self.budget {
                     return true;
                 }
-                self.forget(key, entry);
+                self.forget(entry);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 false
             });
@@ -374,14 +393,14 @@ impl Keyspace {
                 g += 1;
                 visited += 1;
                 if let Some(bucket) = shard.buckets.get_mut(b) {
-                    bucket.retain(|key, entry| {
+                    bucket.retain(|entry| {
                         if entry.expired(now) {
-                            self.forget(key, entry);
+                            self.forget(entry);
                             self.expired.fetch_add(1, Ordering::Relaxed);
                             return false;
                         }
-                        if matches(key) {
-                            keys.push(key.clone());
+                        if matches(&entry.key) {
+                            keys.push(entry.key.clone());
                         }
                         true
                     });
@@ -412,9 +431,9 @@ impl Keyspace {
         let (mut keys, mut used) = (0, 0);
         for shard in self.shards.iter() {
             for bucket in &shard.lock().buckets {
-                for (k, e) in bucket {
+                for e in bucket {
                     keys += 1;
-                    used += entry_cost(k, &e.value);
+                    used += entry_cost(&e.key, &e.value);
                 }
             }
         }

@@ -50,8 +50,10 @@ use crate::ByteSize;
 
 mod exec;
 mod keyspace;
+mod striped;
 
 use keyspace::Keyspace;
+use striped::Striped;
 
 /// Bytes a command may carry beyond its value (name, key, options, framing).
 const COMMAND_HEADROOM: u64 = 64 << 10;
@@ -190,10 +192,10 @@ pub(crate) struct RespService {
     limits: RespLimits,
     keyspace: Keyspace,
     next_client: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    commands: AtomicU64,
-    errors: AtomicU64,
+    hits: Striped,
+    misses: Striped,
+    commands: Striped,
+    errors: Striped,
     started: std::time::Instant,
     /// The port clients reach (for INFO's `tcp_port`), set once bound.
     pub(crate) port: std::sync::OnceLock<u16>,
@@ -220,10 +222,10 @@ impl RespService {
             limits,
             config,
             next_client: AtomicU64::new(1),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            commands: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            hits: Striped::default(),
+            misses: Striped::default(),
+            commands: Striped::default(),
+            errors: Striped::default(),
             started: std::time::Instant::now(),
             port: std::sync::OnceLock::new(),
         }
@@ -253,7 +255,7 @@ impl RespService {
 
     /// The reply to bytes that cannot be cut into commands (the connection then closes).
     pub(crate) fn malformed(&self, error: &FramingError) -> Response {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.add(1);
         let text = match error {
             FramingError::Invalid { reason } => reason.clone(),
             FramingError::TooLarge { .. } => "ERR Protocol error: too big request".to_string(),
@@ -279,10 +281,10 @@ impl RespService {
             budget_bytes: c.budget_bytes,
             evicted: c.evicted,
             expired: c.expired,
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            commands: self.commands.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            commands: self.commands.get(),
+            errors: self.errors.get(),
         }
     }
 }

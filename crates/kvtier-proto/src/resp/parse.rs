@@ -229,16 +229,30 @@ fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, ()> {
 /// Parses a decimal integer as redis' `string2ll` does: optional `-`, digits, no leading
 /// zeros, no `+`, no spaces, in range.
 pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
     if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
+        || digits.len() > 19
+        || (digits.len() > 1 && digits.first() == Some(&b'0'))
+        || (negative && digits == b"0")
     {
         return None;
     }
-    s.parse().ok()
+    // Accumulated negatively, so that i64::MIN parses too.
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
 }
 
 /// Appends one multibulk command's arguments to `args`; `Some(bytes used)` when complete.
@@ -410,5 +424,39 @@ fn split_args<'a>(line: &'a [u8], args: &mut Vec<Arg<'a>>) -> Result<(), RespErr
             i += 1;
         }
         args.push(Cow::Owned(arg));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_i64;
+
+    #[test]
+    fn integers_parse_as_redis_string2ll_does() {
+        for ok in [
+            "0",
+            "7",
+            "-7",
+            "1234567890",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert_eq!(parse_i64(ok.as_bytes()), ok.parse().ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "-0",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1a",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad}");
+        }
     }
 }
