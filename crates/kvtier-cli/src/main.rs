@@ -14,6 +14,7 @@
 //! exits with status 1 (clap's own usage errors exit with 2).
 
 mod bench;
+mod follow;
 mod replay;
 mod router;
 mod serve;

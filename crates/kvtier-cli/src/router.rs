@@ -41,7 +41,11 @@ A vLLM engine started with --kv-events-config '{\"enable_kv_cache_events\": true
 is ingested with --vllm NAME=tcp://HOST:5557@tcp://HOST:5558. Its blocks are re-hashed from \
 their tokens with --hash-scheme, --block-size and --model, so queries by tokens match them. \
 Give --expected-blocks-per-engine (the engines' num_gpu_blocks plus CPU offload blocks) to \
-allocate the maps at start: ingestion is then faster from the first event.";
+allocate the maps at start: ingestion is then faster from the first event.
+
+A kvtier server (kvtier serve) is followed with --kvtier HOST:PORT (its binary-protocol \
+address): the router subscribes to its block events, indexes its blocks by the hashes clients \
+PUT them under (query them with {\"hashes\": [...]}), and reconnects after a restart.";
 
 /// Longest snapshot interval accepted (a week): a longer one is almost surely a unit mistake.
 const MAX_SNAPSHOT_EVERY_SECS: u64 = 7 * 24 * 3600;
@@ -62,6 +66,10 @@ pub struct RouterArgs {
     /// An engine's event stream: `NAME=PUB_ENDPOINT[@REPLAY_ENDPOINT]`. Repeat for more engines.
     #[arg(long = "vllm", value_name = "NAME=ENDPOINT[@REPLAY]")]
     vllm: Vec<String>,
+    /// A kvtier server to follow: its binary-protocol address (`kvtier serve --listen`); the
+    /// router subscribes to its block events and reconnects when it restarts. Repeat for more.
+    #[arg(long = "kvtier", value_name = "ADDR")]
+    kvtier: Vec<String>,
     /// Block size of the engines' events when they do not state one (1 to 65536).
     #[arg(long, default_value_t = 16, value_parser = parse_block_size)]
     block_size: usize,
@@ -271,6 +279,13 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
             service
                 .add_vllm(name.clone(), b)
                 .with_context(|| format!("starting engine {name:?}"))?;
+        }
+        for addr in &args.kvtier {
+            tokio::spawn(crate::follow::follow(
+                addr.clone(),
+                service.events(),
+                Arc::clone(service.router()),
+            ));
         }
         println!("kvtier router listening on http://{}", service.local_addr());
         stop.await;

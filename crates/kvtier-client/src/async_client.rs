@@ -385,6 +385,17 @@ impl AsyncClient {
                 .map_err(|_| ClientError::Timeout { after })??,
             None => TcpStream::connect(addr).await?,
         };
+        if stream.local_addr()? == stream.peer_addr()? {
+            // A self-connection (see `blocking::not_to_itself`): nothing listens there.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!(
+                    "nothing listens on {} (the connection reached itself)",
+                    stream.peer_addr()?
+                ),
+            )
+            .into());
+        }
         stream.set_nodelay(true)?;
         let (source, sink) = stream.into_split();
         let conn = Arc::new(Conn {

@@ -635,7 +635,7 @@ fn connect_any(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> io::Resul
             Some(t) => TcpStream::connect_timeout(&a, t),
             None => TcpStream::connect(a),
         };
-        match attempt {
+        match attempt.and_then(|stream| not_to_itself(&stream, a).map(|()| stream)) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = Some(e),
         }
@@ -646,6 +646,19 @@ fn connect_any(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> io::Resul
             "the address resolves to nothing",
         )
     }))
+}
+
+/// Refuses a TCP self-connection: with nothing listening on a port of the ephemeral range,
+/// a connect can be given that very port as its source and "connect" to itself (then it
+/// would hold the port a restarting server needs, and read its own requests back).
+pub(crate) fn not_to_itself(stream: &TcpStream, addr: std::net::SocketAddr) -> io::Result<()> {
+    if stream.local_addr()? == stream.peer_addr()? {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("nothing listens on {addr} (the connection reached itself)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes every segment of `out` with as few `writev` calls as the kernel allows.

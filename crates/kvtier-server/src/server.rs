@@ -235,7 +235,7 @@ impl<S: Service> ServerBuilder<S> {
             } = listener;
             bound.push(match bind {
                 Bind::Addr(addr) => {
-                    TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?
+                    bind_patiently(addr).map_err(|source| ServerError::Bind { addr, source })?
                 }
                 Bind::Bound(l) => l,
             });
@@ -532,6 +532,29 @@ impl std::fmt::Debug for Server {
             .field("local_addrs", &self.local_addrs)
             .field("backend", &self.backend)
             .finish()
+    }
+}
+
+/// How long a bind waits for the port to be released.
+const BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Binds `addr`, waiting up to [`BIND_PATIENCE`] while it is in use: a process killed a
+/// moment ago may still hold its listener (an io_uring instance is torn down by the kernel
+/// in the background, with its pending accept holding the socket), and a restart right
+/// after `kill -9` must not fail for that.
+fn bind_patiently(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + BIND_PATIENCE;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -17,3 +17,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range:
+/// for a server that a test restarts on the same port while clients keep reconnecting (a
+/// connect to a closed port of the ephemeral range may take that port as its own source).
+///
+/// # Panics
+///
+/// If no such port can be bound.
+pub fn free_port_below_ephemeral() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let start = (std::process::id() as u16).wrapping_mul(7919) % span;
+    (0..span)
+        .map(|i| 10_000 + (start + i) % span)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
