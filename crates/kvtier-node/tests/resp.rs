@@ -188,6 +188,7 @@ fn protocol_errors_close_only_that_connection() {
             (b"*2\r\n$3\r\nGET\r\n$999999\r\n", b"-ERR Protocol error: bulk length 999999 exceeds the limit of 65536\r\n"),
             (b"*x\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
             (b"*1\r\n$4\r\nPINGxx", b"-ERR Protocol error: expected CRLF after bulk data\r\n"),
+            (b"SET a \"b\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
         ] {
             let mut conn = connect(addr);
             conn.write_all(bad).unwrap();

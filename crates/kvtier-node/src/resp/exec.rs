@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use bytes::Bytes;
 use kvtier_proto::WriteBuf;
 use kvtier_proto::resp::{
     ClientCommand, Command, CommandInfo, Expiry, Reply, Scan, Set, SetCondition, config_get_reply,
@@ -11,7 +10,7 @@ use kvtier_proto::resp::{
 };
 use kvtier_server::Response;
 
-use super::keyspace::{Condition, SetError, Ttl, now_ms};
+use super::keyspace::{Condition, SetError, Ttl, Value, now_ms};
 use super::{RespOutcome, RespService, RespSession};
 
 /// Values this long or longer are sent from where they are stored (a guarded segment);
@@ -59,19 +58,21 @@ impl Out {
 
     /// A bulk reply of `value` (or null): copied when short, else sent from where it is
     /// stored.
-    fn value(&mut self, value: Option<&Bytes>) {
+    fn value(&mut self, value: Option<Value<'_>>) {
         let Some(value) = value else {
             self.meta.extend_from_slice(b"$-1\r\n");
             return;
         };
-        self.line(b'$', value.len() as i64);
-        if value.len() >= SEND_IN_PLACE {
-            let meta = std::mem::take(&mut self.meta);
-            self.response = std::mem::take(&mut self.response)
-                .owned(meta)
-                .guarded(value.clone());
-        } else {
-            self.meta.extend_from_slice(value);
+        let bytes = value.as_slice();
+        self.line(b'$', bytes.len() as i64);
+        match value {
+            Value::Shared(shared) if bytes.len() >= SEND_IN_PLACE => {
+                let meta = std::mem::take(&mut self.meta);
+                self.response = std::mem::take(&mut self.response)
+                    .owned(meta)
+                    .guarded(shared.clone());
+            }
+            _ => self.meta.extend_from_slice(bytes),
         }
         self.meta.extend_from_slice(b"\r\n");
     }
@@ -223,9 +224,11 @@ impl RespService {
             Some(SetCondition::Nx) => Condition::IfAbsent,
             Some(SetCondition::Xx) => Condition::IfPresent,
         };
-        let value = Bytes::copy_from_slice(set.value);
-        match self.keyspace.set(set.key, value, condition, ttl, set.get) {
-            Ok(done) if set.get => out.value(done.old.as_ref()),
+        match self
+            .keyspace
+            .set(set.key, set.value, condition, ttl, set.get)
+        {
+            Ok(done) if set.get => out.value(done.old.as_ref().map(Value::Shared)),
             Ok(done) if done.stored => out.reply(&Reply::OK),
             Ok(_) => out.value(None),
             Err(SetError::OverBudget { .. }) => self.fail(
@@ -269,7 +272,7 @@ impl RespService {
             }
             ClientCommand::GetName => {
                 let name = session.name.lock().clone();
-                out.value(name.map(Bytes::from).as_ref());
+                out.value(name.as_deref().map(Value::Inline));
             }
             ClientCommand::SetInfo { .. } => out.reply(&Reply::OK),
             ClientCommand::Id => out.line(b':', session.id),
