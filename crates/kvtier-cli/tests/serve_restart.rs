@@ -30,6 +30,11 @@ impl Drop for Served {
 
 /// Starts `kvtier serve` on a free port over `dir`, returns once it listens.
 fn serve(dir: &std::path::Path) -> Served {
+    serve_with(dir, &[])
+}
+
+/// [`serve`] with more flags.
+fn serve_with(dir: &std::path::Path, extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
         .args([
             "serve",
@@ -50,6 +55,7 @@ fn serve(dir: &std::path::Path) -> Served {
         ])
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .env("KVTIER_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -216,5 +222,37 @@ fn sigterm_exits_zero_and_persists_what_host_memory_held() {
     let _ = c.stream.set_read_timeout(Some(Duration::from_millis(10)));
     let _ = c.stream.read(&mut buf);
     again.child.kill().unwrap();
+    again.child.wait().unwrap();
+}
+
+/// Write-back copies blocks to disk only on eviction; a graceful stop writes the blocks still
+/// in host memory (the policy must not lose them at a planned restart).
+#[test]
+fn sigterm_under_write_back_writes_host_blocks_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve_with(dir.path(), &["--write-policy", "write_back"]);
+    let mut c = Conn::new(served.addr);
+    let blocks = chain(4, 100); // 100 blocks of 4 KiB: 64 fit in host memory
+    c.put(&blocks[..40], false);
+    drop(c);
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut served.child);
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+
+    let mut again = serve_with(dir.path(), &["--write-policy", "write_back"]);
+    let mut c = Conn::new(again.addr);
+    assert_eq!(
+        c.intact(&blocks[..40]),
+        (40, 40),
+        "written back at the stop"
+    );
+    let _ = again.child.kill();
     again.child.wait().unwrap();
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvtier_core::{BlockManager, G2, SequenceHash};
-use kvtier_events::{EventEmitter, InstanceId, Publisher};
+use kvtier_events::{EventEmitter, InstanceId, Publisher, ReplaySource};
 use kvtier_proto::{PutStatus, TierId, TierSet};
 use kvtier_storage::arena::{HostArena, SlotBytes};
 use kvtier_storage::disk::{DiskConfig, DiskTier};
@@ -432,6 +432,53 @@ impl BlockStore {
 
     /// Graceful shutdown: waits (up to `deadline`) for background copies to reach disk, then
     /// flushes events and the disk index. Returns whether every copy finished.
+    /// Write-back copies a block down only when it is evicted, so at a graceful stop the
+    /// blocks still in host memory are written to disk here (those not there already), in
+    /// batches of one sync each. Whether all of them were.
+    fn write_back_resident(&self) -> bool {
+        let Some(disk) = &self.disk else {
+            return true;
+        };
+        self.emitter.flush();
+        let dump = match self.publisher.dump() {
+            Ok(dump) => dump,
+            Err(e) => {
+                tracing::warn!(error = %e, "shutdown: cannot list host blocks to write back");
+                return false;
+            }
+        };
+        let hashes: Vec<SequenceHash> = dump
+            .blocks
+            .iter()
+            // The node's publisher carries G2 only, whatever medium name it uses.
+            .flat_map(|m| m.hashes.iter().copied())
+            .filter(|h| !disk.contains(*h))
+            .collect();
+        let mut ok = true;
+        for chunk in hashes.chunks(64) {
+            let held = self.manager.scan_matches(chunk, false);
+            let slots: Vec<(SequenceHash, SlotBytes<G2>)> = chunk
+                .iter()
+                .zip(held)
+                .filter_map(|(h, b)| Some((*h, self.arena.slot_bytes(b?).ok()?)))
+                .collect();
+            let blocks: Vec<(SequenceHash, &[u8])> =
+                slots.iter().map(|(h, s)| (*h, s.bytes())).collect();
+            if let Err(e) = disk.put_batch(&blocks) {
+                tracing::warn!(error = %e, "shutdown: writing host blocks back to disk failed");
+                ok = false;
+                break;
+            }
+        }
+        if !hashes.is_empty() {
+            tracing::info!(
+                blocks = hashes.len(),
+                "shutdown: host blocks written back to disk"
+            );
+        }
+        ok
+    }
+
     pub(crate) fn drain(&self, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         let pending = || {
@@ -441,7 +488,10 @@ impl BlockStore {
         while pending() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
-        let done = pending() == 0;
+        let mut done = pending() == 0;
+        if self.writeback.is_some() {
+            done &= self.write_back_resident();
+        }
         self.emitter.flush();
         if let Some(disk) = &self.disk {
             if let Err(e) = disk.flush_removals() {
