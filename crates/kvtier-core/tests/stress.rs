@@ -239,12 +239,24 @@ fn run_workload(shards: Option<usize>, dup: DuplicationPolicy) {
         barrier: Barrier::new(THREADS + 1),
         held: Mutex::new(Vec::new()),
     };
+    // Checked before the workers start: a check that ran beside them could see a half-done
+    // operation, and its panic would leave them waiting at the barrier forever.
+    let mut prev = assert_consistent(&m);
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let (m, chains, cp) = (m.clone(), &chains, &cp);
-            s.spawn(move || worker(&m, chains, 0xC0FFEE + t as u64, cp));
+            s.spawn(move || {
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    worker(&m, chains, 0xC0FFEE + t as u64, cp);
+                }));
+                if run.is_err() {
+                    // The panic message is printed already. The others would wait for this
+                    // worker at the next barrier forever: fail the whole test binary now.
+                    eprintln!("a stress worker panicked; aborting instead of hanging");
+                    std::process::abort();
+                }
+            });
         }
-        let mut prev = assert_consistent(&m);
         let mut failure = None;
         for phase in 1..PHASES {
             cp.barrier.wait();
