@@ -105,7 +105,7 @@ fn against_a_real_redis_server_every_get_returns_its_block() {
     );
     let url = format!("redis://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !kvtier_testkit::net::accepts(([127, 0, 0, 1], port).into()) {
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -37,3 +37,11 @@ pub fn free_port_below_ephemeral() -> u16 {
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free port below the ephemeral range")
 }
+
+/// Whether something listens on `addr` now. A connect to a closed port of the ephemeral range
+/// can reach itself (the kernel may pick that very port as the source): such a connection
+/// does not count.
+pub fn accepts(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+        .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
