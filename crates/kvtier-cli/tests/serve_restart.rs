@@ -75,6 +75,20 @@ fn serve_with(dir: &std::path::Path, extra: &[&str]) -> Served {
     Served { child, addr }
 }
 
+/// SIGTERM, and the graceful stop exits 0.
+fn stop_gracefully(served: &mut Served) {
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut served.child);
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+}
+
 fn pattern(hash: SequenceHash) -> Vec<u8> {
     let seed = hash.as_u128().to_le_bytes();
     (0..BLOCK).map(|i| seed[i % 16] ^ (i / 16) as u8).collect()
@@ -199,17 +213,7 @@ fn sigterm_exits_zero_and_persists_what_host_memory_held() {
     let blocks = chain(3, 64);
     c.put(&blocks, false);
     drop(c);
-    // SIGTERM: graceful.
-    let pid = served.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut served.child);
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    stop_gracefully(&mut served);
 
     let mut again = serve(dir.path());
     let mut c = Conn::new(again.addr);
@@ -235,16 +239,7 @@ fn sigterm_under_write_back_writes_host_blocks_to_disk() {
     let blocks = chain(4, 100); // 100 blocks of 4 KiB: 64 fit in host memory
     c.put(&blocks[..40], false);
     drop(c);
-    let pid = served.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut served.child);
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    stop_gracefully(&mut served);
 
     let mut again = serve_with(dir.path(), &["--write-policy", "write_back"]);
     let mut c = Conn::new(again.addr);

@@ -143,61 +143,18 @@ pub fn command_len(buf: &[u8], limits: &RespLimits) -> Result<Option<usize>, Res
         return Ok(None);
     };
     if first != b'*' {
-        return match buf
-            .iter()
-            .take(limits.max_inline_len.saturating_add(1))
-            .position(|&b| b == b'\n')
-        {
-            Some(nl) => Ok(Some(nl + 1)),
-            None if buf.len() > limits.max_inline_len => Err(RespError::InlineTooLong {
-                max: limits.max_inline_len,
-            }),
-            None => Ok(None),
-        };
+        return Ok(inline_line_end(buf, limits)?.map(|nl| nl + 1));
     }
-    let Some(eol) =
-        find_crlf(buf, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidMultibulkLength)?
-    else {
+    let Some((mut pos, count)) = array_header(buf, limits)? else {
         return Ok(None);
     };
-    let count =
-        parse_i64(buf.get(1..eol).unwrap_or_default()).ok_or(RespError::InvalidMultibulkLength)?;
-    let mut pos = eol + 2;
-    if count <= 0 {
-        return Ok(Some(pos));
-    }
-    if count as u64 > limits.max_array_len as u64 {
-        return Err(RespError::ArrayTooLong {
-            len: count as u64,
-            max: limits.max_array_len,
-        });
-    }
     for i in 0..count {
         let rest = buf.get(pos..).unwrap_or_default();
-        let Some(&marker) = rest.first() else {
+        let Some((header, len)) = bulk_header(rest, limits)? else {
             return Ok(None);
         };
-        if marker != b'$' {
-            return Err(RespError::ExpectedBulk { got: marker });
-        }
-        let Some(eol) =
-            find_crlf(rest, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidBulkLength)?
-        else {
-            return Ok(None);
-        };
-        let len = parse_i64(rest.get(1..eol).unwrap_or_default())
-            .filter(|l| *l >= 0)
-            .ok_or(RespError::InvalidBulkLength)?;
-        if len as u64 > limits.max_bulk_len as u64 {
-            return Err(RespError::BulkTooLong {
-                len: len as u64,
-                max: limits.max_bulk_len,
-            });
-        }
         // Within max_bulk_len, so no overflow: header + payload + CRLF.
-        let end = (pos + eol + 2)
-            .saturating_add(len as usize)
-            .saturating_add(2);
+        let end = (pos + header).saturating_add(len).saturating_add(2);
         if i + 1 == count {
             return Ok(Some(end));
         }
@@ -210,6 +167,68 @@ pub fn command_len(buf: &[u8], limits: &RespLimits) -> Result<Option<usize>, Res
         pos = end;
     }
     Ok(Some(pos))
+}
+
+/// A multibulk command's `*<count>` line at the start of `buf`: `Some((its bytes, count))`,
+/// a count of 0 for an empty command (`*0`, `*-1`).
+fn array_header(buf: &[u8], limits: &RespLimits) -> Result<Option<(usize, usize)>, RespError> {
+    let Some(eol) =
+        find_crlf(buf, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidMultibulkLength)?
+    else {
+        return Ok(None);
+    };
+    let count =
+        parse_i64(buf.get(1..eol).unwrap_or_default()).ok_or(RespError::InvalidMultibulkLength)?;
+    if count <= 0 {
+        return Ok(Some((eol + 2, 0)));
+    }
+    if count as u64 > limits.max_array_len as u64 {
+        return Err(RespError::ArrayTooLong {
+            len: count as u64,
+            max: limits.max_array_len,
+        });
+    }
+    Ok(Some((eol + 2, count as usize)))
+}
+
+/// A bulk's `$<len>` line at the start of `rest`: `Some((its bytes, len))`.
+fn bulk_header(rest: &[u8], limits: &RespLimits) -> Result<Option<(usize, usize)>, RespError> {
+    let Some(&marker) = rest.first() else {
+        return Ok(None);
+    };
+    if marker != b'$' {
+        return Err(RespError::ExpectedBulk { got: marker });
+    }
+    let Some(eol) = find_crlf(rest, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidBulkLength)?
+    else {
+        return Ok(None);
+    };
+    let len = parse_i64(rest.get(1..eol).unwrap_or_default())
+        .filter(|l| *l >= 0)
+        .ok_or(RespError::InvalidBulkLength)?;
+    if len as u64 > limits.max_bulk_len as u64 {
+        return Err(RespError::BulkTooLong {
+            len: len as u64,
+            max: limits.max_bulk_len,
+        });
+    }
+    let len = usize::try_from(len).map_err(|_| RespError::InvalidBulkLength)?;
+    Ok(Some((eol + 2, len)))
+}
+
+/// Where an inline command's line ends (its `\n`), within [`RespLimits::max_inline_len`].
+fn inline_line_end(buf: &[u8], limits: &RespLimits) -> Result<Option<usize>, RespError> {
+    match buf
+        .iter()
+        .take(limits.max_inline_len.saturating_add(1))
+        .position(|&b| b == b'\n')
+    {
+        Some(nl) => Ok(Some(nl)),
+        None if buf.len() > limits.max_inline_len => Err(RespError::InlineTooLong {
+            max: limits.max_inline_len,
+        }),
+        None => Ok(None),
+    }
 }
 
 /// Finds `\r\n` within the first `max` bytes: `Ok(Some(end of line before CR))`, `Ok(None)`
@@ -261,49 +280,16 @@ fn parse_multibulk<'a>(
     limits: &RespLimits,
     args: &mut Vec<Arg<'a>>,
 ) -> Result<Option<usize>, RespError> {
-    let Some(eol) =
-        find_crlf(buf, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidMultibulkLength)?
-    else {
+    let Some((mut pos, count)) = array_header(buf, limits)? else {
         return Ok(None);
     };
-    let count =
-        parse_i64(buf.get(1..eol).unwrap_or_default()).ok_or(RespError::InvalidMultibulkLength)?;
-    let mut pos = eol + 2;
-    if count <= 0 {
-        return Ok(Some(pos));
-    }
-    if count as u64 > limits.max_array_len as u64 {
-        return Err(RespError::ArrayTooLong {
-            len: count as u64,
-            max: limits.max_array_len,
-        });
-    }
     for _ in 0..count {
         let rest = buf.get(pos..).unwrap_or_default();
-        let Some(&marker) = rest.first() else {
+        let Some((start, len)) = bulk_header(rest, limits)? else {
             return Ok(None);
         };
-        if marker != b'$' {
-            return Err(RespError::ExpectedBulk { got: marker });
-        }
-        let Some(eol) =
-            find_crlf(rest, MAX_LENGTH_LINE).map_err(|()| RespError::InvalidBulkLength)?
-        else {
-            return Ok(None);
-        };
-        let len = parse_i64(rest.get(1..eol).unwrap_or_default())
-            .filter(|l| *l >= 0)
-            .ok_or(RespError::InvalidBulkLength)?;
-        if len as u64 > limits.max_bulk_len as u64 {
-            return Err(RespError::BulkTooLong {
-                len: len as u64,
-                max: limits.max_bulk_len,
-            });
-        }
-        let start = eol + 2;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| start.checked_add(l))
+        let end = start
+            .checked_add(len)
             .filter(|e| e.checked_add(2).is_some())
             .ok_or(RespError::InvalidBulkLength)?;
         let Some(data) = rest.get(start..end) else {
@@ -326,16 +312,7 @@ fn parse_inline<'a>(
     limits: &RespLimits,
     args: &mut Vec<Arg<'a>>,
 ) -> Result<Option<usize>, RespError> {
-    let Some(nl) = buf
-        .iter()
-        .take(limits.max_inline_len.saturating_add(1))
-        .position(|&b| b == b'\n')
-    else {
-        if buf.len() > limits.max_inline_len {
-            return Err(RespError::InlineTooLong {
-                max: limits.max_inline_len,
-            });
-        }
+    let Some(nl) = inline_line_end(buf, limits)? else {
         return Ok(None);
     };
     let mut line = buf.get(..nl).unwrap_or_default();
