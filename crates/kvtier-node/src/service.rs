@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kvtier_server::{ConnInfo, Context, FramingError, Request, Response, Service};
+use kvtier_server::{
+    ConnInfo, Context, FramingError, InPlace, ReplyBuf, Request, Response, Service,
+};
 
 use crate::binary::{Binary, BinarySession};
 use crate::resp::{RespService, RespSession};
@@ -96,6 +98,21 @@ impl Service for NodeService {
             // Host memory only, and replies must keep command order.
             Protocol::Resp => true,
             Protocol::Http => false,
+        }
+    }
+
+    fn serve_in_place(
+        &self,
+        conn: &ConnInfo,
+        session: &Session,
+        frame: &[u8],
+        out: &mut ReplyBuf<'_>,
+    ) -> InPlace {
+        match (self.protocol(conn), session) {
+            (Protocol::Resp, Session::Resp(session)) => {
+                self.resp.serve_in_place(session, frame, out)
+            }
+            _ => InPlace::Declined,
         }
     }
 

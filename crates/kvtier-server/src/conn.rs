@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use crate::counters::Counters;
 use crate::framing::{Framer, FramingError};
+use crate::in_place::{self, InPlace, ReplyBuf};
 use crate::inbox::{ConnEvent, Inbox};
 use crate::pool::{BufferPool, FrameBuf};
 use crate::reply_path::ReplyPath;
@@ -40,6 +41,10 @@ use crate::service::{ConnInfo, Response, Segment};
 /// A frame whose length is known but whose body is at least this long and not yet in is read
 /// straight into its own buffer instead of through the read buffer (saves a copy).
 const DIRECT_BODY_MIN: usize = 16 << 10;
+
+/// The service's [`serve_in_place`](crate::Service::serve_in_place), as the IO thread calls it.
+pub(crate) type ServeInPlace<'a, S> =
+    dyn FnMut(&ConnInfo, &S, &[u8], &mut ReplyBuf<'_>) -> InPlace + 'a;
 
 /// Per-connection limits, copied from the server configuration.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +102,8 @@ pub(crate) struct Conn<S> {
     next_reply: u64,
     parked: BTreeMap<u64, (Option<Response>, bool)>,
     wq: VecDeque<Segment>,
+    /// Replies of requests served in place, not yet in `wq` (empty outside `cut_frames`).
+    tail: Vec<u8>,
     wq_offset: usize,
     queued_bytes: usize,
     paused: bool,
@@ -147,6 +154,7 @@ impl<S> Conn<S> {
             in_flight: 0,
             in_flight_bytes: 0,
             wq: VecDeque::new(),
+            tail: Vec::new(),
             wq_offset: 0,
             queued_bytes: 0,
             paused: false,
@@ -234,10 +242,34 @@ impl<S> Conn<S> {
 
     /// Cuts complete frames (while under the in-flight cap) into pool buffers, pushed to
     /// `out`; each counts as in flight until its completion.
+    #[cfg(test)]
     pub(crate) fn cut_frames(
         &mut self,
         pool: &BufferPool,
         out: &mut Vec<(u64, FrameBuf)>,
+    ) -> Result<(), FramingError> {
+        self.cut_frames_serving(pool, out, &mut |_, _, _, _| InPlace::Declined)
+    }
+
+    /// [`cut_frames`](Self::cut_frames), first offering each complete frame to `serve`
+    /// (the service's [`serve_in_place`](crate::Service::serve_in_place)) while nothing
+    /// earlier is in flight; a frame it serves is done, its reply queued in order.
+    pub(crate) fn cut_frames_serving(
+        &mut self,
+        pool: &BufferPool,
+        out: &mut Vec<(u64, FrameBuf)>,
+        serve: &mut ServeInPlace<'_, S>,
+    ) -> Result<(), FramingError> {
+        let result = self.cut(pool, out, serve);
+        self.flush_tail();
+        result
+    }
+
+    fn cut(
+        &mut self,
+        pool: &BufferPool,
+        out: &mut Vec<(u64, FrameBuf)>,
+        serve: &mut ServeInPlace<'_, S>,
     ) -> Result<(), FramingError> {
         if self.lent {
             return Ok(());
@@ -254,7 +286,7 @@ impl<S> Conn<S> {
         // read replies stops being served once `max_queued` bytes wait for it (frames answered
         // on the IO thread complete at once, so the in-flight cap alone would not stop them).
         while !self.at_in_flight_cap()
-            && self.queued_bytes < self.limits.max_queued
+            && self.queued_bytes + self.tail.len() < self.limits.max_queued
             && !self.close_when_flushed
         {
             let avail = &self.rbuf[self.rstart..self.rend];
@@ -281,6 +313,25 @@ impl<S> Conn<S> {
                     reason: "framer returned an empty frame".into(),
                 });
             }
+            if len <= avail.len() && self.in_flight == 0 && self.parked.is_empty() {
+                let frame = &self.rbuf[self.rstart..self.rstart + len];
+                let mut reply = ReplyBuf::new(&mut self.tail, &mut self.wq);
+                let outcome = serve(&self.info, &self.session, frame, &mut reply);
+                let entered = reply.entered();
+                self.account(entered);
+                if outcome != InPlace::Declined {
+                    self.rstart += len;
+                    self.next_seq += 1;
+                    self.next_reply += 1;
+                    self.counters.frame_in();
+                    self.counters.frame_out();
+                    if outcome == InPlace::ServedThenClose {
+                        self.close_when_flushed = true;
+                    }
+                    continue;
+                }
+            }
+            let avail = &self.rbuf[self.rstart..self.rend];
             if len <= avail.len() {
                 let mut buf = pool.take(len);
                 buf.as_mut_slice().copy_from_slice(&avail[..len]);
@@ -305,6 +356,8 @@ impl<S> Conn<S> {
     }
 
     fn emit(&mut self, buf: FrameBuf, out: &mut Vec<(u64, FrameBuf)>) {
+        // Replies served in place so far go before this frame's.
+        self.flush_tail();
         self.in_flight += 1;
         self.in_flight_bytes += buf.len();
         self.counters.frame_in();
@@ -398,6 +451,7 @@ impl<S> Conn<S> {
     /// Queues `response` for writing; `in_pending`: its bytes are already counted in the
     /// path's pending bytes (a stream frame, counted by its sender).
     fn queue(&mut self, response: Response, in_pending: bool) {
+        self.flush_tail();
         self.counters.frame_out();
         let mut total = 0;
         for segment in response.segments {
@@ -411,6 +465,21 @@ impl<S> Conn<S> {
         self.counters.queued(total);
         if !in_pending {
             self.path.add_pending(total);
+        }
+    }
+
+    /// Moves the replies served in place into the write queue.
+    fn flush_tail(&mut self) {
+        let n = in_place::flush(&mut self.tail, &mut self.wq);
+        self.account(n);
+    }
+
+    /// `n` bytes entered the write queue outside [`queue`](Self::queue).
+    fn account(&mut self, n: usize) {
+        if n > 0 {
+            self.queued_bytes += n;
+            self.counters.queued(n);
+            self.path.add_pending(n);
         }
     }
 

@@ -38,6 +38,9 @@
 //!   ([`StreamRefused`]) on listeners with ordered replies.
 //! - [`Service::run_inline`] lets a request that never blocks (a G2 lookup, a GET of host
 //!   memory) run on the IO thread, skipping the two thread hand-offs; the rest go to workers.
+//!   [`Service::serve_in_place`] goes further for small requests: answered straight from the
+//!   read buffer into one reply buffer shared by a pipeline ([`ReplyBuf`]), as redis-server
+//!   does.
 //! - [`Service::malformed`] writes the protocol's error frame before a framing error closes
 //!   the connection; [`Service::drain`] runs once at shutdown, after the last reply.
 //! - Writes may raise `SIGPIPE` on a closed peer: Rust binaries ignore it by default; a host
@@ -83,6 +86,7 @@ mod counters;
 mod echo;
 mod epoll;
 mod framing;
+mod in_place;
 mod inbox;
 mod inline;
 mod pool;
@@ -100,6 +104,7 @@ pub use echo::Echo;
 pub use framing::{
     BINARY_HEADER_LEN, BINARY_VERSION, BinaryFramer, Framer, FramingError, LineFramer,
 };
+pub use in_place::{InPlace, ReplyBuf};
 pub use pool::{FrameBuf, PoolClass};
 pub use server::{CountersSource, Server, ServerBuilder, ServerError};
 pub use service::{ConnId, ConnInfo, Context, Request, Response, Segment, Service};

@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::conn::{Conn, Limits};
 use crate::counters::Counters;
 use crate::framing::Framer;
+use crate::in_place::{InPlace, ReplyBuf};
 use crate::inbox::Inbox;
 use crate::pool::{BufferPool, FrameBuf};
 use crate::reply_path::ReplyPath;
@@ -136,8 +137,22 @@ impl<S: Service> Shared<S> {
     ) {
         // Frames completed inline free in-flight room at once (no inbox message will come
         // to trigger another cut), so cut again while they do.
+        let service = &*self.service;
+        let mut serve =
+            |info: &ConnInfo, session: &S::Session, frame: &[u8], out: &mut ReplyBuf<'_>| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    service.serve_in_place(info, session, frame, out)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        conn = info.id.0,
+                        "service panicked serving a request in place; closing"
+                    );
+                    InPlace::ServedThenClose
+                })
+            };
         loop {
-            if let Err(err) = conn.cut_frames(&self.pool, scratch) {
+            if let Err(err) = conn.cut_frames_serving(&self.pool, scratch, &mut serve) {
                 tracing::debug!(conn = conn.info.id.0, %err, "malformed frame; closing");
                 let reply = self.service.malformed(&conn.info, &err);
                 conn.fail_framing(reply);

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::framing::FramingError;
+use crate::in_place::{InPlace, ReplyBuf};
 use crate::pool::FrameBuf;
 use crate::reply_path::ReplyPath;
 use crate::stream::{ReplyStream, StreamRefused};
@@ -71,6 +72,24 @@ pub trait Service: Send + Sync + 'static {
     fn run_inline(&self, conn: &ConnInfo, frame: &[u8]) -> bool {
         let _ = (conn, frame);
         false
+    }
+
+    /// Answer a complete frame on the IO thread straight from the connection's read buffer,
+    /// writing the reply into `out`: no buffer copy, no [`Context`], and the replies of a
+    /// pipeline share one buffer and one iovec (see [`ReplyBuf`]). For the same requests as
+    /// [`run_inline`](Self::run_inline), where per-request overhead matters (small RESP
+    /// commands). Offered only when every earlier request of the connection is answered, so
+    /// replies keep request order. Return [`InPlace::Declined`], writing nothing, to take the
+    /// usual path. A panic here closes the connection. Default: always declined.
+    fn serve_in_place(
+        &self,
+        conn: &ConnInfo,
+        session: &Self::Session,
+        frame: &[u8],
+        out: &mut ReplyBuf<'_>,
+    ) -> InPlace {
+        let _ = (conn, session, frame, out);
+        InPlace::Declined
     }
 
     /// The connection's bytes cannot be framed: the response returned here (the protocol's

@@ -1,14 +1,16 @@
 //! Running one RESP command against the keyspace and writing its reply.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 
+use bytes::Bytes;
 use kvtier_proto::WriteBuf;
 use kvtier_proto::resp::{
-    ClientCommand, Command, CommandInfo, Expiry, Reply, Scan, Set, SetCondition, config_get_reply,
-    glob_match, hello_reply, parse_command_into,
+    Arg, ClientCommand, Command, CommandInfo, Expiry, Reply, Scan, Set, SetCondition,
+    config_get_reply, glob_match, hello_reply, parse_command_into,
 };
-use kvtier_server::Response;
+use kvtier_server::{InPlace, ReplyBuf, Response};
 
 use super::keyspace::{Condition, SetError, Ttl, Value, now_ms};
 use super::{RespOutcome, RespService, RespSession};
@@ -23,8 +25,55 @@ const REDIS_VERSION: &str = "7.2.0";
 /// Commands the port serves (`COMMAND COUNT`).
 const COMMANDS_SERVED: i64 = 16;
 
-/// A reply being built: protocol bytes accumulate in `meta`; large values become guarded
-/// segments between them.
+/// Where a command's reply goes: protocol bytes into [`meta`](Sink::meta), large stored
+/// values as segments sent from where they are stored.
+pub(crate) trait Sink {
+    /// The reply's protocol bytes so far.
+    fn meta(&mut self) -> &mut Vec<u8>;
+
+    /// Appends a stored value without copying it.
+    fn shared(&mut self, value: &Bytes);
+
+    fn reply(&mut self, reply: &Reply<'_>) {
+        let mut buf = WriteBuf::new();
+        reply.encode(&mut buf);
+        let meta = self.meta();
+        for segment in buf.segments() {
+            meta.extend_from_slice(segment);
+        }
+    }
+
+    fn error(&mut self, text: &str) {
+        self.reply(&Reply::Error(Cow::Borrowed(text)));
+    }
+
+    #[inline]
+    fn line(&mut self, prefix: u8, n: i64) {
+        let meta = self.meta();
+        meta.push(prefix);
+        meta.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        meta.extend_from_slice(b"\r\n");
+    }
+
+    /// A bulk reply of `value` (or null): copied when short, else sent from where it is
+    /// stored.
+    #[inline]
+    fn value(&mut self, value: Option<Value<'_>>) {
+        let Some(value) = value else {
+            self.meta().extend_from_slice(b"$-1\r\n");
+            return;
+        };
+        let bytes = value.as_slice();
+        self.line(b'$', bytes.len() as i64);
+        match value {
+            Value::Shared(shared) if bytes.len() >= SEND_IN_PLACE => self.shared(shared),
+            _ => self.meta().extend_from_slice(bytes),
+        }
+        self.meta().extend_from_slice(b"\r\n");
+    }
+}
+
+/// A reply built as a [`Response`] (commands that came through a worker or a frame buffer).
 struct Out {
     response: Response,
     meta: Vec<u8>,
@@ -38,45 +87,6 @@ impl Out {
         }
     }
 
-    fn reply(&mut self, reply: &Reply<'_>) {
-        let mut buf = WriteBuf::new();
-        reply.encode(&mut buf);
-        for segment in buf.segments() {
-            self.meta.extend_from_slice(segment);
-        }
-    }
-
-    fn error(&mut self, text: &str) {
-        self.reply(&Reply::Error(Cow::Borrowed(text)));
-    }
-
-    fn line(&mut self, prefix: u8, n: i64) {
-        self.meta.push(prefix);
-        let _ = write!(DigitSink(&mut self.meta), "{n}");
-        self.meta.extend_from_slice(b"\r\n");
-    }
-
-    /// A bulk reply of `value` (or null): copied when short, else sent from where it is
-    /// stored.
-    fn value(&mut self, value: Option<Value<'_>>) {
-        let Some(value) = value else {
-            self.meta.extend_from_slice(b"$-1\r\n");
-            return;
-        };
-        let bytes = value.as_slice();
-        self.line(b'$', bytes.len() as i64);
-        match value {
-            Value::Shared(shared) if bytes.len() >= SEND_IN_PLACE => {
-                let meta = std::mem::take(&mut self.meta);
-                self.response = std::mem::take(&mut self.response)
-                    .owned(meta)
-                    .guarded(shared.clone());
-            }
-            _ => self.meta.extend_from_slice(bytes),
-        }
-        self.meta.extend_from_slice(b"\r\n");
-    }
-
     fn finish(self) -> Response {
         if self.meta.is_empty() {
             self.response
@@ -86,32 +96,86 @@ impl Out {
     }
 }
 
-/// `write!` into a byte vector.
-struct DigitSink<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for DigitSink<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+impl Sink for Out {
+    fn meta(&mut self) -> &mut Vec<u8> {
+        &mut self.meta
     }
+
+    fn shared(&mut self, value: &Bytes) {
+        let meta = std::mem::take(&mut self.meta);
+        self.response = std::mem::take(&mut self.response)
+            .owned(meta)
+            .guarded(value.clone());
+    }
+}
+
+/// A reply written in place, into the connection's shared reply buffer.
+impl Sink for ReplyBuf<'_> {
+    #[inline]
+    fn meta(&mut self) -> &mut Vec<u8> {
+        self.bytes()
+    }
+
+    fn shared(&mut self, value: &Bytes) {
+        self.guarded(value.clone());
+    }
+}
+
+thread_local! {
+    /// The argument vector's allocation, kept between commands of this thread.
+    static ARGS: Cell<Vec<Arg<'static>>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with an empty argument vector that reuses this thread's allocation.
+fn with_args<'a, R>(f: impl FnOnce(&mut Vec<Arg<'a>>) -> R) -> R {
+    // Vectors are covariant: the stored `'static` vector serves as one of `'a`; emptied,
+    // it goes back re-typed by an in-place collect (same layout, same allocation).
+    let mut args: Vec<Arg<'a>> = ARGS.take();
+    let r = f(&mut args);
+    args.clear();
+    ARGS.set(args.into_iter().map(|_| Arg::Borrowed(&[])).collect());
+    r
 }
 
 impl RespService {
     /// Runs the command in `frame` (one command, as the framer cut it).
     pub(crate) fn handle_frame(&self, session: &RespSession, frame: &[u8]) -> RespOutcome {
-        let mut args = Vec::new();
         let mut out = Out::new();
-        let mut close = false;
-        match parse_command_into(frame, &self.limits, &mut args) {
+        let close = self.execute(session, frame, &mut out);
+        RespOutcome {
+            response: out.finish(),
+            close,
+        }
+    }
+
+    /// Runs the command in `frame` with its reply written into the connection's reply buffer
+    /// (see [`kvtier_server::Service::serve_in_place`]).
+    pub(crate) fn serve_in_place(
+        &self,
+        session: &RespSession,
+        frame: &[u8],
+        out: &mut ReplyBuf<'_>,
+    ) -> InPlace {
+        if self.execute(session, frame, out) {
+            InPlace::ServedThenClose
+        } else {
+            InPlace::Served
+        }
+    }
+
+    /// Runs the command in `frame` into `out`; whether the connection closes after it.
+    fn execute<O: Sink>(&self, session: &RespSession, frame: &[u8], out: &mut O) -> bool {
+        with_args(|args| match parse_command_into(frame, &self.limits, args) {
             // An empty command (`*0`, a blank line): nothing to answer.
-            Ok(None) => {}
+            Ok(None) => false,
             Ok(Some(_)) => {
                 self.commands.add(1);
-                match Command::from_args(&args) {
-                    Ok(command) => close = self.run(session, command, &mut out),
+                match Command::from_args(args) {
+                    Ok(command) => self.run(session, command, out),
                     Err(e) => {
                         self.errors.add(1);
                         out.error(&e.reply_text());
+                        false
                     }
                 }
             }
@@ -120,19 +184,15 @@ impl RespService {
                 // here. Answer as redis does and close.
                 self.errors.add(1);
                 out.error(&e.reply_text());
-                close = true;
+                true
             }
-        }
-        RespOutcome {
-            response: out.finish(),
-            close,
-        }
+        })
     }
 
     /// Runs one command into `out`; whether the connection closes after it.
-    fn run(&self, session: &RespSession, command: Command<'_>, out: &mut Out) -> bool {
+    fn run<O: Sink>(&self, session: &RespSession, command: Command<'_>, out: &mut O) -> bool {
         match command {
-            Command::Ping(None) => out.reply(&Reply::PONG),
+            Command::Ping(None) => out.meta().extend_from_slice(b"+PONG\r\n"),
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 out.reply(&Reply::Bulk(message));
             }
@@ -158,10 +218,10 @@ impl RespService {
                 out.reply(&Reply::Bulk(text.as_bytes()));
             }
             Command::DbSize => out.line(b':', self.keyspace.counts().keys as i64),
-            Command::Select(0) => out.reply(&Reply::OK),
+            Command::Select(0) => out.meta().extend_from_slice(b"+OK\r\n"),
             Command::Select(_) => self.fail(out, "ERR DB index is out of range"),
             Command::Quit => {
-                out.reply(&Reply::OK);
+                out.meta().extend_from_slice(b"+OK\r\n");
                 return true;
             }
             Command::ConfigGet(params) => {
@@ -187,13 +247,13 @@ impl RespService {
         false
     }
 
-    fn fail(&self, out: &mut Out, text: &str) {
+    fn fail<O: Sink>(&self, out: &mut O, text: &str) {
         self.errors.add(1);
         out.error(text);
     }
 
     /// GET's reply for `key` into `out`, counted as a hit or a miss.
-    fn get(&self, key: &[u8], out: &mut Out) {
+    fn get<O: Sink>(&self, key: &[u8], out: &mut O) {
         let hit = self.keyspace.with_value(key, |value| {
             out.value(value);
             value.is_some()
@@ -205,7 +265,7 @@ impl RespService {
         }
     }
 
-    fn set(&self, set: &Set<'_>, out: &mut Out) {
+    fn set<O: Sink>(&self, set: &Set<'_>, out: &mut O) {
         let now = now_ms;
         let at = |ms: Option<u64>| ms.filter(|&ms| ms > 0).map(Ttl::At);
         let ttl = match set.expiry {
@@ -229,7 +289,7 @@ impl RespService {
             .set(set.key, set.value, condition, ttl, set.get)
         {
             Ok(done) if set.get => out.value(done.old.as_ref().map(Value::Shared)),
-            Ok(done) if done.stored => out.reply(&Reply::OK),
+            Ok(done) if done.stored => out.meta().extend_from_slice(b"+OK\r\n"),
             Ok(_) => out.value(None),
             Err(SetError::OverBudget { .. }) => self.fail(
                 out,
@@ -238,7 +298,7 @@ impl RespService {
         }
     }
 
-    fn scan(&self, scan: &Scan<'_>, out: &mut Out) {
+    fn scan<O: Sink>(&self, scan: &Scan<'_>, out: &mut O) {
         let count = scan
             .count
             .map_or(10, |c| usize::try_from(c).unwrap_or(usize::MAX))
@@ -258,7 +318,7 @@ impl RespService {
         ]));
     }
 
-    fn client(&self, session: &RespSession, client: ClientCommand<'_>, out: &mut Out) {
+    fn client<O: Sink>(&self, session: &RespSession, client: ClientCommand<'_>, out: &mut O) {
         match client {
             ClientCommand::SetName(name) => {
                 if name.iter().any(|b| *b <= b' ' || *b > b'~') {
@@ -268,13 +328,13 @@ impl RespService {
                     );
                 }
                 *session.name.lock() = (!name.is_empty()).then(|| name.to_vec());
-                out.reply(&Reply::OK);
+                out.meta().extend_from_slice(b"+OK\r\n");
             }
             ClientCommand::GetName => {
                 let name = session.name.lock().clone();
                 out.value(name.as_deref().map(Value::Inline));
             }
-            ClientCommand::SetInfo { .. } => out.reply(&Reply::OK),
+            ClientCommand::SetInfo { .. } => out.meta().extend_from_slice(b"+OK\r\n"),
             ClientCommand::Id => out.line(b':', session.id),
             _ => self.fail(out, "ERR unknown subcommand of CLIENT"),
         }

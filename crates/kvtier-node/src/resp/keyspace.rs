@@ -122,6 +122,21 @@ impl Entry {
     fn cost(&self) -> u64 {
         entry_cost(self.key(), self.value().as_slice())
     }
+
+    /// Gives the entry of `key` the value `value`, reusing its allocation when the new value
+    /// is short and as long as the old one (a SET that overwrites a fixed-size record).
+    fn replace_value(&mut self, key: &[u8], value: &[u8]) {
+        self.referenced = true;
+        if let Body::Inline { data, key_len } = &mut self.body
+            && value.len() < INLINE_BELOW
+            && data.len() == *key_len + value.len()
+            && let Some(old) = data.get_mut(*key_len..)
+        {
+            old.copy_from_slice(value);
+            return;
+        }
+        self.body = body(key, value);
+    }
 }
 
 /// The body of `key` → `value`.
@@ -373,7 +388,10 @@ impl Keyspace {
             let present = self.live(bucket, h, key, &mut now);
             let old_expiry = present.as_ref().map_or(0, |e| e.expires_ms);
             let exists = present.is_some();
-            let old = present.filter(|_| want_old).map(|e| e.value().to_bytes());
+            let old = present
+                .as_ref()
+                .filter(|_| want_old)
+                .map(|e| e.value().to_bytes());
             let allowed = match condition {
                 Condition::Always => true,
                 Condition::IfAbsent => !exists,
@@ -387,8 +405,31 @@ impl Keyspace {
                 Ttl::At(at) => at.max(1),
                 Ttl::Keep => old_expiry,
             };
+            let expired = expires_ms != 0 && expires_ms <= *now.get_or_insert_with(now_ms);
+            if !expired && let Some(e) = present {
+                // Overwrite in place: one probe, and no allocation when the size is the same.
+                let old_cost = e.cost();
+                e.replace_value(key, value);
+                if (e.expires_ms != 0) != (expires_ms != 0) {
+                    if expires_ms != 0 {
+                        self.keys_with_expiry.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.keys_with_expiry.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                e.expires_ms = expires_ms;
+                if cost != old_cost {
+                    self.used.fetch_add(cost, Ordering::Relaxed);
+                    self.used.fetch_sub(old_cost, Ordering::Relaxed);
+                }
+                drop(shard);
+                if cost > old_cost {
+                    self.evict_to_budget();
+                }
+                return Ok(SetOutcome { stored: true, old });
+            }
             self.unlink(bucket, h, key);
-            if expires_ms != 0 && expires_ms <= *now.get_or_insert_with(now_ms) {
+            if expired {
                 // Already expired (EXAT in the past): the key is simply gone, as in redis.
                 self.expired.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -540,6 +581,30 @@ mod tests {
         let c = ks.counts();
         assert_eq!((c.keys, c.used_bytes), ks.recount());
         assert_eq!(c.used_bytes, entry_cost(b"a", b"22"));
+    }
+
+    #[test]
+    fn overwrites_keep_the_totals_across_sizes_and_expiries() {
+        let ks = Keyspace::new(2, 1 << 22);
+        let later = Ttl::At(now_ms() + 60_000);
+        let long = vec![9u8; INLINE_BELOW + 10];
+        let steps: [(&[u8], Ttl); 6] = [
+            (b"aaaa", Ttl::None),
+            (b"bbbb", later),   // same size: written over in place
+            (b"cc", Ttl::Keep), // shorter
+            (&long, Ttl::None), // inline to apart
+            (&long, later),     // apart, same size
+            (b"d", Ttl::None),  // apart to inline
+        ];
+        for (value, ttl) in steps {
+            ks.set(b"k", value, Condition::Always, ttl, false).unwrap();
+            set(&ks, "other", b"x");
+            assert_eq!(ks.get(b"k").as_deref(), Some(value));
+            let c = ks.counts();
+            assert_eq!((c.keys, c.used_bytes), ks.recount(), "after {ttl:?}");
+            let expiring = u64::from(!matches!(ttl, Ttl::None));
+            assert_eq!(c.keys_with_expiry, expiring, "after {ttl:?}");
+        }
     }
 
     #[test]

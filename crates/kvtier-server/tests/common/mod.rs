@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kvtier_server::{
-    Backend, BackendChoice, BinaryFramer, ConnInfo, Context, FramingError, Request, Response,
-    ServerBuilder, Service,
+    Backend, BackendChoice, BinaryFramer, ConnInfo, Context, FramingError, InPlace, ReplyBuf,
+    Request, Response, ServerBuilder, Service,
 };
 
 /// Echo the frame (as a guarded segment: no copy).
@@ -27,6 +27,14 @@ pub const OP_PANIC: u8 = 3;
 pub const OP_WHERE_INLINE: u8 = 4;
 /// Reply with the name of the thread that handled the request (a worker).
 pub const OP_WHERE: u8 = 5;
+/// Echo served in place (`Service::serve_in_place`): the frame copied into the reply buffer.
+pub const OP_IN_PLACE: u8 = 6;
+/// Echo served in place, the payload as a guarded segment between buffered bytes.
+pub const OP_IN_PLACE_GUARDED: u8 = 7;
+/// Echo served in place, then close.
+pub const OP_IN_PLACE_QUIT: u8 = 8;
+/// `serve_in_place` panics (a service bug): the connection closes.
+pub const OP_IN_PLACE_PANIC: u8 = 9;
 /// Opcode of the error frame the service answers malformed input with.
 pub const OP_ERROR: u8 = 0xFF;
 
@@ -70,6 +78,29 @@ impl Service for TestService {
 
     fn run_inline(&self, _conn: &ConnInfo, frame: &[u8]) -> bool {
         frame[5] == OP_WHERE_INLINE
+    }
+
+    fn serve_in_place(
+        &self,
+        _conn: &ConnInfo,
+        _session: &(),
+        frame: &[u8],
+        out: &mut ReplyBuf<'_>,
+    ) -> InPlace {
+        match frame[5] {
+            OP_IN_PLACE => out.extend_from_slice(frame),
+            OP_IN_PLACE_GUARDED => {
+                out.extend_from_slice(&frame[..16]);
+                out.guarded(frame[16..].to_vec());
+            }
+            OP_IN_PLACE_QUIT => {
+                out.extend_from_slice(frame);
+                return InPlace::ServedThenClose;
+            }
+            OP_IN_PLACE_PANIC => panic!("test service asked to panic in place"),
+            _ => return InPlace::Declined,
+        }
+        InPlace::Served
     }
 
     fn malformed(&self, _conn: &ConnInfo, error: &FramingError) -> Option<Response> {
