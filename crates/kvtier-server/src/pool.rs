@@ -1,12 +1,17 @@
 //! The request buffer pool: pre-allocated chunks in a few size classes, recycled, so a frame's
 //! bytes normally cost no allocation. A frame larger than the largest class, or arriving while
 //! its class is exhausted, gets a heap buffer instead and is counted
-//! ([`Counters::pool_fallbacks`](crate::CountersSnapshot::pool_fallbacks)).
+//! ([`Counters::pool_fallbacks`](crate::CountersSnapshot::pool_fallbacks)). Heap buffers are
+//! kept as *spares* when dropped, up to a byte budget, and reused for later frames of a similar
+//! size: a server whose blocks are larger than every class (4 MiB PUTs) or whose concurrency
+//! outgrows a class allocates, zeroes and page-faults such a buffer once, not once per frame.
 //!
 //! # Invariants
 //!
 //! - A [`FrameBuf`] from a class owns one chunk of that class exclusively and returns it when
 //!   dropped (on whatever thread); a class never holds more chunks than it was built with.
+//! - Spares hold at most `spare_budget` bytes of capacity in at most [`MAX_SPARES`] buffers; a spare is handed out only for a
+//!   frame of at least half its capacity (a small frame never pins a large buffer).
 //! - `FrameBuf::len() <= chunk capacity`; the bytes past `len` are never exposed.
 //! - Chunks are allocated zeroed (`calloc`/lazily faulted), so an idle pool costs address
 //!   space, not resident memory.
@@ -48,16 +53,58 @@ fn aligned_start(data: &[u8]) -> usize {
     (ALIGN - data.as_ptr() as usize % ALIGN) % ALIGN
 }
 
+/// Most heap buffers kept, whatever their size (a search for a fitting one stays short).
+const MAX_SPARES: usize = 256;
+
+/// Heap buffers kept for reuse (see the module docs).
+struct Spares {
+    budget: usize,
+    held: Mutex<SpareList>,
+}
+
+#[derive(Default)]
+struct SpareList {
+    bytes: usize,
+    buffers: Vec<Box<[u8]>>,
+}
+
+impl Spares {
+    /// A spare with room for `len` aligned bytes, at most twice that.
+    fn take(&self, len: usize) -> Option<Box<[u8]>> {
+        let mut held = self.held.lock();
+        // `aligned_alloc(n)` gives `n + ALIGN - 1` bytes, of which at least `n` are aligned.
+        let fits = |b: &[u8]| -> bool {
+            let made_for = b.len() - (ALIGN - 1);
+            b.len() - aligned_start(b) >= len && made_for / 2 <= len
+        };
+        let i = held.buffers.iter().rposition(|b| fits(b))?;
+        let buffer = held.buffers.swap_remove(i);
+        held.bytes -= buffer.len();
+        Some(buffer)
+    }
+
+    /// Keeps `buffer` if the budget allows.
+    fn give(&self, buffer: Box<[u8]>) {
+        let mut held = self.held.lock();
+        if held.bytes + buffer.len() <= self.budget && held.buffers.len() < MAX_SPARES {
+            held.bytes += buffer.len();
+            held.buffers.push(buffer);
+        }
+    }
+}
+
 /// The shared pool; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct BufferPool {
     classes: Arc<[Class]>,
+    spares: Arc<Spares>,
     counters: Arc<Counters>,
 }
 
 impl BufferPool {
-    /// Allocates every chunk of every class now. Classes are sorted by chunk size.
-    pub(crate) fn new(classes: &[PoolClass], counters: Arc<Counters>) -> Self {
+    /// Allocates every chunk of every class now (classes are sorted by chunk size); keeps up
+    /// to `spare_budget` bytes of heap buffers for reuse.
+    pub(crate) fn new(classes: &[PoolClass], spare_budget: usize, counters: Arc<Counters>) -> Self {
         let mut sorted = classes.to_vec();
         sorted.sort_by_key(|c| c.chunk_bytes);
         let classes = sorted
@@ -67,7 +114,14 @@ impl BufferPool {
                 free: Mutex::new((0..c.count).map(|_| aligned_alloc(c.chunk_bytes)).collect()),
             })
             .collect();
-        Self { classes, counters }
+        Self {
+            classes,
+            spares: Arc::new(Spares {
+                budget: spare_budget,
+                held: Mutex::new(SpareList::default()),
+            }),
+            counters,
+        }
     }
 
     /// A buffer of exactly `len` readable/writable bytes (contents unspecified).
@@ -81,17 +135,17 @@ impl BufferPool {
                     start: aligned_start(&chunk),
                     data: chunk,
                     len,
-                    home: Some((self.classes.clone(), i)),
+                    home: Some(Home::Class(self.classes.clone(), i)),
                 };
             }
         }
         self.counters.pool_fallback();
-        let data = aligned_alloc(len);
+        let data = self.spares.take(len).unwrap_or_else(|| aligned_alloc(len));
         FrameBuf {
             start: aligned_start(&data),
             data,
             len,
-            home: None,
+            home: Some(Home::Spare(self.spares.clone())),
         }
     }
 
@@ -108,7 +162,15 @@ pub struct FrameBuf {
     /// Offset of the first byte in `data` (page-aligned address).
     start: usize,
     len: usize,
-    home: Option<(Arc<[Class]>, usize)>,
+    home: Option<Home>,
+}
+
+/// Where a buffer goes when dropped.
+enum Home {
+    /// Chunk of class `.1`.
+    Class(Arc<[Class]>, usize),
+    /// A heap buffer: the spares, if they have room.
+    Spare(Arc<Spares>),
 }
 
 impl FrameBuf {
@@ -134,7 +196,7 @@ impl FrameBuf {
 
     /// Whether the bytes live in a pooled chunk (false: heap fallback).
     pub fn is_pooled(&self) -> bool {
-        self.home.is_some()
+        matches!(self.home, Some(Home::Class(..)))
     }
 }
 
@@ -146,9 +208,11 @@ impl AsRef<[u8]> for FrameBuf {
 
 impl Drop for FrameBuf {
     fn drop(&mut self) {
-        if let Some((classes, i)) = self.home.take() {
-            let chunk = std::mem::take(&mut self.data);
-            classes[i].free.lock().push(chunk);
+        let chunk = std::mem::take(&mut self.data);
+        match self.home.take() {
+            Some(Home::Class(classes, i)) => classes[i].free.lock().push(chunk),
+            Some(Home::Spare(spares)) => spares.give(chunk),
+            None => {}
         }
     }
 }
@@ -178,7 +242,7 @@ mod tests {
                 count: 1,
             },
         ];
-        (BufferPool::new(&classes, counters.clone()), counters)
+        (BufferPool::new(&classes, 8192, counters.clone()), counters)
     }
 
     #[test]
@@ -196,6 +260,39 @@ mod tests {
         assert_eq!(counters.snapshot().pool_fallbacks, 1);
         drop((a, b, c));
         assert_eq!(pool.free_chunks(), vec![1, 2]);
+    }
+
+    #[test]
+    fn heap_buffers_are_reused_within_the_spare_budget() {
+        let (pool, counters) = pool();
+        let a = pool.take(3000);
+        let first = a.as_slice().as_ptr();
+        drop(a);
+        let b = pool.take(2500);
+        assert_eq!(b.as_slice().as_ptr(), first, "the spare is reused");
+        assert!(!b.is_pooled());
+        let small = pool.take(1200);
+        assert_ne!(small.as_slice().as_ptr(), first, "taken");
+        drop(b);
+        let c = pool.take(1200);
+        assert_ne!(
+            c.as_slice().as_ptr(),
+            first,
+            "a frame under half a spare's size gets a buffer of its own"
+        );
+        let big = pool.take(20_000);
+        drop((small, c, big));
+        let held = pool.spares.held.lock();
+        assert!(held.bytes <= 8192, "budget kept: {}", held.bytes);
+        assert_eq!(
+            held.bytes,
+            held.buffers.iter().map(|b| b.len()).sum::<usize>()
+        );
+        assert!(
+            held.buffers.iter().all(|b| b.len() < 20_000),
+            "over budget: dropped"
+        );
+        assert_eq!(counters.snapshot().pool_fallbacks, 5);
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl<S: Service> Shared<S> {
     ) -> Self {
         let counters = Arc::new(Counters::default());
         Self {
-            pool: BufferPool::new(&config.pool_classes, counters.clone()),
+            pool: BufferPool::new(
+                &config.pool_classes,
+                config.pool_spare_bytes,
+                counters.clone(),
+            ),
             ring: Ring::new(config.ring_slots),
             service,
             counters,

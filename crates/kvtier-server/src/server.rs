@@ -176,6 +176,13 @@ impl<S: Service> ServerBuilder<S> {
         self
     }
 
+    /// Bytes of heap buffers (frames larger than every pool class, or beyond a class's
+    /// chunks) kept for reuse instead of freed. Default: 256 MiB.
+    pub fn with_pool_spare_bytes(mut self, n: usize) -> Self {
+        self.config.pool_spare_bytes = n;
+        self
+    }
+
     /// Slots of the ring from IO threads to workers (rounded up to a power of two).
     /// Default: 4096.
     pub fn with_ring_slots(mut self, n: usize) -> Self {

@@ -23,6 +23,7 @@ fn conn_with(
             chunk_bytes: 1 << 16,
             count: 4,
         }],
+        1 << 20,
         counters.clone(),
     );
     let info = ConnInfo {
