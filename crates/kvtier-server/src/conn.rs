@@ -42,6 +42,9 @@ use crate::service::{ConnInfo, Response, Segment};
 /// straight into its own buffer instead of through the read buffer (saves a copy).
 const DIRECT_BODY_MIN: usize = 16 << 10;
 
+/// Largest written buffer kept for the next in-place replies.
+const SPARE_MAX: usize = 256 << 10;
+
 /// The service's [`serve_in_place`](crate::Service::serve_in_place), as the IO thread calls it.
 pub(crate) type ServeInPlace<'a, S> =
     dyn FnMut(&ConnInfo, &S, &[u8], &mut ReplyBuf<'_>) -> InPlace + 'a;
@@ -104,6 +107,8 @@ pub(crate) struct Conn<S> {
     wq: VecDeque<Segment>,
     /// Replies of requests served in place, not yet in `wq` (empty outside `cut_frames`).
     tail: Vec<u8>,
+    /// An empty buffer recycled from a written segment: the next `tail`.
+    spare: Vec<u8>,
     wq_offset: usize,
     queued_bytes: usize,
     paused: bool,
@@ -155,6 +160,7 @@ impl<S> Conn<S> {
             in_flight_bytes: 0,
             wq: VecDeque::new(),
             tail: Vec::new(),
+            spare: Vec::new(),
             wq_offset: 0,
             queued_bytes: 0,
             paused: false,
@@ -471,7 +477,22 @@ impl<S> Conn<S> {
     /// Moves the replies served in place into the write queue.
     fn flush_tail(&mut self) {
         let n = in_place::flush(&mut self.tail, &mut self.wq);
+        if n > 0 {
+            self.tail = std::mem::take(&mut self.spare);
+        }
         self.account(n);
+    }
+
+    /// A written segment: an owned buffer of a reply buffer's size becomes the next reply
+    /// buffer (no allocation, no page faults, no growth copies per read); the rest drop.
+    fn recycle(&mut self, segment: Segment) {
+        if let Segment::Owned(mut v) = segment
+            && (4 << 10..=SPARE_MAX).contains(&v.capacity())
+            && v.capacity() > self.spare.capacity().max(self.tail.capacity())
+        {
+            v.clear();
+            self.spare = v;
+        }
     }
 
     /// `n` bytes entered the write queue outside [`queue`](Self::queue).
@@ -540,6 +561,7 @@ impl<S> Conn<S> {
             if left >= rest {
                 left -= rest;
                 offset = 0;
+                self.recycle(segment);
             } else {
                 if keep.is_empty() {
                     self.wq_offset = offset + left;
@@ -563,7 +585,9 @@ impl<S> Conn<S> {
             let rest = front.bytes().len() - self.wq_offset;
             if n >= rest {
                 n -= rest;
-                self.wq.pop_front();
+                if let Some(done) = self.wq.pop_front() {
+                    self.recycle(done);
+                }
                 self.wq_offset = 0;
             } else {
                 self.wq_offset += n;
