@@ -15,9 +15,10 @@ use kvtier_server::{InPlace, ReplyBuf, Response};
 use super::keyspace::{Condition, SetError, Ttl, Value, now_ms};
 use super::{RespOutcome, RespService, RespSession};
 
-/// Values this long or longer are sent from where they are stored (a guarded segment);
-/// shorter ones are copied into the reply.
-const SEND_IN_PLACE: usize = 1024;
+/// Values this long or longer are sent from where they are stored (a guarded segment: an
+/// iovec, a boxed guard and a reference count each); shorter ones are copied into the reply,
+/// which for a pipeline of small values is cheaper than a segment per value.
+const SEND_IN_PLACE: usize = 16 << 10;
 
 /// The version of redis whose behaviour the port follows, for clients that look at it.
 const REDIS_VERSION: &str = "7.2.0";

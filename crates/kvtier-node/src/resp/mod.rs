@@ -10,7 +10,7 @@
 //! Nothing on this port is persisted (`CONFIG GET save` says so).
 //!
 //! Every command runs on the IO thread that read it and replies are written in command order,
-//! as redis clients require for pipelining. A value of 1 KiB or more goes out with `writev`
+//! as redis clients require for pipelining. A value of 16 KiB or more goes out with `writev`
 //! straight from where it is stored.
 //!
 //! # Example
