@@ -4,18 +4,27 @@ and kvtier's ratio to raw TCP and to redis-server at the same block size, op and
 import json
 import sys
 
+import statistics
+
 runs = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
-cell = {}
+# Several rounds of a cell: the median GB/s and the median p99 over the rounds that ran.
+reps = {}
 for r in runs:
-    rep = r["report"]
-    cell[(r["op"], r["block"], r["connections"], r["target"])] = rep
+    if r["report"] and r["op"] in ("get", "put"):
+        reps.setdefault((r["op"], r["block"], r["connections"], r["target"]), []).append(r["report"])
+cell = {
+    k: {"gb_per_sec": statistics.median(x["gb_per_sec"] for x in v),
+        "p99_us": statistics.median(x["p99_us"] for x in v), "rounds": len(v)}
+    for k, v in reps.items()
+}
+rounds = max((c["rounds"] for c in cell.values()), default=0)
 
 def gbs(rep):
     return rep["gb_per_sec"] if rep else None
 
 targets = ["raw-tcp", "kvtier-uring", "kvtier-epoll", "redis"]
 for op in ["get", "put"]:
-    print(f"\n### {op.upper()} (GB/s; p99 µs in brackets)\n")
+    print(f"\n### {op.upper()} (GB/s, median of {rounds} rounds; p99 µs in brackets)\n")
     print("| block | conns | " + " | ".join(targets) + " | uring ÷ raw | uring ÷ redis | uring ÷ epoll |")
     print("|---|---|" + "---|" * (len(targets) + 3))
     keys = sorted({(b, c) for (o, b, c, _) in cell if o == op},
@@ -41,7 +50,6 @@ if m:
 
 r = [x for x in runs if x["op"].startswith("resp-") and x["report"]]
 if r:
-    import statistics
     print("\n### Small and large GET/SET through the RESP port, redis-benchmark (ops/s, median of rounds; p99 µs)\n")
     print("| op | value | clients | pipeline | kvtier RESP | redis-server | kvtier ÷ redis |")
     print("|---|---|---|---|---|---|---|")

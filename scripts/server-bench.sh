@@ -9,12 +9,16 @@
 #
 #   cargo build --release -p kvtier-cli && scripts/server-bench.sh [SECONDS] > runs.jsonl
 #
+# ROUNDS (default 3) repetitions of every GET/PUT cell, targets interleaved; SIZES and CONNS
+# narrow the grid.
+#
 # Everything binds to 127.0.0.1 on free ports and is stopped on exit.
 set -euo pipefail
 secs="${1:-2}"
 bin="${KVTIER_BIN:-target/release/kvtier}"
 sizes="${SIZES:-256KiB 1MiB 4MiB}"
 conns="${CONNS:-1 4 16 64}"
+rounds="${ROUNDS:-3}"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -36,9 +40,9 @@ bench() { # target-label op block conns args...
 
 serve() { # backend block -> sets $kv_addr, $kv_pid
     local p; p=$(port)
-    rm -rf "$work/data"
+    rm -rf "$work/data-$1"
     KVTIER_LOG=warn "$bin" serve --listen "127.0.0.1:$p" --redis-listen off --metrics-listen off \
-        --data-dir "$work/data" --block-bytes "$2" --io-backend "$1" 2>/dev/null &
+        --data-dir "$work/data-$1" --block-bytes "$2" --io-backend "$1" 2>/dev/null &
     kv_pid=$!; pids+=("$kv_pid"); kv_addr="127.0.0.1:$p"
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && return; sleep 0.1; done
     echo "kvtier serve did not start" >&2; exit 1
@@ -50,22 +54,29 @@ redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$
 pids+=("$!")
 sleep 0.5
 
+# Every cell (block, connections, op) runs all four targets back to back, ROUNDS times, the
+# first target rotating, so a slow spell of the shared machine hits every target alike; the
+# table gives medians. Both kvtier servers of a block size stay up (an idle one parks).
 for block in $sizes; do
-    for backend in uring epoll; do
-        serve "$backend" "$block"
+    serve uring "$block"; uring_addr=$kv_addr; uring_pid=$kv_pid
+    serve epoll "$block"; epoll_addr=$kv_addr; epoll_pid=$kv_pid
+    targets=(raw-tcp kvtier-uring kvtier-epoll redis)
+    for round in $(seq "$rounds"); do
         for c in $conns; do
             for op in put get; do
-                bench "kvtier-$backend" "$op" "$block" "$c" --addr "$kv_addr"
+                for i in 0 1 2 3; do
+                    t=${targets[$(( (i + round) % 4 ))]}
+                    case $t in
+                        raw-tcp) bench "$t" "$op" "$block" "$c" --raw-tcp ;;
+                        kvtier-uring) bench "$t" "$op" "$block" "$c" --addr "$uring_addr" ;;
+                        kvtier-epoll) bench "$t" "$op" "$block" "$c" --addr "$epoll_addr" ;;
+                        redis) bench "$t" "$op" "$block" "$c" --target "redis://127.0.0.1:$rport" ;;
+                    esac
+                done
             done
         done
-        kill "$kv_pid"; wait "$kv_pid" 2>/dev/null || true
     done
-    for c in $conns; do
-        for op in put get; do
-            bench raw-tcp "$op" "$block" "$c" --raw-tcp
-            bench redis "$op" "$block" "$c" --target "redis://127.0.0.1:$rport"
-        done
-    done
+    kill "$uring_pid" "$epoll_pid"; wait "$uring_pid" "$epoll_pid" 2>/dev/null || true
 done
 
 # MATCH of 32-hash prefixes, deep pipelines.
