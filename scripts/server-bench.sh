@@ -10,7 +10,7 @@
 #   cargo build --release -p kvtier-cli && scripts/server-bench.sh [SECONDS] > runs.jsonl
 #
 # ROUNDS (default 3) repetitions of every GET/PUT cell, targets interleaved; SIZES and CONNS
-# narrow the grid.
+# narrow the grid; PIN=1 puts the servers and the clients on different cores (see below).
 #
 # Everything binds to 127.0.0.1 on free ports and is stopped on exit.
 set -euo pipefail
@@ -19,6 +19,14 @@ bin="${KVTIER_BIN:-target/release/kvtier}"
 sizes="${SIZES:-256KiB 1MiB 4MiB}"
 conns="${CONNS:-1 4 16 64}"
 rounds="${ROUNDS:-3}"
+# PIN=1: every server (kvtier, redis-server, the raw TCP server) on CPU SERVER_CPU (default 0)
+# and every client on CLIENT_CPU (default 1), so a server has one core of its own and does
+# not compete with its load generator. `kvtier serve` then sizes its threads for one core.
+srv=(); cli=(); raw_pin=()
+if [ -n "${PIN:-}" ]; then
+    srv=(taskset -c "${SERVER_CPU:-0}"); cli=(taskset -c "${CLIENT_CPU:-1}")
+    raw_pin=(--raw-server-cpu "${SERVER_CPU:-0}")
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -30,7 +38,7 @@ bench() { # target-label op block conns args...
     local label=$1 op=$2 block=$3 c=$4; shift 4
     local mix; case $op in get) mix=0:1:0;; put) mix=1:0:0;; match) mix=0:0:1;; esac
     local out
-    if out=$("$bin" bench "$@" --block-bytes "$block" --connections "$c" --pipeline 4 \
+    if out=$("${cli[@]}" "$bin" bench "$@" --block-bytes "$block" --connections "$c" --pipeline 4 \
         --keyspace 128 --mix "$mix" --duration "$secs" --warmup 0.5 --format json 2>/dev/null); then
         echo "{\"target\":\"$label\",\"op\":\"$op\",\"block\":\"$block\",\"connections\":$c,\"report\":$out}"
     else
@@ -41,7 +49,7 @@ bench() { # target-label op block conns args...
 serve() { # backend block -> sets $kv_addr, $kv_pid
     local p; p=$(port)
     rm -rf "$work/data-$1"
-    KVTIER_LOG=warn "$bin" serve --listen "127.0.0.1:$p" --redis-listen off --metrics-listen off \
+    KVTIER_LOG=warn "${srv[@]}" "$bin" serve --listen "127.0.0.1:$p" --redis-listen off --metrics-listen off \
         --data-dir "$work/data-$1" --block-bytes "$2" --io-backend "$1" 2>/dev/null &
     kv_pid=$!; pids+=("$kv_pid"); kv_addr="127.0.0.1:$p"
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && return; sleep 0.1; done
@@ -49,7 +57,7 @@ serve() { # backend block -> sets $kv_addr, $kv_pid
 }
 
 rport=$(port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+"${srv[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
     --daemonize no --loglevel warning >/dev/null &
 pids+=("$!")
 sleep 0.5
@@ -67,7 +75,7 @@ for block in $sizes; do
                 for i in 0 1 2 3; do
                     t=${targets[$(( (i + round) % 4 ))]}
                     case $t in
-                        raw-tcp) bench "$t" "$op" "$block" "$c" --raw-tcp ;;
+                        raw-tcp) bench "$t" "$op" "$block" "$c" --raw-tcp "${raw_pin[@]}" ;;
                         kvtier-uring) bench "$t" "$op" "$block" "$c" --addr "$uring_addr" ;;
                         kvtier-epoll) bench "$t" "$op" "$block" "$c" --addr "$epoll_addr" ;;
                         redis) bench "$t" "$op" "$block" "$c" --target "redis://127.0.0.1:$rport" ;;
@@ -84,7 +92,7 @@ for backend in uring epoll; do
     serve "$backend" 256KiB
     for c in 1 4 16; do
         bench "kvtier-$backend" put 256KiB "$c" --addr "$kv_addr" >/dev/null
-        "$bin" bench --addr "$kv_addr" --block-bytes 256KiB --connections "$c" --pipeline 32 \
+        "${cli[@]}" "$bin" bench --addr "$kv_addr" --block-bytes 256KiB --connections "$c" --pipeline 32 \
             --keyspace 128 --mix 0:0:1 --duration "$secs" --warmup 0.5 --format json 2>/dev/null \
             | sed "s/^/{\"target\":\"kvtier-$backend\",\"op\":\"match32\",\"block\":\"256KiB\",\"connections\":$c,\"report\":/; s/\$/}/"
     done
@@ -96,12 +104,12 @@ done
 resp_rounds="${RESP_ROUNDS:-3}"
 kport=$(port)
 rm -rf "$work/data"
-KVTIER_LOG=warn "$bin" serve --listen "127.0.0.1:$(port)" --redis-listen "127.0.0.1:$kport" \
+KVTIER_LOG=warn "${srv[@]}" "$bin" serve --listen "127.0.0.1:$(port)" --redis-listen "127.0.0.1:$kport" \
     --metrics-listen off --data-dir "$work/data" --disk-bytes 0 --host-bytes 64MiB 2>/dev/null &
 kv_pid=$!; pids+=("$kv_pid")
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$kport") 2>/dev/null && break; sleep 0.1; done
 resp_bench() { # label port size clients pipeline requests keys
-    redis-benchmark -h 127.0.0.1 -p "$2" -t set,get -d "$3" -c "$4" -P "$5" -n "$6" -r "$7" --csv 2>/dev/null \
+    "${cli[@]}" redis-benchmark -h 127.0.0.1 -p "$2" -t set,get -d "$3" -c "$4" -P "$5" -n "$6" -r "$7" --csv 2>/dev/null \
         | python3 -c '
 import csv, json, sys
 label, size, c, p = sys.argv[1:5]

@@ -77,6 +77,12 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["target", "addr"])]
     raw_tcp: bool,
 
+    /// With --raw-tcp: run the in-process server's threads on this CPU only (to measure the
+    /// ceiling with the server on one core and the client, started under `taskset`, on
+    /// another, as a pinned `kvtier serve` or redis-server is measured).
+    #[arg(long, value_name = "CPU", requires = "raw_tcp")]
+    raw_server_cpu: Option<usize>,
+
     /// kvtier target: the namespace to open at HELLO [default: kvbench].
     #[arg(long)]
     namespace: Option<String>,
@@ -304,7 +310,8 @@ fn measure(
             return measure_kvtier(args, settings, progress, name, addr);
         }
         Target::RawTcp => {
-            let server = RawServer::start().context("starting the raw TCP server")?;
+            let server =
+                RawServer::start(args.raw_server_cpu).context("starting the raw TCP server")?;
             let addr = server.addr();
             let run = driver::run(settings, |_| RawConn::connect(addr, bytes), progress)
                 .context("raw TCP run")?;

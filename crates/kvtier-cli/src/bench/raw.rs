@@ -52,12 +52,16 @@ pub struct RawServer {
 }
 
 impl RawServer {
-    /// Listens on a free 127.0.0.1 port.
+    /// Listens on a free 127.0.0.1 port; with `cpu`, its threads run on that CPU only.
     ///
     /// # Errors
     ///
-    /// The bind error.
-    pub fn start() -> io::Result<Self> {
+    /// The bind error. A CPU the threads cannot be moved to is reported on stderr, and the
+    /// run goes on unpinned.
+    pub fn start(cpu: Option<usize>) -> io::Result<Self> {
+        let pin = move || {
+            cpu.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }))
+        };
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -65,6 +69,9 @@ impl RawServer {
         let acceptor = std::thread::Builder::new()
             .name("raw-tcp-accept".into())
             .spawn(move || {
+                if !pin() {
+                    eprintln!("raw TCP server: cannot run on CPU {cpu:?}; not pinned");
+                }
                 for stream in listener.incoming() {
                     if flag.load(Ordering::Acquire) {
                         break;
@@ -72,7 +79,10 @@ impl RawServer {
                     let Ok(stream) = stream else { continue };
                     let _ = std::thread::Builder::new()
                         .name("raw-tcp-conn".into())
-                        .spawn(move || serve(stream));
+                        .spawn(move || {
+                            let _ = pin();
+                            serve(stream)
+                        });
                 }
             })?;
         Ok(Self {
@@ -223,8 +233,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pinned_raw_server_runs_its_connections_on_that_cpu() {
+        let server = RawServer::start(Some(0)).unwrap();
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        c.write_all(&header(0, 64, 1)).unwrap();
+        assert_eq!(read_reply(&mut c).unwrap(), (64, 1));
+        // The connection's thread (named by the server) is allowed CPU 0 only.
+        let pid = std::process::id();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let allowed: Vec<String> = tasks
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                (name.trim() == "raw-tcp-conn").then(|| {
+                    let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                })
+            })
+            .collect();
+        assert!(!allowed.is_empty(), "no connection thread found");
+        assert!(allowed.iter().all(|a| a == "0"), "{allowed:?}");
+    }
+
+    #[test]
     fn the_raw_server_answers_each_shape_and_refuses_absurd_headers() {
-        let server = RawServer::start().unwrap();
+        let server = RawServer::start(None).unwrap();
         let mut c = TcpStream::connect(server.addr()).unwrap();
         c.write_all(&header(0, 4096, 7)).unwrap();
         assert_eq!(read_reply(&mut c).unwrap(), (4096, 7));
