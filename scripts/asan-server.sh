@@ -17,6 +17,6 @@ target=x86_64-unknown-linux-gnu
 
 # Unit tests of the ring's operation table, then the end-to-end tests on io_uring.
 cargo +nightly test -p kvtier-server --target "$target" --lib -- uring::
-for t in echo stream limits shutdown; do
+for t in echo stream limits shutdown in_place; do
   cargo +nightly test -p kvtier-server --target "$target" --test "$t" -- uring
 done

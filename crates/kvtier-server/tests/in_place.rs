@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use kvtier_server::{Backend, BackendChoice, BinaryFramer, ListenerConfig, ServerBuilder};
@@ -91,14 +90,7 @@ fn unread_in_place_replies_stop_at_the_queued_limit(backend: Backend) {
         .unwrap();
     let addr = server.local_addrs()[0];
     let mut slow = connect(addr);
-    slow.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let request = frame(OP_IN_PLACE, 0, 1, payload);
-    let mut sent = 0usize;
-    while slow.write_all(&request).is_ok() {
-        sent += 1;
-        assert!(sent < 100_000, "server never applied backpressure");
-    }
+    flood_until_paused(&mut slow, &frame(OP_IN_PLACE, 0, 1, payload));
     let c = server.counters();
     assert!(c.backpressure_pauses >= 1, "{c:?}");
     // Served only while under the limit: at most one reply past it.
@@ -111,11 +103,7 @@ fn unread_in_place_replies_stop_at_the_queued_limit(backend: Backend) {
     let mut other = connect(addr);
     roundtrip(&mut other, &frame(OP_IN_PLACE, 0, 2, 100));
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.counters().response_bytes_queued > 0 {
-        assert!(Instant::now() < deadline, "replies of a closed client kept");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_nothing_queued(&server);
     server.shutdown().unwrap();
 }
 

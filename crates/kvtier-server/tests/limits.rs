@@ -94,15 +94,7 @@ fn slow_reader_stays_bounded_and_others_are_served(backend: Backend) {
         .unwrap();
     let addr = server.local_addrs()[0];
     let mut slow = connect(addr);
-    slow.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let request = frame(OP_ECHO, 0, 1, payload);
-    let mut sent = 0usize;
-    // Send until the server stops reading us (the write times out): never read a reply.
-    while slow.write_all(&request).is_ok() {
-        sent += 1;
-        assert!(sent < 100_000, "server never applied backpressure");
-    }
+    let sent = flood_until_paused(&mut slow, &frame(OP_ECHO, 0, 1, payload));
     let c = server.counters();
     assert!(c.backpressure_pauses >= 1, "{c:?}");
     let bound = (max_queued + in_flight * (payload + 16)) as u64;
@@ -118,14 +110,7 @@ fn slow_reader_stays_bounded_and_others_are_served(backend: Backend) {
         roundtrip(&mut other, &frame(OP_ECHO, 0, i, 30_000));
     }
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.counters().response_bytes_queued > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "queued replies of a closed client kept"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_nothing_queued(&server);
     server.shutdown().unwrap();
 }
 

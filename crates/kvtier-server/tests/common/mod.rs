@@ -8,11 +8,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvtier_server::{
     Backend, BackendChoice, BinaryFramer, ConnInfo, Context, FramingError, InPlace, ReplyBuf,
-    Request, Response, ServerBuilder, Service,
+    Request, Response, Server, ServerBuilder, Service,
 };
 
 /// Echo the frame (as a guarded segment: no copy).
@@ -164,6 +164,29 @@ pub fn roundtrip(stream: &mut TcpStream, f: &[u8]) {
     stream.write_all(f).unwrap();
     let back = read_frame(stream).unwrap();
     assert_eq!(back, f, "echo mismatch");
+}
+
+/// Writes `request` over and over without reading a reply, until the server stops reading
+/// (a write blocks for 500 ms); returns how many were sent.
+pub fn flood_until_paused(stream: &mut TcpStream, request: &[u8]) -> usize {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    while stream.write_all(request).is_ok() {
+        sent += 1;
+        assert!(sent < 100_000, "server never applied backpressure");
+    }
+    sent
+}
+
+/// Waits up to 5 s for `server` to hold no queued reply bytes (after a client went away).
+pub fn wait_until_nothing_queued(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.counters().response_bytes_queued > 0 {
+        assert!(Instant::now() < deadline, "replies of a closed client kept");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Whether the peer closed: a read returns EOF or a reset (after an optional frame).
