@@ -28,7 +28,8 @@ HTTP API (JSON):
                    -> {\"blocks\": n, \"best\": \"<instance>\", \"instances\": [{\"instance\", \"media\": {\"GPU\": {\"matched\", \"upper\"}}, ...}]}
   GET  /instances  the instances known, their next event id and blocks per medium
   GET  /metrics    Prometheus text (kvtier_router_*; each engine's stream counters as
-                   kvtier_router_vllm_*_total{source=\"NAME\"})
+                   kvtier_router_vllm_*_total{source=\"NAME\"}, each followed kvtier server's as
+                   kvtier_router_kvtier_*{server=\"HOST:PORT\"})
   GET  /health
 
 Limits: --max-connections open connections (more get 503), request headers within 10 s
@@ -261,7 +262,15 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
         // Install the handlers before announcing readiness: a SIGTERM sent as soon as the
         // "listening" line appears must stop the router cleanly (final snapshot included).
         let stop = shutdown_signal()?;
+        let followers: Vec<(String, Arc<crate::follow::FollowStats>)> = args
+            .kvtier
+            .iter()
+            .map(|addr| (addr.clone(), Arc::default()))
+            .collect();
         let mut service = RouterService::builder(router)
+            .with_collector(Box::new(crate::follow::FollowersCollector {
+                followers: followers.clone(),
+            }))
             .with_listen(args.listen)
             .with_load_table(loads.clone())
             .with_source_states(states)
@@ -280,11 +289,12 @@ pub fn run(args: &RouterArgs) -> anyhow::Result<()> {
                 .add_vllm(name.clone(), b)
                 .with_context(|| format!("starting engine {name:?}"))?;
         }
-        for addr in &args.kvtier {
+        for (addr, stats) in followers {
             tokio::spawn(crate::follow::follow(
-                addr.clone(),
+                addr,
                 service.events(),
                 Arc::clone(service.router()),
+                stats,
             ));
         }
         println!("kvtier router listening on http://{}", service.local_addr());

@@ -99,6 +99,16 @@ fn query(router: SocketAddr, hashes: &[SequenceHash]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The value of `metric{server="<server>"}` on the router's `/metrics`, if exported.
+fn follower_metric(router: SocketAddr, metric: &str, server: SocketAddr) -> Option<f64> {
+    let (status, text) = kvtier_testkit::http::get(router, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let prefix = format!("{metric}{{server=\"{server}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ok() {
@@ -128,6 +138,17 @@ fn the_router_follows_a_kvtier_server_across_restarts() {
         }
     });
 
+    // The follower's progress is on /metrics.
+    let metric = |name: &str| follower_metric(router.addr, name, addr);
+    assert_eq!(metric("kvtier_router_kvtier_connected"), Some(1.0));
+    assert_eq!(
+        metric("kvtier_router_kvtier_subscriptions_total"),
+        Some(1.0)
+    );
+    assert!(metric("kvtier_router_kvtier_events_total").is_some_and(|n| n >= 1.0));
+    assert!(metric("kvtier_router_kvtier_last_event_id").is_some_and(|n| n >= 1.0));
+    assert_eq!(metric("kvtier_router_kvtier_restarts_total"), Some(0.0));
+
     // The server restarts with nothing kept: a new instance; the old one is forgotten.
     drop(server);
     let _server = serve(port, dir.path());
@@ -140,4 +161,9 @@ fn the_router_follows_a_kvtier_server_across_restarts() {
     wait_for("the old instance to be dropped", || {
         query(router.addr, &first).is_empty()
     });
+    // One restart seen after at least one lost connection; subscribed again.
+    assert_eq!(metric("kvtier_router_kvtier_restarts_total"), Some(1.0));
+    assert!(metric("kvtier_router_kvtier_failures_total").is_some_and(|n| n >= 1.0));
+    assert!(metric("kvtier_router_kvtier_subscriptions_total").is_some_and(|n| n >= 2.0));
+    assert_eq!(metric("kvtier_router_kvtier_connected"), Some(1.0));
 }

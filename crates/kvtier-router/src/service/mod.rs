@@ -87,6 +87,7 @@ pub struct RouterServiceBuilder {
     header_timeout: Duration,
     body_timeout: Duration,
     shutdown_grace: Duration,
+    collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
 }
 
 impl RouterServiceBuilder {
@@ -164,6 +165,16 @@ impl RouterServiceBuilder {
         self
     }
 
+    /// Also export `collector`'s metrics on `GET /metrics` (counters of ingestion the caller
+    /// runs itself, such as `kvtier router --kvtier`'s followers). Default: none.
+    pub fn with_collector(
+        mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) -> Self {
+        self.collectors.push(collector);
+        self
+    }
+
     /// Binds the listener and starts the tasks on the current tokio runtime.
     ///
     /// # Errors
@@ -204,6 +215,9 @@ impl RouterServiceBuilder {
         registry.register_collector(Box::new(sources::SourcesCollector {
             sources: sources.clone(),
         }));
+        for collector in self.collectors {
+            registry.register_collector(collector);
+        }
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(INGEST_QUEUE);
@@ -372,6 +386,7 @@ impl RouterService {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
+            collectors: Vec::new(),
         }
     }
 
