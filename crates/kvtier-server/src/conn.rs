@@ -49,6 +49,9 @@ const SPARE_MAX: usize = 256 << 10;
 pub(crate) type ServeInPlace<'a, S> =
     dyn FnMut(&ConnInfo, &S, &[u8], &mut ReplyBuf<'_>) -> InPlace + 'a;
 
+/// The service's [`run_inline`](crate::Service::run_inline).
+pub(crate) type RunsInline<'a> = dyn Fn(&ConnInfo, &[u8]) -> bool + 'a;
+
 /// Per-connection limits, copied from the server configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -254,19 +257,26 @@ impl<S> Conn<S> {
         pool: &BufferPool,
         out: &mut Vec<(u64, FrameBuf)>,
     ) -> Result<(), FramingError> {
-        self.cut_frames_serving(pool, out, &mut |_, _, _, _| InPlace::Declined)
+        self.cut_frames_serving(pool, out, &mut |_, _, _, _| InPlace::Declined, &|_, _| {
+            false
+        })
     }
 
     /// [`cut_frames`](Self::cut_frames), first offering each complete frame to `serve`
     /// (the service's [`serve_in_place`](crate::Service::serve_in_place)) while nothing
-    /// earlier is in flight; a frame it serves is done, its reply queued in order.
+    /// earlier is in flight; a frame it serves is done, its reply queued in order. Cutting
+    /// stops after a frame `runs_inline` (the service's
+    /// [`run_inline`](crate::Service::run_inline)) says is answered on the IO thread: the
+    /// caller runs it, its reply is queued, and the next cut sees those bytes, so a client
+    /// that does not read stays within one reply of `max_queued`.
     pub(crate) fn cut_frames_serving(
         &mut self,
         pool: &BufferPool,
         out: &mut Vec<(u64, FrameBuf)>,
         serve: &mut ServeInPlace<'_, S>,
+        runs_inline: &RunsInline<'_>,
     ) -> Result<(), FramingError> {
-        let result = self.cut(pool, out, serve);
+        let result = self.cut(pool, out, serve, runs_inline);
         self.flush_tail();
         result
     }
@@ -276,16 +286,24 @@ impl<S> Conn<S> {
         pool: &BufferPool,
         out: &mut Vec<(u64, FrameBuf)>,
         serve: &mut ServeInPlace<'_, S>,
+        runs_inline: &RunsInline<'_>,
     ) -> Result<(), FramingError> {
         if self.lent {
             return Ok(());
         }
+        let inline_last = |info: &ConnInfo, out: &[(u64, FrameBuf)]| {
+            out.last()
+                .is_some_and(|(_, frame)| runs_inline(info, frame.as_slice()))
+        };
         if let Some(body) = &self.body {
             if body.filled < body.buf.len() {
                 return Ok(());
             }
             if let Some(body) = self.body.take() {
                 self.emit(body.buf, out);
+                if inline_last(&self.info, out) {
+                    return Ok(());
+                }
             }
         }
         // Replies not yet written count too: a client that pipelines requests but does not
@@ -343,6 +361,9 @@ impl<S> Conn<S> {
                 buf.as_mut_slice().copy_from_slice(&avail[..len]);
                 self.rstart += len;
                 self.emit(buf, out);
+                if inline_last(&self.info, out) {
+                    break;
+                }
             } else if len > self.rbuf.len() || len >= DIRECT_BODY_MIN {
                 let have = avail.len();
                 let mut buf = pool.take(len);

@@ -140,7 +140,8 @@ impl<S: Service> Shared<S> {
         stalled: &mut VecDeque<Job<S::Session>>,
     ) {
         // Frames completed inline free in-flight room at once (no inbox message will come
-        // to trigger another cut), so cut again while they do.
+        // to trigger another cut), and cutting stops after each inline frame (so its reply
+        // counts against `max_queued` before the next is cut): cut again after running one.
         let service = &*self.service;
         let mut serve =
             |info: &ConnInfo, session: &S::Session, frame: &[u8], out: &mut ReplyBuf<'_>| {
@@ -156,7 +157,9 @@ impl<S: Service> Shared<S> {
                 })
             };
         loop {
-            if let Err(err) = conn.cut_frames_serving(&self.pool, scratch, &mut serve) {
+            let runs_inline = |info: &ConnInfo, frame: &[u8]| service.run_inline(info, frame);
+            if let Err(err) = conn.cut_frames_serving(&self.pool, scratch, &mut serve, &runs_inline)
+            {
                 tracing::debug!(conn = conn.info.id.0, %err, "malformed frame; closing");
                 let reply = self.service.malformed(&conn.info, &err);
                 conn.fail_framing(reply);
@@ -164,7 +167,7 @@ impl<S: Service> Shared<S> {
             if scratch.is_empty() {
                 return;
             }
-            let mut freed = false;
+            let mut again = false;
             for (seq, frame) in scratch.drain(..) {
                 if self.service.run_inline(&conn.info, frame.as_slice()) {
                     let route = Route {
@@ -176,8 +179,8 @@ impl<S: Service> Shared<S> {
                     self.call(Context::new(conn.info, conn.session.clone(), route), frame);
                     if let Some((response, close, request_bytes)) = crate::inline::take() {
                         conn.complete(seq, response, close, request_bytes);
-                        freed = true;
                     }
+                    again = true;
                     continue;
                 }
                 let job = Job {
@@ -196,7 +199,7 @@ impl<S: Service> Shared<S> {
                     stalled.push_back(job);
                 }
             }
-            if !freed {
+            if !again {
                 return;
             }
         }

@@ -114,6 +114,35 @@ fn slow_reader_stays_bounded_and_others_are_served(backend: Backend) {
     server.shutdown().unwrap();
 }
 
+/// Replies of requests run inline are queued as each completes, before the next frame is
+/// cut: a client that does not read them stays within one reply of the limit, not the
+/// in-flight cap's worth of replies past it.
+fn slow_reader_of_inline_replies_stays_within_one_reply(backend: Backend) {
+    let service = Arc::new(TestService::default());
+    let max_queued = 1 << 20;
+    // Small enough that several frames are whole in one read (larger ones are read into a
+    // buffer of their own, one at a time).
+    let payload = 8 << 10;
+    let server = builder(service, backend)
+        .with_max_queued_response_bytes(max_queued)
+        .with_max_in_flight_per_conn(32)
+        .start()
+        .unwrap();
+    let mut slow = connect(server.local_addrs()[0]);
+    flood_until_paused(&mut slow, &frame(OP_ECHO_INLINE, 0, 1, payload));
+    let c = server.counters();
+    assert!(c.backpressure_pauses >= 1, "{c:?}");
+    let bound = (max_queued + payload + 16) as u64;
+    assert!(
+        c.response_bytes_queued <= bound,
+        "queued {} > bound {bound}",
+        c.response_bytes_queued
+    );
+    drop(slow);
+    wait_until_nothing_queued(&server);
+    server.shutdown().unwrap();
+}
+
 fn reply_and_close_flushes_then_closes(backend: Backend) {
     let service = Arc::new(TestService::default());
     let server = builder(service, backend).start().unwrap();
@@ -152,5 +181,6 @@ on_both_backends!(
     max_connections_refuses_then_recovers,
     malformed_frames_get_error_and_close,
     slow_reader_stays_bounded_and_others_are_served,
+    slow_reader_of_inline_replies_stays_within_one_reply,
     reply_and_close_flushes_then_closes,
 );

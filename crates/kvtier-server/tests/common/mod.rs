@@ -35,6 +35,8 @@ pub const OP_IN_PLACE_GUARDED: u8 = 7;
 pub const OP_IN_PLACE_QUIT: u8 = 8;
 /// `serve_in_place` panics (a service bug): the connection closes.
 pub const OP_IN_PLACE_PANIC: u8 = 9;
+/// Echo run inline on the IO thread (`Service::run_inline`), as a guarded segment.
+pub const OP_ECHO_INLINE: u8 = 10;
 /// Opcode of the error frame the service answers malformed input with.
 pub const OP_ERROR: u8 = 0xFF;
 
@@ -77,7 +79,7 @@ impl Service for TestService {
     }
 
     fn run_inline(&self, _conn: &ConnInfo, frame: &[u8]) -> bool {
-        frame[5] == OP_WHERE_INLINE
+        matches!(frame[5], OP_WHERE_INLINE | OP_ECHO_INLINE)
     }
 
     fn serve_in_place(
