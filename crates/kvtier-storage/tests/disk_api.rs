@@ -333,3 +333,62 @@ fn a_second_handle_on_an_open_tier_is_refused() {
             .contains(hash(1))
     );
 }
+
+/// Records what a listener is told.
+#[derive(Debug, Default)]
+struct Recorder {
+    stored: parking_lot::Mutex<Vec<kvtier_core::SequenceHash>>,
+    removed: parking_lot::Mutex<Vec<kvtier_core::SequenceHash>>,
+}
+
+impl kvtier_storage::disk::DiskListener for Recorder {
+    fn stored(&self, hashes: &[kvtier_core::SequenceHash]) {
+        self.stored.lock().extend_from_slice(hashes);
+    }
+    fn removed(&self, hashes: &[kvtier_core::SequenceHash]) {
+        self.removed.lock().extend_from_slice(hashes);
+    }
+}
+
+#[test]
+fn a_listener_hears_stores_evictions_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), config(4)).unwrap();
+    tier.put(hash(100), &block(100, 0, BLOCK)).unwrap();
+    let rec = std::sync::Arc::new(Recorder::default());
+    assert!(tier.set_listener(rec.clone()));
+    assert!(
+        !tier.set_listener(std::sync::Arc::new(Recorder::default())),
+        "one listener"
+    );
+    // What was there before the listener: listed.
+    assert_eq!(tier.hashes(), vec![hash(100)]);
+
+    let batch: Vec<(kvtier_core::SequenceHash, Vec<u8>)> =
+        (1..=3).map(|i| (hash(i), block(i, 0, BLOCK))).collect();
+    let refs: Vec<_> = batch.iter().map(|(h, b)| (*h, &b[..])).collect();
+    tier.put_batch(&refs).unwrap();
+    assert_eq!(*rec.stored.lock(), vec![hash(1), hash(2), hash(3)]);
+    assert!(rec.removed.lock().is_empty());
+
+    // Full: two more evict the two oldest (100, then 1).
+    tier.put_batch(&[
+        (hash(4), &block(4, 0, BLOCK)),
+        (hash(5), &block(5, 0, BLOCK)),
+    ])
+    .unwrap();
+    assert_eq!(*rec.removed.lock(), vec![hash(100), hash(1)]);
+    assert_eq!(rec.stored.lock().len(), 5);
+
+    assert!(tier.delete(hash(4)).unwrap());
+    assert!(
+        !tier.delete(hash(4)).unwrap(),
+        "a second delete tells nothing"
+    );
+    assert_eq!(*rec.removed.lock(), vec![hash(100), hash(1), hash(4)]);
+    let mut held = tier.hashes();
+    held.sort();
+    let mut want = vec![hash(2), hash(3), hash(5)];
+    want.sort();
+    assert_eq!(held, want);
+}

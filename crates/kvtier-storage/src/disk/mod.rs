@@ -129,6 +129,18 @@ pub struct DiskTier {
     writer: Mutex<Index>,
     slots: Mutex<SlotTable>,
     counters: Counters,
+    /// Told which blocks came and went (set once).
+    listener: std::sync::OnceLock<std::sync::Arc<dyn DiskListener>>,
+}
+
+/// Told which blocks a [`DiskTier`] gained and lost, after the fact and with no lock of the
+/// tier held (a node publishes them as block events of the `Disk` medium, so a router knows
+/// what the disk can serve). It must not call back into the tier.
+pub trait DiskListener: Send + Sync + std::fmt::Debug {
+    /// `hashes` became readable: a batch was committed.
+    fn stored(&self, hashes: &[SequenceHash]);
+    /// `hashes` left the tier: evicted for room, deleted, or found corrupt.
+    fn removed(&self, hashes: &[SequenceHash]);
 }
 
 impl DiskTier {
@@ -167,7 +179,32 @@ impl DiskTier {
             writer: Mutex::new(index),
             slots: Mutex::new(slots),
             counters: Counters::default(),
+            listener: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells `listener` of every block stored or removed from now on. One listener per tier:
+    /// returns `false` (and keeps the first) when one is set already.
+    pub fn set_listener(&self, listener: std::sync::Arc<dyn DiskListener>) -> bool {
+        self.listener.set(listener).is_ok()
+    }
+
+    /// Every block the tier holds, in no particular order (what a listener set after
+    /// [`open`](Self::open) has not been told of).
+    pub fn hashes(&self) -> Vec<SequenceHash> {
+        self.slots
+            .lock()
+            .hashes()
+            .map(SequenceHash::from_u128)
+            .collect()
+    }
+
+    fn notify_removed(&self, hashes: &[SequenceHash]) {
+        if let Some(l) = self.listener.get()
+            && !hashes.is_empty()
+        {
+            l.removed(hashes);
+        }
     }
 
     /// The tier's directory.
@@ -250,9 +287,19 @@ impl DiskTier {
             return Ok(());
         }
         let mut index = self.writer.lock();
-        let result = self.write_locked(&mut index, &blocks);
+        let mut evicted = Vec::new();
+        let result = self.write_locked(&mut index, &blocks, &mut evicted);
+        drop(index);
         if result.is_err() {
             add(&self.counters.errors, 1);
+        }
+        // Blocks evicted for the batch are gone whether or not it was committed.
+        self.notify_removed(&evicted);
+        if result.is_ok()
+            && let Some(l) = self.listener.get()
+        {
+            let stored: Vec<SequenceHash> = blocks.iter().map(|(h, _)| *h).collect();
+            l.stored(&stored);
         }
         result
     }
@@ -262,6 +309,7 @@ impl DiskTier {
         &self,
         index: &mut Index,
         blocks: &[(SequenceHash, &[u8])],
+        evicted: &mut Vec<SequenceHash>,
     ) -> Result<(), DiskError> {
         self.grow_for(blocks.len() as u64)?;
         let covered = self.files.covered_slots();
@@ -276,8 +324,9 @@ impl DiskTier {
                         capacity: self.capacity(),
                     });
                 };
-                if victim.is_some() {
+                if let Some(victim) = victim {
                     add(&self.counters.evictions, 1);
+                    evicted.push(SequenceHash::from_u128(victim));
                 }
                 grants.push(grant);
             }
@@ -440,6 +489,7 @@ impl DiskTier {
             good[i] = ok;
         }
         let mut results = Vec::with_capacity(hashes.len());
+        let mut corrupt = Vec::new();
         for (i, (hash, record)) in hashes.iter().zip(&records).enumerate() {
             let result = match record {
                 None => BlockRead::Miss,
@@ -448,6 +498,7 @@ impl DiskTier {
                         BlockRead::Hit
                     } else if self.slots.lock().drop_entry(hash.as_u128(), r.generation) {
                         add(&self.counters.corrupt, 1);
+                        corrupt.push(*hash);
                         BlockRead::Corrupt
                     } else {
                         // Evicted or replaced while we read: its slot was reused.
@@ -464,6 +515,7 @@ impl DiskTier {
             }
             results.push(result);
         }
+        self.notify_removed(&corrupt);
         Ok(results)
     }
 
@@ -512,9 +564,13 @@ impl DiskTier {
             return Ok(false);
         }
         add(&self.counters.deletes, 1);
-        self.commit_index(&mut index, &[])
-            .inspect_err(|_| add(&self.counters.errors, 1))?;
-        Ok(true)
+        let committed = self
+            .commit_index(&mut index, &[])
+            .inspect_err(|_| add(&self.counters.errors, 1));
+        drop(index);
+        // Gone from this handle either way (see the error case above).
+        self.notify_removed(&[hash]);
+        committed.map(|()| true)
     }
 
     /// Commits removals still queued (blocks found corrupt since the last write), so a restart

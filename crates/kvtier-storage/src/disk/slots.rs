@@ -232,6 +232,11 @@ impl SlotTable {
 
     /// Drops `hash` if it still maps to `generation` (it was deleted, or found corrupt):
     /// its slot is free at once and its record is queued for removal. Returns whether it did.
+    /// The hashes of every block held.
+    pub(crate) fn hashes(&self) -> impl Iterator<Item = u128> + '_ {
+        self.map.keys().copied()
+    }
+
     pub(crate) fn drop_entry(&mut self, hash: u128, generation: u64) -> bool {
         match self.map.get(&hash) {
             Some(r) if r.generation == generation => {
