@@ -70,6 +70,7 @@
 mod binary;
 mod config;
 mod counters;
+mod disk_events;
 mod error;
 mod http;
 mod lane;

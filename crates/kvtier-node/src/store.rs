@@ -107,6 +107,14 @@ impl BlockStore {
 
         let publisher =
             Publisher::with_replay_capacity(settings.instance, settings.event_replay.max(1));
+        if let Some(d) = &disk {
+            // What the disk kept from before this start, then every change from now on.
+            let events = Arc::new(crate::disk_events::DiskEvents::new(publisher.clone()));
+            for chunk in d.hashes().chunks(4096) {
+                kvtier_storage::disk::DiskListener::stored(&*events, chunk);
+            }
+            d.set_listener(events);
+        }
         let emitter = EventEmitter::builder(publisher.clone())
             .for_tier::<G2>()
             .build()
@@ -450,7 +458,8 @@ impl BlockStore {
         let hashes: Vec<SequenceHash> = dump
             .blocks
             .iter()
-            // The node's publisher carries G2 only, whatever medium name it uses.
+            // Host memory's blocks (the disk's are published as the `Disk` medium).
+            .filter(|m| m.medium != kvtier_core::Medium::Disk)
             .flat_map(|m| m.hashes.iter().copied())
             .filter(|h| !disk.contains(*h))
             .collect();

@@ -133,3 +133,112 @@ fn subscribers_see_puts_replay_and_unsubscribe() {
         node.shutdown().unwrap();
     }
 }
+
+/// Reads SUBSCRIBE frames of request `id` until `done` says the (medium, kind, hash) events
+/// seen so far are enough.
+fn events_until(
+    sub: &mut Conn,
+    id: u64,
+    seen: &mut HashSet<(kvtier_core::Medium, EventKind, SequenceHash)>,
+    done: impl Fn(&HashSet<(kvtier_core::Medium, EventKind, SequenceHash)>) -> bool,
+) {
+    while !done(seen) {
+        let frame = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sub.recv_frame()))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("events stopped before the expected ones: {seen:?}"));
+        let (header, r) = kvtier_proto::decode_response(&frame, &sub.limits).unwrap();
+        assert_eq!(header.request_id, id);
+        let Response::Subscribe(event) = r else {
+            panic!("not a SUBSCRIBE frame: {r:?}")
+        };
+        if let Some(m) = event.decode_message()
+            && let Payload::Batch(b) = m.unwrap().payload
+        {
+            seen.extend(b.hashes.iter().map(|h| (b.medium, b.kind, *h)));
+        }
+        if let Some(d) = event.decode_dump() {
+            for m in d.unwrap().blocks {
+                seen.extend(m.hashes.iter().map(|h| (m.medium, EventKind::Create, *h)));
+            }
+        }
+    }
+}
+
+/// A subscription replaying from the instance's first event.
+fn subscribe_from_start(node: &Node, id: u64) -> Conn {
+    let mut sub = Conn::connect(node.addr());
+    sub.send(
+        id,
+        &Request::Subscribe(Subscribe {
+            from_event_id: 1,
+            format: WireFormat::Msgpack,
+        }),
+    );
+    sub
+}
+
+/// What the disk tier holds is published as the `Disk` medium: blocks copied there by
+/// write-through, blocks deleted from it, and after a restart what it kept, so a router
+/// following the node still sees the blocks host memory evicted.
+#[test]
+fn disk_residency_is_published_as_the_disk_medium() {
+    use kvtier_core::Medium::{Cpu, Disk};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), kvtier_node::IoBackend::Auto, BLOCK);
+    cfg.host_bytes = kvtier_node::ByteSize(4 * BLOCK as u64);
+    let node = Node::start(cfg.clone()).unwrap();
+    let mut sub = subscribe_from_start(&node, 5);
+    let mut writer = Conn::connect(node.addr());
+    let hashes = chain(21, 8);
+    // Durable PUTs: on disk before the reply (a write-through copy can lose the race with
+    // eviction from a host memory of four blocks).
+    for (i, pair) in hashes.chunks(2).enumerate() {
+        let bytes: Vec<Vec<u8>> = pair.iter().map(|&h| pattern(h, BLOCK)).collect();
+        let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let request = Request::Put {
+            durable: true,
+            blocks: PutBlocks::new(pair, &slices).unwrap(),
+        };
+        let frame = writer.call(i as u64 + 1, &request);
+        assert_eq!(
+            response(&frame, &writer.limits),
+            Response::Put(vec![PutStatus::Stored; 2])
+        );
+    }
+    let mut seen = HashSet::new();
+    events_until(&mut sub, 5, &mut seen, |s| {
+        hashes
+            .iter()
+            .all(|h| s.contains(&(Disk, EventKind::Create, *h)))
+            && s.iter()
+                .filter(|(m, k, _)| (*m, *k) == (Cpu, EventKind::Remove))
+                .count()
+                >= 4
+    });
+
+    let frame = writer.call(
+        9,
+        &Request::Delete(kvtier_proto::HashList::new(&hashes[7..])),
+    );
+    assert_eq!(
+        response(&frame, &writer.limits),
+        Response::Delete(vec![true])
+    );
+    events_until(&mut sub, 5, &mut seen, |s| {
+        s.contains(&(Disk, EventKind::Remove, hashes[7]))
+    });
+    node.shutdown().unwrap();
+
+    // A restart: the new instance announces what the disk kept, the deleted block excepted.
+    let node = Node::start(cfg).unwrap();
+    let mut sub = subscribe_from_start(&node, 6);
+    let mut seen = HashSet::new();
+    events_until(&mut sub, 6, &mut seen, |s| {
+        hashes[..7]
+            .iter()
+            .all(|h| s.contains(&(Disk, EventKind::Create, *h)))
+    });
+    assert!(!seen.contains(&(Disk, EventKind::Create, hashes[7])));
+    node.shutdown().unwrap();
+}
