@@ -182,6 +182,17 @@ pub fn flood_until_paused(stream: &mut TcpStream, request: &[u8]) -> usize {
     sent
 }
 
+/// Asserts that `server` paused a reader and holds at most `bound` queued reply bytes.
+pub fn assert_paused_within(server: &Server, bound: usize) {
+    let c = server.counters();
+    assert!(c.backpressure_pauses >= 1, "{c:?}");
+    assert!(
+        c.response_bytes_queued <= bound as u64,
+        "queued {} > bound {bound}",
+        c.response_bytes_queued
+    );
+}
+
 /// Waits up to 5 s for `server` to hold no queued reply bytes (after a client went away).
 pub fn wait_until_nothing_queued(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(5);
