@@ -5,56 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::RouterProcess;
+use common::{RouterProcess, ServeProcess};
 use kvtier_client::{Client, ClientConfig};
 use kvtier_core::SequenceHash;
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `kvtier serve` on `port`, host memory only; returns once it listens.
-fn serve(port: u16, dir: &std::path::Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis-listen", "off", "--metrics-listen", "off"])
-        .args([
-            "--block-bytes",
-            "4KiB",
-            "--host-bytes",
-            "1MiB",
-            "--disk-bytes",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("KVTIER_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!("kvtier serve exited early: {seen:?}");
-        };
-        if line.starts_with("kvtier serve: binary ") {
-            break;
-        }
-        seen.push(line);
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Served(child)
+fn serve(port: u16, dir: &std::path::Path) -> ServeProcess {
+    ServeProcess::start(&format!("127.0.0.1:{port}"), dir, "0", &[])
 }
 
 fn chain(seed: u64, n: usize) -> Vec<SequenceHash> {

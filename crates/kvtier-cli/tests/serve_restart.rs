@@ -2,9 +2,9 @@
 //! byte for byte after `kill -9` and a restart on the same data directory; after SIGTERM the
 //! process exits 0 and the blocks that were still only in host memory are on disk too.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use kvtier_core::SequenceHash;
@@ -13,70 +13,24 @@ use kvtier_proto::{
     WriteBuf,
 };
 
+mod common;
+
+use common::ServeProcess;
+
 const BLOCK: usize = 4096;
 
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Served {
-    /// A failing test must not leave a server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `kvtier serve` on a free port over `dir`, returns once it listens.
-fn serve(dir: &std::path::Path) -> Served {
+/// Starts `kvtier serve` on a free port over `dir` (16 MiB of disk), returns once it listens.
+fn serve(dir: &std::path::Path) -> ServeProcess {
     serve_with(dir, &[])
 }
 
 /// [`serve`] with more flags.
-fn serve_with(dir: &std::path::Path, extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-listen",
-            "off",
-            "--metrics-listen",
-            "off",
-        ])
-        .args([
-            "--block-bytes",
-            "4KiB",
-            "--host-bytes",
-            "1MiB",
-            "--disk-bytes",
-            "16MiB",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
-        .env("KVTIER_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("kvtier serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("kvtier serve: binary ") {
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Served { child, addr }
+fn serve_with(dir: &std::path::Path, extra: &[&str]) -> ServeProcess {
+    ServeProcess::start("127.0.0.1:0", dir, "16MiB", extra)
 }
 
 /// SIGTERM, and the graceful stop exits 0.
-fn stop_gracefully(served: &mut Served) {
+fn stop_gracefully(served: &mut ServeProcess) {
     let pid = served.child.id().to_string();
     assert!(
         Command::new("kill")

@@ -1,12 +1,14 @@
-//! Fixtures shared by the `kvtier router` test files: the running binary.
+//! Fixtures shared by the CLI's test files: `kvtier router` and `kvtier serve` as processes.
 
 #![allow(
     dead_code,
     reason = "each test crate uses a different subset of the fixtures"
 )]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kvtier_testkit::process::ChildGuard;
@@ -73,5 +75,57 @@ impl RouterProcess {
             status.success(),
             "the router exits cleanly on SIGTERM: {status}"
         );
+    }
+}
+
+/// A running `kvtier serve` (killed when dropped, so a failing test leaves no server behind).
+pub struct ServeProcess {
+    /// The child process (`kill` it for a crash, SIGTERM it for a graceful stop).
+    pub child: Child,
+    /// Where its binary protocol listens.
+    pub addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `kvtier serve` on `listen` over `dir`: 4 KiB blocks, 1 MiB of host memory,
+    /// `disk` of disk, no RESP or metrics port, then `extra` flags. Returns once it listens.
+    pub fn start(listen: &str, dir: &Path, disk: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kvtier"))
+            .args(["serve", "--listen", listen])
+            .args(["--redis-listen", "off", "--metrics-listen", "off"])
+            .args(["--block-bytes", "4KiB", "--host-bytes", "1MiB"])
+            .args(["--disk-bytes", disk])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("KVTIER_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvtier serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("kvtier serve exited before listening: {seen:?}");
+            };
+            if let Some(rest) = line.strip_prefix("kvtier serve: binary ") {
+                break rest
+                    .split(' ')
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("listening line {line:?}"));
+            }
+            seen.push(line);
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
