@@ -156,8 +156,8 @@ impl<S: Service> Shared<S> {
                     InPlace::ServedThenClose
                 })
             };
+        let runs_inline = |info: &ConnInfo, frame: &[u8]| service.run_inline(info, frame);
         loop {
-            let runs_inline = |info: &ConnInfo, frame: &[u8]| service.run_inline(info, frame);
             if let Err(err) = conn.cut_frames_serving(&self.pool, scratch, &mut serve, &runs_inline)
             {
                 tracing::debug!(conn = conn.info.id.0, %err, "malformed frame; closing");
