@@ -31,7 +31,8 @@ use kvtier_storage::arena::{HostArena, SlotBytes};
 use kvtier_storage::disk::{DiskConfig, DiskTier};
 use kvtier_storage::layout::BlockLayout;
 use kvtier_storage::offload::{
-    ArenaSink, OffloadObserver, OffloadQueue, WriteBack, WriteGate, WritePolicy,
+    ArenaSink, OffloadObserver, OffloadQueue, PendingWriteThrough, WriteBack, WriteGate,
+    WritePolicy,
 };
 use kvtier_storage::tier::Storage;
 use kvtier_storage::tier::disk::DiskStorage;
@@ -40,6 +41,18 @@ use kvtier_storage::tiered::{Promotion, TierConfig, TieredStore};
 
 use crate::NodeError;
 use crate::counters::StoreCounters;
+
+/// Staging buffers of the write-back stage (and of write-through's copy on eviction): 16 MiB
+/// worth, at least 64 and at most 4096 blocks. Allocated zeroed, so pages never used stay
+/// unbacked.
+fn staging_blocks(block_bytes: usize) -> usize {
+    ((16 << 20) / block_bytes.max(1)).clamp(64, 4096)
+}
+
+/// How long an eviction waits for a free staging buffer before it skips the block: a disk
+/// slower than the PUT rate slows PUTs that evict down to its speed instead of losing blocks,
+/// and a stuck one costs each such PUT at most this.
+const STAGING_WAIT: Duration = Duration::from_millis(100);
 
 /// Settings of a [`BlockStore`] (from the node's configuration).
 #[derive(Clone, Debug)]
@@ -63,6 +76,8 @@ pub(crate) struct BlockStore {
     observer: Option<Arc<OffloadObserver>>,
     sink: Option<Arc<ArenaSink>>,
     writeback: Option<Arc<WriteBack>>,
+    /// Under a write-through policy: copies blocks G2 evicts before their background copy.
+    rescue: Option<Arc<WriteBack>>,
     emitter: EventEmitter,
     publisher: Publisher,
     pub(crate) counters: StoreCounters,
@@ -123,12 +138,15 @@ impl BlockStore {
         let mut builder = BlockManager::<G2>::builder()
             .with_block_count(host_blocks)
             .with_observer(Arc::new(emitter.clone()));
-        let (mut observer, mut sink, mut writeback) = (None, None, None);
+        let (mut observer, mut sink, mut writeback, mut rescue) = (None, None, None, None);
         if let Some(lower) = &disk_storage {
             match settings.write_policy {
                 WritePolicy::WriteBack => {
-                    let wb = WriteBack::new(Arc::clone(lower), settings.block_bytes, 64, 64)
-                        .map_err(|e| NodeError::Storage(format!("write-back: {e}")))?;
+                    let staging = staging_blocks(settings.block_bytes);
+                    let wb =
+                        WriteBack::new(Arc::clone(lower), settings.block_bytes, staging, staging)
+                            .map_err(|e| NodeError::Storage(format!("write-back: {e}")))?;
+                    wb.set_max_wait(STAGING_WAIT);
                     builder = builder.with_eviction_hook(wb.clone());
                     writeback = Some(wb);
                 }
@@ -139,9 +157,25 @@ impl BlockStore {
                     let gate = WriteGate::new(policy, host_blocks.max(1024))
                         .map_err(|e| NodeError::Config(format!("write_policy: {e}")))?;
                     let o = Arc::new(OffloadObserver::new(gate, queue));
-                    builder = builder.with_observer(o.clone());
+                    // A block G2 evicts before the queue's worker reached it is copied on its
+                    // way out, so write-through does not lose it to a backlog.
+                    let filter = Arc::new(PendingWriteThrough::new(o.clone(), Arc::clone(lower)));
+                    let staging = staging_blocks(settings.block_bytes);
+                    let r = WriteBack::selective(
+                        Arc::clone(lower),
+                        settings.block_bytes,
+                        staging,
+                        staging,
+                        filter,
+                    )
+                    .map_err(|e| NodeError::Storage(format!("write-through: {e}")))?;
+                    r.set_max_wait(STAGING_WAIT);
+                    builder = builder
+                        .with_observer(o.clone())
+                        .with_eviction_hook(r.clone());
                     observer = Some(o);
                     sink = Some(s);
+                    rescue = Some(r);
                 }
             }
         }
@@ -155,7 +189,7 @@ impl BlockStore {
         if let Some(s) = &sink {
             s.attach(&arena);
         }
-        if let Some(wb) = &writeback {
+        for wb in writeback.iter().chain(&rescue) {
             wb.attach(&arena);
         }
         let mut tiered = TieredStore::builder()
@@ -173,6 +207,7 @@ impl BlockStore {
             observer,
             sink,
             writeback,
+            rescue,
             emitter,
             publisher,
             counters: StoreCounters::default(),
@@ -429,6 +464,15 @@ impl BlockStore {
         if let Some(wb) = &self.writeback {
             out.push(("writeback_pending".to_string(), wb.pending()));
         }
+        if let Some(r) = &self.rescue {
+            out.push(("offload_rescue_pending".to_string(), r.pending()));
+            let r = r.stats();
+            out.extend([
+                ("offload_rescued".to_string(), r.written),
+                ("offload_rescue_skipped".to_string(), r.skipped),
+                ("offload_rescue_failed".to_string(), r.failed),
+            ]);
+        }
         let e = self.emitter.stats();
         out.extend([
             ("events_last_id".to_string(), self.publisher.last_event_id()),
@@ -492,7 +536,12 @@ impl BlockStore {
         let until = Instant::now() + deadline;
         let pending = || {
             self.observer.as_ref().map_or(0, |o| o.stats().pending())
-                + self.writeback.as_ref().map_or(0, |w| w.pending())
+                + self
+                    .writeback
+                    .iter()
+                    .chain(&self.rescue)
+                    .map(|w| w.pending())
+                    .sum::<u64>()
         };
         while pending() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));

@@ -355,6 +355,48 @@ fn with_a_token_only_hello_works_before_authentication() {
     node.shutdown().unwrap();
 }
 
+/// PUTs back to back into a host memory of 96 blocks through an offload queue of one block:
+/// most background copies are skipped (queue full), and G2 evicts those blocks before any copy
+/// was made. They are copied on their way out, so every block is served afterwards
+/// (write-through loses none to its backlog).
+#[test]
+fn write_through_keeps_blocks_evicted_before_their_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), kvtier_node::IoBackend::Auto, BLOCK);
+    // More than one batch of the background copy, which holds its blocks while it writes.
+    cfg.host_bytes = ByteSize(96 * BLOCK as u64);
+    cfg.offload_queue = 1;
+    let node = Node::start(cfg).unwrap();
+    let mut c = Conn::connect(node.addr());
+    let hashes = chain(16, 1024);
+    for (k, chunk) in hashes.chunks(8).enumerate() {
+        assert_eq!(
+            put(&mut c, k as u64, chunk, false),
+            vec![PutStatus::Stored; 8]
+        );
+    }
+    wait_for(|| {
+        node.stat("offload_pending") == Some(0) && node.stat("offload_rescue_pending") == Some(0)
+    });
+    let rescued = node.stat("offload_rescued").unwrap();
+    let written = node.stat("offload_written").unwrap();
+    assert!(
+        rescued >= 1024 - 96 - written,
+        "{written} copied in the background, {rescued} on eviction; skipped {:?} failed {:?} g3 {:?} evictions {:?}",
+        node.stat("offload_rescue_skipped"),
+        node.stat("offload_rescue_failed"),
+        node.stat("g3_blocks"),
+        node.stat("g2_evictions")
+    );
+    assert_eq!(node.stat("offload_rescue_skipped"), Some(0));
+    let got = get(&mut c, 1000, &hashes);
+    for (r, h) in got.iter().zip(&hashes) {
+        let (_, bytes) = r.as_ref().expect("every block is in some tier");
+        assert_eq!(bytes, &pattern(*h, BLOCK));
+    }
+    node.shutdown().unwrap();
+}
+
 #[test]
 fn blocks_evicted_from_host_memory_are_served_from_disk() {
     for backend in BACKENDS {

@@ -11,7 +11,8 @@ use kvtier_storage::arena::HostArena;
 use kvtier_storage::disk::{DiskConfig, DiskTier};
 use kvtier_storage::layout::BlockLayout;
 use kvtier_storage::offload::{
-    ArenaSink, OffloadObserver, OffloadQueue, WriteBack, WriteGate, WritePolicy,
+    ArenaSink, OffloadObserver, OffloadQueue, OffloadSink, PendingWriteThrough, WriteBack,
+    WriteGate, WritePolicy,
 };
 use kvtier_storage::tier::disk::DiskStorage;
 use kvtier_storage::tier::host::HostStorage;
@@ -191,6 +192,84 @@ fn selective_write_through_copies_only_after_k_hits() {
     assert!(!g3.contains(hashes[2]));
 }
 
+/// A write-through sink whose worker waits for a message before each batch (or for the channel
+/// to close), so blocks stay queued while G2 evicts them.
+struct LateSink {
+    inner: Arc<ArenaSink>,
+    gate: Mutex<Receiver<()>>,
+}
+
+impl OffloadSink for LateSink {
+    fn offload(
+        &self,
+        batch: &[SequenceHash],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = self.gate.lock().unwrap().recv();
+        self.inner.offload(batch)
+    }
+}
+
+/// Write-through with [`PendingWriteThrough`] as its safety net: G2 evicts blocks whose copy
+/// the offload queue has not made yet, and they reach G3 anyway, byte for byte; blocks the gate
+/// did not choose (selective policy, too few hits) are not copied.
+#[test]
+fn write_through_copies_blocks_evicted_before_their_turn() {
+    for policy in [
+        WritePolicy::WriteThrough,
+        WritePolicy::WriteThroughSelective { hits: 1 },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let g3 = disk(dir.path());
+        let sink = Arc::new(ArenaSink::new(g3.clone()));
+        let (open, gate) = channel();
+        let late = Arc::new(LateSink {
+            inner: sink.clone(),
+            gate: Mutex::new(gate),
+        });
+        let observer = Arc::new(OffloadObserver::new(
+            WriteGate::new(policy, 64).unwrap(),
+            OffloadQueue::new(64, late).unwrap(),
+        ));
+        let filter = Arc::new(PendingWriteThrough::new(observer.clone(), g3.clone()));
+        let rescue = WriteBack::selective(g3.clone(), BLOCK, 16, 16, filter).unwrap();
+        let m = BlockManager::<G2>::builder()
+            .with_block_count(8)
+            .with_observer(observer.clone())
+            .with_eviction_hook(rescue.clone())
+            .build()
+            .unwrap();
+        let arena = Arc::new(HostArena::new(&m, BlockLayout::from_bytes(BLOCK).unwrap()).unwrap());
+        assert!(sink.attach(&arena));
+        assert!(rescue.attach(&arena));
+
+        let old = chain(11, 8);
+        fill(&arena, &old);
+        // Under the selective policy only the first half is hit (chosen for G3).
+        let chosen = if policy == WritePolicy::WriteThrough {
+            8
+        } else {
+            observer.record_hits(&old[..4]);
+            4
+        };
+        // Every old block is evicted while the queue's worker waits at its first batch.
+        fill(&arena, &chain(12, 8));
+        assert_eq!(rescue.stats().staged, chosen, "{policy}");
+        drop(open);
+        wait_for(|| observer.stats().pending() == 0 && rescue.pending() == 0);
+        for (k, &h) in old.iter().enumerate() {
+            let want = (k < chosen as usize).then(|| pattern(h));
+            assert_eq!(
+                get_block(g3.as_ref(), h).unwrap(),
+                want,
+                "{policy} block {k}"
+            );
+        }
+        let s = sink.stats();
+        assert_eq!(s.gone, observer.stats().offloaded - s.written - s.present);
+        drop(m);
+    }
+}
+
 #[test]
 fn onboarding_brings_a_g3_only_prefix_into_g2_and_registers_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +362,46 @@ fn a_full_staging_pool_skips_and_counts_without_blocking() {
     let s = wb.stats();
     assert_eq!((s.written, s.failed), (2, 0));
     assert_eq!(s.staged + s.skipped, 12);
+}
+
+/// With a wait set, an eviction that finds the staging pool empty waits for the worker to
+/// give buffers back instead of skipping: a slow lower tier slows the evicting caller down and
+/// loses nothing.
+#[test]
+fn with_a_wait_a_slow_lower_tier_slows_evictions_instead_of_losing_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let g3 = disk(dir.path());
+    let (open, gate) = channel();
+    let lower = Arc::new(Blocking {
+        inner: g3.clone(),
+        gate: Mutex::new(gate),
+    });
+    let wb = WriteBack::new(lower, BLOCK, 2, 2).unwrap();
+    wb.set_max_wait(Duration::from_secs(30));
+    let arena = g2_with_write_back(8, &wb);
+    let old = chain(13, 8);
+    fill(&arena, &old);
+    let evictor = {
+        let arena = arena.clone();
+        std::thread::spawn(move || fill(&arena, &chain(14, 8)))
+    };
+    // The evictor waits for buffers while the worker is stuck on its first write.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !evictor.is_finished(),
+        "the eviction waits for staging buffers"
+    );
+    for _ in 0..8 {
+        open.send(()).unwrap();
+    }
+    evictor.join().unwrap();
+    drop(open);
+    wb.close();
+    let s = wb.stats();
+    assert_eq!((s.staged, s.skipped, s.written, s.failed), (8, 0, 8, 0));
+    for h in old {
+        assert_eq!(get_block(g3.as_ref(), h).unwrap(), Some(pattern(h)));
+    }
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! - [`WriteBack`] (`writeback.rs`): write-back bytes. A G2 manager's
 //!   [`EvictionHook`](kvtier_core::EvictionHook): victims' bytes are copied, before their slots
 //!   are reused, into a bounded staging pool; a worker writes them down. Pool or queue full:
-//!   skipped and counted, never waited for.
+//!   skipped and counted, never waited for. [`WriteBack::selective`] with
+//!   [`PendingWriteThrough`] is write-through's safety net: a block G2 evicts before the
+//!   queue's worker copied it is copied on its way out.
 //! - Onboarding is [`TieredStore::fetch_prefix_into_host`](crate::tiered::TieredStore::fetch_prefix_into_host):
 //!   a prefix that misses in G2 and hits below is read with one batched read per tier and
 //!   registered in G2 in one batch.
@@ -37,4 +39,4 @@ pub use policy::{
 };
 pub use queue::{MAX_BATCH, OffloadQueue, OffloadQueueError, OffloadSink, OffloadStats};
 pub use sink::{ArenaSink, ArenaSinkStats};
-pub use writeback::{WriteBack, WriteBackError, WriteBackStats};
+pub use writeback::{PendingWriteThrough, VictimFilter, WriteBack, WriteBackError, WriteBackStats};

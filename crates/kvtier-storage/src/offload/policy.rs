@@ -227,6 +227,16 @@ impl WriteGate {
         self.policy == WritePolicy::WriteBack
     }
 
+    /// Whether the policy has chosen `hash` for the tier below by now, going by what the gate
+    /// has counted (every block under `write_through` and `write_back`; under
+    /// `write_through_selective`, a block hit at least `k` times). Counts nothing.
+    pub fn chosen(&self, hash: SequenceHash) -> bool {
+        match self.policy {
+            WritePolicy::WriteThroughSelective { hits } => self.hits(hash) >= hits,
+            WritePolicy::WriteThrough | WritePolicy::WriteBack => true,
+        }
+    }
+
     /// Estimated hits of `hash` (0 unless the policy is selective).
     pub fn hits(&self, hash: SequenceHash) -> u32 {
         self.hits.as_ref().map_or(0, |s| s.count(hash.mix64()))

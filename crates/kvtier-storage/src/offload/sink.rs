@@ -5,7 +5,9 @@
 //! `scan_matches(.., touch = false)` (a handle that does not count as an access for the eviction
 //! policy), so offloading a block does not make it look hot. A block evicted before the worker
 //! reached it is counted as `gone`, not as a failure: under write-through, G2 may drop a block
-//! before its copy was made (offload is best effort).
+//! before its copy was made. Install [`WriteBack::selective`](super::WriteBack::selective) with
+//! [`PendingWriteThrough`](super::PendingWriteThrough) as G2's eviction hook to copy such blocks
+//! as they are evicted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
