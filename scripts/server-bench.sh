@@ -12,6 +12,9 @@
 # ROUNDS (default 3) repetitions of every GET/PUT cell, targets interleaved; SIZES and CONNS
 # narrow the grid; PIN=1 puts the servers and the clients on different cores (see below).
 #
+# CC=NAME (default `system`): the loopback congestion control of both kvtier servers, the raw
+# TCP server and every bench connection (`--loopback-congestion`); redis-server keeps the host's.
+#
 # Everything binds to 127.0.0.1 on free ports and is stopped on exit.
 set -euo pipefail
 secs="${1:-2}"
@@ -19,6 +22,7 @@ bin="${KVTIER_BIN:-target/release/kvtier}"
 sizes="${SIZES:-256KiB 1MiB 4MiB}"
 conns="${CONNS:-1 4 16 64}"
 rounds="${ROUNDS:-3}"
+cc="${CC:-system}"
 # PIN=1: every server (kvtier, redis-server, the raw TCP server) on CPU SERVER_CPU (default 0)
 # and every client on CLIENT_CPU (default 1), so a server has one core of its own and does
 # not compete with its load generator. `kvtier serve` then sizes its threads for one core.
@@ -39,7 +43,7 @@ bench() { # target-label op block conns args...
     local mix; case $op in get) mix=0:1:0;; put) mix=1:0:0;; match) mix=0:0:1;; esac
     local out
     if out=$("${cli[@]}" "$bin" bench "$@" --block-bytes "$block" --connections "$c" --pipeline 4 \
-        --keyspace 128 --mix "$mix" --duration "$secs" --warmup 0.5 --format json 2>/dev/null); then
+        --keyspace 128 --mix "$mix" --duration "$secs" --warmup 0.5 --loopback-congestion "$cc" --format json 2>/dev/null); then
         echo "{\"target\":\"$label\",\"op\":\"$op\",\"block\":\"$block\",\"connections\":$c,\"report\":$out}"
     else
         echo "{\"target\":\"$label\",\"op\":\"$op\",\"block\":\"$block\",\"connections\":$c,\"report\":null}"
@@ -50,7 +54,7 @@ serve() { # backend block -> sets $kv_addr, $kv_pid
     local p; p=$(port)
     rm -rf "$work/data-$1"
     KVTIER_LOG=warn "${srv[@]}" "$bin" serve --listen "127.0.0.1:$p" --redis-listen off --metrics-listen off \
-        --data-dir "$work/data-$1" --block-bytes "$2" --io-backend "$1" 2>/dev/null &
+        --data-dir "$work/data-$1" --block-bytes "$2" --io-backend "$1" --loopback-congestion "$cc" 2>/dev/null &
     kv_pid=$!; pids+=("$kv_pid"); kv_addr="127.0.0.1:$p"
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null && return; sleep 0.1; done
     echo "kvtier serve did not start" >&2; exit 1

@@ -100,6 +100,10 @@ pub(crate) struct ServeArgs {
     /// Event messages kept for SUBSCRIBE replay [default: 4096].
     #[arg(long, env = "KVTIER_EVENT_REPLAY", value_name = "N")]
     event_replay: Option<usize>,
+    /// TCP congestion control of loopback connections (for example cubic); `system` keeps
+    /// the host's default [default: system].
+    #[arg(long, env = "KVTIER_LOOPBACK_CONGESTION", value_name = "NAME")]
+    loopback_congestion: Option<String>,
     /// Largest value (and key) on the RESP port; a larger one closes the connection with a
     /// protocol error (`[resp] max_value_bytes` in the file) [default: 512MiB].
     #[arg(long, env = "KVTIER_RESP_MAX_VALUE_BYTES", value_name = "SIZE")]
@@ -161,7 +165,8 @@ impl ServeArgs {
             max_blocks_per_request,
             max_connections,
             max_in_flight_per_conn,
-            event_replay
+            event_replay,
+            loopback_congestion
         );
         if let Some(v) = self.resp_max_value_bytes {
             c.resp.max_value_bytes = v;

@@ -62,6 +62,20 @@ fn raw_tcp_moves_the_blocks_it_reports() {
     }
 }
 
+/// `--loopback-congestion` gives every connection of the run (the bench's and the raw TCP
+/// server's) that algorithm; the run works and reports as usual.
+#[test]
+fn a_loopback_congestion_control_can_be_chosen() {
+    for cc in ["reno", "system"] {
+        let mut args = vec!["bench", "--raw-tcp", "--block-bytes", "64KiB"];
+        args.extend(["--loopback-congestion", cc, "--mix", "1:1:0"]);
+        args.extend(SHORT);
+        let r = json(&kvtier(&args));
+        assert!(r["ops"].as_u64().unwrap() > 0, "{cc}: {r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "{cc}: {r}");
+    }
+}
+
 /// Finds a Debian-installed binary, installing the packages with the project's script once.
 fn redis_binary(name: &str) -> Option<std::path::PathBuf> {
     if std::env::var_os("KVTIER_SKIP_REDIS_TESTS").is_some_and(|v| v != "0") {
@@ -134,7 +148,7 @@ fn against_a_real_redis_server_every_get_returns_its_block() {
 
 #[test]
 fn bad_arguments_and_unreachable_targets_are_clear_errors() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["bench"], "--target"),
         (&["bench", "--raw-tcp", "--block-bytes", "65M"], "64 MiB"),
         (
@@ -143,6 +157,10 @@ fn bad_arguments_and_unreachable_targets_are_clear_errors() {
         ),
         (&["bench", "--raw-tcp", "--duration", "0"], "seconds"),
         (&["bench", "--target", "http://x"], "redis://"),
+        (
+            &["bench", "--raw-tcp", "--loopback-congestion", "no_such_cc"],
+            "the kernel does not offer it",
+        ),
     ];
     for (args, want) in cases {
         let out = kvtier(args);

@@ -62,4 +62,14 @@ fn bad_settings_name_their_key() {
     assert!(!ok && text.contains("resp.shards"), "{text}");
     let (ok, text) = check(&["--block-bytes", "lots"], &[]);
     assert!(!ok && text.contains("lots"), "{text}");
+    let (ok, text) = check(&["--loopback-congestion", "no_such_cc"], &[]);
+    assert!(
+        !ok && text.contains("loopback_congestion") && text.contains("does not offer"),
+        "{text}"
+    );
+    let (ok, text) = check(&[], &[("KVTIER_LOOPBACK_CONGESTION", "reno")]);
+    assert!(
+        ok && text.contains("loopback_congestion: \"reno\""),
+        "{text}"
+    );
 }

@@ -396,7 +396,7 @@ impl AsyncClient {
             )
             .into());
         }
-        stream.set_nodelay(true)?;
+        crate::tcp::tune(&stream, &config)?;
         let (source, sink) = stream.into_split();
         let conn = Arc::new(Conn {
             routes: Mutex::new(Routes::default()),

@@ -105,7 +105,7 @@ impl Client {
     /// [`ClientError::BadReply`] when it speaks another protocol version.
     pub fn connect(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Self, ClientError> {
         let stream = connect_any(addr, config.connect_timeout())?;
-        stream.set_nodelay(true)?;
+        crate::tcp::tune(&stream, &config)?;
         let timeout = config.io_timeout().filter(|t| !t.is_zero());
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(timeout)?;

@@ -30,6 +30,7 @@ pub struct ClientConfig {
     limits: Limits,
     connect_timeout: Option<Duration>,
     io_timeout: Option<Duration>,
+    loopback_congestion: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +41,7 @@ impl Default for ClientConfig {
             limits: Limits::default(),
             connect_timeout: Some(Self::DEFAULT_CONNECT_TIMEOUT),
             io_timeout: Some(Self::DEFAULT_IO_TIMEOUT),
+            loopback_congestion: None,
         }
     }
 }
@@ -98,6 +100,22 @@ impl ClientConfig {
     pub fn with_io_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.io_timeout = timeout;
         self
+    }
+
+    /// TCP congestion control of a connection to a loopback address (`None`: the system's
+    /// default). PUT bytes flow from the client, so its choice sets their pace; where the
+    /// host's default paces (`bbr`), `cubic` is faster through a few connections and slower
+    /// through many (see `kvtier_server::ServerBuilder::with_loopback_congestion`). Other
+    /// connections keep the system's choice. Default: `None`.
+    #[must_use]
+    pub fn with_loopback_congestion(mut self, name: Option<String>) -> Self {
+        self.loopback_congestion = name.filter(|n| !n.is_empty());
+        self
+    }
+
+    /// The loopback congestion control, if any.
+    pub fn loopback_congestion(&self) -> Option<&str> {
+        self.loopback_congestion.as_deref()
     }
 
     /// The namespace.

@@ -135,6 +135,7 @@ mod config;
 mod error;
 mod recv;
 mod reply;
+mod tcp;
 mod types;
 mod wire;
 
@@ -144,4 +145,5 @@ pub use blocking::{Client, Events, SubscriptionId};
 pub use config::ClientConfig;
 pub use error::ClientError;
 pub use reply::ReplyValue;
+pub use tcp::tune_connection;
 pub use types::{GetBlock, ServerInfo, SubscriptionEvent, Ticket};

@@ -195,6 +195,11 @@ pub struct NodeConfig {
     pub max_in_flight_per_conn: usize,
     /// Event messages kept for SUBSCRIBE replay. Default 4096.
     pub event_replay: usize,
+    /// TCP congestion control of connections from loopback clients (`system`: the host's
+    /// default for every connection). Where the host's default paces (`bbr`), `cubic` is
+    /// faster through a few connections and slower through many (`docs/server.md`). Default
+    /// `system`.
+    pub loopback_congestion: String,
     /// The Redis-compatible port's keyspace.
     pub resp: RespConfig,
 }
@@ -220,12 +225,18 @@ impl Default for NodeConfig {
             max_connections: 4096,
             max_in_flight_per_conn: 128,
             event_replay: kvtier_events::DEFAULT_REPLAY_CAPACITY,
+            loopback_congestion: "system".to_string(),
             resp: RespConfig::default(),
         }
     }
 }
 
 impl NodeConfig {
+    /// The congestion control to give loopback connections (`None`: the system's).
+    pub fn loopback_congestion(&self) -> Option<String> {
+        (self.loopback_congestion != "system").then(|| self.loopback_congestion.clone())
+    }
+
     /// Reads a TOML document; keys left out keep their defaults.
     ///
     /// # Errors
@@ -295,6 +306,11 @@ impl NodeConfig {
         {
             return bad("write_policy", e.to_string());
         }
+        if let Some(cc) = self.loopback_congestion()
+            && let Err(e) = kvtier_server::check_loopback_congestion(&cc)
+        {
+            return bad("loopback_congestion", e.to_string());
+        }
         if self.offload_queue == 0 {
             return bad("offload_queue", "must be at least 1".into());
         }
@@ -349,6 +365,15 @@ mod tests {
         };
         let e = config.validate().unwrap_err().to_string();
         assert!(e.contains("write_policy"), "{e}");
+        let config = NodeConfig {
+            loopback_congestion: "no_such_cc".into(),
+            ..NodeConfig::default()
+        };
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("loopback_congestion"), "{e}");
+        let cubic = NodeConfig::from_toml("loopback_congestion = \"cubic\"").unwrap();
+        assert_eq!(cubic.loopback_congestion().as_deref(), Some("cubic"));
+        assert_eq!(NodeConfig::default().loopback_congestion(), None);
         let config = NodeConfig {
             host_bytes: ByteSize::kib(4),
             ..NodeConfig::default()

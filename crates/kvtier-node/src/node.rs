@@ -151,6 +151,7 @@ impl Node {
             .with_max_frame_bytes(max_frame)
             .with_max_connections(config.max_connections)
             .with_max_in_flight_per_conn(config.max_in_flight_per_conn)
+            .with_loopback_congestion(config.loopback_congestion())
             .with_workers(workers)
             .with_io_threads(io_threads);
         for listener in builder_listeners {

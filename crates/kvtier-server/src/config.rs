@@ -64,6 +64,7 @@ pub(crate) struct ServerConfig {
     pub worker_batch: usize,
     pub worker_spins: u32,
     pub shutdown_timeout: Duration,
+    pub loopback_congestion: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +103,7 @@ impl Default for ServerConfig {
             worker_batch: 32,
             worker_spins: 200,
             shutdown_timeout: Duration::from_secs(30),
+            loopback_congestion: None,
         }
     }
 }

@@ -227,7 +227,7 @@ impl<S: Service> EpollLoop<S> {
                         drop(stream);
                         continue;
                     };
-                    let _ = stream.set_nodelay(true);
+                    self.shared.tune_socket(&stream, peer);
                     if owner == self.index {
                         self.register(stream, listener, peer);
                     } else {

@@ -96,6 +96,8 @@ mod runtime;
 mod server;
 mod service;
 mod stream;
+mod tcp;
+pub use tcp::check_loopback_congestion;
 mod uring;
 
 pub use config::{BACKEND_ENV, Backend, BackendChoice, ListenerConfig};

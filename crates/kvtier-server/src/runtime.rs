@@ -92,6 +92,18 @@ impl<S: Service> Shared<S> {
         }
     }
 
+    /// Socket options of an accepted connection (see [`crate::tcp::tune_accepted`]); a
+    /// failure only costs speed, and the first is logged.
+    pub(crate) fn tune_socket(&self, socket: &impl std::os::fd::AsFd, peer: std::net::SocketAddr) {
+        let congestion = self.config.loopback_congestion.as_deref();
+        if let Err(e) = crate::tcp::tune_accepted(socket, peer, congestion) {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                tracing::warn!(?congestion, error = %e, "cannot tune an accepted socket; keeping the system's settings");
+            });
+        }
+    }
+
     /// Admission control for a freshly accepted socket: `Some(io_thread)` that will own it,
     /// or `None` when the server is full (the caller drops the socket; counted).
     pub(crate) fn admit(&self) -> Option<usize> {

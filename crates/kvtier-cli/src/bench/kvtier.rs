@@ -45,6 +45,8 @@ pub struct KvtierOptions {
     pub match_len: usize,
     /// Blocks the keys name (`0..keyspace`); runs of keys wrap in it.
     pub keyspace: u64,
+    /// Congestion control of loopback connections (`None`: the system's).
+    pub congestion: Option<String>,
 }
 
 /// The sequence hash key `key`'s block is stored under: a chain over the keyspace (each
@@ -94,7 +96,7 @@ impl KvtierConn {
     /// server, refuses it, or cannot take these requests.
     pub fn connect(addr: SocketAddr, options: &KvtierOptions) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        kvtier_client::tune_connection(&stream, options.congestion.as_deref())?;
         let per_request = options.blocks_per_request.max(1);
         let mut conn = Self {
             stream: CorkedStream::new(stream),
@@ -449,6 +451,7 @@ pub(super) mod tests {
 
     fn options(blocks_per_request: usize) -> KvtierOptions {
         KvtierOptions {
+            congestion: None,
             namespace: "bench-ns".to_string(),
             token: Some("tok".to_string()),
             block_bytes: BLOCK,

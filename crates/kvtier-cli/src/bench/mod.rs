@@ -83,6 +83,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "CPU", requires = "raw_tcp")]
     raw_server_cpu: Option<usize>,
 
+    /// TCP congestion control of every loopback connection the bench opens, and of the raw
+    /// TCP server's (match `kvtier serve --loopback-congestion`); `system` keeps the host's
+    /// default.
+    #[arg(long, value_name = "NAME", default_value = "system")]
+    loopback_congestion: String,
+
     /// kvtier target: the namespace to open at HELLO [default: kvbench].
     #[arg(long)]
     namespace: Option<String>,
@@ -131,6 +137,13 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+impl BenchArgs {
+    /// The loopback congestion control to set (`None` for `system`).
+    fn congestion(&self) -> Option<String> {
+        (self.loopback_congestion != "system").then(|| self.loopback_congestion.clone())
+    }
 }
 
 /// How results are printed.
@@ -261,6 +274,7 @@ fn redis_addr(url: &str) -> Result<SocketAddr> {
 /// Bad arguments, an unreachable target, a failed prefill, or a run with errors (after its
 /// report is printed).
 pub fn run(args: &BenchArgs) -> Result<()> {
+    check_congestion(args.congestion().as_deref())?;
     let settings = Settings {
         connections: args.connections as usize,
         pipeline: args.pipeline as usize,
@@ -298,6 +312,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Fails clearly when the kernel does not offer the loopback congestion control asked for.
+fn check_congestion(name: Option<&str>) -> Result<()> {
+    if let Some(name) = name {
+        kvtier_server::check_loopback_congestion(name)
+            .with_context(|| format!("--loopback-congestion {name}"))?;
+    }
+    Ok(())
+}
+
 /// Connects to the target and runs; returns the target's name and the run.
 fn measure(
     args: &BenchArgs,
@@ -310,11 +333,16 @@ fn measure(
             return measure_kvtier(args, settings, progress, name, addr);
         }
         Target::RawTcp => {
-            let server =
-                RawServer::start(args.raw_server_cpu).context("starting the raw TCP server")?;
+            let server = RawServer::start(args.raw_server_cpu, args.congestion())
+                .context("starting the raw TCP server")?;
             let addr = server.addr();
-            let run = driver::run(settings, |_| RawConn::connect(addr, bytes), progress)
-                .context("raw TCP run")?;
+            let cc = args.congestion();
+            let run = driver::run(
+                settings,
+                |_| RawConn::connect(addr, bytes, cc.as_deref()),
+                progress,
+            )
+            .context("raw TCP run")?;
             return Ok(("raw-tcp".to_string(), run));
         }
         Target::Redis { url, addr } => (url, addr),
@@ -325,11 +353,16 @@ fn measure(
             settings.mix
         );
     }
-    RespConn::connect(addr, bytes)
+    let cc = args.congestion();
+    RespConn::connect(addr, bytes, cc.as_deref())
         .and_then(|mut c| c.ping())
         .with_context(|| format!("{url}: no Redis server answers PING"))?;
-    let run = driver::run(settings, |_| RespConn::connect(addr, bytes), progress)
-        .with_context(|| format!("{url}: run"))?;
+    let run = driver::run(
+        settings,
+        |_| RespConn::connect(addr, bytes, cc.as_deref()),
+        progress,
+    )
+    .with_context(|| format!("{url}: run"))?;
     Ok((url, run))
 }
 
@@ -352,6 +385,7 @@ fn measure_kvtier(
         blocks_per_request: args.blocks_per_request as usize,
         match_len: args.match_len.map_or(MATCH_HASHES, |n| n as usize),
         keyspace: settings.keyspace,
+        congestion: args.congestion(),
     };
     KvtierConn::connect(addr, &options)
         .with_context(|| format!("{name}: no kvtier server accepts the session"))?;

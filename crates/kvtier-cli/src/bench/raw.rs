@@ -58,7 +58,7 @@ impl RawServer {
     ///
     /// The bind error. A CPU the threads cannot be moved to is reported on stderr, and the
     /// run goes on unpinned.
-    pub fn start(cpu: Option<usize>) -> io::Result<Self> {
+    pub fn start(cpu: Option<usize>, congestion: Option<String>) -> io::Result<Self> {
         let pin = move || {
             cpu.is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }))
         };
@@ -77,11 +77,12 @@ impl RawServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    let congestion = congestion.clone();
                     let _ = std::thread::Builder::new()
                         .name("raw-tcp-conn".into())
                         .spawn(move || {
                             let _ = pin();
-                            serve(stream)
+                            serve(stream, congestion.as_deref())
                         });
                 }
             })?;
@@ -109,9 +110,12 @@ impl Drop for RawServer {
     }
 }
 
-/// Serves one connection until the client closes it (or sends a bad header).
-fn serve(mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection until the client closes it (or sends a bad header), with the
+/// client's loopback congestion control, as `kvtier serve` does.
+fn serve(mut stream: TcpStream, congestion: Option<&str>) {
+    if kvtier_client::tune_connection(&stream, congestion).is_err() {
+        let _ = stream.set_nodelay(true);
+    }
     let mut inb = InBuf::default();
     let mut reply = Vec::new();
     loop {
@@ -153,14 +157,19 @@ pub struct RawConn {
 }
 
 impl RawConn {
-    /// Connects to `addr`; blocks are `block_bytes` long.
+    /// Connects to `addr` (a loopback connection with `congestion`, if given); blocks are
+    /// `block_bytes` long.
     ///
     /// # Errors
     ///
-    /// The connect error.
-    pub fn connect(addr: SocketAddr, block_bytes: usize) -> io::Result<Self> {
+    /// The connect error, or the kernel's refusal of `congestion`.
+    pub fn connect(
+        addr: SocketAddr,
+        block_bytes: usize,
+        congestion: Option<&str>,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        kvtier_client::tune_connection(&stream, congestion)?;
         Ok(Self {
             stream,
             block: vec![0xA5; block_bytes.max(MATCH_HASHES * 8)],
@@ -234,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_pinned_raw_server_runs_its_connections_on_that_cpu() {
-        let server = RawServer::start(Some(0)).unwrap();
+        let server = RawServer::start(Some(0), None).unwrap();
         let mut c = TcpStream::connect(server.addr()).unwrap();
         c.write_all(&header(0, 64, 1)).unwrap();
         assert_eq!(read_reply(&mut c).unwrap(), (64, 1));
@@ -262,7 +271,7 @@ mod tests {
 
     #[test]
     fn the_raw_server_answers_each_shape_and_refuses_absurd_headers() {
-        let server = RawServer::start(None).unwrap();
+        let server = RawServer::start(None, None).unwrap();
         let mut c = TcpStream::connect(server.addr()).unwrap();
         c.write_all(&header(0, 4096, 7)).unwrap();
         assert_eq!(read_reply(&mut c).unwrap(), (4096, 7));

@@ -33,14 +33,19 @@ pub struct RespConn {
 }
 
 impl RespConn {
-    /// Connects to `addr`; blocks are `block_bytes` long.
+    /// Connects to `addr` (a loopback connection with `congestion`, if given); blocks are
+    /// `block_bytes` long.
     ///
     /// # Errors
     ///
-    /// The connect error.
-    pub fn connect(addr: SocketAddr, block_bytes: usize) -> io::Result<Self> {
+    /// The connect error, or the kernel's refusal of `congestion`.
+    pub fn connect(
+        addr: SocketAddr,
+        block_bytes: usize,
+        congestion: Option<&str>,
+    ) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        kvtier_client::tune_connection(&stream, congestion)?;
         Ok(Self {
             stream: CorkedStream::new(stream),
             block: vec![0xA5; block_bytes],

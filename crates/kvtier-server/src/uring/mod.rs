@@ -241,7 +241,7 @@ impl<S: Service> UringLoop<S> {
                 return;
             }
         };
-        let _ = stream.set_nodelay(true);
+        self.shared.tune_socket(&stream, peer);
         if owner == self.index {
             self.register(stream, listener, peer);
         } else {
