@@ -159,7 +159,7 @@ fn bad_arguments_and_unreachable_targets_are_clear_errors() {
         (&["bench", "--target", "http://x"], "redis://"),
         (
             &["bench", "--raw-tcp", "--loopback-congestion", "no_such_cc"],
-            "the kernel does not offer it",
+            "the kernel does not offer",
         ),
     ];
     for (args, want) in cases {
