@@ -68,6 +68,10 @@ pub(crate) struct ServeArgs {
     /// Blocks waiting to be copied to disk before more are skipped [default: 4096].
     #[arg(long, env = "KVTIER_OFFLOAD_QUEUE", value_name = "N")]
     offload_queue: Option<usize>,
+    /// Milliseconds a PUT that evicts waits for the disk to take blocks still needing a copy
+    /// before skipping them; 0 never waits [default: 0].
+    #[arg(long, env = "KVTIER_OFFLOAD_WAIT_MS", value_name = "MS")]
+    offload_wait_ms: Option<u64>,
     /// Token every binary connection must present in HELLO [default: none].
     #[arg(
         long,
@@ -158,6 +162,7 @@ impl ServeArgs {
             disk_bytes,
             write_policy,
             offload_queue,
+            offload_wait_ms,
             io_backend,
             io_threads,
             workers,

@@ -175,6 +175,12 @@ pub struct NodeConfig {
     pub write_policy: String,
     /// Blocks waiting to be copied to disk before more are skipped (counted). Default 4096.
     pub offload_queue: usize,
+    /// Milliseconds a PUT that evicts from host memory waits for the disk to take the
+    /// evicted blocks that still need a copy (write-through blocks not copied yet, write-back
+    /// victims) when its staging buffers are all in use; past it they are skipped and counted.
+    /// 0 never waits: a disk slower than the PUTs then loses those copies, and a wait holds
+    /// sustained PUTs of new blocks to the disk's speed. Default 0.
+    pub offload_wait_ms: u64,
     /// A token every binary connection must present in HELLO; `None`: no authentication.
     /// Default none.
     pub auth_token: Option<String>,
@@ -216,6 +222,7 @@ impl Default for NodeConfig {
             disk_bytes: ByteSize::gib(8),
             write_policy: "write_through".to_string(),
             offload_queue: 4096,
+            offload_wait_ms: 0,
             auth_token: None,
             io_backend: IoBackend::Auto,
             io_threads: 0,

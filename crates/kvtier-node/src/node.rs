@@ -84,6 +84,7 @@ impl Node {
             disk_bytes: config.disk_bytes.bytes(),
             write_policy,
             offload_queue: config.offload_queue,
+            offload_wait: std::time::Duration::from_millis(config.offload_wait_ms),
             event_replay: config.event_replay,
             instance: InstanceId(u128::from(fresh_instance_id())),
         };

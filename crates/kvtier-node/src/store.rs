@@ -49,11 +49,6 @@ fn staging_blocks(block_bytes: usize) -> usize {
     ((16 << 20) / block_bytes.max(1)).clamp(64, 4096)
 }
 
-/// How long an eviction waits for a free staging buffer before it skips the block: a disk
-/// slower than the PUT rate slows PUTs that evict down to its speed instead of losing blocks,
-/// and a stuck one costs each such PUT at most this.
-const STAGING_WAIT: Duration = Duration::from_millis(100);
-
 /// Settings of a [`BlockStore`] (from the node's configuration).
 #[derive(Clone, Debug)]
 pub(crate) struct StoreSettings {
@@ -62,6 +57,7 @@ pub(crate) struct StoreSettings {
     pub disk_bytes: u64,
     pub write_policy: WritePolicy,
     pub offload_queue: usize,
+    pub offload_wait: Duration,
     pub event_replay: usize,
     pub instance: InstanceId,
 }
@@ -146,7 +142,7 @@ impl BlockStore {
                     let wb =
                         WriteBack::new(Arc::clone(lower), settings.block_bytes, staging, staging)
                             .map_err(|e| NodeError::Storage(format!("write-back: {e}")))?;
-                    wb.set_max_wait(STAGING_WAIT);
+                    wb.set_max_wait(settings.offload_wait);
                     builder = builder.with_eviction_hook(wb.clone());
                     writeback = Some(wb);
                 }
@@ -169,7 +165,7 @@ impl BlockStore {
                         filter,
                     )
                     .map_err(|e| NodeError::Storage(format!("write-through: {e}")))?;
-                    r.set_max_wait(STAGING_WAIT);
+                    r.set_max_wait(settings.offload_wait);
                     builder = builder
                         .with_observer(o.clone())
                         .with_eviction_hook(r.clone());
