@@ -2,7 +2,7 @@
 //! temporary directory, and the write policies moving real bytes between them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -337,15 +337,21 @@ impl Storage for Blocking {
     }
 }
 
-#[test]
-fn a_full_staging_pool_skips_and_counts_without_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let g3 = disk(dir.path());
+/// A disk tier in `dir`, the same behind a [`Blocking`] gate, and the gate's sender.
+fn blocking_disk(dir: &std::path::Path) -> (Arc<DiskStorage>, Arc<Blocking>, Sender<()>) {
+    let g3 = disk(dir);
     let (open, gate) = channel();
     let lower = Arc::new(Blocking {
         inner: g3.clone(),
         gate: Mutex::new(gate),
     });
+    (g3, lower, open)
+}
+
+#[test]
+fn a_full_staging_pool_skips_and_counts_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_g3, lower, open) = blocking_disk(dir.path());
     // Two staging buffers, one queued batch.
     let wb = WriteBack::new(lower, BLOCK, 2, 1).unwrap();
     let arena = g2_with_write_back(8, &wb);
@@ -370,12 +376,7 @@ fn a_full_staging_pool_skips_and_counts_without_blocking() {
 #[test]
 fn with_a_wait_a_slow_lower_tier_slows_evictions_instead_of_losing_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let g3 = disk(dir.path());
-    let (open, gate) = channel();
-    let lower = Arc::new(Blocking {
-        inner: g3.clone(),
-        gate: Mutex::new(gate),
-    });
+    let (g3, lower, open) = blocking_disk(dir.path());
     let wb = WriteBack::new(lower, BLOCK, 2, 2).unwrap();
     wb.set_max_wait(Duration::from_secs(30));
     let arena = g2_with_write_back(8, &wb);
